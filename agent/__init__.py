@@ -1,0 +1,1 @@
+"""stockade.agent: the node agent (rule sets into iptables chains and ipsets)."""

@@ -1,0 +1,3 @@
+"""stockade: Kubernetes NetworkPolicy enforcement with iptables and ipset."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,245 @@
+"""The rule-set format: the contract between the controller and the agents.
+
+A :class:`NodeRuleSet` holds, for one node, the policies that select at least one
+of its pods: the local targets, the compiled rules, and references to
+:class:`PeerSet` objects by name. PeerSets are shared by every node that needs them,
+named by the content of their selector, and split into shards of bounded size, the
+way EndpointSlices split a Service's endpoints.
+
+The CRDs (``NodeRuleSet`` and ``PeerSet`` in ``stockade.dev``) carry exactly these
+models; :func:`node_rule_set_schema` and :func:`peer_set_schema` produce their
+OpenAPI v3 schemas from the same classes, so there is one source of truth.
+
+Everything here is plain data; ordering is canonical (sorted) so the same cluster
+always serialises to the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, TypeAdapter
+from pydantic.alias_generators import to_camel
+
+GROUP = "stockade.dev"
+VERSION = "v1alpha1"
+FORMAT_VERSION = 1
+
+# Serialised with camelCase keys, the way Kubernetes resources are written.
+_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    """A short hex digest of ``payload`` in canonical JSON (sorted keys)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorRequirement:
+    """A label requirement: ``operator`` is In, NotIn, Exists or DoesNotExist."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPortRef:
+    """A container port name and protocol, resolved on each pod."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    name: str
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSelector:
+    """What a PeerSet selects; its canonical JSON names the set.
+
+    ``namespace`` fixes the namespace (a peer with only a podSelector); otherwise
+    ``namespace_selector`` picks namespaces (empty: all). ``named_port`` restricts
+    the set to pods that declare that port, and makes its members ``ip,port``.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    pod_selector: tuple[SelectorRequirement, ...] = ()
+    namespace: str | None = None
+    namespace_selector: tuple[SelectorRequirement, ...] | None = None
+    named_port: NamedPortRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerMember:
+    """A pod in a PeerSet: its IPs, and the resolved number for a named-port set."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    pod: str
+    ips: tuple[str, ...]
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSet:
+    """One shard of a shared peer set.
+
+    ``set_name`` is the name rules refer to; the object's ``name`` is
+    ``<set_name>-<shard>``. An agent has the whole set once it holds ``shards``
+    shards of the same ``set_name``.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    name: str
+    set_name: str
+    selector: PeerSelector
+    shard: int
+    shards: int
+    members: tuple[PeerMember, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PortMatch:
+    """A destination port match.
+
+    Exactly one form: ``port`` (with ``end_port`` for a range), ``name`` (a named
+    port, resolved on the destination pod), or neither (every port of
+    ``protocol``). For egress rules a named port comes with ``named_port_set``:
+    the PeerSet of every pod declaring it, whose ``ip,port`` members resolve it.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    protocol: str
+    port: int | None = None
+    end_port: int | None = None
+    name: str | None = None
+    named_port_set: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerMatch:
+    """A peer: a PeerSet by name, or a CIDR minus exceptions (one of the two)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    peer_set: str | None = None
+    cidr: str | None = None
+    excepts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """An allow rule: any of ``peers`` (empty: all) on any of ``ports`` (empty: all)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    peers: tuple[PeerMatch, ...] = ()
+    ports: tuple[PortMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """A policy compiled independently of any node.
+
+    ``ingress``/``egress`` is None when the policy does not isolate its targets in
+    that direction; an empty tuple isolates and allows nothing.
+    ``id`` is a short stable hash of ``namespace/name``, for chain and set names.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    name: str
+    id: str
+    ingress: tuple[CompiledRule, ...] | None
+    egress: tuple[CompiledRule, ...] | None
+
+    def peer_sets(self) -> set[str]:
+        """Names of every PeerSet the rules refer to."""
+        names: set[str] = set()
+        for rules in (self.ingress or (), self.egress or ()):
+            for rule in rules:
+                names.update(p.peer_set for p in rule.peers if p.peer_set)
+                names.update(p.named_port_set for p in rule.ports if p.named_port_set)
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPortSpec:
+    """A local pod's declared port (for ingress named ports)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    name: str
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPod:
+    """A pod on the node that some policy selects."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    name: str
+    ips: tuple[str, ...]
+    ports: tuple[ContainerPortSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodePolicy:
+    """A policy as one node enforces it: the compiled rules and its local targets."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    policy: CompiledPolicy
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRuleSet:
+    """Everything one node's agent needs besides the PeerSets it names."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    node: str
+    pods: tuple[LocalPod, ...]
+    policies: tuple[NodePolicy, ...]
+    peer_sets: tuple[str, ...]
+    format_version: int = FORMAT_VERSION
+
+
+_NODE_ADAPTER: TypeAdapter[NodeRuleSet] = TypeAdapter(NodeRuleSet)
+_PEER_ADAPTER: TypeAdapter[PeerSet] = TypeAdapter(PeerSet)
+
+
+def node_rule_set_to_dict(rs: NodeRuleSet) -> dict[str, Any]:
+    """The NodeRuleSet as the JSON-ready ``spec`` of its custom resource."""
+    out: dict[str, Any] = _NODE_ADAPTER.dump_python(rs, mode="json", by_alias=True)
+    return out
+
+
+def node_rule_set_from_dict(raw: Any) -> NodeRuleSet:
+    """Validate and parse a NodeRuleSet spec; raises ``pydantic.ValidationError``."""
+    return _NODE_ADAPTER.validate_python(raw)
+
+
+def peer_set_to_dict(ps: PeerSet) -> dict[str, Any]:
+    """The PeerSet shard as the JSON-ready ``spec`` of its custom resource."""
+    out: dict[str, Any] = _PEER_ADAPTER.dump_python(ps, mode="json", by_alias=True)
+    return out
+
+
+def peer_set_from_dict(raw: Any) -> PeerSet:
+    """Validate and parse a PeerSet spec; raises ``pydantic.ValidationError``."""
+    return _PEER_ADAPTER.validate_python(raw)
+
+
+def node_rule_set_schema() -> dict[str, Any]:
+    """JSON schema of a NodeRuleSet spec (pydantic's serialisation view)."""
+    return _NODE_ADAPTER.json_schema(by_alias=True, mode="serialization")
+
+
+def peer_set_schema() -> dict[str, Any]:
+    """JSON schema of a PeerSet spec (pydantic's serialisation view)."""
+    return _PEER_ADAPTER.json_schema(by_alias=True, mode="serialization")
+
+
+def canonical_json(payload: Any) -> str:
+    """Byte-stable JSON: sorted keys, no whitespace."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
