@@ -1,0 +1,668 @@
+"""The compiler: cluster state in, the rule sets of every node and the peer sets out.
+
+Purely computational: no I/O, no clock, no globals. The controller feeds it events
+(:meth:`Compiler.upsert`, :meth:`Compiler.delete`) and publishes what
+:meth:`Compiler.flush` reports as changed; :func:`compile_cluster` is the same
+machinery run once over a whole snapshot, so an incremental run and a full compile
+agree by construction of the outputs (and a property test checks it).
+
+Cost model: a pod event touches the policies of its namespace and the peer sets
+whose namespace scope includes it; a namespace event touches the peer sets with a
+namespace selector; a policy event touches its own targets and peer sets. Outputs
+are rebuilt only for the nodes and peer-set shards marked dirty.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from stockade.cluster import Cluster
+from stockade.index import LabelIndex
+from stockade.model import (
+    ClusterObject,
+    Namespace,
+    NetworkPolicy,
+    Peer,
+    Pod,
+    PolicyPort,
+    Rule,
+)
+from stockade.ruleset import (
+    CompiledPolicy,
+    CompiledRule,
+    ContainerPortSpec,
+    LocalPod,
+    NamedPortRef,
+    NodePolicy,
+    NodeRuleSet,
+    PeerMatch,
+    PeerMember,
+    PeerSelector,
+    PeerSet,
+    PortMatch,
+    SelectorRequirement,
+    stable_hash,
+)
+from stockade.selectors import EVERYTHING, LabelSelector, Requirement
+
+DEFAULT_SHARD_SIZE = 1000
+# Members are hashed into this many buckets; a shard is a fixed group of buckets,
+# so a membership change rebuilds one shard, and resharding happens only when the
+# shard count doubles or halves.
+_BUCKETS = 1024
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def _reqs(sel: LabelSelector) -> tuple[SelectorRequirement, ...]:
+    return tuple(SelectorRequirement(r.key, r.operator, r.values) for r in sel.requirements)
+
+
+def _selector(reqs: tuple[SelectorRequirement, ...]) -> LabelSelector:
+    return LabelSelector(tuple(Requirement(r.key, r.operator, r.values) for r in reqs))
+
+
+def peer_set_name(selector: PeerSelector) -> str:
+    """The content-addressed name of the set ``selector`` selects."""
+    payload = {
+        "p": [[r.key, r.operator, list(r.values)] for r in selector.pod_selector],
+        "n": selector.namespace,
+        "ns": None
+        if selector.namespace_selector is None
+        else [[r.key, r.operator, list(r.values)] for r in selector.namespace_selector],
+        "port": None
+        if selector.named_port is None
+        else [selector.named_port.name, selector.named_port.protocol],
+    }
+    return "ps-" + stable_hash(payload)
+
+
+def policy_id(key: str) -> str:
+    """A short stable id for ``namespace/name``, used in chain and set names."""
+    return stable_hash(key, 12)
+
+
+def _peer_selector(peer: Peer, namespace: str) -> PeerSelector:
+    pod_reqs = _reqs(peer.pod_selector or EVERYTHING)
+    if peer.namespace_selector is None:
+        return PeerSelector(pod_selector=pod_reqs, namespace=namespace)
+    return PeerSelector(pod_selector=pod_reqs, namespace_selector=_reqs(peer.namespace_selector))
+
+
+def _compile_peers(
+    peers: tuple[Peer, ...], namespace: str, sets: dict[str, PeerSelector]
+) -> tuple[PeerMatch, ...]:
+    out: list[PeerMatch] = []
+    for peer in peers:
+        if peer.ip_block is not None:
+            match = PeerMatch(
+                cidr=str(peer.ip_block.cidr),
+                excepts=tuple(str(e) for e in peer.ip_block.excepts),
+            )
+        else:
+            selector = _peer_selector(peer, namespace)
+            name = peer_set_name(selector)
+            sets[name] = selector
+            match = PeerMatch(peer_set=name)
+        if match not in out:
+            out.append(match)
+    return tuple(out)
+
+
+def _compile_port(port: PolicyPort, egress: bool, sets: dict[str, PeerSelector]) -> PortMatch:
+    if port.name is None:
+        return PortMatch(protocol=port.protocol, port=port.port, end_port=port.end_port)
+    if not egress:
+        # Ingress: the destination is the local target, whose ports the node knows.
+        return PortMatch(protocol=port.protocol, name=port.name)
+    # Egress: the destination may be any pod in the cluster; the set of every pod
+    # declaring the port gives its number per pod.
+    selector = PeerSelector(
+        pod_selector=(), namespace_selector=(), named_port=NamedPortRef(port.name, port.protocol)
+    )
+    name = peer_set_name(selector)
+    sets[name] = selector
+    return PortMatch(protocol=port.protocol, name=port.name, named_port_set=name)
+
+
+def _compile_rules(
+    rules: tuple[Rule, ...] | None, namespace: str, egress: bool, sets: dict[str, PeerSelector]
+) -> tuple[CompiledRule, ...] | None:
+    if rules is None:
+        return None
+    out = []
+    for rule in rules:
+        ports: list[PortMatch] = []
+        for p in rule.ports:
+            match = _compile_port(p, egress, sets)
+            if match not in ports:
+                ports.append(match)
+        out.append(CompiledRule(_compile_peers(rule.peers, namespace, sets), tuple(ports)))
+    return tuple(out)
+
+
+def compile_policy(policy: NetworkPolicy) -> tuple[CompiledPolicy, dict[str, PeerSelector]]:
+    """Compile one policy, independently of any node.
+
+    Returns the compiled policy and the selector of every PeerSet it refers to.
+    Rule order is kept, so a rule's index is the index in the policy's spec.
+    """
+    sets: dict[str, PeerSelector] = {}
+    compiled = CompiledPolicy(
+        name=policy.key,
+        id=policy_id(policy.key),
+        ingress=_compile_rules(policy.ingress, policy.namespace, False, sets),
+        egress=_compile_rules(policy.egress, policy.namespace, True, sets),
+    )
+    return compiled, sets
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _PolicyState:
+    policy: NetworkPolicy
+    compiled: CompiledPolicy
+    sets: frozenset[str]
+    targets: set[str]
+
+
+@dataclass
+class _SetState:
+    name: str
+    selector: PeerSelector
+    pod_selector: LabelSelector
+    namespace_selector: LabelSelector | None
+    users: set[str] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)
+    buckets: dict[int, dict[str, PeerMember]] = field(default_factory=dict)
+    size: int = 0
+    # Buckets changed since the last flush; None means rebuild every shard.
+    dirty: set[int] | None = None
+
+    def wants(self, pod: Pod) -> PeerMember | None:
+        """The member ``pod`` would be, if the set selects it."""
+        if not self.pod_selector.matches(pod.labels):
+            return None
+        named = self.selector.named_port
+        if named is None:
+            return PeerMember(pod.key, pod.ips)
+        number = pod.named_port(named.name, named.protocol)
+        return None if number is None else PeerMember(pod.key, pod.ips, number)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a flush changed: new values, or None for deleted objects.
+
+    ``peer_sets`` is keyed by shard name (``<set>-<shard>``).
+    """
+
+    nodes: Mapping[str, NodeRuleSet | None]
+    peer_sets: Mapping[str, PeerSet | None]
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes or self.peer_sets)
+
+
+@dataclass(frozen=True)
+class CompiledCluster:
+    """Every node's rule set and every peer-set shard, sorted by name."""
+
+    node_rule_sets: Mapping[str, NodeRuleSet]
+    peer_sets: Mapping[str, PeerSet]
+
+    def shards(self, set_name: str) -> tuple[PeerSet, ...]:
+        """The shards of one set, in shard order."""
+        found = [ps for ps in self.peer_sets.values() if ps.set_name == set_name]
+        return tuple(sorted(found, key=lambda ps: ps.shard))
+
+    def by_set(self) -> dict[str, tuple[PeerSet, ...]]:
+        """Shards grouped by set name."""
+        out: dict[str, list[PeerSet]] = {}
+        for ps in self.peer_sets.values():
+            out.setdefault(ps.set_name, []).append(ps)
+        return {k: tuple(sorted(v, key=lambda ps: ps.shard)) for k, v in sorted(out.items())}
+
+
+def _bucket(key: str) -> int:
+    return zlib.crc32(key.encode()) % _BUCKETS
+
+
+class Compiler:
+    """Incremental compiler over an index of pods, namespaces and policies.
+
+    Not thread-safe; the controller serialises events into it.
+    """
+
+    def __init__(self, shard_size: int = DEFAULT_SHARD_SIZE) -> None:
+        if shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+        self.shard_size = shard_size
+        self._pods: dict[str, Pod] = {}
+        self._pod_index = LabelIndex()  # selectable pods only
+        self._ns_pods: dict[str, set[str]] = {}  # selectable pods by namespace
+        self._node_pods: dict[str, set[str]] = {}  # selectable pods by node
+        self._node_refs: dict[str, int] = {}  # every pod counts for its node
+        self._declared_nodes: set[str] = set()
+        self._ns_declared: dict[str, Namespace] = {}
+        self._ns_index = LabelIndex()  # every known namespace
+        self._policies: dict[str, _PolicyState] = {}
+        self._ns_policies: dict[str, set[str]] = {}
+        self._pod_policies: dict[str, set[str]] = {}
+        self._sets: dict[str, _SetState] = {}
+        self._ns_sets: dict[str, set[str]] = {}  # namespace -> sets whose scope has it
+        self._nssel_sets: set[str] = set()  # sets with a namespace selector
+        self._dirty_nodes: set[str] = set()
+        self._dirty_sets: set[str] = set()
+        self._node_out: dict[str, NodeRuleSet] = {}
+        self._set_out: dict[str, dict[int, PeerSet]] = {}
+
+    # ------------------------------------------------------------------ events
+
+    def upsert(self, obj: ClusterObject) -> None:
+        """Add or replace a Namespace, Pod or NetworkPolicy."""
+        if isinstance(obj, Pod):
+            self._set_pod(obj.key, obj)
+        elif isinstance(obj, Namespace):
+            self._set_namespace(obj.name, obj)
+        else:
+            self._set_policy(obj.key, obj)
+
+    def delete(self, kind: str, key: str) -> None:
+        """Remove an object by kind (Pod, Namespace, NetworkPolicy) and key.
+
+        Namespaced keys are ``namespace/name``. Unknown keys are ignored.
+        """
+        if kind == "Pod":
+            self._set_pod(key, None)
+        elif kind == "Namespace":
+            self._set_namespace(key, None)
+        elif kind == "NetworkPolicy":
+            self._set_policy(key, None)
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def upsert_node(self, name: str) -> None:
+        """Declare a node, so it has a (possibly empty) rule set without pods."""
+        if name not in self._declared_nodes:
+            self._declared_nodes.add(name)
+            self._dirty_nodes.add(name)
+
+    def delete_node(self, name: str) -> None:
+        """Forget a declared node (its rule set goes when no pod refers to it)."""
+        if name in self._declared_nodes:
+            self._declared_nodes.discard(name)
+            self._dirty_nodes.add(name)
+
+    # ------------------------------------------------------------------ pods
+
+    def _set_pod(self, key: str, pod: Pod | None) -> None:
+        old = self._pods.get(key)
+        if old == pod:
+            return
+        if pod is None:
+            del self._pods[key]
+        else:
+            self._pods[key] = pod
+        if old is not None:
+            self._node_ref(old.node_name, -1)
+            if old.selectable:
+                self._unindex_pod(old)
+        if pod is not None:
+            self._node_ref(pod.node_name, +1)
+            if pod.selectable:
+                self._know_namespace(pod.namespace)
+                self._index_pod(pod)
+        current = pod or old
+        assert current is not None  # both None was caught by old == pod
+        namespace = current.namespace
+        self._retarget_pod(key, namespace, old, pod)
+        self._repeer_pod(key, namespace, old, pod)
+
+    def _node_ref(self, node: str, delta: int) -> None:
+        count = self._node_refs.get(node, 0) + delta
+        if count:
+            self._node_refs[node] = count
+        else:
+            self._node_refs.pop(node, None)
+        if count in (0, 1):
+            self._dirty_nodes.add(node)
+
+    def _index_pod(self, pod: Pod) -> None:
+        key = pod.key
+        self._pod_index.add(key, pod.labels)
+        self._ns_pods.setdefault(pod.namespace, set()).add(key)
+        self._node_pods.setdefault(pod.node_name, set()).add(key)
+
+    def _unindex_pod(self, pod: Pod) -> None:
+        key = pod.key
+        self._pod_index.remove(key)
+        _discard(self._ns_pods, pod.namespace, key)
+        _discard(self._node_pods, pod.node_name, key)
+
+    def _retarget_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
+        for pkey in self._ns_policies.get(namespace, ()):
+            state = self._policies[pkey]
+            was = key in state.targets
+            now = (
+                pod is not None
+                and pod.selectable
+                and state.policy.pod_selector.matches(pod.labels)
+            )
+            if was and now and _same_local(old, pod):
+                continue
+            if now:
+                state.targets.add(key)
+                self._pod_policies.setdefault(key, set()).add(pkey)
+            elif was:
+                state.targets.discard(key)
+                _discard(self._pod_policies, key, pkey)
+            if was and old is not None:
+                self._dirty_nodes.add(old.node_name)
+            if now and pod is not None:
+                self._dirty_nodes.add(pod.node_name)
+
+    def _repeer_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
+        bucket = _bucket(key)
+        for name in self._ns_sets.get(namespace, ()):
+            state = self._sets[name]
+            members = state.buckets.get(bucket)
+            before = members.get(key) if members else None
+            after = state.wants(pod) if pod is not None and pod.selectable else None
+            if before == after:
+                continue
+            self._put_member(state, bucket, key, after)
+
+    def _put_member(self, state: _SetState, bucket: int, key: str, member: PeerMember | None) -> None:
+        members = state.buckets.setdefault(bucket, {})
+        if key in members:
+            state.size -= 1
+            del members[key]
+        if member is not None:
+            members[key] = member
+            state.size += 1
+        if not members:
+            del state.buckets[bucket]
+        if state.dirty is not None:
+            state.dirty.add(bucket)
+        self._dirty_sets.add(state.name)
+
+    # ------------------------------------------------------------------ namespaces
+
+    def _namespace_labels(self, name: str) -> Namespace:
+        return self._ns_declared.get(name) or Namespace.default(name)
+
+    def _know_namespace(self, name: str) -> None:
+        if name not in self._ns_index:
+            self._relabel_namespace(name, self._namespace_labels(name))
+
+    def _set_namespace(self, name: str, ns: Namespace | None) -> None:
+        old = self._ns_declared.get(name)
+        if old == ns:
+            return
+        if ns is None:
+            del self._ns_declared[name]
+        else:
+            self._ns_declared[name] = ns
+        effective = self._namespace_labels(name)
+        if name in self._ns_index and self._ns_index.labels(name) == effective.labels:
+            return
+        self._relabel_namespace(name, effective)
+
+    def _relabel_namespace(self, name: str, ns: Namespace) -> None:
+        self._ns_index.remove(name)
+        self._ns_index.add(name, ns.labels)
+        scoped = self._ns_sets.setdefault(name, set())
+        for set_name in self._nssel_sets:
+            state = self._sets[set_name]
+            assert state.namespace_selector is not None
+            now = state.namespace_selector.matches(ns.labels)
+            if now == (name in state.namespaces):
+                continue
+            if now:
+                state.namespaces.add(name)
+                scoped.add(set_name)
+            else:
+                state.namespaces.discard(name)
+                scoped.discard(set_name)
+            self._refill_namespace(state, name, now)
+
+    def _refill_namespace(self, state: _SetState, namespace: str, include: bool) -> None:
+        for key in self._ns_pods.get(namespace, ()):
+            member = state.wants(self._pods[key]) if include else None
+            bucket = _bucket(key)
+            if state.buckets.get(bucket, {}).get(key) != member:
+                self._put_member(state, bucket, key, member)
+
+    # ------------------------------------------------------------------ policies
+
+    def _set_policy(self, key: str, policy: NetworkPolicy | None) -> None:
+        old = self._policies.get(key)
+        if (old.policy if old is not None else None) == policy:
+            return
+        new: _PolicyState | None = None
+        if policy is not None:
+            compiled, selectors = compile_policy(policy)
+            for name, selector in selectors.items():
+                self._acquire_set(name, selector, key)
+            within = self._ns_pods.get(policy.namespace, set())
+            targets = self._pod_index.select(policy.pod_selector, within) if within else set()
+            new = _PolicyState(policy, compiled, frozenset(selectors), targets)
+            self._policies[key] = new
+            self._ns_policies.setdefault(policy.namespace, set()).add(key)
+        else:
+            del self._policies[key]
+        if old is not None:
+            if new is None or new.policy.namespace != old.policy.namespace:
+                _discard(self._ns_policies, old.policy.namespace, key)
+            for name in old.sets - (new.sets if new else frozenset()):
+                self._release_set(name, key)
+            for pod in old.targets - (new.targets if new else set()):
+                _discard(self._pod_policies, pod, key)
+        if new is not None:
+            for pod in new.targets - (old.targets if old else set()):
+                self._pod_policies.setdefault(pod, set()).add(key)
+        touched = (old.targets if old else set()) | (new.targets if new else set())
+        self._dirty_nodes.update(self._pods[p].node_name for p in touched)
+
+    def _acquire_set(self, name: str, selector: PeerSelector, user: str) -> None:
+        state = self._sets.get(name)
+        if state is None:
+            state = self._create_set(name, selector)
+        state.users.add(user)
+
+    def _create_set(self, name: str, selector: PeerSelector) -> _SetState:
+        ns_sel = (
+            None if selector.namespace_selector is None else _selector(selector.namespace_selector)
+        )
+        state = _SetState(name, selector, _selector(selector.pod_selector), ns_sel)
+        self._sets[name] = state
+        if ns_sel is None:
+            assert selector.namespace is not None
+            state.namespaces = {selector.namespace}
+        else:
+            self._nssel_sets.add(name)
+            state.namespaces = self._ns_index.select(ns_sel)
+        for ns in state.namespaces:
+            self._ns_sets.setdefault(ns, set()).add(name)
+        for key in self._initial_members(state):
+            member = state.wants(self._pods[key])
+            if member is not None:
+                state.buckets.setdefault(_bucket(key), {})[key] = member
+                state.size += 1
+        state.dirty = None
+        self._dirty_sets.add(name)
+        return state
+
+    def _initial_members(self, state: _SetState) -> set[str]:
+        if len(state.namespaces) == 1:
+            (ns,) = state.namespaces
+            within = self._ns_pods.get(ns)
+            return self._pod_index.select(state.pod_selector, within) if within else set()
+        if state.pod_selector.is_empty:
+            out: set[str] = set()
+            for ns in state.namespaces:
+                out |= self._ns_pods.get(ns, set())
+            return out
+        chosen = self._pod_index.select(state.pod_selector)
+        pods = self._pods
+        return {k for k in chosen if pods[k].namespace in state.namespaces}
+
+    def _release_set(self, name: str, user: str) -> None:
+        state = self._sets[name]
+        state.users.discard(user)
+        if state.users:
+            return
+        del self._sets[name]
+        self._nssel_sets.discard(name)
+        for ns in state.namespaces:
+            _discard(self._ns_sets, ns, name)
+        self._dirty_sets.add(name)
+
+    # ------------------------------------------------------------------ outputs
+
+    def flush(self) -> Changes:
+        """Rebuild what events made dirty; report only what really changed."""
+        node_changes: dict[str, NodeRuleSet | None] = {}
+        for node in sorted(self._dirty_nodes):
+            built = self._build_node(node)
+            if built != self._node_out.get(node):
+                node_changes[node] = built
+                if built is None:
+                    self._node_out.pop(node, None)
+                else:
+                    self._node_out[node] = built
+        self._dirty_nodes.clear()
+        set_changes: dict[str, PeerSet | None] = {}
+        for name in sorted(self._dirty_sets):
+            self._flush_set(name, set_changes)
+        self._dirty_sets.clear()
+        return Changes(node_changes, set_changes)
+
+    def result(self) -> CompiledCluster:
+        """Flush, then every current output, sorted by name."""
+        self.flush()
+        shards = {
+            ps.name: ps for by_shard in self._set_out.values() for ps in by_shard.values()
+        }
+        return CompiledCluster(
+            dict(sorted(self._node_out.items())), dict(sorted(shards.items()))
+        )
+
+    def _build_node(self, node: str) -> NodeRuleSet | None:
+        if node not in self._node_refs and node not in self._declared_nodes:
+            return None
+        by_policy: dict[str, list[str]] = {}
+        for pod in self._node_pods.get(node, ()):
+            for pkey in self._pod_policies.get(pod, ()):
+                by_policy.setdefault(pkey, []).append(pod)
+        policies: list[NodePolicy] = []
+        set_names: set[str] = set()
+        targeted: set[str] = set()
+        for pkey in sorted(by_policy):
+            state = self._policies[pkey]
+            targets = tuple(sorted(by_policy[pkey]))
+            targeted.update(targets)
+            policies.append(NodePolicy(state.compiled, targets))
+            set_names |= state.sets
+        pods = tuple(_local_pod(self._pods[k]) for k in sorted(targeted))
+        return NodeRuleSet(node, pods, tuple(policies), tuple(sorted(set_names)))
+
+    def _flush_set(self, name: str, changes: dict[str, PeerSet | None]) -> None:
+        previous = self._set_out.get(name, {})
+        state = self._sets.get(name)
+        if state is None:
+            for shard, ps in sorted(previous.items()):
+                changes[ps.name] = None
+            self._set_out.pop(name, None)
+            return
+        count = self._shard_count(state)
+        if count != len(previous) or state.dirty is None:
+            rebuild = set(range(count))
+        else:
+            rebuild = {b % count for b in state.dirty}
+        current = dict(previous) if count == len(previous) else {}
+        for shard in sorted(rebuild):
+            ps = self._build_shard(state, shard, count)
+            current[shard] = ps
+            if previous.get(shard) != ps:
+                changes[ps.name] = ps
+        for shard, ps in previous.items():
+            if shard >= count:
+                changes[ps.name] = None
+        self._set_out[name] = current
+        state.dirty = set()
+
+    def _shard_count(self, state: _SetState) -> int:
+        count = 1
+        if state.size <= self.shard_size:
+            return count
+        while count < _BUCKETS:
+            sizes = [0] * count
+            for bucket, members in state.buckets.items():
+                sizes[bucket % count] += len(members)
+            if max(sizes) <= self.shard_size:
+                break
+            count *= 2
+        return count
+
+    def _build_shard(self, state: _SetState, shard: int, count: int) -> PeerSet:
+        members: list[PeerMember] = []
+        for bucket in range(shard, _BUCKETS, count):
+            got = state.buckets.get(bucket)
+            if got:
+                members.extend(got.values())
+        members.sort(key=lambda m: m.pod)
+        return PeerSet(
+            name=f"{state.name}-{shard}",
+            set_name=state.name,
+            selector=state.selector,
+            shard=shard,
+            shards=count,
+            members=tuple(members),
+        )
+
+
+def _same_local(old: Pod | None, new: Pod | None) -> bool:
+    """Whether a still-targeted pod looks the same to its node's rule set."""
+    return (
+        old is not None
+        and new is not None
+        and old.node_name == new.node_name
+        and old.ips == new.ips
+        and old.ports == new.ports
+    )
+
+
+def _local_pod(pod: Pod) -> LocalPod:
+    ports = tuple(
+        sorted(
+            (ContainerPortSpec(p.name, p.port, p.protocol) for p in pod.ports if p.name),
+            key=lambda p: (p.name, p.protocol, p.port),
+        )
+    )
+    return LocalPod(pod.key, pod.ips, ports)
+
+
+def _discard(mapping: dict[str, set[str]], key: str, value: str) -> None:
+    values = mapping.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del mapping[key]
+
+
+def compile_cluster(
+    source: Cluster | Iterable[ClusterObject], shard_size: int = DEFAULT_SHARD_SIZE
+) -> CompiledCluster:
+    """Compile a whole snapshot: the rule sets of every node and every peer set."""
+    objects = source.objects() if isinstance(source, Cluster) else source
+    compiler = Compiler(shard_size)
+    for obj in objects:
+        compiler.upsert(obj)
+    return compiler.result()

@@ -1,0 +1,264 @@
+"""Verdicts from the compiled rule sets: a pure model of the dataplane, with reasons.
+
+This is what ``stockade matrix`` and ``stockade explain`` run. It reads only what
+the agents receive (NodeRuleSets and PeerSets) plus where each address lives, and
+walks a packet through the FORWARD hooks it would cross: the source pod's node
+(egress) and the destination pod's node (ingress), once when both are on one node.
+Traffic that never crosses FORWARD (a pod and its own node) is never filtered.
+
+The reference evaluator (:mod:`stockade.reference`) is the independent oracle the
+tests compare this with.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from stockade.cluster import Cluster
+from stockade.compiler import CompiledCluster, compile_cluster
+from stockade.model import INGRESS, Pod
+from stockade.ruleset import CompiledRule, LocalPod, NodeRuleSet, PeerMatch, PortMatch
+
+Endpoint = Pod | str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """A rule of a policy: ``direction`` is Ingress or Egress, ``index`` in the spec."""
+
+    policy: str
+    direction: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.policy} {self.direction.lower()} rule {self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectionVerdict:
+    """One direction's check on one pod: which policies isolate it, which rules allow."""
+
+    pod: str
+    direction: str
+    isolated_by: tuple[str, ...]
+    allowed_by: tuple[RuleRef, ...]
+
+    @property
+    def allowed(self) -> bool:
+        """Not isolated, or some rule allows."""
+        return not self.isolated_by or bool(self.allowed_by)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The verdict for one connection attempt and why.
+
+    ``note`` explains verdicts decided before any policy lookup (same pod, own
+    node, no address).
+    """
+
+    allowed: bool
+    src: str
+    dst: str
+    src_ip: str | None
+    dst_ip: str | None
+    port: int
+    protocol: str
+    egress: DirectionVerdict | None = None
+    ingress: DirectionVerdict | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where an address lives: a pod on a node, a node itself, or outside."""
+
+    node: str | None
+    pod: str | None  # None for a node address
+
+
+@dataclass
+class _NodeView:
+    rules: NodeRuleSet
+    pods_by_ip: dict[str, LocalPod] = field(default_factory=dict)
+    ingress: dict[str, list[tuple[str, tuple[CompiledRule, ...]]]] = field(default_factory=dict)
+    egress: dict[str, list[tuple[str, tuple[CompiledRule, ...]]]] = field(default_factory=dict)
+
+
+def _label(ep: Endpoint) -> str:
+    return ep.key if isinstance(ep, Pod) else ep
+
+
+def _address(ep: Endpoint, family: int) -> str | None:
+    ips = ep.ips if isinstance(ep, Pod) else (ep,)
+    for ip in ips:
+        if ipaddress.ip_address(ip).version == family:
+            return ip
+    return None
+
+
+class Dataplane:
+    """Evaluates connections against compiled rule sets, as the agents enforce them."""
+
+    def __init__(self, cluster: Cluster, compiled: CompiledCluster | None = None) -> None:
+        self.cluster = cluster
+        self.compiled = compiled if compiled is not None else compile_cluster(cluster)
+        self._places: dict[str, _Place] = {}
+        self._nodes: dict[str, _NodeView] = {}
+        self._set_ips: dict[str, set[str]] = {}
+        self._set_ports: dict[str, set[tuple[str, int]]] = {}
+        self._locate(cluster)
+        self._index_sets()
+        for name, rules in self.compiled.node_rule_sets.items():
+            self._nodes[name] = self._view(rules)
+
+    def _locate(self, cluster: Cluster) -> None:
+        for pod in cluster.pods.values():
+            if pod.host_ip:
+                self._places.setdefault(pod.host_ip, _Place(pod.node_name, None))
+        for pod in cluster.pods.values():
+            if not pod.active:
+                continue
+            for ip in pod.ips:
+                if pod.host_network:
+                    self._places[ip] = _Place(pod.node_name, None)
+                else:
+                    self._places[ip] = _Place(pod.node_name, pod.key)
+
+    def _index_sets(self) -> None:
+        for ps in self.compiled.peer_sets.values():
+            ips = self._set_ips.setdefault(ps.set_name, set())
+            ports = self._set_ports.setdefault(ps.set_name, set())
+            for member in ps.members:
+                ips.update(member.ips)
+                if member.port is not None:
+                    ports.update((ip, member.port) for ip in member.ips)
+
+    @staticmethod
+    def _view(rules: NodeRuleSet) -> _NodeView:
+        view = _NodeView(rules)
+        pods = {p.name: p for p in rules.pods}
+        for np in rules.policies:
+            for target in np.targets:
+                for ip in pods[target].ips:
+                    view.pods_by_ip[ip] = pods[target]
+                    if np.policy.ingress is not None:
+                        view.ingress.setdefault(ip, []).append((np.policy.name, np.policy.ingress))
+                    if np.policy.egress is not None:
+                        view.egress.setdefault(ip, []).append((np.policy.name, np.policy.egress))
+        return view
+
+    # ------------------------------------------------------------------ verdicts
+
+    def verdict(
+        self, src: Endpoint, dst: Endpoint, port: int, protocol: str, family: int | None = None
+    ) -> Verdict:
+        """The verdict for a new connection from ``src`` to ``dst`` on ``port``/``protocol``.
+
+        ``family`` defaults to the family of the source's primary address.
+        """
+        base = {"src": _label(src), "dst": _label(dst), "port": port, "protocol": protocol}
+        for ep in (src, dst):
+            if isinstance(ep, Pod) and not ep.active:
+                why = "has no IP" if not ep.ips else f"is {ep.phase}"
+                return Verdict(False, src_ip=None, dst_ip=None, note=f"{ep.key} {why}", **base)
+        if family is None:
+            first = src.ips[0] if isinstance(src, Pod) else src
+            family = ipaddress.ip_address(first).version
+        src_ip, dst_ip = _address(src, family), _address(dst, family)
+        if src_ip is None or dst_ip is None:
+            return Verdict(
+                False, src_ip=src_ip, dst_ip=dst_ip, note=f"no IPv{family} path", **base
+            )
+        addrs = {"src_ip": src_ip, "dst_ip": dst_ip}
+        if src_ip == dst_ip:
+            return Verdict(True, note="same endpoint (loopback)", **addrs, **base)
+        src_at = self._places.get(src_ip, _Place(None, None))
+        dst_at = self._places.get(dst_ip, _Place(None, None))
+        if src_at.node is not None and src_at.node == dst_at.node and (
+            src_at.pod is None or dst_at.pod is None
+        ):
+            return Verdict(True, note=f"a pod and its own node ({src_at.node})", **addrs, **base)
+        egress = ingress = None
+        if src_at.pod is not None and src_at.node is not None:
+            egress = self._check(src_at.node, src_ip, dst_ip, port, protocol, egress_dir=True)
+        if dst_at.pod is not None and dst_at.node is not None:
+            ingress = self._check(dst_at.node, src_ip, dst_ip, port, protocol, egress_dir=False)
+        allowed = all(v is None or v.allowed for v in (egress, ingress))
+        return Verdict(allowed, egress=egress, ingress=ingress, **addrs, **base)
+
+    def _check(
+        self, node: str, src_ip: str, dst_ip: str, port: int, protocol: str, egress_dir: bool
+    ) -> DirectionVerdict | None:
+        view = self._nodes.get(node)
+        if view is None:
+            return None
+        local_ip = src_ip if egress_dir else dst_ip
+        policies = (view.egress if egress_dir else view.ingress).get(local_ip)
+        if not policies:
+            return None
+        direction = "Egress" if egress_dir else INGRESS
+        peer_ip = dst_ip if egress_dir else src_ip
+        dst_local = None if egress_dir else view.pods_by_ip[dst_ip]
+        allowed: list[RuleRef] = []
+        for name, rules in policies:
+            for index, rule in enumerate(rules):
+                if self._rule_matches(rule, peer_ip, dst_ip, port, protocol, dst_local):
+                    allowed.append(RuleRef(name, direction, index))
+        pod = view.pods_by_ip[local_ip].name
+        return DirectionVerdict(pod, direction, tuple(n for n, _ in policies), tuple(allowed))
+
+    def _rule_matches(
+        self,
+        rule: CompiledRule,
+        peer_ip: str,
+        dst_ip: str,
+        port: int,
+        protocol: str,
+        dst_local: LocalPod | None,
+    ) -> bool:
+        if rule.peers and not any(self._peer_matches(p, peer_ip) for p in rule.peers):
+            return False
+        if not rule.ports:
+            return True
+        return any(self._port_matches(p, dst_ip, port, protocol, dst_local) for p in rule.ports)
+
+    def _peer_matches(self, peer: PeerMatch, ip: str) -> bool:
+        if peer.peer_set is not None:
+            return ip in self._set_ips.get(peer.peer_set, ())
+        assert peer.cidr is not None
+        addr = ipaddress.ip_address(ip)
+        net = ipaddress.ip_network(peer.cidr)
+        if addr.version != net.version or addr not in net:
+            return False
+        return not any(addr in ipaddress.ip_network(e) for e in peer.excepts)
+
+    def _port_matches(
+        self, pm: PortMatch, dst_ip: str, port: int, protocol: str, dst_local: LocalPod | None
+    ) -> bool:
+        if pm.protocol != protocol:
+            return False
+        if pm.name is None:
+            return pm.port is None or pm.port <= port <= (pm.end_port or pm.port)
+        if pm.named_port_set is not None:
+            return (dst_ip, port) in self._set_ports.get(pm.named_port_set, ())
+        if dst_local is None:
+            return False
+        return any(
+            cp.name == pm.name and cp.protocol == protocol and cp.port == port
+            for cp in dst_local.ports
+        )
+
+    def matrix(
+        self, port: int, protocol: str, pods: Iterable[Pod] | None = None, family: int | None = None
+    ) -> dict[str, dict[str, bool]]:
+        """Reachability between every ordered pair of participating pods."""
+        chosen = list(pods) if pods is not None else self.cluster.active_pods()
+        return {
+            s.key: {
+                d.key: self.verdict(s, d, port, protocol, family).allowed for d in chosen
+            }
+            for s in chosen
+        }

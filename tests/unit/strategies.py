@@ -1,0 +1,188 @@
+"""Hypothesis strategies: small random clusters as raw Kubernetes dicts.
+
+Vocabularies are tiny on purpose, so selectors often match and ipBlocks often
+contain pod addresses: collisions are where the semantics are interesting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+NAMESPACES = ("a", "b", "c")
+NODES = ("n1", "n2")
+POD_LABELS = {"app": ("web", "db", "api"), "tier": ("front", "back")}
+NS_LABELS = {"env": ("prod", "dev"), "team": ("x", "y")}
+NAMED_PORTS = (("http", "TCP", (80, 8080)), ("dns", "UDP", (53, 5353)), ("metrics", "TCP", (9090,)))
+CIDRS = (
+    ("10.0.0.0/16", ("10.0.1.0/24",)),
+    ("10.0.1.0/24", ()),
+    ("10.0.2.0/25", ("10.0.2.4/30",)),
+    ("192.168.0.0/24", ()),
+    ("0.0.0.0/0", ("10.0.0.0/8",)),
+    ("203.0.113.0/24", ()),
+    ("fd00::/64", ("fd00::100/120",)),
+    ("::/0", ()),
+)
+PROBE_PORTS = (53, 80, 85, 90, 5353, 8080, 9090)
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+EXTERNAL = ("203.0.113.7", "198.51.100.9", "2001:db8::7")
+NODE_IPS = {"n1": ("192.168.0.1", "fd01::1"), "n2": ("192.168.0.2", "fd01::2")}
+
+Raw = dict[str, Any]
+
+
+def labels(vocab: dict[str, tuple[str, ...]]) -> st.SearchStrategy[dict[str, str]]:
+    """A random subset of the vocabulary's keys, each with one of its values."""
+    return st.fixed_dictionaries(
+        {}, optional={key: st.sampled_from(values) for key, values in vocab.items()}
+    )
+
+
+@st.composite
+def selector(draw: st.DrawFn, vocab: dict[str, tuple[str, ...]]) -> Raw:
+    """A label selector dict using matchLabels and/or matchExpressions."""
+    out: Raw = {}
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(vocab)))
+        out["matchLabels"] = {key: draw(st.sampled_from(vocab[key]))}
+    exprs = []
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from(sorted(vocab)))
+        op = draw(st.sampled_from(("In", "NotIn", "Exists", "DoesNotExist")))
+        expr: Raw = {"key": key, "operator": op}
+        if op in ("In", "NotIn"):
+            expr["values"] = draw(
+                st.lists(st.sampled_from(vocab[key]), min_size=1, max_size=2, unique=True)
+            )
+        exprs.append(expr)
+    if exprs:
+        out["matchExpressions"] = exprs
+    return out
+
+
+@st.composite
+def namespace(draw: st.DrawFn, name: str) -> Raw:
+    """A Namespace dict."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": draw(labels(NS_LABELS))},
+    }
+
+
+@st.composite
+def pod(draw: st.DrawFn, index: int) -> Raw:
+    """A Pod dict; sometimes host-network, dual-stack, finished or without an IP."""
+    node = draw(st.sampled_from(NODES))
+    n = NODES.index(node) + 1
+    kind = draw(st.sampled_from(("pod",) * 6 + ("host", "noip", "done", "dual")))
+    status: Raw = {"phase": "Running", "hostIP": NODE_IPS[node][0]}
+    if kind == "host":
+        status["podIP"] = NODE_IPS[node][0]
+    elif kind != "noip":
+        status["podIP"] = f"10.0.{n}.{index + 2}"
+        if kind == "dual":
+            status["podIPs"] = [{"ip": status["podIP"]}, {"ip": f"fd00::{n}:{index + 2}"}]
+    if kind == "done":
+        status["phase"] = draw(st.sampled_from(("Succeeded", "Failed")))
+    if kind == "noip":
+        status["phase"] = "Pending"
+    ports = []
+    for name, proto, numbers in NAMED_PORTS:
+        if draw(st.booleans()):
+            ports.append({"name": name, "protocol": proto,
+                          "containerPort": draw(st.sampled_from(numbers))})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"p{index}",
+            "namespace": draw(st.sampled_from(NAMESPACES)),
+            "labels": draw(labels(POD_LABELS)),
+        },
+        "spec": {"nodeName": node, "hostNetwork": kind == "host",
+                 "containers": [{"name": "c", "ports": ports}]},
+        "status": status,
+    }
+
+
+@st.composite
+def peer(draw: st.DrawFn) -> Raw:
+    """One from/to item: podSelector, namespaceSelector, both, or ipBlock."""
+    kind = draw(st.sampled_from(("pod", "ns", "both", "ip")))
+    if kind == "ip":
+        cidr, excepts = draw(st.sampled_from(CIDRS))
+        block: Raw = {"cidr": cidr}
+        if excepts and draw(st.booleans()):
+            block["except"] = list(excepts)
+        return {"ipBlock": block}
+    out: Raw = {}
+    if kind in ("pod", "both"):
+        out["podSelector"] = draw(selector(POD_LABELS))
+    if kind in ("ns", "both"):
+        out["namespaceSelector"] = draw(selector(NS_LABELS))
+    return out
+
+
+@st.composite
+def port(draw: st.DrawFn) -> Raw:
+    """One ports item: numeric, a range, named, or protocol only."""
+    kind = draw(st.sampled_from(("num", "range", "name", "proto")))
+    out: Raw = {}
+    if draw(st.booleans()):
+        out["protocol"] = draw(st.sampled_from(PROTOCOLS))
+    if kind == "num":
+        out["port"] = draw(st.sampled_from((53, 80, 8080, 9090)))
+    elif kind == "range":
+        out["port"] = 80
+        out["endPort"] = draw(st.sampled_from((80, 85, 90)))
+    elif kind == "name":
+        name, proto, _ = draw(st.sampled_from(NAMED_PORTS))
+        out["port"] = name
+        if draw(st.booleans()):
+            out["protocol"] = proto
+    return out
+
+
+@st.composite
+def rule(draw: st.DrawFn, peers_field: str) -> Raw:
+    """An ingress or egress rule; peers and ports are sometimes absent."""
+    out: Raw = {}
+    if draw(st.booleans()):
+        out[peers_field] = draw(st.lists(peer(), max_size=2))
+    if draw(st.booleans()):
+        out["ports"] = draw(st.lists(port(), max_size=2))
+    return out
+
+
+@st.composite
+def policy(draw: st.DrawFn, index: int) -> Raw:
+    """A NetworkPolicy dict with random selectors, rules and policyTypes."""
+    spec: Raw = {"podSelector": draw(selector(POD_LABELS))}
+    if draw(st.booleans()):
+        spec["ingress"] = draw(st.lists(rule("from"), max_size=2))
+    if draw(st.booleans()):
+        spec["egress"] = draw(st.lists(rule("to"), max_size=2))
+    types = draw(st.sampled_from((None, ["Ingress"], ["Egress"], ["Ingress", "Egress"])))
+    if types is not None:
+        spec["policyTypes"] = types
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"np{index}", "namespace": draw(st.sampled_from(NAMESPACES))},
+        "spec": spec,
+    }
+
+
+@st.composite
+def cluster_docs(draw: st.DrawFn, max_pods: int = 6, max_policies: int = 4) -> list[Raw]:
+    """Namespaces (some undeclared), pods and policies, as raw dicts."""
+    docs: list[Raw] = []
+    for name in NAMESPACES:
+        if draw(st.booleans()):
+            docs.append(draw(namespace(name)))
+    docs += [draw(pod(i)) for i in range(draw(st.integers(2, max_pods)))]
+    docs += [draw(policy(i)) for i in range(draw(st.integers(1, max_policies)))]
+    return docs
