@@ -66,12 +66,14 @@ class LoadResult:
         return Cluster.of(self.objects)
 
 
-def iter_documents(raw: Any) -> Iterator[Mapping[str, Any]]:
+def iter_documents(raw: Any) -> Iterator[Any]:
     """Flatten a document that may be a ``v1 List`` (as ``kubectl get -o yaml`` prints)."""
     if raw is None:
         return
-    if isinstance(raw, Mapping) and isinstance(raw.get("items"), list) and (
-        str(raw.get("kind", "")).endswith("List")
+    if (
+        isinstance(raw, Mapping)
+        and isinstance(raw.get("items"), list)
+        and (str(raw.get("kind", "")).endswith("List"))
     ):
         for item in raw["items"]:
             yield from iter_documents(item)

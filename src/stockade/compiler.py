@@ -350,9 +350,7 @@ class Compiler:
             state = self._policies[pkey]
             was = key in state.targets
             now = (
-                pod is not None
-                and pod.selectable
-                and state.policy.pod_selector.matches(pod.labels)
+                pod is not None and pod.selectable and state.policy.pod_selector.matches(pod.labels)
             )
             if was and now and _same_local(old, pod):
                 continue
@@ -378,7 +376,9 @@ class Compiler:
                 continue
             self._put_member(state, bucket, key, after)
 
-    def _put_member(self, state: _SetState, bucket: int, key: str, member: PeerMember | None) -> None:
+    def _put_member(
+        self, state: _SetState, bucket: int, key: str, member: PeerMember | None
+    ) -> None:
         members = state.buckets.setdefault(bucket, {})
         if key in members:
             state.size -= 1
@@ -547,12 +547,8 @@ class Compiler:
     def result(self) -> CompiledCluster:
         """Flush, then every current output, sorted by name."""
         self.flush()
-        shards = {
-            ps.name: ps for by_shard in self._set_out.values() for ps in by_shard.values()
-        }
-        return CompiledCluster(
-            dict(sorted(self._node_out.items())), dict(sorted(shards.items()))
-        )
+        shards = {ps.name: ps for by_shard in self._set_out.values() for ps in by_shard.values()}
+        return CompiledCluster(dict(sorted(self._node_out.items())), dict(sorted(shards.items())))
 
     def _build_node(self, node: str) -> NodeRuleSet | None:
         if node not in self._node_refs and node not in self._declared_nodes:
@@ -577,7 +573,7 @@ class Compiler:
         previous = self._set_out.get(name, {})
         state = self._sets.get(name)
         if state is None:
-            for shard, ps in sorted(previous.items()):
+            for ps in previous.values():
                 changes[ps.name] = None
             self._set_out.pop(name, None)
             return

@@ -85,4 +85,3 @@ class LabelIndex:
                 continue
             cand = {k for k in cand if req.matches(labels[k])}
         return cand
-

@@ -208,9 +208,7 @@ def parse_object(obj: Mapping[str, Any], source: str | None = None) -> ClusterOb
         return parse_namespace(obj, source)
     if kind == "NetworkPolicy":
         return parse_policy(obj, source)
-    raise InvalidObjectError(
-        ref, [FieldError("kind", f"unsupported kind {kind!r}")], source=source
-    )
+    raise InvalidObjectError(ref, [FieldError("kind", f"unsupported kind {kind!r}")], source=source)
 
 
 def _metadata(
@@ -275,7 +273,9 @@ def _pod_ips(status: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, 
     return tuple(ips)
 
 
-def _container_ports(spec: Mapping[str, Any], errors: list[FieldError]) -> tuple[ContainerPort, ...]:
+def _container_ports(
+    spec: Mapping[str, Any], errors: list[FieldError]
+) -> tuple[ContainerPort, ...]:
     ports: list[ContainerPort] = []
     for group in ("initContainers", "containers"):
         containers = spec.get(group) or []
@@ -412,10 +412,9 @@ def _parse_rules(
         errors.append(FieldError(path, "must be a list of rules"))
         return ()
     rules: list[Rule] = []
-    for i, item in enumerate(raw):
+    for i, given in enumerate(raw):
         rpath = f"{path}[{i}]"
-        if item is None:
-            item = {}
+        item = {} if given is None else given  # `- {}` may come through as null
         if not isinstance(item, Mapping):
             errors.append(FieldError(rpath, "must be an object"))
             continue
@@ -446,7 +445,9 @@ def _parse_peers(raw: Any, path: str, errors: list[FieldError]) -> tuple[Peer, .
         has_ip = item.get("ipBlock") is not None
         if has_ip and (has_pod or has_ns):
             errors.append(
-                FieldError(ppath, "ipBlock cannot be combined with podSelector or namespaceSelector")
+                FieldError(
+                    ppath, "ipBlock cannot be combined with podSelector or namespaceSelector"
+                )
             )
             continue
         if not (has_ip or has_pod or has_ns):
@@ -510,7 +511,9 @@ def _parse_ip_block(raw: Any, path: str, errors: list[FieldError]) -> IPBlock | 
             excepts.append(exc)
     if cidr is None:
         return None
-    return IPBlock(cidr, tuple(sorted(set(excepts), key=lambda n: (n.network_address, n.prefixlen))))
+    return IPBlock(
+        cidr, tuple(sorted(set(excepts), key=lambda n: (n.network_address, n.prefixlen)))
+    )
 
 
 def _parse_ports(raw: Any, path: str, errors: list[FieldError]) -> tuple[PolicyPort, ...]:
@@ -539,7 +542,9 @@ def _parse_port(raw: Any, path: str, errors: list[FieldError]) -> PolicyPort | N
     ok = True
     if protocol not in PROTOCOLS:
         errors.append(
-            FieldError(f"{path}.protocol", f"unknown protocol {protocol!r}; expected TCP, UDP or SCTP")
+            FieldError(
+                f"{path}.protocol", f"unknown protocol {protocol!r}; expected TCP, UDP or SCTP"
+            )
         )
         ok = False
     port = raw.get("port")
@@ -577,7 +582,9 @@ def _parse_port(raw: Any, path: str, errors: list[FieldError]) -> PolicyPort | N
             ok = False
         elif not number <= end <= 65535:
             errors.append(
-                FieldError(f"{path}.endPort", f"must be between port ({number}) and 65535, got {end}")
+                FieldError(
+                    f"{path}.endPort", f"must be between port ({number}) and 65535, got {end}"
+                )
             )
             ok = False
     if not ok:

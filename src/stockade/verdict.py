@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stockade.cluster import Cluster
 from stockade.compiler import CompiledCluster, compile_cluster
@@ -159,35 +159,35 @@ class Dataplane:
 
         ``family`` defaults to the family of the source's primary address.
         """
-        base = {"src": _label(src), "dst": _label(dst), "port": port, "protocol": protocol}
+        base = Verdict(False, _label(src), _label(dst), None, None, port, protocol)
         for ep in (src, dst):
             if isinstance(ep, Pod) and not ep.active:
                 why = "has no IP" if not ep.ips else f"is {ep.phase}"
-                return Verdict(False, src_ip=None, dst_ip=None, note=f"{ep.key} {why}", **base)
+                return replace(base, note=f"{ep.key} {why}")
         if family is None:
             first = src.ips[0] if isinstance(src, Pod) else src
             family = ipaddress.ip_address(first).version
         src_ip, dst_ip = _address(src, family), _address(dst, family)
+        base = replace(base, src_ip=src_ip, dst_ip=dst_ip)
         if src_ip is None or dst_ip is None:
-            return Verdict(
-                False, src_ip=src_ip, dst_ip=dst_ip, note=f"no IPv{family} path", **base
-            )
-        addrs = {"src_ip": src_ip, "dst_ip": dst_ip}
+            return replace(base, note=f"no IPv{family} path")
         if src_ip == dst_ip:
-            return Verdict(True, note="same endpoint (loopback)", **addrs, **base)
+            return replace(base, allowed=True, note="same endpoint (loopback)")
         src_at = self._places.get(src_ip, _Place(None, None))
         dst_at = self._places.get(dst_ip, _Place(None, None))
-        if src_at.node is not None and src_at.node == dst_at.node and (
-            src_at.pod is None or dst_at.pod is None
+        if (
+            src_at.node is not None
+            and src_at.node == dst_at.node
+            and (src_at.pod is None or dst_at.pod is None)
         ):
-            return Verdict(True, note=f"a pod and its own node ({src_at.node})", **addrs, **base)
+            return replace(base, allowed=True, note=f"a pod and its own node ({src_at.node})")
         egress = ingress = None
         if src_at.pod is not None and src_at.node is not None:
             egress = self._check(src_at.node, src_ip, dst_ip, port, protocol, egress_dir=True)
         if dst_at.pod is not None and dst_at.node is not None:
             ingress = self._check(dst_at.node, src_ip, dst_ip, port, protocol, egress_dir=False)
         allowed = all(v is None or v.allowed for v in (egress, ingress))
-        return Verdict(allowed, egress=egress, ingress=ingress, **addrs, **base)
+        return replace(base, allowed=allowed, egress=egress, ingress=ingress)
 
     def _check(
         self, node: str, src_ip: str, dst_ip: str, port: int, protocol: str, egress_dir: bool
@@ -257,8 +257,6 @@ class Dataplane:
         """Reachability between every ordered pair of participating pods."""
         chosen = list(pods) if pods is not None else self.cluster.active_pods()
         return {
-            s.key: {
-                d.key: self.verdict(s, d, port, protocol, family).allowed for d in chosen
-            }
+            s.key: {d.key: self.verdict(s, d, port, protocol, family).allowed for d in chosen}
             for s in chosen
         }

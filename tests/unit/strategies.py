@@ -6,16 +6,17 @@ contain pod addresses: collisions are where the semantics are interesting.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import strategies as st
 
 NAMESPACES = ("a", "b", "c")
 NODES = ("n1", "n2")
-POD_LABELS = {"app": ("web", "db", "api"), "tier": ("front", "back")}
-NS_LABELS = {"env": ("prod", "dev"), "team": ("x", "y")}
+POD_LABELS: Mapping[str, tuple[str, ...]] = {"app": ("web", "db", "api"), "tier": ("front", "back")}
+NS_LABELS: Mapping[str, tuple[str, ...]] = {"env": ("prod", "dev"), "team": ("x", "y")}
 NAMED_PORTS = (("http", "TCP", (80, 8080)), ("dns", "UDP", (53, 5353)), ("metrics", "TCP", (9090,)))
-CIDRS = (
+CIDRS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("10.0.0.0/16", ("10.0.1.0/24",)),
     ("10.0.1.0/24", ()),
     ("10.0.2.0/25", ("10.0.2.4/30",)),
@@ -33,7 +34,7 @@ NODE_IPS = {"n1": ("192.168.0.1", "fd01::1"), "n2": ("192.168.0.2", "fd01::2")}
 Raw = dict[str, Any]
 
 
-def labels(vocab: dict[str, tuple[str, ...]]) -> st.SearchStrategy[dict[str, str]]:
+def labels(vocab: Mapping[str, tuple[str, ...]]) -> st.SearchStrategy[dict[str, str]]:
     """A random subset of the vocabulary's keys, each with one of its values."""
     return st.fixed_dictionaries(
         {}, optional={key: st.sampled_from(values) for key, values in vocab.items()}
@@ -41,7 +42,7 @@ def labels(vocab: dict[str, tuple[str, ...]]) -> st.SearchStrategy[dict[str, str
 
 
 @st.composite
-def selector(draw: st.DrawFn, vocab: dict[str, tuple[str, ...]]) -> Raw:
+def selector(draw: st.DrawFn, vocab: Mapping[str, tuple[str, ...]]) -> Raw:
     """A label selector dict using matchLabels and/or matchExpressions."""
     out: Raw = {}
     if draw(st.booleans()):
@@ -92,8 +93,9 @@ def pod(draw: st.DrawFn, index: int) -> Raw:
     ports = []
     for name, proto, numbers in NAMED_PORTS:
         if draw(st.booleans()):
-            ports.append({"name": name, "protocol": proto,
-                          "containerPort": draw(st.sampled_from(numbers))})
+            ports.append(
+                {"name": name, "protocol": proto, "containerPort": draw(st.sampled_from(numbers))}
+            )
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -102,8 +104,11 @@ def pod(draw: st.DrawFn, index: int) -> Raw:
             "namespace": draw(st.sampled_from(NAMESPACES)),
             "labels": draw(labels(POD_LABELS)),
         },
-        "spec": {"nodeName": node, "hostNetwork": kind == "host",
-                 "containers": [{"name": "c", "ports": ports}]},
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": kind == "host",
+            "containers": [{"name": "c", "ports": ports}],
+        },
         "status": status,
     }
 
@@ -115,7 +120,8 @@ def peer(draw: st.DrawFn) -> Raw:
     if kind == "ip":
         cidr, excepts = draw(st.sampled_from(CIDRS))
         block: Raw = {"cidr": cidr}
-        if excepts and draw(st.booleans()):
+        with_except = draw(st.booleans())
+        if excepts and with_except:
             block["except"] = list(excepts)
         return {"ipBlock": block}
     out: Raw = {}

@@ -8,7 +8,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.strategies import NAMESPACES, cluster_docs, namespace, pod, policy
 
 from stockade.cluster import Cluster, parse_documents
 from stockade.compiler import CompiledCluster, Compiler, compile_cluster
@@ -20,6 +19,7 @@ from stockade.ruleset import (
     peer_set_from_dict,
     peer_set_to_dict,
 )
+from tests.unit.strategies import NAMESPACES, cluster_docs, namespace, pod, policy
 
 Raw = dict[str, Any]
 
@@ -52,7 +52,9 @@ def event_sequences(draw: st.DrawFn) -> list[tuple[str, Raw | tuple[str, str]]]:
     """Upserts (often of an object seen before, changed) and deletes, with flushes."""
     events: list[tuple[str, Raw | tuple[str, str]]] = []
     for _ in range(draw(st.integers(1, 30))):
-        what = draw(st.sampled_from(("pod", "pod", "pod", "ns", "policy", "policy", "del", "flush")))
+        what = draw(
+            st.sampled_from(("pod", "pod", "pod", "ns", "policy", "policy", "del", "flush"))
+        )
         if what == "pod":
             events.append(("upsert", draw(pod(draw(st.integers(0, 5))))))
         elif what == "ns":
@@ -147,8 +149,9 @@ def _pod(name: str, ns: str, node: str, ip: str, **labels: str) -> Pod:
 
 
 def _policy(ns: str, name: str, spec: Raw) -> NetworkPolicy:
-    obj = parse_object({"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns},
-                        "spec": spec})
+    obj = parse_object(
+        {"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    )
     assert isinstance(obj, NetworkPolicy)
     return obj
 
@@ -195,10 +198,14 @@ def test_a_target_pod_event_changes_only_its_node() -> None:
 def test_a_relabelled_namespace_moves_its_pods_in_and_out_of_namespace_selected_sets() -> None:
     compiler = Compiler()
     compiler.upsert(
-        _policy("prod", "db", {
-            "podSelector": {},
-            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "x"}}}]}],
-        })
+        _policy(
+            "prod",
+            "db",
+            {
+                "podSelector": {},
+                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "x"}}}]}],
+            },
+        )
     )
     compiler.upsert(_pod("api", "other", "n1", "10.0.1.9", app="api"))
     compiler.flush()
@@ -213,12 +220,17 @@ def test_a_relabelled_namespace_moves_its_pods_in_and_out_of_namespace_selected_
 
 
 def test_shards_are_bounded_and_cover_every_member() -> None:
-    pods = [_pod(f"p{i}", "ns", "n1", f"10.0.{i // 250}.{i % 250 + 1}", app="web")
-            for i in range(700)]
-    policy_obj = _policy("ns", "np", {
-        "podSelector": {},
-        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
-    })
+    pods = [
+        _pod(f"p{i}", "ns", "n1", f"10.0.{i // 250}.{i % 250 + 1}", app="web") for i in range(700)
+    ]
+    policy_obj = _policy(
+        "ns",
+        "np",
+        {
+            "podSelector": {},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+        },
+    )
     compiled = compile_cluster(Cluster.of([*pods, policy_obj]), shard_size=100)
     (set_name,) = compiled.by_set()
     shards = compiled.shards(set_name)
@@ -244,10 +256,25 @@ def test_a_deleted_policy_takes_its_peer_sets_with_it() -> None:
 
 
 def test_equal_selectors_share_one_peer_set() -> None:
-    spec_a = {"podSelector": {}, "ingress": [{"from": [
-        {"podSelector": {"matchLabels": {"app": "web"}}}]}]}
-    spec_b = {"podSelector": {}, "ingress": [{"from": [
-        {"podSelector": {"matchExpressions": [
-            {"key": "app", "operator": "In", "values": ["web"]}]}}]}]}
+    spec_a = {
+        "podSelector": {},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+    }
+    spec_b = {
+        "podSelector": {},
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "podSelector": {
+                            "matchExpressions": [
+                                {"key": "app", "operator": "In", "values": ["web"]}
+                            ]
+                        }
+                    }
+                ]
+            }
+        ],
+    }
     compiled = compile_cluster([_policy("ns", "a", spec_a), _policy("ns", "b", spec_b)])
     assert len(compiled.by_set()) == 1

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: set-up, lint, types, then every test level.
+# Root-only tests (real netns, iptables, ipset) run when this runs as root, which
+# CI does; a non-root run skips them with the reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy (strict)"
+.venv/bin/mypy
+echo "== pytest"
+args=(-q -p no:cacheprovider)
+if [ "${CI:-}" = "true" ] && [ "$(id -u)" -ne 0 ]; then
+  echo "test: CI must run as root (the integration tests need it)" >&2
+  exit 1
+fi
+.venv/bin/pytest "${args[@]}" tests e2e

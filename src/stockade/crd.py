@@ -1,0 +1,178 @@
+"""CustomResourceDefinitions for NodeRuleSet and PeerSet, generated from the models.
+
+Kubernetes wants *structural* OpenAPI v3 schemas: no ``$ref``, no ``anyOf`` of a
+type and null (``nullable: true`` instead), a ``type`` on every node. Pydantic
+emits JSON Schema from the rule-set dataclasses; this module rewrites it into that
+shape, so the models in :mod:`stockade.ruleset` stay the one source of truth.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from stockade.ruleset import GROUP, VERSION, node_rule_set_schema, peer_set_schema
+
+_DROP = ("title", "description", "default")
+
+
+def structural(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline ``$defs`` and rewrite nullable unions into a structural schema."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            return walk(copy.deepcopy(target))
+        if "anyOf" in node:
+            options = [o for o in node["anyOf"] if o.get("type") != "null"]
+            nullable = len(options) < len(node["anyOf"])
+            if len(options) != 1:
+                raise ValueError(f"cannot express union {node['anyOf']!r} structurally")
+            inner = walk(options[0])
+            if nullable:
+                inner["nullable"] = True
+            return inner
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _DROP or key in {"$defs", "additionalProperties"}:
+                continue
+            if key == "properties":
+                out[key] = {k: walk(v) for k, v in value.items()}
+            elif key == "items":
+                out[key] = walk(value)
+            elif key in ("prefixItems", "maxItems", "minItems") and node.get("type") == "array":
+                # Tuples of fixed length do not occur in the contract; keep lists open.
+                continue
+            else:
+                out[key] = value
+        return out
+
+    result = walk(schema)
+    assert isinstance(result, dict)
+    return result
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    spec_schema: dict[str, Any],
+    columns: list[dict[str, Any]],
+    status: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "categories": ["stockade"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": structural(spec_schema),
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+_CONDITIONS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {"type": "string"},
+            "status": {"type": "string"},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+        },
+    },
+}
+
+NODE_RULE_SET_STATUS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "policies": {"type": "integer", "description": "policies selecting local pods"},
+        "pods": {"type": "integer", "description": "local pods that some policy selects"},
+        "applied": {"type": "boolean", "description": "the agent enforces this generation"},
+        "appliedGeneration": {"type": "integer"},
+        "lastSync": {"type": "string", "format": "date-time"},
+        "error": {"type": "string"},
+        "conditions": _CONDITIONS,
+    },
+}
+
+PEER_SET_STATUS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"members": {"type": "integer"}},
+}
+
+
+def node_rule_set_crd() -> dict[str, Any]:
+    """The NodeRuleSet CRD: cluster-scoped, one per node, named after the node."""
+    columns = [
+        {"name": "Node", "type": "string", "jsonPath": ".spec.node"},
+        {"name": "Policies", "type": "integer", "jsonPath": ".status.policies"},
+        {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
+        {"name": "Applied", "type": "boolean", "jsonPath": ".status.applied"},
+        {"name": "Last-Sync", "type": "date", "jsonPath": ".status.lastSync"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _crd(
+        "NodeRuleSet", "noderulesets", node_rule_set_schema(), columns, NODE_RULE_SET_STATUS
+    )
+
+
+def peer_set_crd() -> dict[str, Any]:
+    """The PeerSet CRD: cluster-scoped, shared, content-addressed, sharded."""
+    columns = [
+        {"name": "Set", "type": "string", "jsonPath": ".spec.setName"},
+        {"name": "Shard", "type": "integer", "jsonPath": ".spec.shard"},
+        {"name": "Shards", "type": "integer", "jsonPath": ".spec.shards"},
+        {"name": "Members", "type": "integer", "jsonPath": ".status.members"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _crd("PeerSet", "peersets", peer_set_schema(), columns, PEER_SET_STATUS)
+
+
+def render_crds() -> str:
+    """Both CRDs as one multi-document YAML text, as kept in manifests/crds.yaml."""
+    import yaml  # noqa: PLC0415 - only this entry point needs it
+
+    header = (
+        "# Generated from stockade.ruleset by `python -m stockade.crd`; do not edit.\n"
+        "# tests/unit/test_crd.py fails when this file is out of date.\n"
+    )
+    docs = [node_rule_set_crd(), peer_set_crd()]
+    return header + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
+
+
+if __name__ == "__main__":
+    print(render_crds(), end="")
