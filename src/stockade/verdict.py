@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from stockade.cluster import Cluster
 from stockade.compiler import CompiledCluster, compile_cluster
-from stockade.model import INGRESS, Pod
-from stockade.ruleset import CompiledRule, LocalPod, NodeRuleSet, PeerMatch, PortMatch
+from stockade.model import EGRESS, INGRESS, Pod
+from stockade.ruleset import (
+    CompiledRule,
+    LocalPod,
+    NodeRuleSet,
+    PeerMatch,
+    PeerSet,
+    PortMatch,
+)
 
 Endpoint = Pod | str
 
@@ -79,14 +86,6 @@ class _Place:
     pod: str | None  # None for a node address
 
 
-@dataclass
-class _NodeView:
-    rules: NodeRuleSet
-    pods_by_ip: dict[str, LocalPod] = field(default_factory=dict)
-    ingress: dict[str, list[tuple[str, tuple[CompiledRule, ...]]]] = field(default_factory=dict)
-    egress: dict[str, list[tuple[str, tuple[CompiledRule, ...]]]] = field(default_factory=dict)
-
-
 def _label(ep: Endpoint) -> str:
     return ep.key if isinstance(ep, Pod) else ep
 
@@ -99,6 +98,118 @@ def _address(ep: Endpoint, family: int) -> str | None:
     return None
 
 
+class SetIndex:
+    """PeerSet contents by set name: the IPs, and the ``(ip, port)`` pairs of named ports."""
+
+    def __init__(self, shards: Iterable[PeerSet]) -> None:
+        self.ips: dict[str, set[str]] = {}
+        self.ports: dict[str, set[tuple[str, int]]] = {}
+        for ps in shards:
+            ips = self.ips.setdefault(ps.set_name, set())
+            ports = self.ports.setdefault(ps.set_name, set())
+            for member in ps.members:
+                ips.update(member.ips)
+                if member.port is not None:
+                    ports.update((ip, member.port) for ip in member.ips)
+
+
+_Policies = list[tuple[str, tuple[CompiledRule, ...]]]
+
+
+class NodeEvaluator:
+    """One node's verdicts, from its NodeRuleSet and the PeerSets, as its FORWARD hook.
+
+    Used by :class:`Dataplane` for the whole cluster and by the agent to judge live
+    conntrack entries after an apply; the dataplane never evaluates anything else.
+    """
+
+    def __init__(self, rules: NodeRuleSet, sets: SetIndex) -> None:
+        self.rules = rules
+        self._sets = sets
+        self._pods_by_ip: dict[str, LocalPod] = {}
+        self._policies: dict[str, dict[str, _Policies]] = {INGRESS: {}, EGRESS: {}}
+        pods = {p.name: p for p in rules.pods}
+        for np in rules.policies:
+            for target in np.targets:
+                for ip in pods[target].ips:
+                    self._pods_by_ip[ip] = pods[target]
+                    for direction, rs in ((INGRESS, np.policy.ingress), (EGRESS, np.policy.egress)):
+                        if rs is not None:
+                            self._policies[direction].setdefault(ip, []).append(
+                                (np.policy.name, rs)
+                            )
+
+    def allows(self, src_ip: str, dst_ip: str, port: int, protocol: str) -> bool:
+        """Whether this node's FORWARD hook lets a new connection through (both checks)."""
+        return all(
+            v is None or v.allowed
+            for v in (
+                self.check(src_ip, dst_ip, port, protocol, EGRESS),
+                self.check(src_ip, dst_ip, port, protocol, INGRESS),
+            )
+        )
+
+    def check(
+        self, src_ip: str, dst_ip: str, port: int, protocol: str, direction: str
+    ) -> DirectionVerdict | None:
+        """One direction's check: None when the local end is not isolated that way."""
+        egress = direction == EGRESS
+        local_ip, peer_ip = (src_ip, dst_ip) if egress else (dst_ip, src_ip)
+        policies = self._policies[direction].get(local_ip)
+        if not policies:
+            return None
+        dst_local = None if egress else self._pods_by_ip[dst_ip]
+        allowed = [
+            RuleRef(name, direction, index)
+            for name, rules in policies
+            for index, rule in enumerate(rules)
+            if self._rule_matches(rule, peer_ip, dst_ip, port, protocol, dst_local)
+        ]
+        pod = self._pods_by_ip[local_ip].name
+        return DirectionVerdict(pod, direction, tuple(n for n, _ in policies), tuple(allowed))
+
+    def _rule_matches(
+        self,
+        rule: CompiledRule,
+        peer_ip: str,
+        dst_ip: str,
+        port: int,
+        protocol: str,
+        dst_local: LocalPod | None,
+    ) -> bool:
+        if rule.peers and not any(self._peer_matches(p, peer_ip) for p in rule.peers):
+            return False
+        if not rule.ports:
+            return True
+        return any(self._port_matches(p, dst_ip, port, protocol, dst_local) for p in rule.ports)
+
+    def _peer_matches(self, peer: PeerMatch, ip: str) -> bool:
+        if peer.peer_set is not None:
+            return ip in self._sets.ips.get(peer.peer_set, ())
+        assert peer.cidr is not None
+        addr = ipaddress.ip_address(ip)
+        net = ipaddress.ip_network(peer.cidr)
+        if addr.version != net.version or addr not in net:
+            return False
+        return not any(addr in ipaddress.ip_network(e) for e in peer.excepts)
+
+    def _port_matches(
+        self, pm: PortMatch, dst_ip: str, port: int, protocol: str, dst_local: LocalPod | None
+    ) -> bool:
+        if pm.protocol != protocol:
+            return False
+        if pm.name is None:
+            return pm.port is None or pm.port <= port <= (pm.end_port or pm.port)
+        if pm.named_port_set is not None:
+            return (dst_ip, port) in self._sets.ports.get(pm.named_port_set, ())
+        if dst_local is None:
+            return False
+        return any(
+            cp.name == pm.name and cp.protocol == protocol and cp.port == port
+            for cp in dst_local.ports
+        )
+
+
 class Dataplane:
     """Evaluates connections against compiled rule sets, as the agents enforce them."""
 
@@ -106,13 +217,11 @@ class Dataplane:
         self.cluster = cluster
         self.compiled = compiled if compiled is not None else compile_cluster(cluster)
         self._places: dict[str, _Place] = {}
-        self._nodes: dict[str, _NodeView] = {}
-        self._set_ips: dict[str, set[str]] = {}
-        self._set_ports: dict[str, set[tuple[str, int]]] = {}
         self._locate(cluster)
-        self._index_sets()
-        for name, rules in self.compiled.node_rule_sets.items():
-            self._nodes[name] = self._view(rules)
+        sets = SetIndex(self.compiled.peer_sets.values())
+        self._nodes = {
+            name: NodeEvaluator(rules, sets) for name, rules in self.compiled.node_rule_sets.items()
+        }
 
     def _locate(self, cluster: Cluster) -> None:
         for pod in cluster.pods.values():
@@ -126,29 +235,6 @@ class Dataplane:
                     self._places[ip] = _Place(pod.node_name, None)
                 else:
                     self._places[ip] = _Place(pod.node_name, pod.key)
-
-    def _index_sets(self) -> None:
-        for ps in self.compiled.peer_sets.values():
-            ips = self._set_ips.setdefault(ps.set_name, set())
-            ports = self._set_ports.setdefault(ps.set_name, set())
-            for member in ps.members:
-                ips.update(member.ips)
-                if member.port is not None:
-                    ports.update((ip, member.port) for ip in member.ips)
-
-    @staticmethod
-    def _view(rules: NodeRuleSet) -> _NodeView:
-        view = _NodeView(rules)
-        pods = {p.name: p for p in rules.pods}
-        for np in rules.policies:
-            for target in np.targets:
-                for ip in pods[target].ips:
-                    view.pods_by_ip[ip] = pods[target]
-                    if np.policy.ingress is not None:
-                        view.ingress.setdefault(ip, []).append((np.policy.name, np.policy.ingress))
-                    if np.policy.egress is not None:
-                        view.egress.setdefault(ip, []).append((np.policy.name, np.policy.egress))
-        return view
 
     # ------------------------------------------------------------------ verdicts
 
@@ -182,74 +268,12 @@ class Dataplane:
         ):
             return replace(base, allowed=True, note=f"a pod and its own node ({src_at.node})")
         egress = ingress = None
-        if src_at.pod is not None and src_at.node is not None:
-            egress = self._check(src_at.node, src_ip, dst_ip, port, protocol, egress_dir=True)
-        if dst_at.pod is not None and dst_at.node is not None:
-            ingress = self._check(dst_at.node, src_ip, dst_ip, port, protocol, egress_dir=False)
+        if src_at.pod is not None and src_at.node in self._nodes:
+            egress = self._nodes[src_at.node].check(src_ip, dst_ip, port, protocol, EGRESS)
+        if dst_at.pod is not None and dst_at.node in self._nodes:
+            ingress = self._nodes[dst_at.node].check(src_ip, dst_ip, port, protocol, INGRESS)
         allowed = all(v is None or v.allowed for v in (egress, ingress))
         return replace(base, allowed=allowed, egress=egress, ingress=ingress)
-
-    def _check(
-        self, node: str, src_ip: str, dst_ip: str, port: int, protocol: str, egress_dir: bool
-    ) -> DirectionVerdict | None:
-        view = self._nodes.get(node)
-        if view is None:
-            return None
-        local_ip = src_ip if egress_dir else dst_ip
-        policies = (view.egress if egress_dir else view.ingress).get(local_ip)
-        if not policies:
-            return None
-        direction = "Egress" if egress_dir else INGRESS
-        peer_ip = dst_ip if egress_dir else src_ip
-        dst_local = None if egress_dir else view.pods_by_ip[dst_ip]
-        allowed: list[RuleRef] = []
-        for name, rules in policies:
-            for index, rule in enumerate(rules):
-                if self._rule_matches(rule, peer_ip, dst_ip, port, protocol, dst_local):
-                    allowed.append(RuleRef(name, direction, index))
-        pod = view.pods_by_ip[local_ip].name
-        return DirectionVerdict(pod, direction, tuple(n for n, _ in policies), tuple(allowed))
-
-    def _rule_matches(
-        self,
-        rule: CompiledRule,
-        peer_ip: str,
-        dst_ip: str,
-        port: int,
-        protocol: str,
-        dst_local: LocalPod | None,
-    ) -> bool:
-        if rule.peers and not any(self._peer_matches(p, peer_ip) for p in rule.peers):
-            return False
-        if not rule.ports:
-            return True
-        return any(self._port_matches(p, dst_ip, port, protocol, dst_local) for p in rule.ports)
-
-    def _peer_matches(self, peer: PeerMatch, ip: str) -> bool:
-        if peer.peer_set is not None:
-            return ip in self._set_ips.get(peer.peer_set, ())
-        assert peer.cidr is not None
-        addr = ipaddress.ip_address(ip)
-        net = ipaddress.ip_network(peer.cidr)
-        if addr.version != net.version or addr not in net:
-            return False
-        return not any(addr in ipaddress.ip_network(e) for e in peer.excepts)
-
-    def _port_matches(
-        self, pm: PortMatch, dst_ip: str, port: int, protocol: str, dst_local: LocalPod | None
-    ) -> bool:
-        if pm.protocol != protocol:
-            return False
-        if pm.name is None:
-            return pm.port is None or pm.port <= port <= (pm.end_port or pm.port)
-        if pm.named_port_set is not None:
-            return (dst_ip, port) in self._set_ports.get(pm.named_port_set, ())
-        if dst_local is None:
-            return False
-        return any(
-            cp.name == pm.name and cp.protocol == protocol and cp.port == port
-            for cp in dst_local.ports
-        )
 
     def matrix(
         self, port: int, protocol: str, pods: Iterable[Pod] | None = None, family: int | None = None

@@ -1,0 +1,189 @@
+"""Netlink adapters (pyroute2): ipset member churn and conntrack, in a chosen netns.
+
+A netlink socket belongs to the network namespace it was opened in, so each call
+opens its socket while the calling thread is switched into the target namespace
+(:func:`in_netns`) and switches back at once. ``netns=None`` means the namespace the
+agent runs in (the node's, in a cluster).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import Conntrack as _Conntrack
+from pyroute2 import IPSet as _IPSet
+from pyroute2.ipset import PortEntry
+from pyroute2.netns import popns, pushns
+
+_PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
+_PROTO_NAMES = {v: k.upper() for k, v in _PROTO_NUMBERS.items()}
+
+
+@contextmanager
+def in_netns(netns: str | None) -> Iterator[None]:
+    """Switch the calling thread into ``netns`` for the duration (None: stay)."""
+    if netns is None:
+        yield
+        return
+    pushns(netns)
+    try:
+        yield
+    finally:
+        popns()
+
+
+def _family(value: str) -> int:
+    ip = value.split(",", 1)[0]
+    return socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+
+
+def _entry(set_type: str, value: str) -> tuple[object, str]:
+    """The pyroute2 entry and etype for a member in ipset's text form."""
+    if set_type == "hash:ip":
+        return value, "ip"
+    if set_type == "hash:ip,port":
+        ip, _, proto_port = value.rpartition(",")
+        proto, _, port = proto_port.partition(":")
+        return (ip, PortEntry(int(port), protocol=_PROTO_NUMBERS[proto])), "ip,port"
+    raise ValueError(f"netlink churn supports hash:ip and hash:ip,port, not {set_type}")
+
+
+def supports_churn(set_type: str) -> bool:
+    """Whether members of ``set_type`` sets can be changed through this adapter."""
+    return set_type in ("hash:ip", "hash:ip,port")
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """Add (or delete) one member of one set."""
+
+    set_name: str
+    set_type: str
+    value: str
+    add: bool
+
+
+class NetlinkSets:
+    """Adds and deletes ipset members through netlink, without any subprocess."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self.calls = 0
+
+    def apply(self, changes: Iterable[MemberChange]) -> None:
+        """Apply member changes in order; one socket for the batch."""
+        todo = list(changes)
+        if not todo:
+            return
+        with in_netns(self.netns):
+            ipset = _IPSet()
+        try:
+            for change in todo:
+                entry, etype = _entry(change.set_type, change.value)
+                family = _family(change.value)
+                self.calls += 1
+                if change.add:
+                    ipset.add(change.set_name, entry, family=family, etype=etype, exclusive=False)
+                else:
+                    ipset.delete(
+                        change.set_name, entry, family=family, etype=etype, exclusive=False
+                    )
+        finally:
+            ipset.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A conntrack entry's original direction: who opened what."""
+
+    family: int
+    protocol: str
+    src: str
+    dst: str
+    sport: int
+    dport: int
+
+
+class ConntrackTable:
+    """Lists and deletes conntrack entries (TCP, UDP, SCTP) through netlink."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+    def flows(self) -> list[Flow]:
+        """Every TCP, UDP and SCTP entry of both families."""
+        out: list[Flow] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            with in_netns(self.netns):
+                ct = _Conntrack(nfgen_family=family)
+                try:
+                    entries = list(ct.dump_entries())
+                finally:
+                    ct.close()
+            for entry in entries:
+                t = entry.tuple_orig
+                proto = _PROTO_NAMES.get(t.proto)
+                if proto is None or t.saddr is None or t.daddr is None:
+                    continue
+                out.append(
+                    Flow(
+                        4 if family == socket.AF_INET else 6,
+                        proto,
+                        t.saddr,
+                        t.daddr,
+                        t.sport or 0,
+                        t.dport or 0,
+                    )
+                )
+        return out
+
+    def delete(self, flows: Iterable[Flow]) -> int:
+        """Delete the entries of ``flows``; returns how many were deleted."""
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple  # noqa: PLC0415
+
+        deleted = 0
+        by_family: dict[int, list[Flow]] = {}
+        for flow in flows:
+            by_family.setdefault(flow.family, []).append(flow)
+        for version, todo in by_family.items():
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            with in_netns(self.netns):
+                ct = _Conntrack(nfgen_family=family)
+                try:
+                    for flow in todo:
+                        tup = NFCTAttrTuple(
+                            family=family,
+                            saddr=flow.src,
+                            daddr=flow.dst,
+                            proto=_PROTO_NUMBERS[flow.protocol.lower()],
+                            sport=flow.sport,
+                            dport=flow.dport,
+                        )
+                        try:
+                            ct.entry("del", tuple_orig=tup)
+                            deleted += 1
+                        except Exception:  # the entry may have expired meanwhile
+                            continue
+                finally:
+                    ct.close()
+        return deleted
+
+
+def local_addresses(netns: str | None = None) -> set[str]:
+    """Every address configured in the namespace (the node's own addresses)."""
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    with in_netns(netns):
+        ipr = IPRoute()
+    try:
+        return {
+            str(ipaddress.ip_address(msg.get_attr("IFA_ADDRESS")))
+            for msg in ipr.get_addr()
+            if msg.get_attr("IFA_ADDRESS")
+        }
+    finally:
+        ipr.close()

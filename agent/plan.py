@@ -1,0 +1,172 @@
+"""From desired and live state to the writes that reconcile them, in a safe order. Pure.
+
+The order is what keeps every moment correct:
+
+1. sets first: new sets are created and filled, changed sets are updated (small
+   deltas member by member through netlink, adds before deletes; bigger ones by
+   filling a temporary twin and swapping it in), so every set a rule will refer to
+   exists, complete, before the rule does;
+2. then one ``iptables-restore --noflush`` transaction per family, declaring (and so
+   flushing and refilling) every chain stockade owns, deleting stale ones and fixing
+   the FORWARD jump, all committed at once;
+3. then stale sets are destroyed, once no rule refers to them any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from stockade.agent.ipsets import IPFamily, IPSet, temp_name
+from stockade.agent.iptables import Rule, render_rule
+from stockade.agent.live import (
+    LiveSet,
+    LiveTable,
+    desired_table,
+    forward_ok,
+    jump_line,
+    set_members,
+)
+from stockade.agent.netlink import MemberChange, supports_churn
+from stockade.agent.render import RenderedNode
+
+DEFAULT_CHURN_LIMIT = 512
+
+
+class PlanError(RuntimeError):
+    """The kernel holds something that blocks the plan (e.g. a set of another type)."""
+
+
+@dataclass
+class Plan:
+    """Writes that bring the kernel to the desired state, by phase."""
+
+    set_restore: list[str] = field(default_factory=list)  # phase 1, `ipset restore` lines
+    member_changes: list[MemberChange] = field(default_factory=list)  # phase 1, netlink
+    iptables: dict[int, str] = field(default_factory=dict)  # phase 2, family -> restore text
+    destroy_sets: list[str] = field(default_factory=list)  # phase 3
+    differences: list[str] = field(default_factory=list)  # what differed, for people
+
+    @property
+    def empty(self) -> bool:
+        """True when the kernel already holds the desired state."""
+        return not (self.set_restore or self.member_changes or self.iptables or self.destroy_sets)
+
+
+def _create(name: str, s: IPSet) -> str:
+    return f"create {name} {s.type} family {s.family} maxelem {s.maxelem} -exist"
+
+
+def _fill(name: str, members: frozenset[str]) -> list[str]:
+    return [f"add {name} {m}" for m in sorted(members)]
+
+
+def plan_sets(
+    desired: Mapping[str, IPSet], live: Mapping[str, LiveSet], churn_limit: int, plan: Plan
+) -> None:
+    """Phase 1 and 3 of the plan for sets (see the module docstring)."""
+    for name, want in sorted(desired.items()):
+        members = set_members(want)
+        have = live.get(name)
+        if have is None:
+            plan.differences.append(f"set {name}: missing")
+            plan.set_restore += [_create(name, want), *_fill(name, members)]
+            continue
+        if (have.type, have.family) != (want.type, want.family):
+            raise PlanError(
+                f"set {name} exists as {have.type} {have.family}, wanted {want.type} "
+                f"{want.family}; run `stockade-agent cleanup` to remove it"
+            )
+        if have.members == members:
+            continue
+        adds, dels = members - have.members, have.members - members
+        plan.differences.append(f"set {name}: {len(adds)} to add, {len(dels)} to delete")
+        if supports_churn(want.type) and len(adds) + len(dels) <= churn_limit:
+            plan.member_changes += [MemberChange(name, want.type, v, True) for v in sorted(adds)]
+            plan.member_changes += [MemberChange(name, want.type, v, False) for v in sorted(dels)]
+        else:
+            tmp = temp_name(name)
+            plan.set_restore += [
+                _create(tmp, want),
+                f"flush {tmp}",
+                *_fill(tmp, members),
+                f"swap {tmp} {name}",
+                f"destroy {tmp}",
+            ]
+    for name in sorted(set(live) - set(desired)):
+        plan.differences.append(f"set {name}: not wanted")
+        plan.destroy_sets.append(name)
+
+
+def plan_table(
+    family: int, chains: Mapping[str, list[str]], rendered_text: str, live: LiveTable, jump: Rule
+) -> tuple[str | None, list[str]]:
+    """Phase 2 for one family: the restore text (None if nothing to do) and why."""
+    why: list[str] = []
+    for name in sorted(set(chains) | set(live.chains)):
+        if name not in live.chains:
+            why.append(f"IPv{family} chain {name}: missing")
+        elif name not in chains:
+            why.append(f"IPv{family} chain {name}: not wanted")
+        elif live.chains[name] != chains[name]:
+            why.append(f"IPv{family} chain {name}: rules differ")
+    line = jump_line(jump)
+    jump_fine = forward_ok(live.forward, line)
+    if not jump_fine:
+        why.append(f"IPv{family} FORWARD: the jump to stockade is not the single first rule")
+    if not why:
+        return None, why
+    stale = sorted(set(live.chains) - set(chains))
+    body = rendered_text.rstrip("\n").split("\n")
+    assert body[-1] == "COMMIT"
+    extra = [f":{name} - [0:0]" for name in stale]
+    tail: list[str] = []
+    if not jump_fine:
+        spec = line.split(" ", 2)[2]
+        tail += [f"-D FORWARD {spec}"] * live.forward.count(line)
+        tail.append(render_rule("FORWARD", jump, insert_at=1))
+    tail += [f"-X {name}" for name in stale]
+    text = "\n".join([body[0], *extra, *body[1:-1], *tail, "COMMIT"]) + "\n"
+    return text, why
+
+
+def make_plan(
+    rendered: RenderedNode,
+    tables: Mapping[int, LiveTable],
+    sets: Mapping[str, LiveSet],
+    churn_limit: int = DEFAULT_CHURN_LIMIT,
+) -> Plan:
+    """Everything needed to go from the live state to ``rendered``."""
+    plan = Plan()
+    desired_sets = {s.name: s for fam in (rendered.v4, rendered.v6) for s in fam.ipsets}
+    plan_sets(desired_sets, sets, churn_limit, plan)
+    families: tuple[IPFamily, ...] = (4, 6)
+    for family in families:
+        fam = rendered.family(family)
+        text, why = plan_table(
+            family, desired_table(fam), fam.restore_text(), tables[family], rendered.forward_jump
+        )
+        plan.differences += why
+        if text is not None:
+            plan.iptables[family] = text
+    return plan
+
+
+def cleanup_plan(tables: Mapping[int, LiveTable], sets: Mapping[str, LiveSet], jump: Rule) -> Plan:
+    """Writes that remove every chain, rule and set stockade owns, and nothing else."""
+    plan = Plan()
+    line = jump_line(jump)
+    for family, live in tables.items():
+        count = live.forward.count(line)
+        if not live.chains and not count:
+            continue
+        spec = line.split(" ", 2)[2]
+        names = sorted(live.chains)
+        lines = ["*filter", *[f":{n} - [0:0]" for n in names]]
+        lines += [f"-D FORWARD {spec}"] * count
+        lines += [f"-X {n}" for n in names]
+        lines.append("COMMIT")
+        plan.iptables[family] = "\n".join(lines) + "\n"
+        plan.differences.append(f"IPv{family}: remove {len(names)} chains and {count} jumps")
+    plan.destroy_sets = sorted(sets)
+    return plan

@@ -1,0 +1,666 @@
+"""The renderer: a node's rule set into typed iptables chains and ipsets.
+
+Purely computational: no subprocess, no kernel, no clock. The applier
+(I/O, not written yet) takes a :class:`RenderedNode` and writes it with
+``ipset restore`` and ``iptables-restore --noflush``; this module only decides what
+to write. docs/dataplane.md explains the layout with a worked example.
+
+Chain layout, per IP family (``<h>`` is a content hash, ``<id>`` a policy id)::
+
+    FORWARD      -j STK-FORWARD              (forward_jump, inserted by the applier)
+    STK-FORWARD  ESTABLISHED,RELATED -> RETURN; clear our mark bits;
+                 -j STK-EGRESS; -j STK-INGRESS; clear our mark bits
+    STK-EGRESS   src in stk-eg4-<h> -> -g STK-EG-<h>     (one rule per policy group)
+    STK-INGRESS  dst in stk-ig4-<h> -> -g STK-IG-<h>
+    STK-IG-<h>   INVALID -> DROP; -j STK-I-<id>; allowed-bit set -> RETURN; ...;
+                 [log]; DROP or REJECT
+    STK-I-<id>   one rule per (peer, port group) of the policy: -g STK-ALLOW-INGRESS
+    STK-ALLOW-INGRESS  set the ingress-allowed bit (then falls back to STK-IG-<h>)
+
+Ingress and egress are one code path, parametrised by :class:`_Direction`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from stockade.agent.ipsets import (
+    IPFamily,
+    IPSet,
+    Member,
+    SetKind,
+    SetType,
+    digest_set_name,
+    make_set,
+    render_sets,
+    render_swap,
+    set_name,
+)
+from stockade.agent.iptables import (
+    MAX_COMMENT,
+    PROTOCOLS,
+    Chain,
+    ClearMark,
+    ConntrackState,
+    Drop,
+    Goto,
+    IptablesModelError,
+    Jump,
+    LimitMatch,
+    Log,
+    MarkMatch,
+    Match,
+    NFLog,
+    PortRange,
+    Protocol,
+    ProtoMatch,
+    Reject,
+    RejectWith,
+    Return,
+    Rule,
+    SetDirs,
+    SetMark,
+    SetMatch,
+    canonical_rate,
+    check_chain_name,
+    render_restore,
+    split_multiport,
+)
+from stockade.ruleset import (
+    FORMAT_VERSION,
+    CompiledRule,
+    LocalPod,
+    NodePolicy,
+    NodeRuleSet,
+    PeerMatch,
+    PeerSelector,
+    PeerSet,
+    PortMatch,
+    stable_hash,
+)
+
+FAMILIES: tuple[IPFamily, ...] = (4, 6)
+FORWARD_CHAIN = "STK-FORWARD"
+# kube-proxy's masquerade (0x4000) and drop (0x8000) bits: ours must stay clear of them.
+KUBE_PROXY_MARKS = 0x4000 | 0x8000
+DEFAULT_MARK_MASK = 0x00070000
+_POLICY_ID_RE = re.compile(r"^[0-9a-z]{1,22}$")  # "STK-I-" + 22 = 28 characters
+_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/,=>()-]")
+_REJECT_WITH: dict[IPFamily, RejectWith] = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
+
+
+class RenderError(ValueError):
+    """The rule set (or the peer sets) cannot be rendered as given."""
+
+
+class MissingPeerSetsError(RenderError):
+    """Rules name PeerSets the agent does not hold (completely) yet.
+
+    The agent should keep its last applied state and wait (fail static) rather
+    than render those rules as matching nobody.
+    """
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(sorted(names))
+        super().__init__(f"peer sets missing or incomplete: {', '.join(self.names)}")
+
+
+class RenderOptionsError(ValueError):
+    """Invalid :class:`RenderOptions`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """How denials look and which mark bits stockade may use.
+
+    ``mark_mask`` holds stockade's mark bits: its lowest set bit means "ingress
+    allowed", the next one "egress allowed"; the rest are reserved. It must not
+    overlap kube-proxy's 0x4000/0x8000, and stockade clears only these bits.
+    """
+
+    drop_action: Literal["DROP", "REJECT"] = "DROP"
+    log_denied: bool = False
+    log_mode: Literal["NFLOG", "LOG"] = "NFLOG"
+    nflog_group: int = 100
+    log_rate: str = "10/second"
+    mark_mask: int = DEFAULT_MARK_MASK
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.drop_action not in ("DROP", "REJECT"):
+            problems.append(f"drop_action must be DROP or REJECT, got {self.drop_action!r}")
+        if self.log_mode not in ("NFLOG", "LOG"):
+            problems.append(f"log_mode must be NFLOG or LOG, got {self.log_mode!r}")
+        if (
+            isinstance(self.nflog_group, bool)
+            or not isinstance(self.nflog_group, int)
+            or not 0 <= self.nflog_group <= 65535
+        ):
+            problems.append(f"nflog_group must be 0-65535, got {self.nflog_group!r}")
+        try:
+            canonical_rate(self.log_rate)
+        except IptablesModelError as exc:
+            problems.append(f"log_rate: {exc}")
+        mask = self.mark_mask
+        if isinstance(mask, bool) or not isinstance(mask, int) or not 0 < mask <= 0xFFFFFFFF:
+            problems.append(f"mark_mask must be a non-zero 32-bit mask, got {mask!r}")
+        elif mask & KUBE_PROXY_MARKS:
+            problems.append(
+                f"mark_mask {mask:#x} overlaps kube-proxy's marks {KUBE_PROXY_MARKS:#x}"
+            )
+        elif mask.bit_count() < 2:
+            problems.append(f"mark_mask {mask:#x} needs at least 2 bits (ingress and egress)")
+        if problems:
+            raise RenderOptionsError("invalid render options: " + "; ".join(problems))
+
+    @property
+    def ingress_bit(self) -> int:
+        """The mark bit meaning "some ingress rule allowed this packet"."""
+        return _mask_bits(self.mark_mask)[0]
+
+    @property
+    def egress_bit(self) -> int:
+        """The mark bit meaning "some egress rule allowed this packet"."""
+        return _mask_bits(self.mark_mask)[1]
+
+
+def _mask_bits(mask: int) -> list[int]:
+    return [1 << i for i in range(32) if mask >> i & 1]
+
+
+def comment(*parts: str) -> str:
+    """The comment of every rule stockade writes: ``stockade:<parts>``.
+
+    Only a safe set of characters is kept (names from Kubernetes already fit), so
+    iptables-save prints it back as written; cut to the kernel's 255 bytes.
+    """
+    text = "stockade:" + _COMMENT_UNSAFE.sub("_", " ".join(parts))
+    return text[:MAX_COMMENT]
+
+
+@dataclass(frozen=True, slots=True)
+class _Direction:
+    """What differs between ingress and egress; everything else is shared code.
+
+    ``target_dir`` is where the local (isolated) pod is in the packet, ``peer_dir``
+    where the other end is. Ports are always the destination's.
+    """
+
+    name: Literal["ingress", "egress"]
+    letter: Literal["I", "E"]
+    target_dir: SetDirs
+    peer_dir: SetDirs
+    group_kind: SetKind
+
+    @property
+    def dispatch_chain(self) -> str:
+        """The chain that finds the packet's policy group."""
+        return f"STK-{self.name.upper()}"
+
+    @property
+    def allow_chain(self) -> str:
+        """The chain that sets this direction's allowed bit."""
+        return f"STK-ALLOW-{self.name.upper()}"
+
+    def rules_of(self, policy: NodePolicy) -> tuple[CompiledRule, ...] | None:
+        """The policy's rules in this direction (None: it does not isolate here)."""
+        p = policy.policy
+        return p.ingress if self.name == "ingress" else p.egress
+
+    def mark_bit(self, options: RenderOptions) -> int:
+        """This direction's allowed bit."""
+        return options.ingress_bit if self.name == "ingress" else options.egress_bit
+
+    def policy_chain(self, policy_id: str) -> str:
+        """The chain holding one policy's rules for this direction."""
+        ident = policy_id if _POLICY_ID_RE.match(policy_id) else stable_hash(policy_id, 16)
+        return check_chain_name(f"STK-{self.letter}-{ident}")
+
+
+INGRESS = _Direction("ingress", "I", target_dir="dst", peer_dir="src", group_kind="ig")
+EGRESS = _Direction("egress", "E", target_dir="src", peer_dir="dst", group_kind="eg")
+# Evaluation order in STK-FORWARD: a packet leaves its source before it reaches its
+# destination, so a denial is logged against the egress side first.
+DIRECTIONS = (EGRESS, INGRESS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Local pods isolated (in one direction) by exactly the same policies."""
+
+    direction: _Direction
+    policies: tuple[NodePolicy, ...]  # sorted by policy id
+    pod_ips: tuple[str, ...]
+    hash: str
+
+    @property
+    def chain(self) -> str:
+        """The group's chain: its policies' chains, then the verdict."""
+        return f"STK-{self.direction.letter}G-{self.hash}"
+
+    def set_name(self, family: IPFamily) -> str:
+        """The hash:ip set of the group's pods."""
+        # The same digest as the chain, so `ipset list` and `iptables-save` line up.
+        return digest_set_name(self.direction.group_kind, family, self.hash)
+
+
+@dataclass(frozen=True, slots=True)
+class _PeerSetView:
+    """All shards of one PeerSet, merged."""
+
+    selector: PeerSelector
+    members: tuple[tuple[str, int | None], ...]  # (canonical ip, named-port number)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFamily:
+    """What one IP family's tables and sets should hold."""
+
+    family: IPFamily
+    chains: tuple[Chain, ...]
+    ipsets: tuple[IPSet, ...]
+
+    def restore_text(self) -> str:
+        """``iptables-restore --noflush`` input for stockade's chains only."""
+        return render_restore(self.chains)
+
+    def ipset_text(self) -> str:
+        """The sets as a declarative create/flush/add listing (see ``render_sets``)."""
+        return render_sets(self.ipsets)
+
+    def ipset_swap_text(self) -> str:
+        """``ipset restore`` input replacing every set atomically (see ``render_swap``)."""
+        return render_swap(self.ipsets)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedNode:
+    """A node's rendered dataplane: per family chains and sets, plus the hook.
+
+    ``forward_jump`` is the one rule stockade adds outside its own chains; the
+    applier inserts it once at the top of FORWARD (both families) and leaves it.
+    """
+
+    v4: RenderedFamily
+    v6: RenderedFamily
+    forward_jump: Rule
+
+    def family(self, family: IPFamily) -> RenderedFamily:
+        """The rendering for IPv4 (4) or IPv6 (6)."""
+        if family == 4:
+            return self.v4
+        if family == 6:
+            return self.v6
+        raise ValueError(f"family must be 4 or 6, got {family!r}")
+
+    def restore_text(self, family: IPFamily) -> str:
+        """``iptables-restore --noflush`` (or ip6tables-restore) input for ``family``."""
+        return self.family(family).restore_text()
+
+    def ipset_text(self, family: IPFamily) -> str:
+        """The family's sets as a create/flush/add listing."""
+        return self.family(family).ipset_text()
+
+
+FORWARD_JUMP = Rule((), Jump(FORWARD_CHAIN), comment("enforce network policy"))
+
+
+def render(
+    node: NodeRuleSet,
+    peer_sets: Mapping[str, Sequence[PeerSet]],
+    *,
+    options: RenderOptions,
+) -> RenderedNode:
+    """Render ``node`` with the shards of the PeerSets it names (set_name -> shards).
+
+    Deterministic: the same input gives byte-identical text, whatever the order of
+    pods, policies or shards. Raises :class:`MissingPeerSetsError` when a named
+    PeerSet is absent or incomplete and :class:`RenderError` for an inconsistent
+    rule set.
+    """
+    if node.format_version != FORMAT_VERSION:
+        raise RenderError(f"rule set format {node.format_version}, expected {FORMAT_VERSION}")
+    policies = _check_policies(node)
+    views = _merge_peer_sets(policies, peer_sets)
+    groups: dict[str, tuple[_Group, ...]] = {d.name: _groups(node, policies, d) for d in DIRECTIONS}
+    pods = {p.name: p for p in node.pods}
+    families = [_FamilyRenderer(f, options, views, groups, pods).render() for f in FAMILIES]
+    return RenderedNode(v4=families[0], v6=families[1], forward_jump=FORWARD_JUMP)
+
+
+def _check_port(np: NodePolicy, p: PortMatch) -> None:
+    where = f"policy {np.policy.name}"
+    if p.protocol not in PROTOCOLS:
+        raise RenderError(f"{where}: unknown protocol {p.protocol!r}")
+    if p.port is not None and p.name is not None:
+        raise RenderError(f"{where}: a port is a number or a name, not both")
+    if p.port is not None and not 1 <= p.port <= (p.end_port or p.port) <= 65535:
+        raise RenderError(f"{where}: invalid port range {p.port}-{p.end_port}")
+    if p.port is None and p.end_port is not None:
+        raise RenderError(f"{where}: end_port without port")
+
+
+def _check_policies(node: NodeRuleSet) -> tuple[NodePolicy, ...]:
+    ids = [np.policy.id for np in node.policies]
+    if len(set(ids)) != len(ids):
+        raise RenderError(f"node {node.node}: a policy id appears twice")
+    seen: dict[str, str] = {}
+    for np in node.policies:
+        for d in DIRECTIONS:
+            chain = d.policy_chain(np.policy.id)
+            if seen.setdefault(chain, np.policy.id) != np.policy.id:
+                raise RenderError(f"policies {seen[chain]!r} and {np.policy.id!r} share {chain}")
+    names = [p.name for p in node.pods]
+    if len(set(names)) != len(names):
+        raise RenderError(f"node {node.node}: duplicate local pod names")
+    return tuple(sorted(node.policies, key=lambda np: np.policy.id))
+
+
+def _canonical_ip(text: str, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise RenderError(f"{where}: invalid IP address {text!r}") from None
+
+
+def _merge_peer_sets(
+    policies: tuple[NodePolicy, ...], peer_sets: Mapping[str, Sequence[PeerSet]]
+) -> dict[str, _PeerSetView]:
+    wanted = set().union(*(np.policy.peer_sets() for np in policies))
+    missing: list[str] = []
+    views: dict[str, _PeerSetView] = {}
+    for name in sorted(wanted):
+        shards = peer_sets.get(name, ())
+        if not shards:
+            missing.append(name)
+            continue
+        first = shards[0]
+        for s in shards:
+            if s.set_name != name or s.selector != first.selector or s.shards != first.shards:
+                raise RenderError(f"peer set {name}: shards disagree ({s.name})")
+        indices = sorted(s.shard for s in shards)
+        if len(set(indices)) != len(indices):
+            raise RenderError(f"peer set {name}: shard given twice")
+        if indices != list(range(first.shards)):
+            missing.append(name)
+            continue
+        members = {
+            (str(_canonical_ip(ip, f"peer set {name}, pod {m.pod}")), m.port)
+            for s in shards
+            for m in s.members
+            for ip in m.ips
+        }
+        views[name] = _PeerSetView(
+            first.selector, tuple(sorted(members, key=lambda x: (x[0], x[1] or 0)))
+        )
+    if missing:
+        raise MissingPeerSetsError(missing)
+    return views
+
+
+def _groups(
+    node: NodeRuleSet, policies: tuple[NodePolicy, ...], d: _Direction
+) -> tuple[_Group, ...]:
+    """Group local pods by the exact set of policies that isolate them in ``d``.
+
+    Dispatch then costs one set lookup per group (not per policy), and a pod's
+    packet visits only the chains of its own policies.
+    """
+    pods = {p.name: p for p in node.pods}
+    by_pod: dict[str, list[NodePolicy]] = {}
+    for np in policies:
+        if d.rules_of(np) is None:
+            continue
+        for target in np.targets:
+            if target not in pods:
+                raise RenderError(f"policy {np.policy.name}: target {target} is not a local pod")
+            by_pod.setdefault(target, []).append(np)
+    by_key: dict[tuple[str, ...], tuple[list[NodePolicy], list[str]]] = {}
+    for pod_name, nps in by_pod.items():
+        key = tuple(np.policy.id for np in nps)
+        entry = by_key.setdefault(key, (nps, []))
+        entry[1].extend(pods[pod_name].ips)
+    groups = [
+        _Group(d, tuple(nps), tuple(ips), stable_hash({"direction": d.name, "policies": key}, 16))
+        for key, (nps, ips) in by_key.items()
+    ]
+    return tuple(sorted(groups, key=lambda g: g.hash))
+
+
+@dataclass
+class _FamilyRenderer:
+    """Renders one IP family; collects the sets its rules refer to."""
+
+    family: IPFamily
+    options: RenderOptions
+    views: Mapping[str, _PeerSetView]
+    groups: Mapping[str, tuple[_Group, ...]]
+    pods: Mapping[str, LocalPod]
+    sets: dict[str, IPSet] = field(default_factory=dict)
+
+    def render(self) -> RenderedFamily:
+        mask = self.options.mark_mask
+        forward = Chain(
+            FORWARD_CHAIN,
+            (
+                # Replies and follow-ups of a connection that was allowed when it
+                # started pass before any policy lookup.
+                Rule(
+                    (ConntrackState(("RELATED", "ESTABLISHED")),),
+                    Return(),
+                    comment("reply or related of an allowed connection"),
+                ),
+                # Someone else may have used our bits: start from zero, with our mask only.
+                Rule((), ClearMark(mask), comment("clear stockade mark bits")),
+                *(
+                    Rule((), Jump(d.dispatch_chain), comment(f"{d.name} policy"))
+                    for d in DIRECTIONS
+                ),
+                # Leave allowed packets' marks as we found them (minus our bits).
+                Rule((), ClearMark(mask), comment("clear stockade mark bits")),
+            ),
+        )
+        chains = [forward]
+        for d in DIRECTIONS:
+            chains.extend(self._direction_chains(d))
+        return RenderedFamily(
+            self.family, tuple(chains), tuple(sorted(self.sets.values(), key=lambda s: s.name))
+        )
+
+    def _add_set(self, kind: SetKind, key: object, type_: SetType, members: list[Member]) -> str:
+        name = set_name(kind, self.family, key)
+        if name not in self.sets:
+            self.sets[name] = make_set(name, type_, self.family, members)
+        return name
+
+    def _ips(self, ips: Sequence[str], where: str) -> list[str]:
+        out = []
+        for ip in ips:
+            addr = _canonical_ip(ip, where)
+            if addr.version == self.family:
+                out.append(str(addr))
+        return out
+
+    def _direction_chains(self, d: _Direction) -> list[Chain]:
+        groups = self.groups[d.name]
+        dispatch = []
+        for g in groups:
+            members = [Member(ip) for ip in self._ips(g.pod_ips, f"{d.name} group")]
+            set_ = g.set_name(self.family)
+            self.sets[set_] = make_set(set_, "hash:ip", self.family, members)
+            names = ", ".join(np.policy.name for np in g.policies)
+            dispatch.append(
+                Rule(
+                    (SetMatch(set_, d.target_dir),),
+                    # Goto: a pod is in one group only, so no other group rule
+                    # needs to see the packet; the group's end returns to STK-FORWARD.
+                    Goto(g.chain),
+                    comment(f"{d.name} group {g.hash}: {names}"),
+                )
+            )
+        bit = d.mark_bit(self.options)
+        chains = [
+            Chain(d.dispatch_chain, tuple(dispatch)),
+            Chain(d.allow_chain, (Rule((), SetMark(bit, bit), comment(f"{d.name} allowed")),)),
+        ]
+        chains.extend(self._group_chain(g) for g in groups)
+        in_groups = {np.policy.id: np for g in groups for np in g.policies}
+        chains.extend(self._policy_chain(d, in_groups[pid]) for pid in sorted(in_groups))
+        return chains
+
+    def _group_chain(self, g: _Group) -> Chain:
+        d = g.direction
+        bit = d.mark_bit(self.options)
+        rules = [
+            # INVALID is dropped only for isolated pods: stockade stays invisible to
+            # traffic no policy closes.
+            Rule((ConntrackState(("INVALID",)),), Drop(), comment(f"{d.name} invalid state")),
+        ]
+        for np in g.policies:
+            rules.append(
+                Rule((), Jump(d.policy_chain(np.policy.id)), comment(f"{np.policy.name} {d.name}"))
+            )
+            # Stop at the first policy that allows: the union needs only one.
+            rules.append(
+                Rule((MarkMatch(bit, bit),), Return(), comment(f"{d.name} allowed by policy"))
+            )
+        rules.extend(self._deny(d, g))
+        return Chain(g.chain, tuple(rules))
+
+    def _deny(self, d: _Direction, g: _Group) -> list[Rule]:
+        opts = self.options
+        rules = []
+        if opts.log_denied:
+            prefix = f"stk deny {d.name} {g.hash[:8]}: "
+            log = NFLog(opts.nflog_group, prefix) if opts.log_mode == "NFLOG" else Log(prefix)
+            rules.append(Rule((LimitMatch(opts.log_rate),), log, comment(f"{d.name} log denied")))
+        verdict = Drop() if opts.drop_action == "DROP" else Reject(_REJECT_WITH[self.family])
+        rules.append(Rule((), verdict, comment(f"{d.name} denied: no policy allows")))
+        return rules
+
+    def _policy_chain(self, d: _Direction, np: NodePolicy) -> Chain:
+        rules: list[Rule] = []
+        for index, rule in enumerate(d.rules_of(np) or ()):
+            peers = self._peer_matches(d, np, rule.peers)
+            ports = self._port_matches(d, np, rule.ports)
+            note = comment(f"{np.policy.name} {d.name} rule {index}")
+            # One iptables rule per (peer, port group): a rule matches one set and
+            # one protocol, so the policy rule's "any peer, any port" is a product.
+            rules.extend(
+                Rule(peer + port, Goto(d.allow_chain), note) for peer in peers for port in ports
+            )
+        return Chain(d.policy_chain(np.policy.id), tuple(rules))
+
+    def _peer_matches(
+        self, d: _Direction, np: NodePolicy, peers: tuple[PeerMatch, ...]
+    ) -> list[tuple[Match, ...]]:
+        if not peers:
+            return [()]  # no peers: any peer
+        out: list[tuple[Match, ...]] = []
+        for peer in peers:
+            if (peer.peer_set is None) == (peer.cidr is None):
+                raise RenderError(f"policy {np.policy.name}: a peer needs peer_set or cidr")
+            name = self._peer_set(peer.peer_set) if peer.peer_set else self._cidr_set(np, peer)
+            match: tuple[Match, ...] = (SetMatch(name, d.peer_dir),) if name else ()
+            if name and match not in out:
+                out.append(match)
+        # Peers exist but none of this family: the rule matches nothing here
+        # (and must not turn into "any peer").
+        return out
+
+    def _peer_set(self, name: str) -> str:
+        view = self.views[name]
+        members = [Member(ip) for ip in self._ips([ip for ip, _ in view.members], name)]
+        return self._add_set("peer", name, "hash:ip", members)
+
+    def _cidr_set(self, np: NodePolicy, peer: PeerMatch) -> str | None:
+        assert peer.cidr is not None
+        try:
+            cidr = ipaddress.ip_network(peer.cidr, strict=False)
+            excepts = sorted(
+                {ipaddress.ip_network(e, strict=False) for e in peer.excepts},
+                key=lambda n: (int(n.network_address), n.prefixlen),
+            )
+        except ValueError as exc:
+            raise RenderError(f"policy {np.policy.name}: {exc}") from None
+        if any(e.version != cidr.version for e in excepts):
+            raise RenderError(f"policy {np.policy.name}: excepts of {cidr} of another family")
+        if cidr.version != self.family:
+            return None
+        # hash:net refuses /0, so "everything" is stored as its two halves.
+        positives = list(cidr.subnets(1)) if cidr.prefixlen == 0 else [cidr]
+        members = [Member(str(n)) for n in positives]
+        members += [Member(str(e), nomatch=True) for e in excepts]
+        key = {"cidr": str(cidr), "except": [str(e) for e in excepts]}
+        return self._add_set("cidr", key, "hash:net", members)
+
+    def _port_matches(
+        self, d: _Direction, np: NodePolicy, ports: tuple[PortMatch, ...]
+    ) -> list[tuple[Match, ...]]:
+        if not ports:
+            return [()]  # no ports: any port, any protocol
+        for p in ports:
+            _check_port(np, p)
+        out: list[tuple[Match, ...]] = []
+        # Ports of one protocol are merged (multiport), so the rule count depends on
+        # the number of protocols and named ports, not on how the ports were listed.
+        for proto in PROTOCOLS:
+            mine = [p for p in ports if p.protocol == proto]
+            if any(p.port is None and p.name is None for p in mine):
+                out.append((ProtoMatch(proto),))  # every port of proto covers the rest
+                continue
+            ranges = sorted({(p.port, p.end_port or p.port) for p in mine if p.port is not None})
+            for chunk in split_multiport(ranges):
+                out.append((ProtoMatch(proto), PortRange(proto, chunk)))
+            seen: set[str] = set()
+            for p in mine:
+                if p.name is not None and p.name not in seen:
+                    seen.add(p.name)
+                    name = self._named_port_set(d, np, p, proto)
+                    out.append((ProtoMatch(proto), SetMatch(name, "dst,dst")))
+        return out
+
+    def _named_port_set(
+        self, d: _Direction, np: NodePolicy, port: PortMatch, proto: Protocol
+    ) -> str:
+        """The hash:ip,port set resolving a named port for this direction.
+
+        Ingress: the port is the destination pod's, i.e. one of the policy's local
+        targets, so the set holds (target ip, proto:number) from LocalPod.ports.
+        Egress: the destination is a remote peer; the controller resolved the name
+        on every pod into the PeerSet ``named_port_set``.
+        """
+        assert port.name is not None
+        if d.name == "ingress":
+            members = [
+                Member(f"{ip},{proto.lower()}:{cp.port}")
+                for pod in self._targets(np)
+                for cp in pod.ports
+                if cp.name == port.name and cp.protocol == proto
+                for ip in self._ips(pod.ips, f"pod {pod.name}")
+            ]
+            key = {"policy": np.policy.id, "port": port.name, "protocol": proto}
+            return self._add_set("tport", key, "hash:ip,port", members)
+        if port.named_port_set is None:
+            raise RenderError(f"policy {np.policy.name}: egress named port {port.name} has no set")
+        view = self.views[port.named_port_set]
+        ref = view.selector.named_port
+        if ref is None or (ref.name, ref.protocol) != (port.name, proto):
+            raise RenderError(
+                f"policy {np.policy.name}: peer set {port.named_port_set} "
+                f"does not resolve {proto} port {port.name}"
+            )
+        # Members without a number do not declare the port: they match nothing.
+        members = [
+            Member(f"{ip},{proto.lower()}:{n}")
+            for ip, n in view.members
+            if n is not None and ipaddress.ip_address(ip).version == self.family
+        ]
+        return self._add_set("pport", port.named_port_set, "hash:ip,port", members)
+
+    def _targets(self, np: NodePolicy) -> list[LocalPod]:
+        return [self.pods[t] for t in sorted(np.targets)]
