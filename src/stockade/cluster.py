@@ -116,7 +116,7 @@ def load_files(paths: Iterable[str | Path]) -> LoadResult:
             where = f"line {mark.line + 1}" if mark is not None else "document"
             errors.append(
                 InvalidObjectError(
-                    ObjectRef("<yaml>", None, str(path)),
+                    ObjectRef("<yaml>", None, "document"),
                     [FieldError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")],
                     str(path),
                 )

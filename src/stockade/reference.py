@@ -41,12 +41,15 @@ def allowed(  # noqa: PLR0917 - the evaluator contract every engine shares
     """
     if not (_takes_part(src) and _takes_part(dst)):
         return False
+    if _same_pod(src, dst):
+        # Over loopback, whatever the family: "a pod cannot block access to itself".
+        return True
     fam = family if family is not None else _primary_family(src)
     src_addr = address_of(src, fam)
     dst_addr = address_of(dst, fam)
     if src_addr is None or dst_addr is None:
         return False
-    if _same_pod(src, dst) or _own_node(src, dst, src_addr, dst_addr):
+    if _own_node(src, dst, src_addr, dst_addr):
         return True
     # Both ends must allow: the source's egress and the destination's ingress.
     egress_ok = _egress_allows(cluster, src, dst, dst_addr=dst_addr, port=port, protocol=protocol)

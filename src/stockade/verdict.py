@@ -250,6 +250,8 @@ class Dataplane:
             if isinstance(ep, Pod) and not ep.active:
                 why = "has no IP" if not ep.ips else f"is {ep.phase}"
                 return replace(base, note=f"{ep.key} {why}")
+        if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
+            return replace(base, allowed=True, note="same pod (loopback)")
         if family is None:
             first = src.ips[0] if isinstance(src, Pod) else src
             family = ipaddress.ip_address(first).version

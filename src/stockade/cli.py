@@ -1,0 +1,395 @@
+"""The offline ``stockade`` command: reachability matrices and verdict explanations.
+
+Everything is computed from YAML files (the kind ``kubectl get -o yaml`` prints, or
+hand-written manifests) with the real compiler and the dataplane model
+(:class:`stockade.verdict.Dataplane`), so the answers are the ones the agents would
+enforce. Nothing here talks to a cluster.
+
+Exit codes: 0 when an answer was printed (whether the connection is allowed or
+not), 2 for bad input (options, files, objects, unknown pods); in the latter case
+stdout stays empty and stderr carries one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import yaml
+
+from stockade import __version__, output
+from stockade.cluster import SUPPORTED_KINDS, Cluster, iter_documents
+from stockade.errors import InvalidObjectError
+from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
+from stockade.verdict import Dataplane, Endpoint
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Bad input: every line is printed to stderr and the command exits with 2."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("; ".join(self.lines))
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------------- options
+
+
+def port_number(text: str) -> int:
+    """argparse type for ``--port``: an integer 1-65535."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
+    return value
+
+
+def protocol_name(text: str) -> str:
+    """argparse type for ``--protocol``: TCP, UDP or SCTP in any case, returned upper."""
+    value = text.upper()
+    if value not in PROTOCOLS:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(PROTOCOLS)} (any case), got {text!r}"
+        )
+    return value
+
+
+def _common_options(parser: argparse.ArgumentParser, port_required: bool) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="YAML or JSON file of Namespaces, Pods and NetworkPolicies, - for stdin "
+        "(repeatable; multi-document files and kind: List are accepted)",
+    )
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        required=port_required,
+        default=None if port_required else 80,
+        help="destination port, 1-65535" + ("" if port_required else " (default: 80)"),
+    )
+    parser.add_argument(
+        "--protocol",
+        type=protocol_name,
+        default="TCP",
+        help="TCP, UDP or SCTP, any case (default: TCP)",
+    )
+    parser.add_argument(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        default=None,
+        help="IP family to judge (default: the family of the source's first address)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``stockade`` and its subcommands."""
+    parser = _Parser(
+        prog="stockade",
+        description="Offline NetworkPolicy analysis from YAML files, with the same "
+        "compiler and rule sets the stockade agents enforce.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"stockade {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    matrix = sub.add_parser(
+        "matrix",
+        help="print which pods may connect to which",
+        description="Print the reachability matrix of every pod that takes part "
+        "(has an IP and is not finished; host-network pods count as their node).",
+        allow_abbrev=False,
+    )
+    _common_options(matrix, port_required=False)
+    matrix.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="default: table"
+    )
+    matrix.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the table: auto (default) colours only a terminal, honouring NO_COLOR",
+    )
+
+    explain = sub.add_parser(
+        "explain",
+        help="explain why one connection is allowed or denied",
+        description="Print the verdict for a connection from SRC to DST and the "
+        "policies and rules that decide it.",
+        allow_abbrev=False,
+    )
+    explain.add_argument("src", metavar="SRC", help="source: ns/pod, or an IP address")
+    explain.add_argument("dst", metavar="DST", help="destination: ns/pod, or an IP address")
+    _common_options(explain, port_required=True)
+    explain.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="default: text"
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Loaded:
+    """What the files gave: the snapshot, problems (fatal) and warnings (not)."""
+
+    cluster: Cluster
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load(paths: Iterable[str]) -> Loaded:
+    """Read every file and parse its objects, collecting every problem of every file.
+
+    Kinds other than Namespace, Pod and NetworkPolicy (Services, Deployments, ...)
+    are skipped with a warning rather than rejected: real manifests mix them in,
+    and they do not change what NetworkPolicy allows.
+    """
+    objects: list[ClusterObject] = []
+    errors: list[str] = []
+    warnings: list[str] = []
+    for path in paths:
+        docs = _read_documents(path, errors)
+        if docs is not None:
+            _parse_file(path, docs, objects, errors, warnings)
+    warnings += _duplicate_warnings(objects)
+    return Loaded(Cluster.of(objects), errors, warnings)
+
+
+def _read_documents(path: str, errors: list[str]) -> list[Any] | None:
+    try:
+        # "-" is stdin, for `kubectl get pods,netpol -A -o yaml | stockade matrix -f -`.
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        errors.append(f"{path}: no such file")
+        return None
+    except IsADirectoryError:
+        errors.append(f"{path}: is a directory, not a file")
+        return None
+    except UnicodeDecodeError:
+        errors.append(f"{path}: not UTF-8 text")
+        return None
+    except OSError as exc:
+        errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+        return None
+    try:
+        return list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        errors.append(_yaml_error(path, exc))
+        return None
+
+
+def _yaml_error(path: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    return f"{path}: {where}not valid YAML: {detail}"
+
+
+def _parse_file(
+    path: str,
+    docs: list[Any],
+    objects: list[ClusterObject],
+    errors: list[str],
+    warnings: list[str],
+) -> None:
+    for number, doc in enumerate(docs, start=1):
+        for item in iter_documents(doc):
+            if not isinstance(item, Mapping):
+                errors.append(f"{path}: document {number}: not a Kubernetes object (a mapping)")
+                continue
+            kind = item.get("kind")
+            if not isinstance(kind, str) or not kind:
+                ref = object_ref(item)
+                errors.append(
+                    f"{path}: document {number} ({ref.name}): kind: required, one of "
+                    f"{', '.join(SUPPORTED_KINDS)}"
+                )
+                continue
+            if kind not in SUPPORTED_KINDS:
+                warnings.append(f"{path}: ignoring {object_ref(item)} (unsupported kind)")
+                continue
+            try:
+                objects.append(parse_object(item, source=path))
+            except InvalidObjectError as exc:
+                errors.extend(exc.lines())
+
+
+def _duplicate_warnings(objects: Sequence[ClusterObject]) -> list[str]:
+    # Cluster.of keeps the last of two objects with one name; say so, since a
+    # forgotten copy in another file is an easy way to be surprised.
+    seen: set[tuple[str, str]] = set()
+    warnings: list[str] = []
+    for obj in objects:
+        ident = (type(obj).__name__, obj.name if isinstance(obj, Namespace) else obj.key)
+        if ident in seen:
+            warnings.append(f"{ident[0]} {ident[1]} is defined more than once; the last one wins")
+        seen.add(ident)
+    return warnings
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def resolve_endpoint(text: str, cluster: Cluster, role: str) -> Endpoint:
+    """``ns/pod`` to the pod, or an IP address to the pod that has it, else the address.
+
+    Raises :class:`CliError` for an unknown pod or something that is neither.
+    """
+    try:
+        address = str(ipaddress.ip_address(text))
+    except ValueError:
+        return _resolve_pod(text, cluster, role)
+    for pod in cluster.active_pods():
+        # A host-network pod shares its node's address, so the address names the
+        # node, not that pod; only an ordinary pod owns its address.
+        if not pod.host_network and address in pod.ips:
+            return pod
+    return address
+
+
+def _resolve_pod(text: str, cluster: Cluster, role: str) -> Pod:
+    if _is_cidr(text):
+        # A namespace name has no dots, so "10.0.0.0/8" cannot be ns/pod.
+        raise CliError([f"{role} {text!r}: a single address, not a CIDR"])
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        hint = "expected ns/pod or an IP address"
+        raise CliError([f"{role} {text!r}: {hint}{_did_you_mean(text, cluster)}"])
+    pod = cluster.pods.get(text)
+    if pod is None:
+        known = sorted(p.name for p in cluster.pods.values() if p.namespace == namespace)
+        where = (
+            f"pods in namespace {namespace}: {', '.join(known)}"
+            if known
+            else f"no pods in namespace {namespace} in the files"
+        )
+        raise CliError([f"{role} {text}: unknown pod ({where})"])
+    return pod
+
+
+def _is_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _did_you_mean(text: str, cluster: Cluster) -> str:
+    matches = sorted(p.key for p in cluster.pods.values() if p.name == text)
+    return f" (did you mean {' or '.join(matches)}?)" if matches else ""
+
+
+def run_matrix(args: argparse.Namespace, cluster: Cluster, stdout: TextIO) -> str:
+    """The ``matrix`` command's output."""
+    matrix = Dataplane(cluster).matrix(args.port, args.protocol, family=args.family)
+    if args.output == "json":
+        return output.matrix_json(matrix, args.port, args.protocol) + "\n"
+    glyphs = output.UNICODE_GLYPHS if _can_encode(stdout, "✓✗─") else output.ASCII_GLYPHS
+    color = _use_color(args.color, stdout)
+    notes = _family_notes(cluster, args.family)
+    return output.matrix_table(
+        matrix, args.port, args.protocol, color=color, glyphs=glyphs, notes=notes
+    )
+
+
+def _family_notes(cluster: Cluster, family: int | None) -> list[str]:
+    # Such pods show as denied everywhere, even to themselves: say why.
+    if family is None:
+        return []
+    lacking = [
+        p.key
+        for p in cluster.active_pods()
+        if all(ipaddress.ip_address(ip).version != family for ip in p.ips)
+    ]
+    if not lacking:
+        return []
+    return [f"no IPv{family} address, so no IPv{family} path: {', '.join(lacking)}"]
+
+
+def run_explain(args: argparse.Namespace, cluster: Cluster) -> str:
+    """The ``explain`` command's output."""
+    problems: list[str] = []
+    ends: list[Endpoint] = []
+    for text, role in ((args.src, "SRC"), (args.dst, "DST")):
+        try:
+            ends.append(resolve_endpoint(text, cluster, role))
+        except CliError as exc:
+            problems += exc.lines
+    if problems:
+        raise CliError(problems)
+    verdict = Dataplane(cluster).verdict(ends[0], ends[1], args.port, args.protocol, args.family)
+    if args.output == "json":
+        return output.explain_json(verdict) + "\n"
+    return output.explain_text(verdict, cluster)
+
+
+def _use_color(mode: str, stream: TextIO) -> bool:
+    if mode != "auto":
+        return mode == "always"
+    # https://no-color.org: any non-empty NO_COLOR disables colour.
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return stream.isatty()
+
+
+def _can_encode(stream: TextIO, sample: str) -> bool:
+    try:
+        sample.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``stockade``; returns the exit code (0 answered, 2 bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # --help, --version and usage errors; return the code rather than exit, so
+        # that callers (tests, the kubectl plugin) get an int as from any command.
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    loaded = load(args.files)
+    for line in loaded.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    try:
+        if loaded.errors:
+            raise CliError(loaded.errors)
+        if args.command == "matrix":
+            text = run_matrix(args, loaded.cluster, sys.stdout)
+        else:
+            text = run_explain(args, loaded.cluster)
+    except CliError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return EXIT_OK

@@ -1,0 +1,317 @@
+"""Formatting for the CLI: reachability matrices and verdict explanations.
+
+Every function here is pure: it takes data (a matrix, a :class:`~stockade.verdict.Verdict`,
+the cluster snapshot for looking up policies) and returns a string. Deciding whether
+to colour (is stdout a terminal?) and writing belong to :mod:`stockade.cli`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from stockade.cluster import Cluster
+from stockade.model import EGRESS, NetworkPolicy, Peer, PolicyPort, Rule
+from stockade.verdict import DirectionVerdict, RuleRef, Verdict
+
+Matrix = Mapping[str, Mapping[str, bool]]
+
+
+# --------------------------------------------------------------------------- matrix
+
+
+@dataclass(frozen=True, slots=True)
+class Glyphs:
+    """The cell marks: distinct shapes, so the table reads without colour too."""
+
+    allow: str
+    deny: str
+
+
+UNICODE_GLYPHS = Glyphs("✓", "✗")
+# For a stdout whose encoding cannot carry the check marks (LANG=C on old systems).
+ASCII_GLYPHS = Glyphs("+", "X")
+
+
+def matrix_json(matrix: Matrix, port: int, protocol: str) -> str:
+    """The matrix as JSON: ``{"port", "protocol", "matrix": {src: {dst: bool}}}``, sorted."""
+    ordered = {
+        src: {dst: matrix[src][dst] for dst in sorted(matrix[src])} for src in sorted(matrix)
+    }
+    return json.dumps({"port": port, "protocol": protocol, "matrix": ordered}, indent=2)
+
+
+def matrix_summary(matrix: Matrix, port: int, protocol: str) -> str:
+    """One line: how many pods, and how many ordered pairs (self excluded) are allowed."""
+    pods = len(matrix)
+    pairs = [ok for src, row in matrix.items() for dst, ok in row.items() if src != dst]
+    noun = "pod" if pods == 1 else "pods"
+    return (
+        f"{pods} {noun}, {sum(pairs)} of {len(pairs)} pairs allowed on {protocol} port {port}"
+        " (a pod to itself not counted)"
+    )
+
+
+def matrix_table(
+    matrix: Matrix,
+    port: int,
+    protocol: str,
+    *,
+    color: bool,
+    glyphs: Glyphs = UNICODE_GLYPHS,
+    notes: Sequence[str] = (),
+) -> str:
+    """The matrix as an aligned table for people, followed by a one-line summary.
+
+    Sources are rows, destinations columns. Pod names can be long, so columns are
+    headed by the row numbers instead of names: the table stays narrow for 30 pods.
+    With ``color`` False the text carries no ANSI escape codes at all. ``notes``
+    are printed as ``note:`` lines after the summary.
+    """
+    keys = sorted(matrix)
+    summary = matrix_summary(matrix, port, protocol)
+    if not keys:
+        return f"no pods take part (none has an IP address and is running)\n{summary}\n"
+    table = _build_table(matrix, keys, glyphs)
+    ascii_only = glyphs == ASCII_GLYPHS
+    legend = Text.assemble(
+        (glyphs.allow, "bold green"), " allowed   ", (glyphs.deny, "bold red"), " denied"
+    )
+    rendered = _render(
+        [table, legend], color=color, width=_table_width(keys), ascii_only=ascii_only
+    )
+    # A title inside the table would be wrapped to the table's width; keep it whole.
+    heading = f"{protocol} port {port}: may the row's pod connect to the column's pod?"
+    return f"{heading}\n\n{rendered}{summary}\n" + "".join(f"note: {n}\n" for n in notes)
+
+
+# rich's SIMPLE_HEAD (a rule under the header, spaces between columns) in ASCII.
+_ASCII_SIMPLE_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+
+# Beyond this many pods the columns are packed one space apart instead of two.
+_ROOMY_UP_TO = 12
+
+
+def _build_table(matrix: Matrix, keys: Sequence[str], glyphs: Glyphs) -> Table:
+    ascii_only = glyphs == ASCII_GLYPHS
+    table = Table(
+        box=_ASCII_SIMPLE_HEAD if ascii_only else box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        # Packed, the box's one-space separator alone parts the columns, so 30 pods
+        # with 40-character names fit about 130 columns; small tables get air.
+        padding=(0, 1) if len(keys) <= _ROOMY_UP_TO else 0,
+        collapse_padding=True,
+    )
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("from \\ to", no_wrap=True)
+    for number in range(1, len(keys) + 1):
+        table.add_column(str(number), justify="center", no_wrap=True)
+    for number, src in enumerate(keys, start=1):
+        cells = [_cell(matrix[src][dst], src == dst, glyphs) for dst in keys]
+        table.add_row(str(number), src, *cells)
+    return table
+
+
+def _cell(allowed: bool, self_pair: bool, glyphs: Glyphs) -> Text:
+    if not allowed:
+        return Text(glyphs.deny, style="bold red")
+    # A pod reaching itself says nothing about policy; dimmed so the eye skips the
+    # diagonal.
+    return Text(glyphs.allow, style="dim green" if self_pair else "bold green")
+
+
+def _table_width(keys: Sequence[str]) -> int:
+    # Wide enough that rich never wraps or crops a row; a terminal narrower than
+    # the table wraps lines itself, which is still readable, unlike cropped names.
+    index = len(str(len(keys)))
+    names = max(len(k) for k in keys)
+    return max(80, 2 * index + names + (index + 3) * len(keys) + 16)
+
+
+def _render(
+    renderables: Sequence[Table | Text], *, color: bool, width: int, ascii_only: bool
+) -> str:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        # Explicit on both counts, so FORCE_COLOR/NO_COLOR in the environment and a
+        # non-terminal buffer cannot flip the decision made by the caller.
+        force_terminal=color,
+        no_color=not color,
+        color_system="standard" if color else None,
+        width=width,
+        highlight=False,
+        emoji=False,
+        legacy_windows=False,
+        safe_box=ascii_only,
+    )
+    for item in renderables:
+        console.print(item)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def verdict_dict(verdict: Verdict) -> dict[str, Any]:
+    """The verdict as a stable, JSON-ready dict (camelCase keys, fixed order)."""
+    return {
+        "allowed": verdict.allowed,
+        "src": verdict.src,
+        "dst": verdict.dst,
+        "srcIP": verdict.src_ip,
+        "dstIP": verdict.dst_ip,
+        "port": verdict.port,
+        "protocol": verdict.protocol,
+        "egress": _direction_dict(verdict.egress),
+        "ingress": _direction_dict(verdict.ingress),
+        "note": verdict.note,
+    }
+
+
+def _direction_dict(dv: DirectionVerdict | None) -> dict[str, Any] | None:
+    if dv is None:
+        return None
+    return {
+        "pod": dv.pod,
+        "isolatedBy": list(dv.isolated_by),
+        "allowedBy": [
+            {"policy": ref.policy, "direction": ref.direction, "rule": ref.index}
+            for ref in dv.allowed_by
+        ],
+    }
+
+
+def explain_json(verdict: Verdict) -> str:
+    """:func:`verdict_dict` as indented JSON."""
+    return json.dumps(verdict_dict(verdict), indent=2)
+
+
+def explain_text(verdict: Verdict, cluster: Cluster) -> str:
+    """The verdict and its reasons for people.
+
+    ``cluster`` is only read, to describe the endpoints and to show the content of
+    each allowing rule; the reasons themselves come from ``verdict`` alone.
+    """
+    lines = [_headline(verdict), ""]
+    if verdict.note:
+        lines.append(f"note: {verdict.note}; no policy is consulted")
+        return "\n".join(lines) + "\n"
+    lines += _direction_lines(verdict.egress, EGRESS, verdict.src, verdict.dst_ip, cluster)
+    lines += _direction_lines(verdict.ingress, "Ingress", verdict.dst, verdict.src_ip, cluster)
+    return "\n".join(lines) + "\n"
+
+
+def _headline(v: Verdict) -> str:
+    outcome = "ALLOWED" if v.allowed else "DENIED"
+    src = f"{v.src} ({v.src_ip})" if v.src_ip and v.src_ip != v.src else v.src
+    dst = f"{v.dst} ({v.dst_ip})" if v.dst_ip and v.dst_ip != v.dst else v.dst
+    return f"{outcome}: {src} -> {dst} on {v.protocol} port {v.port}"
+
+
+def _direction_lines(
+    dv: DirectionVerdict | None, direction: str, local: str, peer_ip: str | None, cluster: Cluster
+) -> list[str]:
+    side = "egress from" if direction == EGRESS else "ingress to"
+    if dv is None:
+        return [f"{side} {local}: allowed ({_unfiltered_reason(local, direction, cluster)})"]
+    lines = [
+        f"{side} {local}: {'allowed' if dv.allowed else 'DENIED'}",
+        f"  isolated by: {', '.join(dv.isolated_by)}",
+    ]
+    if not dv.allowed_by:
+        far = "to" if direction == EGRESS else "from"
+        lines.append(f"  no {direction.lower()} rule of these policies allows it {far} {peer_ip}")
+        return lines
+    for ref in dv.allowed_by:
+        lines.append(f"  allowed by: {_rule_name(ref)}")
+        lines += [f"    {text}" for text in _rule_lines(ref, cluster.policies)]
+    return lines
+
+
+def _rule_name(ref: RuleRef) -> str:
+    # The field path, as in error messages: unambiguous about counting from 0.
+    return f"{ref.policy}, spec.{ref.direction.lower()}[{ref.index}]"
+
+
+def _unfiltered_reason(endpoint: str, direction: str, cluster: Cluster) -> str:
+    pod = cluster.pods.get(endpoint)
+    if pod is None:
+        node = _node_of_address(endpoint, cluster)
+        what = f"the address of node {node}" if node else "not a pod in the files"
+        return f"{what}: no {direction.lower()} policy of its own"
+    if pod.host_network:
+        return "a host-network pod, judged as its node's address: no policy selects it"
+    return f"not isolated: no policy selects it for {direction.lower()}"
+
+
+def _node_of_address(address: str, cluster: Cluster) -> str:
+    for pod in cluster.pods.values():
+        if pod.host_ip == address or (pod.host_network and address in pod.ips):
+            return pod.node_name
+    return ""
+
+
+def _rule_lines(ref: RuleRef, policies: Mapping[str, NetworkPolicy]) -> list[str]:
+    policy = policies.get(ref.policy)
+    rules = None
+    if policy is not None:
+        rules = policy.egress if ref.direction == EGRESS else policy.ingress
+    if policy is None or rules is None or not 0 <= ref.index < len(rules):
+        # Only if the verdict came from another snapshot than the cluster given.
+        return ["(rule not found in the files)"]
+    rule = rules[ref.index]
+    far = "to" if ref.direction == EGRESS else "from"
+    return [f"{far}: {describe_peers(rule, policy.namespace)}", f"ports: {describe_ports(rule)}"]
+
+
+def describe_peers(rule: Rule, namespace: str) -> str:
+    """The rule's ``from``/``to`` in words; ``namespace`` is the policy's own."""
+    if not rule.peers:
+        return "anyone (no peers listed: every pod and address)"
+    return "; ".join(describe_peer(peer, namespace) for peer in rule.peers)
+
+
+def describe_peer(peer: Peer, namespace: str) -> str:
+    """One ``from``/``to`` item in words, e.g. ``pods app=web in namespace shop``."""
+    if peer.ip_block is not None:
+        block = peer.ip_block
+        text = f"ipBlock {block.cidr}"
+        if block.excepts:
+            text += f" except {', '.join(str(e) for e in block.excepts)}"
+        return text
+    sel = peer.pod_selector
+    pods = "all pods" if sel is None or sel.is_empty else f"pods {sel}"
+    ns_sel = peer.namespace_selector
+    if ns_sel is None:
+        return f"{pods} in namespace {namespace}"
+    if ns_sel.is_empty:
+        return f"{pods} in all namespaces"
+    return f"{pods} in namespaces {ns_sel}"
+
+
+def describe_ports(rule: Rule) -> str:
+    """The rule's ``ports`` in words, e.g. ``TCP 8080, UDP 53``."""
+    if not rule.ports:
+        return "all ports and protocols"
+    return ", ".join(describe_port(p) for p in rule.ports)
+
+
+def describe_port(port: PolicyPort) -> str:
+    """One ``ports`` item in words: a number, a range, a named port, or all ports."""
+    if port.name is not None:
+        return f"{port.protocol} {port.name} (named port)"
+    if port.port is None:
+        return f"{port.protocol} (all ports)"
+    if port.end_port is not None and port.end_port != port.port:
+        return f"{port.protocol} {port.port}-{port.end_port}"
+    return f"{port.protocol} {port.port}"
