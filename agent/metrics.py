@@ -92,9 +92,9 @@ class AgentMetrics:
         for c in counters:
             rule = _RULE.match(c.comment)
             if rule:
-                self.rule_packets.labels(
-                    rule["policy"], rule["direction"], rule["index"]
-                ).set(c.packets)
+                self.rule_packets.labels(rule["policy"], rule["direction"], rule["index"]).set(
+                    c.packets
+                )
                 continue
             deny = _DENY.match(c.comment)
             if deny:
