@@ -24,7 +24,7 @@ Endpoint = Pod | str
 """A pod, or the IP address of something that is not a pod (an external host, a node)."""
 
 
-def allowed(  # noqa: PLR0917 - the evaluator contract every engine shares
+def allowed(
     cluster: Cluster,
     src: Endpoint,
     dst: Endpoint,
@@ -259,11 +259,7 @@ def port_matches(pp: PolicyPort, dst: Endpoint, port: int, protocol: str) -> boo
     if pp.protocol != protocol:
         return False
     if pp.name is not None:
-        return (
-            isinstance(dst, Pod)
-            and dst.selectable
-            and dst.named_port(pp.name, protocol) == port
-        )
+        return isinstance(dst, Pod) and dst.selectable and dst.named_port(pp.name, protocol) == port
     if pp.port is None:
         return True
     end = pp.end_port if pp.end_port is not None else pp.port
