@@ -261,6 +261,7 @@ class Compiler:
         self._dirty_sets: set[str] = set()
         self._node_out: dict[str, NodeRuleSet] = {}
         self._set_out: dict[str, dict[int, PeerSet]] = {}
+        self._local_cache: dict[str, tuple[Pod, LocalPod]] = {}
 
     # ------------------------------------------------------------------ events
 
@@ -307,6 +308,7 @@ class Compiler:
             return
         if pod is None:
             del self._pods[key]
+            self._local_cache.pop(key, None)
         else:
             self._pods[key] = pod
         if old is not None:
@@ -504,11 +506,14 @@ class Compiler:
             (ns,) = state.namespaces
             within = self._ns_pods.get(ns)
             return self._pod_index.select(state.pod_selector, within) if within else set()
-        if state.pod_selector.is_empty:
-            out: set[str] = set()
+        in_scope = sum(len(self._ns_pods.get(ns, ())) for ns in state.namespaces)
+        if in_scope <= self._pod_index.estimate(state.pod_selector):
+            # Fewer pods in the selected namespaces than the selector's best index
+            # entry: select among them.
+            scope: set[str] = set()
             for ns in state.namespaces:
-                out |= self._ns_pods.get(ns, set())
-            return out
+                scope |= self._ns_pods.get(ns, set())
+            return self._pod_index.select(state.pod_selector, scope) if scope else scope
         chosen = self._pod_index.select(state.pod_selector)
         pods = self._pods
         return {k for k in chosen if pods[k].namespace in state.namespaces}
@@ -566,8 +571,16 @@ class Compiler:
             targeted.update(targets)
             policies.append(NodePolicy(state.compiled, targets))
             set_names |= state.sets
-        pods = tuple(_local_pod(self._pods[k]) for k in sorted(targeted))
+        pods = tuple(self._local_pod(k) for k in sorted(targeted))
         return NodeRuleSet(node, pods, tuple(policies), tuple(sorted(set_names)))
+
+    def _local_pod(self, key: str) -> LocalPod:
+        pod = self._pods[key]
+        cached = self._local_cache.get(key)
+        if cached is None or cached[0] is not pod:
+            cached = (pod, _local_pod(pod))
+            self._local_cache[key] = cached
+        return cached[1]
 
     def _flush_set(self, name: str, changes: dict[str, PeerSet | None]) -> None:
         previous = self._set_out.get(name, {})
@@ -583,8 +596,13 @@ class Compiler:
         else:
             rebuild = {b % count for b in state.dirty}
         current = dict(previous) if count == len(previous) else {}
+        grouped: dict[int, list[PeerMember]] = {shard: [] for shard in rebuild}
+        for bucket, members in state.buckets.items():
+            wanted = grouped.get(bucket % count)
+            if wanted is not None:
+                wanted.extend(members.values())
         for shard in sorted(rebuild):
-            ps = self._build_shard(state, shard, count)
+            ps = self._build_shard(state, shard, count, grouped[shard])
             current[shard] = ps
             if previous.get(shard) != ps:
                 changes[ps.name] = ps
@@ -607,12 +625,10 @@ class Compiler:
             count *= 2
         return count
 
-    def _build_shard(self, state: _SetState, shard: int, count: int) -> PeerSet:
-        members: list[PeerMember] = []
-        for bucket in range(shard, _BUCKETS, count):
-            got = state.buckets.get(bucket)
-            if got:
-                members.extend(got.values())
+    @staticmethod
+    def _build_shard(
+        state: _SetState, shard: int, count: int, members: list[PeerMember]
+    ) -> PeerSet:
         members.sort(key=lambda m: m.pod)
         return PeerSet(
             name=f"{state.name}-{shard}",

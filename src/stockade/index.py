@@ -57,6 +57,15 @@ class LabelIndex:
         """Keys whose label ``key`` equals ``value`` (do not mutate the result)."""
         return self._by_value.get(key, {}).get(value, _EMPTY)
 
+    def estimate(self, selector: LabelSelector) -> int:
+        """An upper bound of how many keys ``selector`` selects, from its In requirements."""
+        best = len(self._labels)
+        for req in selector.requirements:
+            if req.operator == "In":
+                by_value = self._by_value.get(req.key, {})
+                best = min(best, sum(len(by_value.get(v, ())) for v in req.values))
+        return best
+
     def select(self, selector: LabelSelector, within: set[str] | None = None) -> set[str]:
         """Keys matching ``selector``, restricted to ``within`` when given.
 

@@ -1,0 +1,478 @@
+"""Engine benchmarks: parse, full compile, peak memory and incremental events.
+
+Run from the repository root::
+
+    python -m bench.engine                 # the default scale
+    python -m bench.engine --scale small   # a quick check
+    python bench/engine.py --scale limits --profile
+
+Every figure of one run is measured in that run, so ratios compare like with like
+on a busy machine. Results go to ``bench/results/<scale>.json``. See
+docs/performance.md for what is measured and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.synth import EventMaker, Params, SynthCluster, generate
+from stockade.compiler import CompiledCluster, Compiler, compile_cluster
+from stockade.model import ClusterObject, NetworkPolicy, Pod, parse_object
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MB = 1024 * 1024
+
+SCALES: dict[str, Params] = {
+    "small": Params(pods=1_000, namespaces=50, nodes=10, policies=200),
+    "default": Params(pods=10_000, namespaces=500, nodes=100, policies=2_000),
+    "limits": Params(pods=150_000, namespaces=5_000, nodes=5_000, policies=10_000),
+    # Antrea's TestInitXLargeScaleWithSmallNamespaces: 25k namespaces of 4 pods and
+    # 3 policies; its pods land on 1,000 nodes.
+    "antrea": Params(pods=100_000, namespaces=25_000, nodes=1_000, policies=75_000, shape="antrea"),
+}
+# Peak memory of parse + full compile, in MB.
+MEMORY_TARGET_MB = {"small": 600.0, "default": 600.0, "limits": 2048.0, "antrea": 1700.0}
+RATIO_TARGET = 5.0  # full compile / parse
+POD_EVENT_TARGET = 0.01  # of a full compile
+# What Antrea's controller reports for its scenario (Go, its central computation).
+ANTREA_SECONDS = (5.84, 6.42)
+ANTREA_MB = (1522.0, 1708.0)
+EVENT_KINDS = (
+    "pod added",
+    "pod relabelled",
+    "pod deleted",
+    "namespace relabelled",
+    "policy changed",
+)
+POD_EVENTS = ("pod added", "pod relabelled", "pod deleted")
+
+
+# ----------------------------------------------------------------------- measuring
+
+
+def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """The fastest of ``repeats`` runs of ``fn`` and its last result."""
+    best = float("inf")
+    result: Any = None
+    for _ in range(repeats):
+        result = None
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def parse_all(raw: Sequence[dict[str, Any]]) -> list[ClusterObject]:
+    """Every raw object parsed."""
+    return [parse_object(obj) for obj in raw]
+
+
+def policies_first(objects: Sequence[ClusterObject]) -> list[ClusterObject]:
+    """The same objects with policies before pods (a controller may see them so)."""
+    pols = [o for o in objects if isinstance(o, NetworkPolicy)]
+    pods = [o for o in objects if isinstance(o, Pod)]
+    rest = [o for o in objects if not isinstance(o, NetworkPolicy | Pod)]
+    return [*rest, *pols, *pods]
+
+
+@dataclass
+class EventFigures:
+    """Timings of one kind of event, each an upsert (or delete) and a flush."""
+
+    kind: str
+    count: int
+    median_s: float
+    p90_s: float
+    max_s: float
+    median_nodes_changed: float
+    median_shards_changed: float
+    fraction_of_full: float = 0.0
+
+
+def _summary(kind: str, times: list[float], nodes: list[int], shards: list[int]) -> EventFigures:
+    ordered = sorted(times)
+    return EventFigures(
+        kind=kind,
+        count=len(times),
+        median_s=statistics.median(times),
+        p90_s=ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        max_s=ordered[-1],
+        median_nodes_changed=statistics.median(nodes),
+        median_shards_changed=statistics.median(shards),
+    )
+
+
+def measure_events(
+    cluster: SynthCluster, objects: Sequence[ClusterObject], per_kind: int
+) -> tuple[list[EventFigures], float]:
+    """Load a Compiler, flush it, then time ``per_kind`` distinct events of each kind.
+
+    Returns the figures and the time the load (upserts and first flush) took.
+    """
+    compiler = Compiler()
+    gc.collect()
+    start = time.perf_counter()
+    for obj in objects:
+        compiler.upsert(obj)
+    compiler.flush()
+    load = time.perf_counter() - start
+    maker = EventMaker(cluster)
+    makers: dict[str, Callable[[], Any]] = {
+        "pod added": maker.pod_added,
+        "pod relabelled": maker.pod_relabelled,
+        "pod deleted": maker.pod_deleted,
+        "namespace relabelled": maker.namespace_relabelled,
+        "policy changed": maker.policy_changed,
+    }
+    out: list[EventFigures] = []
+    for kind in EVENT_KINDS:
+        times: list[float] = []
+        nodes: list[int] = []
+        shards: list[int] = []
+        for _ in range(per_kind):
+            raw = makers[kind]()
+            if kind == "pod deleted":
+                assert isinstance(raw, str)
+                t0 = time.perf_counter()
+                compiler.delete("Pod", raw)
+                changes = compiler.flush()
+                dt = time.perf_counter() - t0
+            else:
+                obj = parse_object(raw)
+                t0 = time.perf_counter()
+                compiler.upsert(obj)
+                changes = compiler.flush()
+                dt = time.perf_counter() - t0
+            times.append(dt)
+            nodes.append(len(changes.nodes))
+            shards.append(len(changes.peer_sets))
+        out.append(_summary(kind, times, nodes, shards))
+    return out, load
+
+
+def _current_rss() -> int:
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the peak RSS to the current RSS (Linux ``clear_refs`` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def memory_child(scale: str) -> dict[str, Any]:
+    """In a fresh process: the RSS that parse + full compile add over the raw dicts."""
+    raw = generate(SCALES[scale]).objects()
+    gc.collect()
+    baseline = _current_rss()
+    reset = _reset_hwm()
+    start = time.perf_counter()
+    objects = parse_all(raw)
+    result = compile_cluster(objects)
+    seconds = time.perf_counter() - start
+    hwm = _hwm() if reset else None
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = (hwm if hwm is not None else maxrss) - baseline
+    gc.collect()
+    retained = _current_rss() - baseline
+    return {
+        "baseline_mb": baseline / MB,
+        "peak_mb": peak / MB,
+        "retained_mb": retained / MB,
+        "method": "VmHWM after clear_refs" if hwm is not None else "ru_maxrss",
+        "parse_and_compile_s": seconds,
+        "node_rule_sets": len(result.node_rule_sets),
+        "peer_set_shards": len(result.peer_sets),
+        "objects": len(objects),
+    }
+
+
+def measure_memory(scale: str) -> dict[str, Any]:
+    """Run :func:`memory_child` in a fresh interpreter and read its JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.engine", "--scale", scale, "--memory-child"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child failed:\n{proc.stderr}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def profile_compile(objects: Sequence[ClusterObject], top: int = 30) -> str:
+    """cProfile of one full compile, sorted by cumulative time."""
+    profiler = cProfile.Profile()
+    gc.collect()
+    profiler.enable()
+    compile_cluster(objects)
+    profiler.disable()
+    buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.sort_stats("cumulative").print_stats(top)
+    buf.write("\n--- by own time ---\n")
+    stats.sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------- reporting
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.2f} ms" if seconds < 1 else f"{seconds:,.2f} s"
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]PASS[/green]" if ok else "[red]MISS[/red]"
+
+
+def report(result: dict[str, Any]) -> list[Table | str]:
+    """The tables (and a summary line) that show ``result``."""
+    checks: dict[str, bool] = result["pass"]
+    parse_s: float = result["parse_s"]
+    compile_s: float = result["compile_s"]
+    memory: dict[str, Any] | None = result["memory"]
+    table = Table(
+        title=f"stockade engine, scale {result['scale']} "
+        f"({result['objects']:,} objects, {result['machine']['cpus']} CPUs)"
+    )
+    table.add_column("figure")
+    for col in ("value", "ratio", "target"):
+        table.add_column(col, justify="right")
+    table.add_column("")
+    table.add_row("parse (baseline)", _ms(parse_s), "1.00x", "", "")
+    table.add_row(
+        "full compile",
+        _ms(compile_s),
+        f"{result['compile_over_parse']:.2f}x parse",
+        f"<= {RATIO_TARGET:g}x",
+        _verdict(checks["compile_over_parse"]),
+    )
+    pf_s: float | None = result["compile_policies_first_s"]
+    if pf_s is not None:
+        table.add_row(
+            "full compile, policies first", _ms(pf_s), f"{pf_s / parse_s:.2f}x parse", "", ""
+        )
+    load_s: float = result["compiler_load_and_flush_s"]
+    table.add_row("Compiler load + flush", _ms(load_s), f"{load_s / parse_s:.2f}x parse", "", "")
+    if memory is not None:
+        table.add_row(
+            "peak memory, parse + compile",
+            f"{memory['peak_mb']:,.0f} MB",
+            f"retained {memory['retained_mb']:,.0f} MB",
+            f"< {result['targets']['memory_mb']:,.0f} MB",
+            _verdict(checks["memory"]),
+        )
+    events = [EventFigures(**ev) for ev in result["events"]]
+    for ev in events:
+        target = f"<= {POD_EVENT_TARGET:.0%}" if ev.kind in POD_EVENTS else ""
+        table.add_row(
+            f"event: {ev.kind} (median of {ev.count})",
+            _ms(ev.median_s),
+            f"{ev.fraction_of_full:.3%} of full",
+            target,
+            _verdict(checks[ev.kind]) if ev.kind in checks else "",
+        )
+    out = result["outputs"]
+    summary = (
+        f"outputs: {out['node_rule_sets']:,} node rule sets, {out['peer_sets']:,} peer sets "
+        f"in {out['peer_set_shards']:,} shards\nevent p90 / max: "
+        + "; ".join(f"{ev.kind} {_ms(ev.p90_s)} / {_ms(ev.max_s)}" for ev in events)
+    )
+    shown: list[Table | str] = [table, summary]
+    if "antrea" in result:
+        cmp = Table(title="beside Antrea's controller (TestInitXLargeScaleWithSmallNamespaces)")
+        cmp.add_column("figure")
+        cmp.add_column("stockade (Python)", justify="right")
+        cmp.add_column("Antrea (Go)", justify="right")
+        cmp.add_row(
+            "parse + full compile",
+            f"{result['antrea']['ours_seconds']:.2f} s",
+            f"{ANTREA_SECONDS[0]}-{ANTREA_SECONDS[1]} s",
+        )
+        if memory is not None:
+            cmp.add_row(
+                "peak memory",
+                f"{memory['peak_mb']:,.0f} MB",
+                f"{ANTREA_MB[0]:,.0f}-{ANTREA_MB[1]:,.0f} MB",
+            )
+        shown.append(cmp)
+    return shown
+
+
+def _checks(result: dict[str, Any], events: list[EventFigures]) -> dict[str, bool]:
+    checks = {"compile_over_parse": result["compile_over_parse"] <= RATIO_TARGET}
+    if result["memory"] is not None:
+        checks["memory"] = result["memory"]["peak_mb"] < result["targets"]["memory_mb"]
+    for ev in events:
+        if ev.kind in POD_EVENTS:
+            checks[ev.kind] = ev.fraction_of_full <= POD_EVENT_TARGET
+    return checks
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one scale; print the table; return the JSON result."""
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    scale: str = args.scale
+    params = SCALES[scale]
+    repeats: int = args.repeats or (5 if params.pods <= 20_000 else 1)
+    console.print(f"[bold]stockade engine benchmark[/bold], scale {scale}: {params}")
+
+    memory: dict[str, Any] | None = None
+    if not args.no_memory:
+        console.print("measuring memory in a fresh process ...")
+        memory = measure_memory(scale)
+
+    start = time.perf_counter()
+    cluster = generate(params)
+    gen_s = time.perf_counter() - start
+    raw = cluster.objects()
+    console.print(f"generated {len(raw):,} objects in {gen_s:.2f} s; parsing ...")
+
+    parse_s, objects = best_of(repeats, lambda: parse_all(raw))
+    console.print(f"parse {parse_s:.3f} s; full compile x{repeats} ...")
+    compile_s, compiled = best_of(repeats, lambda: compile_cluster(objects))
+    assert isinstance(compiled, CompiledCluster)
+    n_nodes, n_shards = len(compiled.node_rule_sets), len(compiled.peer_sets)
+    n_sets = len({ps.set_name for ps in compiled.peer_sets.values()})
+    del compiled
+    pf_s: float | None = None
+    if not args.skip_policies_first:
+        console.print("full compile, policies before pods ...")
+        reordered = policies_first(objects)
+        pf_s, _ = best_of(repeats, lambda: compile_cluster(reordered))
+        del reordered, _
+
+    console.print(f"incremental events ({args.events} of each kind) ...")
+    events, load_s = measure_events(cluster, objects, args.events)
+    for ev in events:
+        ev.fraction_of_full = ev.median_s / compile_s
+
+    profile_text: str | None = None
+    if args.profile:
+        console.print("profiling a full compile ...")
+        profile_text = profile_compile(objects)
+
+    ratio = compile_s / parse_s
+    mem_target = MEMORY_TARGET_MB[scale]
+    result: dict[str, Any] = {
+        "scale": scale,
+        "params": asdict(params),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "repeats": repeats,
+        "objects": len(raw),
+        "outputs": {"node_rule_sets": n_nodes, "peer_sets": n_sets, "peer_set_shards": n_shards},
+        "parse_s": parse_s,
+        "compile_s": compile_s,
+        "compile_over_parse": ratio,
+        "compile_policies_first_s": pf_s,
+        "compiler_load_and_flush_s": load_s,
+        "memory": memory,
+        "events": [asdict(ev) for ev in events],
+        "targets": {
+            "compile_over_parse": RATIO_TARGET,
+            "memory_mb": mem_target,
+            "pod_event_fraction": POD_EVENT_TARGET,
+        },
+    }
+    result["pass"] = _checks(result, events)
+    if scale == "antrea":
+        result["antrea"] = {
+            "seconds": ANTREA_SECONDS,
+            "mb": ANTREA_MB,
+            "ours_seconds": parse_s + compile_s,
+        }
+    for table in report(result):
+        console.print(table)
+    _save(result, profile_text, console)
+    return result
+
+
+def _save(result: dict[str, Any], profile_text: str | None, console: Console) -> None:
+    scale = result["scale"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if profile_text is not None:
+        path = RESULTS / f"{scale}.profile.txt"
+        result["profile_file"] = str(path.relative_to(ROOT))
+        path.write_text(profile_text, encoding="utf-8")
+        console.print(profile_text, markup=False, highlight=False)
+    out = RESULTS / f"{scale}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {out.relative_to(ROOT)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.engine", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--scale", choices=sorted(SCALES), default="default")
+    parser.add_argument(
+        "--repeats", type=int, default=0, help="best of N (default 5, 1 when large)"
+    )
+    parser.add_argument("--events", type=int, default=50, help="events of each kind")
+    parser.add_argument("--profile", action="store_true", help="cProfile one full compile")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocess")
+    parser.add_argument(
+        "--skip-policies-first", action="store_true", help="skip the policies-first compile"
+    )
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(args.scale)))
+        return 0
+    result = run(args)
+    return 0 if all(result["pass"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
