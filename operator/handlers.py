@@ -1,0 +1,91 @@
+"""kopf handlers: thin adapters from watch events to :class:`ControllerState`.
+
+``kopf.on.event`` is used because it sees everything: the initial listing (event
+type None), every ADDED/MODIFIED, and DELETED; it writes nothing to the watched
+objects (no finalizers, no annotations, unlike the change-detecting handlers).
+The handlers are coroutines on purpose: kopf runs plain functions in a thread pool,
+and the compiler is fed from one event loop only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from stockade.controller.metrics import ControllerMetrics
+from stockade.controller.state import NAMESPACE, NETWORK_POLICY, POD, ControllerState
+from stockade.kube import KubeConfig
+
+log = logging.getLogger("stockade.controller")
+
+
+def connection_info(config: KubeConfig) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same config the publisher's client uses."""
+    token = config.token
+    if config.token_file:
+        with open(config.token_file, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    return kopf.ConnectionInfo(
+        server=config.server,
+        ca_path=config.ca_file,
+        ca_data=None if config.ca_file else config.ca_data,
+        insecure=config.insecure or None,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        default_namespace=config.namespace,
+    )
+
+
+def build_registry(
+    state: ControllerState, config: KubeConfig, metrics: ControllerMetrics
+) -> kopf.OperatorRegistry:
+    """A registry of one controller's handlers (one per instance, nothing global)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(config)
+
+    def observe(kind: str, event: Any) -> None:
+        body = event["object"]
+        metrics.watch_events.labels(kind).inc()
+        error = state.observe(kind, event.get("type"), body)
+        if error is not None:
+            metrics.rejected.labels(kind).inc()
+            if kind == NETWORK_POLICY:
+                log.warning(
+                    "rejected (a new policy enforces nothing; an edited one keeps "
+                    "its last valid version): %s",
+                    "; ".join(error.lines()),
+                )
+            else:
+                log.warning("ignored: %s", "; ".join(error.lines()))
+
+    @kopf.on.event("", "v1", "pods", registry=registry)
+    async def on_pod(event: Any, **_: Any) -> None:
+        observe(POD, event)
+
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def on_namespace(event: Any, **_: Any) -> None:
+        observe(NAMESPACE, event)
+
+    @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", registry=registry)
+    async def on_policy(event: Any, **_: Any) -> None:
+        observe(NETWORK_POLICY, event)
+
+    return registry
+
+
+def operator_settings(standalone_peering: bool = True) -> kopf.OperatorSettings:
+    """kopf settings: quiet (no k8s Events of its own), no peering objects needed."""
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False
+    settings.peering.standalone = standalone_peering
+    settings.peering.mandatory = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    return settings

@@ -1,0 +1,228 @@
+"""``stockade-controller``: kopf watches, the compiler, a Lease, the publisher.
+
+Every replica watches and compiles; the one holding the Lease publishes (or every
+replica, with ``--standalone``, meant for a single replica). :func:`run` is the
+whole controller as a coroutine, so tests can run it in a thread against an
+emulated API server and stop it with a flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import kopf
+
+from stockade.compiler import DEFAULT_SHARD_SIZE, Compiler
+from stockade.controller.handlers import build_registry, operator_settings
+from stockade.controller.leader import LeaderElector
+from stockade.controller.metrics import ControllerMetrics, serve_http
+from stockade.controller.publisher import Publisher
+from stockade.controller.state import ControllerState
+from stockade.kube import KubeClient, KubeConfig
+
+log = logging.getLogger("stockade.controller")
+
+
+@dataclass
+class Options:
+    """The controller's settings (the command line, parsed)."""
+
+    kubeconfig: str | None = None
+    flush_interval: float = 0.2  # seconds
+    metrics_port: int = 8080  # 0: no HTTP endpoint
+    metrics_host: str = "0.0.0.0"
+    lease_name: str = "stockade-controller"
+    lease_namespace: str | None = None  # default: $POD_NAMESPACE, else the config's
+    lease_duration: float = 15.0
+    identity: str = ""
+    standalone: bool = False
+    shard_size: int = DEFAULT_SHARD_SIZE
+    log_level: str = "INFO"
+
+
+def default_identity() -> str:
+    """``$POD_NAME`` in a pod, else host name and process id."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """Parse the command line."""
+    p = argparse.ArgumentParser(
+        prog="stockade-controller",
+        description="Compile NetworkPolicies into per-node NodeRuleSets and shared PeerSets.",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG)")
+    p.add_argument(
+        "--flush-interval",
+        type=float,
+        default=200,
+        metavar="MS",
+        help="publish at most every MS milliseconds (default 200)",
+    )
+    p.add_argument("--metrics-port", type=int, default=8080, help="/metrics and /healthz (0: off)")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="address to serve metrics on")
+    p.add_argument("--lease-name", default="stockade-controller", help="Lease for leader election")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (default: $POD_NAMESPACE)")
+    p.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds before a standby takes over"
+    )
+    p.add_argument("--identity", default="", help="this replica's name in the Lease")
+    p.add_argument("--standalone", action="store_true", help="no leader election: always publish")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="PeerSet shard size")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    ns = p.parse_args(argv)
+    return Options(
+        kubeconfig=ns.kubeconfig,
+        flush_interval=ns.flush_interval / 1000.0,
+        metrics_port=ns.metrics_port,
+        metrics_host=ns.metrics_host,
+        lease_name=ns.lease_name,
+        lease_namespace=ns.lease_namespace,
+        lease_duration=ns.lease_duration,
+        identity=ns.identity,
+        standalone=ns.standalone,
+        shard_size=ns.shard_size,
+        log_level=ns.log_level,
+    )
+
+
+@dataclass
+class Controller:
+    """The parts of a running controller, for tests to look at."""
+
+    state: ControllerState
+    publisher: Publisher
+    metrics: ControllerMetrics
+    elector: LeaderElector | None
+
+
+def assemble(
+    options: Options,
+    config: KubeConfig,
+    client: KubeClient,
+    metrics: ControllerMetrics | None = None,
+) -> Controller:
+    """Wire state, publisher and (unless standalone) the leader elector together."""
+    metrics = metrics or ControllerMetrics()
+    state = ControllerState(Compiler(options.shard_size))
+    publisher = Publisher(client, state, metrics, interval=options.flush_interval)
+    state.on_change = publisher.mark
+    elector: LeaderElector | None = None
+    if options.standalone:
+        publisher.set_leader(True)
+    else:
+        namespace = options.lease_namespace or os.environ.get("POD_NAMESPACE") or config.namespace
+        elector = LeaderElector(
+            client,
+            options.lease_name,
+            namespace,
+            options.identity or default_identity(),
+            duration=options.lease_duration,
+            on_change=publisher.set_leader,
+        )
+    return Controller(state, publisher, metrics, elector)
+
+
+async def run(
+    options: Options,
+    stop: threading.Event | None = None,
+    started: threading.Event | None = None,
+    metrics: ControllerMetrics | None = None,
+    on_start: list[Controller] | None = None,
+) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM in the main thread).
+
+    ``started`` is set once the parts run; ``on_start`` (a list) receives the
+    :class:`Controller`, so an in-process test can read its state and metrics.
+    """
+    config = KubeConfig.load(options.kubeconfig)
+    async with KubeClient(config) as client:
+        controller = assemble(options, config, client, metrics)
+        if on_start is not None:
+            on_start.append(controller)
+        state, publisher, metrics, elector = (
+            controller.state,
+            controller.publisher,
+            controller.metrics,
+            controller.elector,
+        )
+        registry = build_registry(state, config, metrics)
+        settings = operator_settings()
+        settings.process.ultimate_exiting_timeout = None
+        kopf_stop = asyncio.Event()
+
+        def healthy() -> bool:
+            return not any(t.done() for t in tasks)
+
+        runner = None
+        if options.metrics_port:
+            runner = await serve_http(metrics, options.metrics_port, healthy, options.metrics_host)
+        tasks = [asyncio.create_task(publisher.run(), name="publisher")]
+        if elector is not None:
+            tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
+        kopf_task = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                settings=settings,
+                standalone=True,
+                clusterwide=True,
+                stop_flag=kopf_stop,
+            ),
+            name="kopf",
+        )
+        watchers = [*tasks, kopf_task]
+        if stop is not None:
+            watchers.append(asyncio.create_task(_wait_thread_event(stop), name="stop-flag"))
+        if started is not None:
+            started.set()
+        try:
+            done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.get_name() != "stop-flag" and not task.cancelled() and task.exception():
+                    log.error("%s failed", task.get_name(), exc_info=task.exception())
+        finally:
+            kopf_stop.set()
+            for task in watchers:
+                if task is not kopf_task:
+                    task.cancel()
+            for task in watchers:
+                if task is not kopf_task:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(kopf_task, 30)
+            if elector is not None:
+                await elector.release()
+            if runner is not None:
+                await runner.cleanup()
+
+
+async def _wait_thread_event(event: threading.Event) -> None:
+    while not event.is_set():
+        await asyncio.sleep(0.05)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``stockade-controller`` entry point."""
+    options = parse_args(argv)
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run(options))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""Desired versus published: which writes make the API match the compiler's output.
+
+Purely computational: no I/O, no clock. :class:`stockade.controller.publisher.Publisher`
+does the side effects (it calls the API with the writes :func:`plan_writes` returns)
+and tells :class:`Coalescer` what time it is.
+
+Every published object carries the hash of its ``spec`` in the annotation
+``stockade.dev/hash``, so comparing a desired object with a published one is a
+string comparison, and adopting what a previous controller published needs no
+read of any spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from stockade.ruleset import (
+    NodeRuleSet,
+    PeerSet,
+    node_rule_set_to_dict,
+    peer_set_to_dict,
+    stable_hash,
+)
+
+HASH_ANNOTATION = "stockade.dev/hash"
+SET_LABEL = "stockade.dev/set"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "stockade-controller"
+
+Kind = Literal["NodeRuleSet", "PeerSet"]
+NODE_RULE_SET: Final = "NodeRuleSet"
+PEER_SET: Final = "PeerSet"
+Verb = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectKey:
+    """A published object: its kind and (cluster-scoped) name."""
+
+    kind: Kind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """What an object should hold: its spec, its labels, and the spec's hash."""
+
+    spec: Mapping[str, Any]
+    labels: Mapping[str, str]
+    hash: str
+
+    def body(self, name: str) -> dict[str, Any]:
+        """The whole object to create (kind and apiVersion are the client's)."""
+        return {
+            "metadata": {
+                "name": name,
+                "labels": dict(self.labels),
+                "annotations": {HASH_ANNOTATION: self.hash},
+            },
+            "spec": dict(self.spec),
+        }
+
+    def patch(self) -> dict[str, Any]:
+        """A merge patch that makes a published object this one.
+
+        The spec is sent whole: every field of the rule-set models is always
+        serialised (None included), so merging it replaces every value, and lists
+        are replaced wholesale by a merge patch. The status is the agent's and is
+        not touched.
+        """
+        return {
+            "metadata": {
+                "labels": dict(self.labels),
+                "annotations": {HASH_ANNOTATION: self.hash},
+            },
+            "spec": dict(self.spec),
+        }
+
+
+def content_hash(spec: Mapping[str, Any]) -> str:
+    """The hash of a spec, as written in ``stockade.dev/hash``."""
+    return stable_hash(spec, 20)
+
+
+def desired_node(rs: NodeRuleSet) -> Desired:
+    """A NodeRuleSet as its custom resource (named after the node)."""
+    spec = node_rule_set_to_dict(rs)
+    return Desired(spec, {MANAGED_BY_LABEL: MANAGED_BY}, content_hash(spec))
+
+
+def desired_peer_set(ps: PeerSet) -> Desired:
+    """A PeerSet shard as its custom resource, labelled with its set's name."""
+    spec = peer_set_to_dict(ps)
+    labels = {MANAGED_BY_LABEL: MANAGED_BY, SET_LABEL: ps.set_name}
+    return Desired(spec, labels, content_hash(spec))
+
+
+def published_hash(obj: Mapping[str, Any]) -> str:
+    """The hash annotation of a listed object ("" when it has none: rewrite it)."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return str(annotations.get(HASH_ANNOTATION) or "")
+
+
+def published_from_list(kind: Kind, items: Iterable[Mapping[str, Any]]) -> dict[ObjectKey, str]:
+    """What a listing says is published: object key to hash annotation."""
+    out: dict[ObjectKey, str] = {}
+    for obj in items:
+        name = (obj.get("metadata") or {}).get("name")
+        if name:
+            out[ObjectKey(kind, str(name))] = published_hash(obj)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One API call to make: create, update (merge patch) or delete ``key``."""
+
+    verb: Verb
+    key: ObjectKey
+    desired: Desired | None = None  # None for a delete
+
+
+# Peer sets are written before the rule sets that refer to them, and deleted after
+# the rule sets that referred to them, so an agent never sees a reference to a set
+# that is not there (make before break).
+_PHASE = {
+    ("create", PEER_SET): 0,
+    ("update", PEER_SET): 0,
+    ("create", NODE_RULE_SET): 1,
+    ("update", NODE_RULE_SET): 1,
+    ("delete", NODE_RULE_SET): 2,
+    ("delete", PEER_SET): 3,
+}
+
+
+def plan_writes(
+    desired: Mapping[ObjectKey, Desired],
+    published: Mapping[ObjectKey, str],
+    keys: Iterable[ObjectKey],
+) -> list[list[Write]]:
+    """The writes that make ``keys`` match, grouped in phases to run in order.
+
+    A key desired but not published is created; published with another hash,
+    updated; published but not desired, deleted; otherwise left alone. Within a
+    phase the writes are independent (they may run concurrently) and sorted by key.
+    """
+    phases: list[list[Write]] = [[], [], [], []]
+    for key in sorted(set(keys)):
+        want = desired.get(key)
+        have = published.get(key)
+        write: Write | None
+        if want is None:
+            write = None if have is None else Write("delete", key)
+        elif have is None:
+            write = Write("create", key, want)
+        elif have != want.hash:
+            write = Write("update", key, want)
+        else:
+            write = None
+        if write is not None:
+            phases[_PHASE[(write.verb, key.kind)]].append(write)
+    return [phase for phase in phases if phase]
+
+
+class Coalescer:
+    """When to flush: at most once per ``interval`` seconds, never right on the first event.
+
+    Events only :meth:`mark` the state dirty. A flush is due ``settle`` seconds after
+    the first unflushed event, and no sooner than ``interval`` after the previous
+    flush began, so a burst of a thousand events becomes one flush. Time comes in
+    as an argument (seconds, any monotonic origin), so tests drive it by hand.
+    """
+
+    def __init__(self, interval: float, settle: float | None = None) -> None:
+        if interval < 0:
+            raise ValueError("interval must not be negative")
+        self.interval = interval
+        self.settle = interval if settle is None else settle
+        self._dirty_since: float | None = None
+        self._last_flush: float | None = None
+        self._not_before: float | None = None
+
+    @property
+    def dirty(self) -> bool:
+        """Whether something waits to be flushed."""
+        return self._dirty_since is not None
+
+    def mark(self, now: float) -> None:
+        """Something changed at ``now``."""
+        if self._dirty_since is None:
+            self._dirty_since = now
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until the next flush (0: now); None when nothing is dirty."""
+        if self._dirty_since is None:
+            return None
+        at = self._dirty_since + self.settle
+        if self._last_flush is not None:
+            at = max(at, self._last_flush + self.interval)
+        if self._not_before is not None:
+            at = max(at, self._not_before)
+        return max(0.0, at - now)
+
+    def begin(self, now: float) -> None:
+        """A flush starts at ``now`` and takes everything marked so far."""
+        self._dirty_since = None
+        self._last_flush = now
+        self._not_before = None
+
+    def retry(self, now: float, delay: float) -> None:
+        """The flush left work undone: flush again, not before ``delay`` seconds."""
+        self.mark(now)
+        self._not_before = now + delay

@@ -1,0 +1,405 @@
+"""The publisher: compiler output in, NodeRuleSets, PeerSets and Events out.
+
+The I/O adapter around :mod:`stockade.controller.plan` and
+:mod:`stockade.controller.reports`. Watch events only mark it dirty; a flush runs
+at most every ``interval`` seconds (:class:`~stockade.controller.plan.Coalescer`),
+takes the compiler's changes, and writes only the objects whose hash differs
+from what is published. Before its first flush it waits until the watches have
+delivered every object that existed at start (so a restart never publishes a
+partial view), and when it becomes the leader it adopts what is already
+published (one list per kind), so a restart with nothing changed writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from stockade.controller.metrics import ControllerMetrics
+from stockade.controller.plan import (
+    NODE_RULE_SET,
+    PEER_SET,
+    Coalescer,
+    Desired,
+    Kind,
+    ObjectKey,
+    Write,
+    desired_node,
+    desired_peer_set,
+    plan_writes,
+    published_from_list,
+)
+from stockade.controller.reports import (
+    EventSpec,
+    PolicyTracker,
+    invalid_events,
+    named_port_refs,
+    new_events,
+    policy_events,
+    seed_from_events,
+)
+from stockade.controller.state import (
+    KINDS,
+    NAMESPACE,
+    NETWORK_POLICY,
+    POD,
+    ControllerState,
+    object_key,
+)
+from stockade.kube import (
+    EVENTS,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    NODE_RULE_SETS,
+    PEER_SETS,
+    PODS,
+    ApiError,
+    Conflict,
+    JsonObject,
+    KubeError,
+    NotFound,
+    Resource,
+)
+
+log = logging.getLogger("stockade.controller.publisher")
+
+_RESOURCES: dict[Kind, Resource] = {NODE_RULE_SET: NODE_RULE_SETS, PEER_SET: PEER_SETS}
+_WATCHED: dict[str, Resource] = {POD: PODS, NAMESPACE: NAMESPACES, NETWORK_POLICY: NETWORK_POLICIES}
+EVENT_SOURCE = "stockade-controller"
+
+
+class PublisherApi(Protocol):
+    """The calls the publisher makes (:class:`~stockade.kube.KubeClient` has them)."""
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[JsonObject], str]: ...
+
+    async def create(
+        self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject: ...
+
+    async def patch_merge(
+        self, resource: Resource, name: str, patch: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject: ...
+
+    async def delete(
+        self, resource: Resource, name: str, namespace: str | None = None
+    ) -> JsonObject: ...
+
+    async def create_event(
+        self,
+        involved: Mapping[str, Any],
+        reason: str,
+        message: str,
+        event_type: str = "Normal",
+        component: str = "stockade-controller",
+    ) -> JsonObject: ...
+
+
+class Clock(Protocol):
+    """Monotonic seconds."""
+
+    def __call__(self) -> float: ...
+
+
+class Publisher:
+    """Publishes the compiler's output when this replica leads.
+
+    Call :meth:`mark` on every event (``ControllerState.on_change``),
+    :meth:`set_leader` on every leadership change, and run :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        client: PublisherApi,
+        state: ControllerState,
+        metrics: ControllerMetrics | None = None,
+        interval: float = 0.2,
+        clock: Clock = time.monotonic,
+        concurrency: int = 16,
+        retry_delay: float = 1.0,
+        warmup_relist: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.metrics = metrics or ControllerMetrics()
+        self.coalescer = Coalescer(interval)
+        self.clock = clock
+        self.concurrency = concurrency
+        self.retry_delay = retry_delay
+        self.warmup_relist = warmup_relist
+        self.desired: dict[ObjectKey, Desired] = {}
+        self.published: dict[ObjectKey, str] | None = None  # None: not adopted
+        self.pending: set[ObjectKey] = set()
+        self.tracker = PolicyTracker()
+        self.reported: dict[str, set[EventSpec]] | None = None  # by policy uid
+        self.report_pending: set[str] = set()
+        self.leading = False
+        self.ready = False
+        self.last_error: str | None = None
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ signals
+
+    def mark(self) -> None:
+        """Something changed: flush soon."""
+        self.coalescer.mark(self.clock())
+        self._wake.set()
+
+    def set_leader(self, leading: bool) -> None:
+        """Leadership changed; a new leader adopts what is published before writing."""
+        self.leading = leading
+        self.metrics.leader.set(1 if leading else 0)
+        if not leading:
+            self.published = None
+            self.reported = None
+        log.info("publisher %s", "leading" if leading else "standing by")
+        self._wake.set()
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Warm up, then flush whenever due (cancel to stop)."""
+        await self.warm_up()
+        while True:
+            due = self.coalescer.due_in(self.clock())
+            if self.leading and self.published is None:
+                due = 0.0
+            if due is None or due > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), due)
+                continue
+            await self.flush_once()
+
+    async def warm_up(self) -> None:
+        """Wait until the watches delivered every object that existed at start.
+
+        The objects are listed here once; objects deleted before the watches
+        listed them are dropped from the wait by a fresh list every few seconds.
+        """
+        expected: set[tuple[str, str]] = set()
+        for kind in KINDS:
+            expected |= await self._list_keys(kind)
+        started = last_list = self.clock()
+        while True:
+            missing = self.state.missing(expected)
+            if not missing:
+                break
+            if self.clock() - last_list >= self.warmup_relist:
+                kinds = {kind for kind, _ in missing}
+                existing: set[tuple[str, str]] = set()
+                for kind in kinds:
+                    existing |= await self._list_keys(kind)
+                expected = (expected - missing) | (missing & existing)
+                last_list = self.clock()
+                log.info("warm-up: %d objects not delivered yet", len(missing & existing))
+            await asyncio.sleep(0.05)
+        self.state.end_warmup()
+        self.ready = True
+        log.info("warm-up done in %.2fs: %d objects", self.clock() - started, len(expected))
+        self.mark()
+
+    async def _list_keys(self, kind: str) -> set[tuple[str, str]]:
+        while True:
+            try:
+                items, _ = await self.client.list(_WATCHED[kind])
+            except KubeError as exc:
+                log.warning("warm-up: cannot list %s: %s", kind, exc)
+                await asyncio.sleep(self.retry_delay)
+                continue
+            return {(kind, object_key(kind, item)) for item in items}
+
+    async def flush_once(self) -> bool:
+        """One flush; False when some work is left for a retry."""
+        self.coalescer.begin(self.clock())
+        started = time.perf_counter()
+        self.absorb()
+        done = True
+        if self.leading:
+            try:
+                if self.published is None:
+                    await self.adopt()
+                done = await self.write()
+                await self.report()
+            except KubeError as exc:
+                log.warning("flush failed: %s", exc)
+                self.last_error = str(exc)
+                done = False
+        else:
+            self.pending.clear()
+            self.report_pending.clear()
+        self.metrics.flushes.inc()
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        self.metrics.dirty_backlog.set(len(self.pending))
+        if not done:
+            self.coalescer.retry(self.clock(), self.retry_delay)
+        else:
+            self.last_error = None
+        return done
+
+    # ------------------------------------------------------------------ steps
+
+    def absorb(self) -> None:
+        """Take the compiler's changes into the desired state (no I/O)."""
+        changes = self.state.compiler.flush()
+        for node, rs in changes.nodes.items():
+            if not node:
+                continue  # unscheduled pods: no node, no rule set
+            key = ObjectKey(NODE_RULE_SET, node)
+            if rs is None:
+                self.desired.pop(key, None)
+            else:
+                self.desired[key] = desired_node(rs)
+            self.pending.add(key)
+            self.report_pending |= self.tracker.node(node, rs)
+        resized: set[str] = set()
+        for shard, ps in changes.peer_sets.items():
+            key = ObjectKey(PEER_SET, shard)
+            if ps is None:
+                self.desired.pop(key, None)
+            else:
+                self.desired[key] = desired_peer_set(ps)
+            self.pending.add(key)
+            changed = self.tracker.peer_set(shard, ps)
+            if changed is not None:
+                resized.add(changed)
+        if resized:
+            for pkey, record in self.state.policies.items():
+                if record.compiled is not None and any(
+                    ref[4] in resized for ref in named_port_refs(record.compiled)
+                ):
+                    self.report_pending.add(pkey)
+        self.report_pending |= self.state.touched_policies
+        self.state.touched_policies.clear()
+        for kind in (NODE_RULE_SET, PEER_SET):
+            self.metrics.desired.labels(kind).set(sum(1 for k in self.desired if k.kind == kind))
+
+    async def adopt(self) -> None:
+        """Read what is published (and which Events were posted) before writing."""
+        published: dict[ObjectKey, str] = {}
+        for kind, resource in _RESOURCES.items():
+            items, _ = await self.client.list(resource)
+            published.update(published_from_list(kind, items))
+        self.published = published
+        self.pending = set(self.desired) | set(published)
+        log.info("adopted %d published objects; %d desired", len(published), len(self.desired))
+        self.reported = seed_from_events(await self._list_events())
+        self.report_pending = set(self.state.policies)
+
+    async def _list_events(self) -> list[dict[str, object]]:
+        try:
+            items, _ = await self.client.list(
+                EVENTS, field_selector="involvedObject.kind=NetworkPolicy"
+            )
+        except ApiError:
+            # Not every server supports this field selector; filter here instead.
+            items, _ = await self.client.list(EVENTS)
+        return [
+            dict(e)
+            for e in items
+            if (e.get("source") or {}).get("component") == EVENT_SOURCE
+            or e.get("reportingComponent") == EVENT_SOURCE
+        ]
+
+    async def write(self) -> bool:
+        """Write what differs, phase by phase; stop at the first phase that fails."""
+        assert self.published is not None
+        phases = plan_writes(self.desired, self.published, self.pending)
+        # Keys that need no write are done.
+        planned = {w.key for phase in phases for w in phase}
+        self.pending &= planned
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def bounded(write: Write) -> bool:
+            async with gate:
+                return await self._write_one(write)
+
+        for phase in phases:
+            if not self.leading:
+                return False
+            results = await asyncio.gather(*(bounded(w) for w in phase))
+            if not all(results):
+                return False
+        return True
+
+    async def _write_one(self, write: Write) -> bool:
+        if not self.leading or self.published is None:
+            return False
+        key = write.key
+        resource = _RESOURCES[key.kind]
+        verb = write.verb
+        try:
+            if verb == "delete":
+                with contextlib.suppress(NotFound):
+                    await self.client.delete(resource, key.name)
+                self.published.pop(key, None)
+            else:
+                assert write.desired is not None
+                if verb == "create":
+                    try:
+                        await self.client.create(resource, write.desired.body(key.name))
+                    except Conflict:
+                        verb = "update"
+                if verb == "update":
+                    try:
+                        await self.client.patch_merge(resource, key.name, write.desired.patch())
+                    except NotFound:
+                        verb = "create"
+                        await self.client.create(resource, write.desired.body(key.name))
+                self.published[key] = write.desired.hash
+        except KubeError as exc:
+            self.metrics.write_errors.labels(key.kind, verb).inc()
+            log.warning("%s %s failed: %s", verb, key, exc)
+            self.last_error = str(exc)
+            return False
+        self.metrics.writes.labels(key.kind, verb).inc()
+        self.pending.discard(key)
+        log.debug("%s %s", verb, key)
+        return True
+
+    async def report(self) -> None:
+        """Post the Events that changed for the policies touched since the last flush."""
+        if self.reported is None:
+            return
+        keys, self.report_pending = self.report_pending, set()
+        for pkey in sorted(keys):
+            record = self.state.policies.get(pkey)
+            if record is None:
+                continue
+            if record.error is not None:
+                current = invalid_events(record.error, kept=record.compiled is not None)
+            else:
+                assert record.compiled is not None
+                fp = self.tracker.footprint(pkey)
+                current = policy_events(record.compiled, fp, self.tracker.set_size)
+            previous = self.reported.get(record.uid, set())
+            for event in new_events(previous, current):
+                try:
+                    await self.client.create_event(
+                        record.involved, event.reason, event.message, event.type, EVENT_SOURCE
+                    )
+                except KubeError as exc:
+                    log.warning("event on NetworkPolicy %s not posted: %s", pkey, exc)
+                    continue
+                self.metrics.events.labels(event.type, event.reason).inc()
+                log.info(
+                    "NetworkPolicy %s: %s %s: %s", pkey, event.type, event.reason, event.message
+                )
+            self.reported[record.uid] = set(current)
+        if len(self.reported) > 2 * len(self.state.policies) + 100:
+            live = {r.uid for r in self.state.policies.values()}
+            self.reported = {uid: v for uid, v in self.reported.items() if uid in live}
+
+    def healthy(self) -> bool:
+        """Whether the last flush left nothing failed (or there was none)."""
+        return self.last_error is None

@@ -1,0 +1,217 @@
+"""What to tell users about their NetworkPolicies, as Events: pure translation.
+
+Purely computational. :class:`PolicyTracker` follows the compiler's output (which
+nodes enforce a policy, how many pods it selects, which named ports those pods
+declare, how large each peer set is); :func:`policy_events` turns that into the
+Events a policy should carry; :func:`new_events` keeps only what was not reported
+before. The publisher posts the result (and only the leader does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from stockade.errors import InvalidObjectError
+from stockade.ruleset import CompiledPolicy, NodeRuleSet, PeerSet
+
+NORMAL = "Normal"
+WARNING = "Warning"
+REASON_APPLIED = "PolicyApplied"
+REASON_NAMED_PORT = "NamedPortNotFound"
+REASON_INVALID = "PolicyRejected"
+REASONS = (REASON_APPLIED, REASON_NAMED_PORT, REASON_INVALID)
+
+PortName = tuple[str, str]  # (name, protocol)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """An Event to post on a policy (or one already posted)."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Share:
+    targets: int
+    ports: frozenset[PortName]
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """Where a policy is enforced: nodes, selected pods, their declared named ports."""
+
+    nodes: int = 0
+    pods: int = 0
+    ports: frozenset[PortName] = frozenset()
+
+
+class PolicyTracker:
+    """Per policy, its share of every node's rule set; per peer set, its size.
+
+    Fed with the compiler's changes (:meth:`node`, :meth:`peer_set`); each call
+    returns the policies (or sets) whose numbers may have moved.
+    """
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, dict[str, _Share]] = {}
+        self._by_policy: dict[str, dict[str, _Share]] = {}
+        self._shards: dict[str, tuple[str, int]] = {}  # shard -> (set, members)
+        self._set_sizes: dict[str, int] = {}
+
+    def node(self, name: str, rs: NodeRuleSet | None) -> set[str]:
+        """Node ``name`` now has rule set ``rs`` (None: gone); the policies touched."""
+        before = self._by_node.pop(name, {})
+        after: dict[str, _Share] = {}
+        if rs is not None:
+            pods = {p.name: p for p in rs.pods}
+            for np in rs.policies:
+                ports: set[PortName] = set()
+                for target in np.targets:
+                    pod = pods.get(target)
+                    if pod is not None:
+                        ports.update((p.name, p.protocol) for p in pod.ports)
+                after[np.policy.name] = _Share(len(np.targets), frozenset(ports))
+        if after:
+            self._by_node[name] = after
+        touched = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        for key in touched:
+            shares = self._by_policy.setdefault(key, {})
+            if key in after:
+                shares[name] = after[key]
+            else:
+                shares.pop(name, None)
+            if not shares:
+                del self._by_policy[key]
+        return touched
+
+    def peer_set(self, shard: str, ps: PeerSet | None) -> str | None:
+        """Shard ``shard`` now is ``ps`` (None: gone); the set whose size changed."""
+        old = self._shards.pop(shard, None)
+        if old is not None:
+            self._set_sizes[old[0]] -= old[1]
+            if not self._set_sizes[old[0]]:
+                del self._set_sizes[old[0]]
+        if ps is not None:
+            self._shards[shard] = (ps.set_name, len(ps.members))
+            self._set_sizes[ps.set_name] = self._set_sizes.get(ps.set_name, 0) + len(ps.members)
+        new_size = None if ps is None else len(ps.members)
+        old_size = None if old is None else old[1]
+        if new_size == old_size:
+            return None
+        return ps.set_name if ps is not None else old[0] if old is not None else None
+
+    def footprint(self, policy: str) -> Footprint:
+        """Nodes, selected pods and their named ports, for ``namespace/name``."""
+        shares = self._by_policy.get(policy, {})
+        ports: set[PortName] = set()
+        for share in shares.values():
+            ports |= share.ports
+        return Footprint(len(shares), sum(s.targets for s in shares.values()), frozenset(ports))
+
+    def set_size(self, set_name: str) -> int:
+        """How many pods the peer set has, over all its shards."""
+        return self._set_sizes.get(set_name, 0)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def applied_message(fp: Footprint) -> str:
+    """``applied on N nodes selecting K pods``."""
+    return f"applied on {_plural(fp.nodes, 'node')} selecting {_plural(fp.pods, 'pod')}"
+
+
+def named_port_refs(policy: CompiledPolicy) -> tuple[tuple[str, int, str, str, str | None], ...]:
+    """Every named port in the rules: (direction, rule index, name, protocol, set)."""
+    out: list[tuple[str, int, str, str, str | None]] = []
+    for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+        for index, rule in enumerate(rules or ()):
+            for port in rule.ports:
+                if port.name is not None:
+                    ref = (direction, index, port.name, port.protocol, port.named_port_set)
+                    if ref not in out:
+                        out.append(ref)
+    return tuple(out)
+
+
+def policy_events(
+    policy: CompiledPolicy, fp: Footprint, set_size: Callable[[str], int]
+) -> tuple[EventSpec, ...]:
+    """The Events a valid policy should carry now.
+
+    A Normal ``PolicyApplied`` with where it is enforced, and a Warning per named
+    port that cannot resolve: in an ingress rule, one that no selected pod declares
+    (reported only when the policy selects pods); in an egress rule, one that no
+    pod in the cluster declares.
+    """
+    events = [EventSpec(NORMAL, REASON_APPLIED, applied_message(fp))]
+    for direction, index, name, protocol, set_name in named_port_refs(policy):
+        if direction == "ingress":
+            if fp.pods and (name, protocol) not in fp.ports:
+                events.append(
+                    EventSpec(
+                        WARNING,
+                        REASON_NAMED_PORT,
+                        f"ingress rule {index}: no selected pod declares port {name}/{protocol};"
+                        " the rule allows nothing on it",
+                    )
+                )
+        elif set_name is not None and set_size(set_name) == 0:
+            events.append(
+                EventSpec(
+                    WARNING,
+                    REASON_NAMED_PORT,
+                    f"egress rule {index}: no pod declares port {name}/{protocol};"
+                    " the rule allows nothing on it",
+                )
+            )
+    return tuple(events)
+
+
+def invalid_events(error: InvalidObjectError, kept: bool = False) -> tuple[EventSpec, ...]:
+    """The Warning for a policy rejected whole, with every problem on one line.
+
+    ``kept``: the policy's last valid version stays in force (it was valid before).
+    """
+    problems = "; ".join(str(e) for e in error.errors)
+    effect = "its last valid version stays in force" if kept else "enforces nothing"
+    return (EventSpec(WARNING, REASON_INVALID, f"invalid, {effect}: {problems}"),)
+
+
+def new_events(previous: Iterable[EventSpec], current: Iterable[EventSpec]) -> list[EventSpec]:
+    """What to post: the current Events not already reported (in order)."""
+    seen = set(previous)
+    return [e for e in current if e not in seen]
+
+
+def seed_from_events(events: Iterable[Mapping[str, object]]) -> dict[str, set[EventSpec]]:
+    """What earlier controllers reported, by policy uid, from listed core v1 Events.
+
+    Only the latest PolicyApplied message per policy counts (older ones are out of
+    date); every Warning counts.
+    """
+    reported: dict[str, set[EventSpec]] = {}
+    latest: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        involved = ev.get("involvedObject")
+        if not isinstance(involved, Mapping) or involved.get("kind") != "NetworkPolicy":
+            continue
+        reason = str(ev.get("reason") or "")
+        if reason not in REASONS:
+            continue
+        uid = str(involved.get("uid") or "")
+        spec = EventSpec(str(ev.get("type") or ""), reason, str(ev.get("message") or ""))
+        if reason == REASON_APPLIED:
+            stamp = str(ev.get("lastTimestamp") or ev.get("eventTime") or "")
+            if uid not in latest or stamp >= latest[uid][0]:
+                latest[uid] = (stamp, spec.message)
+            continue
+        reported.setdefault(uid, set()).add(spec)
+    for uid, (_, message) in latest.items():
+        reported.setdefault(uid, set()).add(EventSpec(NORMAL, REASON_APPLIED, message))
+    return reported

@@ -1,0 +1,154 @@
+"""The controller's view of the cluster: watch events in, compiler calls out.
+
+No I/O: the kopf handlers (:mod:`stockade.controller.handlers`) pass every event
+here, and the publisher reads the compiler's changes and the policies' reports.
+An invalid NetworkPolicy is rejected whole and remembered with its errors, to be
+reported as an Event; the other policies are not affected. A new policy that is
+invalid enforces nothing. A valid policy edited into an invalid one keeps its last
+valid version in force until it is fixed or deleted: dropping it would open what it
+closed, and a rejected update must never open traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stockade.compiler import Compiler, compile_policy
+from stockade.errors import InvalidObjectError
+from stockade.model import parse_namespace, parse_pod, parse_policy
+from stockade.ruleset import CompiledPolicy
+
+POD = "Pod"
+NAMESPACE = "Namespace"
+NETWORK_POLICY = "NetworkPolicy"
+KINDS = (POD, NAMESPACE, NETWORK_POLICY)
+DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """A policy as last seen: the reference for its Events, and either its
+    compiled form or the reason it was rejected."""
+
+    involved: Mapping[str, Any]
+    compiled: CompiledPolicy | None
+    error: InvalidObjectError | None
+
+    @property
+    def uid(self) -> str:
+        """The object's uid (Events are remembered per uid)."""
+        return str(self.involved["metadata"].get("uid") or "")
+
+
+def object_key(kind: str, body: Mapping[str, Any]) -> str:
+    """``namespace/name`` for Pods and NetworkPolicies, ``name`` for Namespaces."""
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    if kind == NAMESPACE:
+        return name
+    return f"{meta.get('namespace') or 'default'}/{name}"
+
+
+def involved_object(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a NetworkPolicy an Event about it needs."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": NETWORK_POLICY,
+        "metadata": {
+            "name": meta.get("name", ""),
+            "namespace": meta.get("namespace") or "default",
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+    }
+
+
+class ControllerState:
+    """The compiler and what the controller knows of each policy.
+
+    ``on_change`` is called after every event that may change the output (the
+    publisher marks itself dirty). Not thread-safe: one event loop feeds it.
+    """
+
+    def __init__(
+        self, compiler: Compiler | None = None, on_change: Callable[[], None] | None = None
+    ) -> None:
+        self.compiler = compiler or Compiler()
+        self.policies: dict[str, PolicyRecord] = {}
+        self.on_change = on_change or (lambda: None)
+        # Policies whose report may have changed, for the publisher to pick up.
+        self.touched_policies: set[str] = set()
+        self._seen: set[tuple[str, str]] | None = set()
+        self.events_seen = 0
+
+    def observe(
+        self, kind: str, event_type: str | None, body: Mapping[str, Any]
+    ) -> InvalidObjectError | None:
+        """Apply one watch event (type None for the initial listing).
+
+        Returns the error when the object was rejected (the caller logs it).
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        key = object_key(kind, body)
+        self.events_seen += 1
+        if self._seen is not None:
+            self._seen.add((kind, key))
+        error: InvalidObjectError | None = None
+        if event_type == DELETED:
+            self.compiler.delete(kind, key)
+            if kind == NETWORK_POLICY:
+                self.policies.pop(key, None)
+                self.touched_policies.discard(key)
+        elif kind == POD:
+            try:
+                self.compiler.upsert(parse_pod(body))
+            except InvalidObjectError as exc:
+                # A pod the engine cannot read takes no part (as if it had no IP).
+                self.compiler.delete(POD, key)
+                error = exc
+        elif kind == NAMESPACE:
+            try:
+                self.compiler.upsert(parse_namespace(body))
+            except InvalidObjectError as exc:
+                self.compiler.delete(NAMESPACE, key)
+                error = exc
+        else:
+            error = self._observe_policy(key, body)
+        self.on_change()
+        return error
+
+    def _observe_policy(self, key: str, body: Mapping[str, Any]) -> InvalidObjectError | None:
+        involved = involved_object(body)
+        try:
+            policy = parse_policy(body)
+        except InvalidObjectError as exc:
+            previous = self.policies.get(key)
+            # The compiler keeps the last valid version (if any): never open traffic.
+            kept = previous.compiled if previous is not None else None
+            self.policies[key] = PolicyRecord(involved, kept, exc)
+            self.touched_policies.add(key)
+            return exc
+        compiled, _ = compile_policy(policy)
+        previous = self.policies.get(key)
+        record = PolicyRecord(involved, compiled, None)
+        if previous is None or previous.compiled != compiled or previous.uid != record.uid:
+            self.touched_policies.add(key)
+        self.policies[key] = record
+        self.compiler.upsert(policy)
+        return None
+
+    # ------------------------------------------------------------------ warm-up
+
+    def missing(self, expected: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of ``expected`` (kind, key) pairs, those no event has delivered yet."""
+        if self._seen is None:
+            return set()
+        return expected - self._seen
+
+    def end_warmup(self) -> None:
+        """Stop remembering which objects were seen (the initial listing is in)."""
+        self._seen = None

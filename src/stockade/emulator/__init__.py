@@ -1,0 +1,25 @@
+"""An emulated Kubernetes API server for stockade's tests, sandbox and local runs.
+
+It serves JSON over plain HTTP with enough of kube-apiserver's behaviour for the real
+kopf controller, the real agents and real kubectl: server-set metadata, patches by
+Content-Type, list and watch on a resourceVersion-ordered event log, selectors, the status
+subresource, CRDs with printer columns as server-side Tables, discovery and OpenAPI v3.
+See docs/emulator.md.
+"""
+
+from stockade.emulator.errors import ApiError
+from stockade.emulator.faults import Fault, Faults
+from stockade.emulator.resources import PrinterColumn, ResourceDef
+from stockade.emulator.server import Emulator, EmulatorThread, WatchEvent, write_kubeconfig
+
+__all__ = [
+    "ApiError",
+    "Emulator",
+    "EmulatorThread",
+    "Fault",
+    "Faults",
+    "PrinterColumn",
+    "ResourceDef",
+    "WatchEvent",
+    "write_kubeconfig",
+]

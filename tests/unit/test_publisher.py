@@ -1,0 +1,616 @@
+"""The controller's publisher: the plan of writes (tables), coalescing (a fake clock),
+and the publisher itself against an in-memory API that counts every call."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from stockade.controller.metrics import ControllerMetrics
+from stockade.controller.plan import (
+    HASH_ANNOTATION,
+    NODE_RULE_SET,
+    PEER_SET,
+    SET_LABEL,
+    Coalescer,
+    Desired,
+    ObjectKey,
+    Write,
+    plan_writes,
+    published_from_list,
+)
+from stockade.controller.publisher import Publisher
+from stockade.controller.state import ControllerState
+from stockade.kube import (
+    EVENTS,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    PODS,
+    Conflict,
+    JsonObject,
+    NotFound,
+    Resource,
+    Unreachable,
+)
+
+# --------------------------------------------------------------------------- objects
+
+
+def pod(
+    name: str,
+    node: str,
+    ip: str,
+    labels: Mapping[str, str] | None = None,
+    ns: str = "default",
+    ports: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": dict(labels or {"app": "web"})},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "ports": ports or []}]},
+        "status": {"podIP": ip, "phase": "Running"},
+    }
+
+
+def policy(
+    name: str, spec: Mapping[str, Any] | None = None, ns: str = "default", uid: str = ""
+) -> dict[str, Any]:
+    return {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns, "uid": uid or f"uid-{name}"},
+        "spec": dict(
+            spec
+            or {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}],
+            }
+        ),
+    }
+
+
+def namespace(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {"kind": "Namespace", "metadata": {"name": name, "labels": dict(labels or {})}}
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def _d(h: str) -> Desired:
+    return Desired({"h": h}, {}, h)
+
+
+N1 = ObjectKey(NODE_RULE_SET, "n1")
+N2 = ObjectKey(NODE_RULE_SET, "n2")
+S1 = ObjectKey(PEER_SET, "ps-a-0")
+S2 = ObjectKey(PEER_SET, "ps-b-0")
+
+
+@pytest.mark.parametrize(
+    ("desired", "published", "keys", "want"),
+    [
+        pytest.param({N1: _d("a")}, {}, [N1], [[("create", N1)]], id="create"),
+        pytest.param({N1: _d("b")}, {N1: "a"}, [N1], [[("update", N1)]], id="update"),
+        pytest.param({N1: _d("a")}, {N1: "a"}, [N1], [], id="same-hash-no-write"),
+        pytest.param({}, {N1: "a"}, [N1], [[("delete", N1)]], id="delete-leftover"),
+        pytest.param({}, {}, [N1], [], id="nothing-either-side"),
+        pytest.param({N1: _d("b")}, {N1: "a"}, [], [], id="only-given-keys"),
+        pytest.param({N1: _d("a")}, {N1: ""}, [N1], [[("update", N1)]], id="no-annotation"),
+        pytest.param(
+            {N1: _d("a"), S1: _d("s")},
+            {N2: "x", S2: "y"},
+            [N1, N2, S1, S2],
+            [[("create", S1)], [("create", N1)], [("delete", N2)], [("delete", S2)]],
+            id="sets-before-rulesets-deletes-after",
+        ),
+        pytest.param(
+            {N1: _d("a"), N2: _d("b")},
+            {},
+            [N2, N1, N1],
+            [[("create", N1), ("create", N2)]],
+            id="sorted-deduplicated",
+        ),
+    ],
+)
+def test_plan_writes(
+    desired: dict[ObjectKey, Desired],
+    published: dict[ObjectKey, str],
+    keys: list[ObjectKey],
+    want: list[list[tuple[str, ObjectKey]]],
+) -> None:
+    phases = plan_writes(desired, published, keys)
+    assert [[(w.verb, w.key) for w in phase] for phase in phases] == want
+    for phase in phases:
+        for w in phase:
+            assert (w.desired is None) == (w.verb == "delete")
+
+
+def test_bodies_carry_hash_and_labels() -> None:
+    d = Desired({"node": "n1"}, {"a": "b"}, "h1")
+    assert d.body("n1") == {
+        "metadata": {"name": "n1", "labels": {"a": "b"}, "annotations": {HASH_ANNOTATION: "h1"}},
+        "spec": {"node": "n1"},
+    }
+    assert d.patch()["metadata"]["annotations"] == {HASH_ANNOTATION: "h1"}
+    assert "name" not in d.patch()["metadata"]
+    listed: list[dict[str, Any]] = [
+        {"metadata": {"name": "n1", "annotations": {HASH_ANNOTATION: "h1"}}},
+        {"metadata": {"name": "n2"}},
+    ]
+    assert published_from_list(NODE_RULE_SET, listed) == {N1: "h1", N2: ""}
+    assert Write("delete", N1).desired is None
+
+
+# --------------------------------------------------------------------------- coalescing
+
+
+def test_coalescer_burst_is_one_flush() -> None:
+    c = Coalescer(interval=0.2)
+    assert c.due_in(0.0) is None
+    for i in range(1000):
+        c.mark(i * 0.0001)  # 1,000 events within 0.1 s
+    assert c.due_in(0.1) == pytest.approx(0.1)
+    assert c.due_in(0.2) == 0.0
+    c.begin(0.2)
+    assert not c.dirty
+    assert c.due_in(0.25) is None
+
+
+def test_coalescer_at_most_every_interval() -> None:
+    c = Coalescer(interval=0.2, settle=0.0)
+    c.mark(0.0)
+    assert c.due_in(0.0) == 0.0  # first event after idle, settle 0: now
+    c.begin(0.0)
+    c.mark(0.01)
+    assert c.due_in(0.01) == pytest.approx(0.19)  # not before the interval
+    c.begin(0.2)
+    c.mark(5.0)
+    assert c.due_in(5.0) == 0.0  # long idle: no wait beyond settle
+
+
+def test_coalescer_retry_backs_off() -> None:
+    c = Coalescer(interval=0.2)
+    c.begin(1.0)
+    c.retry(1.0, 2.0)
+    assert c.dirty
+    assert c.due_in(1.5) == pytest.approx(1.5)
+    c.mark(2.0)  # new events do not shorten the back-off
+    assert c.due_in(2.0) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="negative"):
+        Coalescer(-1)
+
+
+# --------------------------------------------------------------------------- fake API
+
+
+Calls = list[tuple[str, str, str]]
+Names = list[str]
+Items = list[JsonObject]
+
+
+class FakeApi:
+    """An in-memory API server for the publisher: objects by (plural, name), a call log."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], JsonObject] = {}
+        self.calls: Calls = []  # verb, plural, name
+        self.events: Items = []
+        self.fail: dict[tuple[str, str], Exception] = {}  # (verb, name) -> error, once
+        self.cluster: dict[str, Items] = {}  # watched kinds, for warm-up lists
+
+    def _maybe_fail(self, verb: str, name: str) -> None:
+        err = self.fail.pop((verb, name), None)
+        if err is not None:
+            raise err
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[Items, str]:
+        self.calls.append(("list", resource.plural, ""))
+        if resource == EVENTS:
+            return [copy.deepcopy(e) for e in self.events], "1"
+        if resource.plural in self.cluster:
+            return copy.deepcopy(self.cluster[resource.plural]), "1"
+        items = [
+            copy.deepcopy(o) for (p, _), o in sorted(self.objects.items()) if p == resource.plural
+        ]
+        return items, "1"
+
+    async def create(
+        self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        name = body["metadata"]["name"]
+        self.calls.append(("create", resource.plural, name))
+        self._maybe_fail("create", name)
+        if (resource.plural, name) in self.objects:
+            raise Conflict(409, "AlreadyExists", name)
+        self.objects[(resource.plural, name)] = copy.deepcopy(dict(body))
+        return dict(body)
+
+    async def patch_merge(
+        self, resource: Resource, name: str, patch: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        self.calls.append(("update", resource.plural, name))
+        self._maybe_fail("update", name)
+        obj = self.objects.get((resource.plural, name))
+        if obj is None:
+            raise NotFound(404, "NotFound", name)
+        obj["metadata"].setdefault("annotations", {}).update(patch["metadata"]["annotations"])
+        obj["metadata"]["labels"] = dict(patch["metadata"]["labels"])
+        obj["spec"] = copy.deepcopy(patch["spec"])
+        return obj
+
+    async def delete(
+        self, resource: Resource, name: str, namespace: str | None = None
+    ) -> JsonObject:
+        self.calls.append(("delete", resource.plural, name))
+        self._maybe_fail("delete", name)
+        if self.objects.pop((resource.plural, name), None) is None:
+            raise NotFound(404, "NotFound", name)
+        return {}
+
+    async def create_event(
+        self,
+        involved: Mapping[str, Any],
+        reason: str,
+        message: str,
+        event_type: str = "Normal",
+        component: str = "stockade-controller",
+    ) -> JsonObject:
+        event = {
+            "involvedObject": {"kind": involved["kind"], **involved["metadata"]},
+            "reason": reason,
+            "message": message,
+            "type": event_type,
+            "source": {"component": component},
+        }
+        self.events.append(event)
+        return event
+
+    def writes(self) -> Calls:
+        return [c for c in self.calls if c[0] in ("create", "update", "delete")]
+
+    def names(self, plural: str) -> Names:
+        return sorted(n for p, n in self.objects if p == plural)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(api: FakeApi, leading: bool = True) -> tuple[Publisher, ControllerState]:
+    state = ControllerState()
+    pub = Publisher(api, state, ControllerMetrics(), interval=0.2, clock=FakeClock())
+    state.on_change = pub.mark
+    pub.ready = True
+    state.end_warmup()
+    pub.set_leader(leading)
+    return pub, state
+
+
+def flush(pub: Publisher) -> bool:
+    return asyncio.run(pub.flush_once())
+
+
+def feed(state: ControllerState, *objs: dict[str, Any], event: str | None = None) -> None:
+    for obj in objs:
+        state.observe(obj["kind"], event, obj)
+
+
+def base_cluster(state: ControllerState) -> None:
+    feed(
+        state,
+        namespace("default"),
+        pod("web-1", "n1", "10.0.1.1"),
+        pod("web-2", "n2", "10.0.2.1"),
+        pod("client", "n2", "10.0.2.2", {"app": "client"}),
+        policy("allow-client"),
+    )
+
+
+# --------------------------------------------------------------------------- publisher
+
+
+def test_first_flush_creates_everything_with_hash_and_labels() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    assert flush(pub)
+    assert api.names("noderulesets") == ["n1", "n2"]
+    sets = api.names("peersets")
+    assert len(sets) == 1
+    ps = api.objects[("peersets", sets[0])]
+    assert ps["metadata"]["labels"][SET_LABEL] == ps["spec"]["setName"]
+    assert ps["spec"]["members"] == [{"pod": "default/client", "ips": ["10.0.2.2"], "port": None}]
+    n1 = api.objects[("noderulesets", "n1")]
+    assert n1["metadata"]["annotations"][HASH_ANNOTATION]
+    assert n1["spec"]["node"] == "n1"
+    # The PeerSet is written before the rule sets that name it.
+    assert [c[1] for c in api.writes()] == ["peersets", "noderulesets", "noderulesets"]
+    assert pub.metrics.write_count() == 3
+    assert pub.metrics.write_count(PEER_SET, "create") == 1
+
+
+def test_nothing_changed_nothing_written() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    before = len(api.writes())
+    feed(state, pod("web-1", "n1", "10.0.1.1"))  # the same pod again (a resync)
+    flush(pub)
+    assert len(api.writes()) == before
+
+
+def test_pod_churn_touches_only_what_changes() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    api.calls.clear()
+    # A second client pod on n1: the peer set changes; no rule set does (web pods same).
+    feed(state, pod("client-2", "n1", "10.0.1.9", {"app": "client"}))
+    flush(pub)
+    assert [(v, p) for v, p, _ in api.writes()] == [("update", "peersets")]
+    api.calls.clear()
+    # Relabel web-2 so the policy no longer selects it: only n2's rule set changes.
+    feed(state, pod("web-2", "n2", "10.0.2.1", {"app": "other"}))
+    flush(pub)
+    assert api.writes() == [("update", "noderulesets", "n2")]
+    assert api.objects[("noderulesets", "n2")]["spec"]["policies"] == []
+
+
+def test_burst_of_1000_pods_is_one_write_per_object() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    api.calls.clear()
+    for i in range(1000):
+        node = f"n{1 + i % 2}"
+        feed(state, pod(f"c-{i}", node, f"10.1.{i // 250}.{i % 250 + 1}", {"app": "client"}))
+    flush(pub)
+    writes = api.writes()
+    # The peer set of clients (now sharded) changes; no rule set does.
+    assert all(p == "peersets" for _, p, _ in writes)
+    assert len(writes) == len({n for _, _, n in writes})  # one write per object
+    assert len(writes) <= 3
+
+
+def test_unscheduled_pods_have_no_rule_set() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    feed(state, policy("allow-client"), pod("pending", "", "10.0.0.5"))
+    flush(pub)
+    assert api.names("noderulesets") == []
+
+
+def test_policy_deleted_and_pods_gone_remove_objects() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    feed(state, policy("allow-client"), event="DELETED")
+    flush(pub)
+    assert api.names("peersets") == []
+    assert api.objects[("noderulesets", "n1")]["spec"]["policies"] == []
+    feed(state, pod("web-1", "n1", "10.0.1.1"), event="DELETED")
+    flush(pub)
+    assert api.names("noderulesets") == ["n2"]
+
+
+def test_restart_adopts_without_churn_and_cleans_leftovers() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    # A leftover from some earlier state, and one object edited behind our back.
+    api.objects[("noderulesets", "gone-node")] = {"metadata": {"name": "gone-node"}, "spec": {}}
+    api.calls.clear()
+    # A fresh controller with the same cluster: only the leftover goes.
+    pub2, state2 = make(api)
+    base_cluster(state2)
+    flush(pub2)
+    assert api.writes() == [("delete", "noderulesets", "gone-node")]
+    # Again, with nothing left over: zero writes, zero Events.
+    events = len(api.events)
+    api.calls.clear()
+    pub3, state3 = make(api)
+    base_cluster(state3)
+    flush(pub3)
+    assert api.writes() == []
+    assert len(api.events) == events
+
+
+def test_changed_while_down_is_rewritten_on_restart() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    api.calls.clear()
+    pub2, state2 = make(api)
+    base_cluster(state2)
+    feed(state2, pod("web-1", "n1", "10.0.1.1"), event="DELETED")
+    flush(pub2)
+    assert api.writes() == [("delete", "noderulesets", "n1")]
+
+
+def test_failed_phase_stops_later_phases_and_retries() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    pub.absorb()
+    ps_name = next(k.name for k in pub.desired if k.kind == PEER_SET)
+    api.fail[("create", ps_name)] = Unreachable("boom")
+    assert not flush(pub)
+    assert api.names("noderulesets") == []  # no rule set refers to a missing set
+    assert pub.coalescer.dirty
+    assert not pub.healthy()
+    assert flush(pub)
+    assert api.names("noderulesets") == ["n1", "n2"]
+    assert api.names("peersets") == [ps_name]
+    assert pub.healthy()
+    assert pub.metrics.dirty_backlog._value.get() == 0
+
+
+def test_create_conflict_and_update_not_found_recover() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    # Someone deleted n1 behind our back, someone else created what we will create.
+    del api.objects[("noderulesets", "n1")]
+    api.objects[("noderulesets", "n3")] = {"metadata": {"name": "n3"}, "spec": {}}
+    feed(state, pod("web-1", "n1", "10.0.1.7"), pod("web-3", "n3", "10.0.3.1"))
+    flush(pub)
+    assert api.objects[("noderulesets", "n1")]["spec"]["pods"][0]["ips"] == ["10.0.1.7"]
+    assert api.objects[("noderulesets", "n3")]["spec"]["node"] == "n3"
+
+
+def test_standby_writes_nothing_and_adopts_on_takeover() -> None:
+    api = FakeApi()
+    pub, state = make(api, leading=False)
+    base_cluster(state)
+    flush(pub)
+    assert api.calls == []
+    pub.set_leader(True)
+    flush(pub)
+    assert api.names("noderulesets") == ["n1", "n2"]
+    assert ("list", "noderulesets", "") in api.calls
+    pub.set_leader(False)
+    assert pub.published is None
+
+
+def test_events_applied_once_and_on_change() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    applied = [e for e in api.events if e["reason"] == "PolicyApplied"]
+    assert [e["message"] for e in applied] == ["applied on 2 nodes selecting 2 pods"]
+    assert applied[0]["involvedObject"]["uid"] == "uid-allow-client"
+    flush(pub)
+    feed(state, pod("client-2", "n1", "10.0.1.9", {"app": "client"}))
+    flush(pub)
+    assert len(api.events) == 1  # a peer change does not move the numbers
+    feed(state, pod("web-3", "n1", "10.0.1.3"))
+    flush(pub)
+    assert api.events[-1]["message"] == "applied on 2 nodes selecting 3 pods"
+
+
+def test_invalid_policy_is_reported_and_others_keep_applying() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    bad = policy(
+        "bad",
+        {
+            "podSelector": {},
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}], "ports": [{"port": 0}]}],
+        },
+    )
+    error = state.observe("NetworkPolicy", None, bad)
+    assert error is not None
+    flush(pub)
+    warnings = [e for e in api.events if e["type"] == "Warning"]
+    assert len(warnings) == 1
+    msg = warnings[0]["message"]
+    assert warnings[0]["reason"] == "PolicyRejected"
+    assert "spec.ingress[0].from[0].ipBlock.cidr" in msg
+    assert "spec.ingress[0].ports[0].port" in msg
+    assert "\n" not in msg
+    # The valid policy is still enforced; the invalid one is not.
+    names = [p["policy"]["name"] for p in api.objects[("noderulesets", "n1")]["spec"]["policies"]]
+    assert names == ["default/allow-client"]
+    # Reported once, not at every flush.
+    feed(state, pod("web-9", "n1", "10.0.1.99"))
+    flush(pub)
+    assert len([e for e in api.events if e["type"] == "Warning"]) == 1
+
+
+def test_valid_policy_turned_invalid_keeps_its_last_valid_version() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    before = api.objects[("noderulesets", "n1")]["spec"]["policies"]
+    assert before
+    feed(state, policy("allow-client", {"podSelector": {}, "ingress": "nope"}))
+    flush(pub)
+    # A rejected update never opens traffic: the last valid version stays in force.
+    assert api.objects[("noderulesets", "n1")]["spec"]["policies"] == before
+    assert api.events[-1]["reason"] == "PolicyRejected"
+
+
+def test_named_port_warnings() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    web_port = [{"name": "http", "containerPort": 8080}]
+    feed(
+        state,
+        pod("web-1", "n1", "10.0.1.1", ports=web_port),
+        policy(
+            "named",
+            {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"ports": [{"port": "http"}, {"port": "metrics"}]}],
+                "egress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}],
+            },
+        ),
+    )
+    flush(pub)
+    warnings = sorted(e["message"] for e in api.events if e["type"] == "Warning")
+    assert warnings == [
+        "egress rule 0: no pod declares port dns/UDP; the rule allows nothing on it",
+        "ingress rule 0: no selected pod declares port metrics/TCP; the rule allows nothing on it",
+    ]
+    # A pod declaring dns/UDP appears: the egress warning is not repeated, nothing new.
+    feed(
+        state,
+        pod(
+            "dns",
+            "n2",
+            "10.0.2.53",
+            {"app": "dns"},
+            ports=[{"name": "dns", "containerPort": 53, "protocol": "UDP"}],
+        ),
+    )
+    count = len(api.events)
+    flush(pub)
+    assert len(api.events) == count
+
+
+def test_warm_up_waits_for_every_listed_object() -> None:
+    api = FakeApi()
+    state = ControllerState()
+    pub = Publisher(api, state, ControllerMetrics(), interval=0.01, warmup_relist=0.05)
+    api.cluster = {
+        PODS.plural: [pod("web-1", "n1", "10.0.1.1"), pod("gone", "n1", "10.0.1.2")],
+        NAMESPACES.plural: [namespace("default")],
+        NETWORK_POLICIES.plural: [policy("allow-client")],
+    }
+
+    async def go() -> None:
+        task = asyncio.create_task(pub.warm_up())
+        await asyncio.sleep(0.02)
+        assert not task.done()
+        feed(state, namespace("default"), policy("allow-client"), pod("web-1", "n1", "10.0.1.1"))
+        await asyncio.sleep(0.02)
+        assert not task.done()  # "gone" was listed but never delivered
+        api.cluster[PODS.plural] = [pod("web-1", "n1", "10.0.1.1")]  # it was deleted
+        await asyncio.wait_for(task, 2)
+        assert pub.ready
+
+    asyncio.run(go())
+    assert state.missing({("Pod", "default/x")}) == set()
