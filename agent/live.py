@@ -74,9 +74,27 @@ def parse_ipset_save(text: str) -> dict[str, LiveSet]:
         elif parts[0] == "add":
             members.setdefault(parts[1], set()).add(" ".join(parts[2:]))
     return {
-        name: LiveSet(name, kind, family, frozenset(members.get(name, ())))
+        name: LiveSet(
+            name, kind, family, frozenset(_saved_member(kind, m) for m in members.get(name, ()))
+        )
         for name, (kind, family) in headers.items()
     }
+
+
+def _saved_member(kind: str, member: str) -> str:
+    """A member as the renderer writes it.
+
+    ``ipset save`` prints a ``hash:net`` entry of a full-length prefix as a bare
+    address (``10.0.1.12 nomatch``, not ``10.0.1.12/32 nomatch``), while the renderer
+    writes the prefix; without this, such a set always looked changed, so every
+    verify reported drift and every resync rebuilt the set.
+    """
+    if kind != "hash:net":
+        return member
+    value, sep, rest = member.partition(" ")
+    if "/" not in value:
+        value += "/128" if ":" in value else "/32"
+    return value + sep + rest
 
 
 def chain_lines(chain: Chain) -> list[str]:

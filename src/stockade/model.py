@@ -87,7 +87,12 @@ class Pod:
     host_network: bool = False
     phase: str = "Running"
     ports: tuple[ContainerPort, ...] = ()
-    host_ip: str = ""
+    host_ips: tuple[str, ...] = ()
+
+    @property
+    def host_ip(self) -> str:
+        """The node's primary address (``status.hostIP``), or empty when unknown."""
+        return self.host_ips[0] if self.host_ips else ""
 
     @property
     def key(self) -> str:
@@ -273,6 +278,24 @@ def _pod_ips(status: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, 
     return tuple(ips)
 
 
+def _host_ips(status: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, ...]:
+    """``status.hostIP`` first, then the rest of ``status.hostIPs`` (dual-stack nodes)."""
+    ips: list[str] = []
+    primary = status.get("hostIP")
+    if primary:
+        ip = _parse_ip(primary, "status.hostIP", errors)
+        if ip is not None:
+            ips.append(ip)
+    raw = status.get("hostIPs")
+    if isinstance(raw, list):
+        for i, item in enumerate(raw):
+            value = item.get("ip") if isinstance(item, Mapping) else None
+            ip = _parse_ip(value, f"status.hostIPs[{i}].ip", errors)
+            if ip is not None and ip not in ips:
+                ips.append(ip)
+    return tuple(ips)
+
+
 def _container_ports(
     spec: Mapping[str, Any], errors: list[FieldError]
 ) -> tuple[ContainerPort, ...]:
@@ -330,13 +353,11 @@ def parse_pod(obj: Mapping[str, Any], source: str | None = None) -> Pod:
     ports = _container_ports(spec, errors)
     node = spec.get("nodeName") or ""
     phase = status.get("phase") or ("Running" if ips else "Pending")
-    host_ip = status.get("hostIP") or ""
+    host_ips = _host_ips(status, errors)
     if not isinstance(node, str):
         errors.append(FieldError("spec.nodeName", "must be a string"))
     if not isinstance(phase, str):
         errors.append(FieldError("status.phase", "must be a string"))
-    if host_ip:
-        host_ip = _parse_ip(host_ip, "status.hostIP", errors) or ""
     if errors:
         raise InvalidObjectError(object_ref(obj), errors, source)
     return Pod(
@@ -348,7 +369,7 @@ def parse_pod(obj: Mapping[str, Any], source: str | None = None) -> Pod:
         host_network=bool(spec.get("hostNetwork", False)),
         phase=phase,
         ports=ports,
-        host_ip=host_ip,
+        host_ips=host_ips,
     )
 
 

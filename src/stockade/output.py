@@ -256,7 +256,7 @@ def _unfiltered_reason(endpoint: str, direction: str, cluster: Cluster) -> str:
 
 def _node_of_address(address: str, cluster: Cluster) -> str:
     for pod in cluster.pods.values():
-        if pod.host_ip == address or (pod.host_network and address in pod.ips):
+        if address in pod.host_ips or (pod.host_network and address in pod.ips):
             return pod.node_name
     return ""
 

@@ -108,8 +108,8 @@ def _own_node(src: Endpoint, dst: Endpoint, src_addr: IPAddress, dst_addr: IPAdd
     """Traffic between a pod and the node it runs on is always allowed.
 
     The node is seen either as a host-network pod on the same node, or as an address
-    equal to the pod's ``host_ip``. Two host-network pods need no rule here: neither
-    is ever isolated.
+    among the pod's ``host_ips`` (``status.hostIP`` and ``hostIPs``). Two
+    host-network pods need no rule here: neither is ever isolated.
     """
     return _is_node_of(src, dst, src_addr) or _is_node_of(dst, src, dst_addr)
 
@@ -124,7 +124,7 @@ def _is_node_of(node_side: Endpoint, pod_side: Endpoint, node_addr: IPAddress) -
             and bool(pod_side.node_name)
             and node_side.node_name == pod_side.node_name
         )
-    return bool(pod_side.host_ip) and ipaddress.ip_address(pod_side.host_ip) == node_addr
+    return any(ipaddress.ip_address(ip) == node_addr for ip in pod_side.host_ips)
 
 
 # --- isolation ---------------------------------------------------------------------

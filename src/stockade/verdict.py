@@ -225,8 +225,8 @@ class Dataplane:
 
     def _locate(self, cluster: Cluster) -> None:
         for pod in cluster.pods.values():
-            if pod.host_ip:
-                self._places.setdefault(pod.host_ip, _Place(pod.node_name, None))
+            for ip in pod.host_ips:
+                self._places.setdefault(ip, _Place(pod.node_name, None))
         for pod in cluster.pods.values():
             if not pod.active:
                 continue

@@ -290,3 +290,16 @@ def test_counters_are_read_per_rule_and_per_group() -> None:
         )
         == 3
     )
+
+
+def test_full_length_hash_net_members_compare_equal_to_what_was_rendered() -> None:
+    # `ipset save` prints 10.0.1.12/32 in a hash:net set as a bare address.
+    text = (
+        "create stk-c hash:net family inet hashsize 1024 maxelem 65536\n"
+        "add stk-c 10.0.1.0/24\nadd stk-c 10.0.1.12 nomatch\n"
+        "create stk-c6 hash:net family inet6 hashsize 1024 maxelem 65536\n"
+        "add stk-c6 fd00::5\n"
+    )
+    sets = parse_ipset_save(text)
+    assert sets["stk-c"].members == frozenset({"10.0.1.0/24", "10.0.1.12/32 nomatch"})
+    assert sets["stk-c6"].members == frozenset({"fd00::5/128"})

@@ -13,7 +13,7 @@ import pytest
 
 from stockade.cluster import parse_documents
 from stockade.errors import FieldError, InvalidObjectError
-from stockade.model import NetworkPolicy, parse_policy
+from stockade.model import NetworkPolicy, Pod, parse_object, parse_policy
 
 Doc = dict[str, Any]
 
@@ -345,3 +345,21 @@ def test_ports_default_protocol_is_tcp_and_endport_kept() -> None:
         ("TCP", None, None, "http"),
         ("TCP", None, None, None),
     ]
+
+
+def test_pod_host_ips_keep_host_ip_first_and_add_host_ips() -> None:
+    pod = parse_object(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d"},
+            "spec": {"nodeName": "n1"},
+            "status": {
+                "podIP": "10.0.1.2",
+                "hostIP": "192.168.0.1",
+                "hostIPs": [{"ip": "192.168.0.1"}, {"ip": "fd01::1"}],
+            },
+        }
+    )
+    assert isinstance(pod, Pod)
+    assert pod.host_ips == ("192.168.0.1", "fd01::1")
+    assert pod.host_ip == "192.168.0.1"
