@@ -630,12 +630,13 @@ class Lab:
                 raise ValueError(f"{ip} is taken by external host {host.name}")
 
     def _routes_to_node(
-        self, node: Node, *, src4: str | None = None, src6: str | None = None
+        self, node: Node, *, src4: str | None = None, src6: str | None = None, v6: bool = True
     ) -> list[str]:
         s4 = f" src {src4}" if src4 else ""
         s6 = f" src {src6}" if src6 else ""
         lines = [f"route replace {node.pod_cidr4} via {node.fabric_ip4} dev eth0{s4}"]
-        if node.pod_cidr6 is not None:
+        # A host without IPv6 has no route to the fabric's IPv6 range to go via.
+        if node.pod_cidr6 is not None and v6:
             lines.append(f"route replace {node.pod_cidr6} via {node.fabric_ip6} dev eth0{s6}")
         return lines
 
@@ -775,7 +776,7 @@ class Lab:
         if ip6 is not None:
             lines.append(f"route add {self.fabric6} dev eth0 src {ip6}")
         for node in self.nodes.values():
-            lines += self._routes_to_node(node, src4=ip4, src6=ip6)
+            lines += self._routes_to_node(node, src4=ip4, src6=ip6, v6=ip6 is not None)
         _ip(ns, lines)
         for node in self.nodes.values():
             _ip(node.ns, self._routes_to_external(host))
