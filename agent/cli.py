@@ -1,10 +1,12 @@
 """``stockade-agent``: apply a node's rule set to the kernel, verify it, clean up.
 
-Until the controller publishes rule sets, the runner reads them from a file (or
-stdin): NodeRuleSet and PeerSet objects as the API would hold them (``kind``,
-``metadata``, ``spec``), or a cluster's YAML compiled on the spot for one node
-(``--cluster FILE --node NAME``). ``--netns`` acts inside a named network namespace
-(the sandbox and the tests); in a cluster the agent runs in the node's own.
+``run --node NAME`` (or ``$NODE_NAME``) without ``-f`` watches the API server
+for the node's NodeRuleSet and the PeerSets it names (:mod:`stockade.agent.watch`).
+Every command also reads rule sets from a file (or stdin): NodeRuleSet and PeerSet
+objects as the API would hold them (``kind``, ``metadata``, ``spec``), or a
+cluster's YAML compiled on the spot for one node (``--cluster FILE --node NAME``).
+``--netns`` acts inside a named network namespace (the sandbox and the tests); in a
+cluster the agent runs in the node's own.
 
 Exit codes: 0 success; 1 ``verify`` found differences; 2 bad input (a refused rule
 set changes nothing); 3 the kernel refused a write.
@@ -13,7 +15,9 @@ set changes nothing); 3 the kernel refused a write.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -31,6 +35,7 @@ from stockade.agent.executor import CommandError, SubprocessExecutor
 from stockade.agent.metrics import AgentMetrics, parse_counters
 from stockade.agent.plan import PlanError
 from stockade.agent.render import RenderOptions, RenderOptionsError
+from stockade.kube import KubeError
 from stockade.ruleset import NodeRuleSet, PeerSet, node_rule_set_from_dict, peer_set_from_dict
 
 log = logging.getLogger("stockade.agent")
@@ -186,7 +191,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Apply, then keep applying file changes and resyncing until stopped."""
+    """Watch the API (--node) or a file (-f), apply changes, resync until stopped."""
+    node = args.node or os.environ.get("NODE_NAME")
+    if not args.file and not args.cluster and node:
+        return run_api(args, node)
     applier = make_applier(args)
     metrics = AgentMetrics()
     if args.metrics_port:
@@ -226,6 +234,48 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.error("apply failed: %s; will retry", exc)
             seen = None
         time.sleep(args.poll_interval)
+    return 0
+
+
+def run_api(args: argparse.Namespace, node: str) -> int:
+    """The API mode of ``run``: watch NodeRuleSet/<node> and the PeerSets, until stopped."""
+    from stockade.agent.watch import AgentWatcher, WatchOptions  # noqa: PLC0415
+    from stockade.kube import KubeClient, KubeConfig  # noqa: PLC0415
+
+    config = KubeConfig.load(args.kubeconfig)
+    applier = make_applier(args)
+    metrics = AgentMetrics()
+    if args.metrics_port:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(args.metrics_port, registry=metrics.registry)
+    options = WatchOptions(
+        node=node,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        resync_interval=args.resync_interval,
+        restore_after=args.restore_after,
+    )
+
+    async def main() -> None:
+        client = KubeClient(config, timeout=args.api_timeout)
+        watcher = AgentWatcher(
+            client,
+            applier,
+            options,
+            metrics,
+            after_resync=lambda: _record_counters(applier, metrics),
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, watcher.stop)
+        log.info("watching NodeRuleSet %s and the PeerSets at %s", node, config.server)
+        try:
+            await watcher.run()
+        finally:
+            await client.close()
+            config.cleanup()
+
+    asyncio.run(main())
     return 0
 
 
@@ -272,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = _Parser(add_help=False)
     source.add_argument("-f", "--file", help="NodeRuleSet and PeerSet objects; - for stdin")
     source.add_argument("--cluster", action="append", help="cluster YAML to compile instead")
-    source.add_argument("--node", help="the node (required with --cluster)")
+    source.add_argument(
+        "--node", help="the node (required with --cluster; run: API mode, default $NODE_NAME)"
+    )
     for name, func, parents in (
         ("apply", cmd_apply, [common, source]),
         ("verify", cmd_verify, [common, source]),
@@ -288,6 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resync-interval", type=float, default=30.0)
             p.add_argument("--poll-interval", type=float, default=1.0)
             p.add_argument("--metrics-port", type=int, default=0)
+            p.add_argument("--kubeconfig", help="API mode: kubeconfig (default: in-cluster)")
+            p.add_argument(
+                "--state-dir",
+                default="/var/lib/stockade",
+                help="API mode: keep the last applied bundle here ('' for nowhere)",
+            )
+            p.add_argument(
+                "--restore-after",
+                type=float,
+                default=3.0,
+                help="API mode: apply the saved bundle if nothing came from the API by then",
+            )
+            p.add_argument("--api-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
     return parser
 
 
@@ -300,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.func(args)
-    except (InputError, RefusedError, RenderOptionsError, OSError) as exc:
+    except (InputError, RefusedError, RenderOptionsError, OSError, KubeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except (CommandError, PlanError) as exc:

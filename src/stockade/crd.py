@@ -123,6 +123,8 @@ NODE_RULE_SET_STATUS: dict[str, Any] = {
         "pods": {"type": "integer", "description": "local pods that some policy selects"},
         "applied": {"type": "boolean", "description": "the agent enforces this generation"},
         "appliedGeneration": {"type": "integer"},
+        "observedGeneration": {"type": "integer"},
+        "appliedHash": {"type": "string", "description": "hash of the applied rules and sets"},
         "lastSync": {"type": "string", "format": "date-time"},
         "error": {"type": "string"},
         "conditions": _CONDITIONS,
