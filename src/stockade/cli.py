@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="colour the table: auto (default) colours only a terminal, honouring NO_COLOR",
     )
 
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="a whole cluster on this machine (root): up, apply, probe, down",
+        add_help=False,
+    )
+    sandbox.add_argument("args", nargs=argparse.REMAINDER, help="see stockade sandbox --help")
+
     explain = sub.add_parser(
         "explain",
         help="explain why one connection is allowed or denied",
@@ -370,6 +377,11 @@ def _can_encode(stream: TextIO, sample: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``stockade``; returns the exit code (0 answered, 2 bad input)."""
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["sandbox"]:
+        from stockade.sandbox.cli import main as sandbox_main  # noqa: PLC0415 - root-only part
+
+        return sandbox_main(args_in[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
