@@ -14,6 +14,8 @@ have ipset || missing+=(ipset)
 have ip || missing+=(iproute2)
 have conntrack || missing+=(conntrack)
 have make || missing+=(make)
+# iperf3 only serves the agent benchmark (bench/agent.py), which falls back without it.
+have iperf3 || missing+=(iperf3)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,883 @@
+"""Agent benchmarks: full apply, pod churn, unchanged apply and the packet path.
+
+Run from the repository root, as root (everything happens in ``stk-*`` network
+namespaces this run creates and removes; the host's namespace is never touched)::
+
+    .venv/bin/python -m bench.agent                  # everything, about 5 minutes
+    .venv/bin/python -m bench.agent --backends nft   # skip the legacy backend
+    .venv/bin/python -m bench.agent --skip-packet    # no packet-path measurement
+
+What is measured, each against a baseline measured in the same run:
+
+1. a full :meth:`Applier.apply` of one node carrying ~2,000 policies and ~50,000
+   set members (a synthetic cluster from :mod:`bench.synth` compiled for one
+   node) into a fresh namespace, against ``ipset restore`` + ``iptables-restore
+   --noflush`` of the same rendered text into a fresh namespace, per backend;
+   render time (pure) and the reconcile time (apply minus render) separately;
+2. pod churn: one remote pod's IP enters, then leaves, 10 peer sets; the apply must
+   not call ``iptables-restore`` and should cost at most 1/100 of a full apply;
+3. a second apply of an unchanged state: its time and kernel calls (0 expected);
+4. the packet path between two pod namespaces of one node, with 1,000 policies on
+   the node (10 of them selecting the server pod) against none: new TCP
+   connections per second and bulk throughput (iperf3 when installed).
+
+Figures are medians of a few repetitions, the two sides of each ratio interleaved.
+Results go to ``bench/results/agent.json``; docs/performance.md ("Agent") explains
+the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import dataclasses
+import datetime
+import functools
+import gc
+import io
+import ipaddress
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.engine import parse_all
+from bench.synth import Params, SynthCluster, generate
+from stockade.agent.applier import Applier, ApplyReport
+from stockade.agent.backend import Backend, Tools
+from stockade.agent.executor import SubprocessExecutor
+from stockade.agent.iptables import SetMatch
+from stockade.agent.render import RenderedNode, RenderOptions, render
+from stockade.compiler import compile_cluster
+from stockade.netlab import Lab, PodNet
+from stockade.ruleset import (
+    CompiledPolicy,
+    CompiledRule,
+    LocalPod,
+    NodePolicy,
+    NodeRuleSet,
+    PeerMatch,
+    PeerMember,
+    PeerSelector,
+    PeerSet,
+    PortMatch,
+    SelectorRequirement,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+# The synthetic cluster of measurements 1-3: one node, so it carries every policy.
+# With this seed it gives 2,001 policies and ~54,000 IPv4 set members on the node.
+FULL_PARAMS = Params(pods=8_000, namespaces=200, nodes=1, policies=2_025)
+CHURN_SETS = 10
+
+APPLY_TARGET = 1.5  # full apply / baseline, at most
+CHURN_TARGET = 0.01  # pod churn apply / full apply, at most
+CONN_TARGET = 0.90  # connections per second with policies / without, at least
+THROUGHPUT_TARGET = 0.95  # bulk throughput with policies / without, at least
+
+# The packet-path node: 1,000 policies, 10 of them select the server pod.
+PACKET_POLICIES = 1_000
+SERVER_POLICIES = 10
+SERVER_PORT = 8080
+IPERF_PORT = 5201
+NODE_CIDR = "10.1.0.0/16"
+SERVER_IP, CLIENT_IP, OTHER_IP = "10.1.0.2", "10.1.0.3", "10.1.0.4"
+
+Shards = Mapping[str, Sequence[PeerSet]]
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (``statistics.median``, typed)."""
+    return float(statistics.median(values))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds ``fn`` took (after a garbage collection) and its result."""
+    gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+@dataclass
+class TimedExecutor(SubprocessExecutor):
+    """A :class:`SubprocessExecutor` that also adds up the seconds spent per tool."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
+        """Run ``argv`` as the parent does; record how long it took."""
+        start = time.perf_counter()
+        try:
+            return super().run(argv, stdin)
+        finally:
+            tool = argv[0] if argv[0] != "ipset" else f"ipset {argv[1]}"
+            self.seconds[tool] = self.seconds.get(tool, 0.0) + time.perf_counter() - start
+
+    def calls(self) -> int:
+        """Every subprocess run so far (reads and writes)."""
+        return len(self.log)
+
+
+# ----------------------------------------------------------------------- namespaces
+
+
+class Namespaces:
+    """Bare namespaces for the apply measurements, named after the lab's run.
+
+    ``stk-<run id>-b<n>``: the lab's run record covers them, so a crashed run's
+    leftovers are removed by the next lab's start, like the lab's own.
+    """
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.count = 0
+        self.live: list[str] = []
+
+    def create(self) -> str:
+        """A new, empty network namespace."""
+        self.count += 1
+        name = f"stk-{self.lab.run_id}-b{self.count}"
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        self.live.append(name)
+        return name
+
+    def delete(self, name: str) -> None:
+        """Remove one namespace made by :meth:`create`."""
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        self.live.remove(name)
+
+    @contextlib.contextmanager
+    def fresh(self) -> Iterator[str]:
+        """A namespace for the ``with`` body, removed after it."""
+        name = self.create()
+        try:
+            yield name
+        finally:
+            self.delete(name)
+
+    def close(self) -> None:
+        """Remove every namespace still alive."""
+        for name in list(self.live):
+            self.delete(name)
+
+
+# ----------------------------------------------------------------------- the big node
+
+
+@dataclass
+class NodeState:
+    """One node's rule set, its PeerSets and the rendering (rendered once, outside timing)."""
+
+    node: NodeRuleSet
+    peer_sets: dict[str, tuple[PeerSet, ...]]
+    rendered: RenderedNode
+    cluster: SynthCluster
+
+    def shape(self) -> dict[str, int]:
+        """Sizes of what the node carries."""
+        out = {"policies": len(self.node.policies), "local_pods": len(self.node.pods)}
+        out["peer_sets"] = len(self.peer_sets)
+        for family in (4, 6):
+            fam = self.rendered.family(family)
+            out[f"v{family}_sets"] = len(fam.ipsets)
+            out[f"v{family}_members"] = sum(len(s.members) for s in fam.ipsets)
+            out[f"v{family}_chains"] = len(fam.chains)
+            out[f"v{family}_rules"] = sum(len(c.rules) for c in fam.chains)
+            out[f"v{family}_restore_bytes"] = len(fam.restore_text())
+        return out
+
+
+def big_node(options: RenderOptions) -> NodeState:
+    """The synthetic one-node cluster of measurements 1-3, compiled and rendered."""
+    cluster = generate(FULL_PARAMS)
+    compiled = compile_cluster(parse_all(cluster.objects()))
+    (node,) = compiled.node_rule_sets.values()
+    by_set = compiled.by_set()
+    peer_sets = {name: by_set[name] for name in node.peer_sets}
+    return NodeState(node, peer_sets, render(node, peer_sets, options=options), cluster)
+
+
+def with_churn_pod(state: NodeState, count: int) -> tuple[Shards, str, list[str]]:
+    """The PeerSets with one new remote pod in ``count`` plain (hash:ip) sets."""
+    ip = state.cluster.allocate_ip(0)
+    plain = sorted(
+        name for name, shards in state.peer_sets.items() if shards[0].selector.named_port is None
+    )
+    chosen = plain[:: max(1, len(plain) // count)][:count]
+    member = PeerMember("bench/churn-pod", (ip,))
+    changed: dict[str, tuple[PeerSet, ...]] = dict(state.peer_sets)
+    for name in chosen:
+        first, *rest = changed[name]
+        changed[name] = (dataclasses.replace(first, members=(*first.members, member)), *rest)
+    return changed, ip, chosen
+
+
+def baseline_load(ex: SubprocessExecutor, rendered: RenderedNode, backend: Backend) -> None:
+    """The baseline: the rendered sets and rules loaded raw, nothing compared."""
+    tools = Tools(backend)
+    ex.run(["ipset", "restore"], rendered.ipset_text(4) + rendered.ipset_text(6))
+    ex.run([tools.restore(4), "--noflush"], rendered.restore_text(4))
+    ex.run([tools.restore(6), "--noflush"], rendered.restore_text(6))
+
+
+def new_applier(ns: str, backend: Backend, options: RenderOptions) -> Applier:
+    """An applier for ``ns`` with its backend given (detection is a start-up cost)."""
+    return Applier(TimedExecutor(netns=ns), netns=ns, options=options, tools=Tools(backend))
+
+
+def measure_full(
+    spaces: Namespaces,
+    state: NodeState,
+    backend: Backend,
+    options: RenderOptions,
+    repeats: int,
+    console: Console,
+) -> dict[str, Any]:
+    """Measurement 1 for one backend: baseline and apply interleaved, fresh namespaces."""
+    base: list[float] = []
+    apply: list[float] = []
+    reconcile: list[float] = []
+    tools: list[dict[str, float]] = []
+    report: ApplyReport | None = None
+    for rep in range(repeats):
+        with spaces.fresh() as ns:
+            ex = SubprocessExecutor(netns=ns)
+            seconds, _ = timed(functools.partial(baseline_load, ex, state.rendered, backend))
+            base.append(seconds)
+        with spaces.fresh() as ns:
+            applier = new_applier(ns, backend, options)
+            seconds, report = timed(functools.partial(applier.apply, state.node, state.peer_sets))
+            assert isinstance(report, ApplyReport)
+            assert report.changed
+            apply.append(seconds)
+            reconcile.append(report.seconds)
+            assert isinstance(applier.executor, TimedExecutor)
+            tools.append(dict(applier.executor.seconds))
+            if rep == 0 and applier.verify():
+                raise RuntimeError(f"{backend}: the kernel differs from the applied state")
+        console.print(
+            f"  {backend} #{rep + 1}: baseline {base[-1]:.2f} s, apply {apply[-1]:.2f} s "
+            f"(reconcile {reconcile[-1]:.2f} s)"
+        )
+    assert report is not None
+    per_tool = {k: median([t.get(k, 0.0) for t in tools]) for k in sorted(tools[-1])}
+    return {
+        "backend": backend,
+        "baseline_s": median(base),
+        "apply_s": median(apply),
+        "reconcile_s": median(reconcile),
+        "apply_over_baseline": median(apply) / median(base),
+        "reconcile_over_baseline": median(reconcile) / median(base),
+        "subprocess_s_by_tool": per_tool,
+        "runs": {"baseline_s": base, "apply_s": apply, "reconcile_s": reconcile},
+        "ipset_lines": report.ipset_lines,
+        "iptables_restores": report.iptables_restores,
+    }
+
+
+def measure_render(state: NodeState, options: RenderOptions, repeats: int) -> dict[str, Any]:
+    """Render time of the big node (pure: no kernel)."""
+    times = [timed(lambda: render(state.node, state.peer_sets, options=options))[0]]
+    times += [
+        timed(lambda: render(state.node, state.peer_sets, options=options))[0]
+        for _ in range(repeats - 1)
+    ]
+    return {"render_s": median(times), "runs": times}
+
+
+def profile_apply(
+    spaces: Namespaces, state: NodeState, backend: Backend, options: RenderOptions, top: int
+) -> str:
+    """cProfile of one full apply into a fresh namespace, by cumulative time."""
+    with spaces.fresh() as ns:
+        applier = new_applier(ns, backend, options)
+        prof = cProfile.Profile()
+        prof.enable()
+        applier.apply(state.node, state.peer_sets)
+        prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top // 2)
+    return out.getvalue()
+
+
+def measure_churn_and_unchanged(
+    spaces: Namespaces,
+    state: NodeState,
+    backend: Backend,
+    options: RenderOptions,
+    repeats: int,
+    console: Console,
+) -> dict[str, Any]:
+    """Measurements 2 and 3 on one node namespace holding the full state."""
+    churned, ip, chosen = with_churn_pod(state, CHURN_SETS)
+    with spaces.fresh() as ns:
+        applier = new_applier(ns, backend, options)
+        ex = applier.executor
+        assert isinstance(ex, TimedExecutor)
+        applier.apply(state.node, state.peer_sets)
+        runs: dict[str, list[dict[str, Any]]] = {"add": [], "remove": [], "unchanged": []}
+        steps: list[tuple[str, Shards]] = [("add", churned), ("remove", state.peer_sets)]
+        for _ in range(repeats):
+            for kind, peer_sets in steps:
+                runs[kind].append(_one_apply(applier, ex, state.node, peer_sets, options))
+        for _ in range(repeats):
+            runs["unchanged"].append(_one_apply(applier, ex, state.node, state.peer_sets, options))
+        if applier.verify():
+            raise RuntimeError("after churn the kernel differs from the applied state")
+        prof = cProfile.Profile()
+        prof.enable()
+        applier.apply(state.node, churned)
+        prof.disable()
+        applier.apply(state.node, state.peer_sets)
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(25)
+    out: dict[str, Any] = {"pod_ip": ip, "sets": chosen, "profile_add": text.getvalue()}
+    for kind, items in runs.items():
+        out[kind] = {
+            "apply_s": median([r["apply_s"] for r in items]),
+            "render_s": median([r["render_s"] for r in items]),
+            "reads_s": median([r["reads_s"] for r in items]),
+            "subprocess_calls": max(r["subprocess_calls"] for r in items),
+            "iptables_calls": max(r["iptables_calls"] for r in items),
+            "iptables_restores": max(r["iptables_restores"] for r in items),
+            "netlink_calls": max(r["netlink_calls"] for r in items),
+            "member_changes": max(r["member_changes"] for r in items),
+            "changed": all(r["changed"] for r in items),
+            "runs": [r["apply_s"] for r in items],
+        }
+        o = out[kind]
+        console.print(
+            f"  {kind}: {o['apply_s']:.3f} s (render {o['render_s']:.3f} s), "
+            f"{o['subprocess_calls']} subprocesses, {o['iptables_restores']} iptables-restore, "
+            f"{o['netlink_calls']} netlink calls"
+        )
+    return out
+
+
+def _one_apply(
+    applier: Applier,
+    ex: TimedExecutor,
+    node: NodeRuleSet,
+    peer_sets: Shards,
+    options: RenderOptions,
+) -> dict[str, Any]:
+    """One timed apply; what it cost in subprocesses and netlink calls."""
+    render_s, _ = timed(lambda: render(node, peer_sets, options=options))
+    log_before, netlink_before = len(ex.log), applier.netlink.calls
+    seconds_before = dict(ex.seconds)
+    seconds, report = timed(lambda: applier.apply(node, peer_sets))
+    assert isinstance(report, ApplyReport)
+    calls = ex.log[log_before:]
+    reads = [k for k in ex.seconds if k.endswith("-save") or k == "ipset save"]
+    return {
+        "apply_s": seconds,
+        "render_s": render_s,
+        "reads_s": sum(ex.seconds[k] - seconds_before.get(k, 0.0) for k in reads),
+        "changed": report.changed,
+        "subprocess_calls": len(calls),
+        "iptables_calls": sum(1 for argv in calls if "tables-" in argv[0]),
+        "iptables_restores": report.iptables_restores,
+        "netlink_calls": applier.netlink.calls - netlink_before,
+        "member_changes": report.member_changes,
+    }
+
+
+# ----------------------------------------------------------------------- packet path
+
+
+def packet_ruleset() -> tuple[NodeRuleSet, dict[str, tuple[PeerSet, ...]], dict[str, int]]:
+    """1,000 policies on one node; 10 select the server pod, the last of them allows us.
+
+    The other 990 select 330 dummy deployments (2 local pods each, 3 policies each),
+    so the node has ~331 ingress and ~330 egress policy groups: the client's SYN
+    crosses the whole egress dispatch (the client is not isolated) and the ingress
+    dispatch up to the server's group, then the server's 10 policy chains.
+    """
+    base = ipaddress.IPv4Address("10.2.0.0")
+    peer_sets: dict[str, tuple[PeerSet, ...]] = {}
+
+    def peer_set(name: str, ips: Sequence[str]) -> str:
+        selector = PeerSelector(
+            pod_selector=(SelectorRequirement("app", "In", (name,)),), namespace="bench"
+        )
+        members = tuple(PeerMember(f"bench/{name}-{i}", (ip,)) for i, ip in enumerate(ips))
+        peer_sets[name] = (PeerSet(f"{name}-0", name, selector, 0, 1, members),)
+        return name
+
+    remote = [
+        peer_set(f"ps-r{i:03d}", [str(base + 25 * i + j) for j in range(25)]) for i in range(200)
+    ]
+    clients = peer_set("ps-clients", [CLIENT_IP, *(str(base + 60_000 + j) for j in range(24))])
+    dns = PeerMatch(cidr="10.96.0.10/32")
+
+    def rule(peer: PeerMatch, *ports: int, proto: str = "TCP") -> CompiledRule:
+        return CompiledRule((peer,), tuple(PortMatch(proto, p) for p in ports))
+
+    pods: list[LocalPod] = [LocalPod("bench/server", (SERVER_IP,))]
+    policies: list[NodePolicy] = []
+    dummy = ipaddress.IPv4Address("10.1.1.0")
+    n_deploy = (PACKET_POLICIES - SERVER_POLICIES) // 3
+    for d in range(n_deploy):
+        names = tuple(f"bench/dep{d:03d}-{k}" for k in range(2))
+        pods += [LocalPod(n, (str(dummy + 2 * d + k),)) for k, n in enumerate(names)]
+        for k in range(3):
+            i = 3 * d + k
+            ingress: tuple[CompiledRule, ...] = (
+                rule(PeerMatch(peer_set=remote[i % 200]), 8000 + i % 50),
+                rule(PeerMatch(peer_set=remote[(i * 7) % 200]), 9090, 9091),
+            )
+            egress: tuple[CompiledRule, ...] | None = None
+            if k == 2:
+                egress = (
+                    rule(PeerMatch(peer_set=remote[(i * 13) % 200]), 5432),
+                    rule(dns, 53, proto="UDP"),
+                )
+            pol = CompiledPolicy(f"bench/pol-{i:04d}", f"p{i:04d}", ingress, egress)
+            policies.append(NodePolicy(pol, names))
+    for s in range(SERVER_POLICIES):
+        if s == SERVER_POLICIES - 1:  # sorts last: every other server policy is tried first
+            ingress = (rule(PeerMatch(peer_set=clients), SERVER_PORT, IPERF_PORT),)
+        else:
+            ingress = (rule(PeerMatch(peer_set=remote[s]), 9000 + s),)
+        pol = CompiledPolicy(f"bench/server-{s}", f"s{s:04d}", ingress, None)
+        policies.append(NodePolicy(pol, ("bench/server",)))
+    node = NodeRuleSet(
+        "bench",
+        tuple(sorted(pods, key=lambda p: p.name)),
+        tuple(policies),
+        tuple(sorted(peer_sets)),
+    )
+    shape = {
+        "policies": len(policies),
+        "server_policies": SERVER_POLICIES,
+        "local_pods": len(pods),
+        "peer_set_members": sum(len(ps[0].members) for ps in peer_sets.values()),
+    }
+    return node, peer_sets, shape
+
+
+def _dispatch_shape(rendered: RenderedNode) -> dict[str, int]:
+    """Rule counts of the v4 dispatch chains, and where the server's group sits."""
+    chains = {c.name: c for c in rendered.v4.chains}
+    ingress, egress = chains["STK-INGRESS"], chains["STK-EGRESS"]
+    server_sets = {
+        s.name
+        for s in rendered.v4.ipsets
+        if s.name.startswith("stk-ig4-") and any(m.value == SERVER_IP for m in s.members)
+    }
+    position = next(
+        i + 1
+        for i, r in enumerate(ingress.rules)
+        if any(isinstance(m, SetMatch) and m.set_name in server_sets for m in r.matches)
+    )
+    return {
+        "v4_rules": sum(len(c.rules) for c in rendered.v4.chains),
+        "egress_dispatch_rules": len(egress.rules),
+        "ingress_dispatch_rules": len(ingress.rules),
+        "server_group_position": position,
+    }
+
+
+CONNECT_LOOP = """
+import socket, sys, time
+dst, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+count, end = 0, time.perf_counter() + seconds
+start = time.perf_counter()
+while time.perf_counter() < end:
+    s = socket.create_connection((dst, port), timeout=2)
+    while s.recv(4096):
+        pass
+    s.close()
+    count += 1
+print(count, time.perf_counter() - start)
+"""
+
+
+def connection_rate(lab: Lab, client: PodNet, seconds: float) -> float:
+    """New TCP connections per second from ``client`` to the server (connect, read, close)."""
+    argv = [sys.executable, "-c", CONNECT_LOOP, SERVER_IP, str(SERVER_PORT), str(seconds)]
+    out = lab.run(client, argv).stdout.split()
+    return int(out[0]) / float(out[1])
+
+
+def iperf_throughput(lab: Lab, client: PodNet, seconds: float) -> float:
+    """Bulk TCP throughput from ``client`` to the server (iperf3), in bits per second."""
+    argv = ["iperf3", "-c", SERVER_IP, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
+    for attempt in range(3):
+        proc = lab.run(client, argv, check=False)
+        if proc.returncode == 0:
+            data = json.loads(proc.stdout)
+            return float(data["end"]["sum_received"]["bits_per_second"])
+        time.sleep(0.5 * (attempt + 1))  # the server may still be busy with the last test
+    raise RuntimeError(f"iperf3 failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+
+
+def socket_throughput(lab: Lab, client: PodNet, seconds: float) -> float:
+    """Bulk TCP throughput without iperf3: a sender in ``client``, a sink on the server."""
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n"
+        "buf, sent = b'x' * 262144, 0\n"
+        "start = time.perf_counter(); end = start + float(sys.argv[3])\n"
+        "while time.perf_counter() < end:\n"
+        "    sent += s.send(buf)\n"
+        "s.shutdown(socket.SHUT_WR); s.recv(1); s.close()\n"
+        "print(sent * 8 / (time.perf_counter() - start))\n"
+    )
+    argv = [sys.executable, "-c", code, SERVER_IP, str(IPERF_PORT), str(seconds)]
+    return float(lab.run(client, argv).stdout.strip())
+
+
+def measure_packet_path(
+    backend: Backend,
+    options: RenderOptions,
+    repeats: int,
+    conn_seconds: float,
+    bulk_seconds: float,
+    console: Console,
+) -> dict[str, Any]:
+    """Measurement 4: connections per second and throughput, 1,000 policies vs none."""
+    with Lab() as lab:
+        return _packet_path(lab, backend, options, repeats, conn_seconds, bulk_seconds, console)
+
+
+def _packet_path(
+    lab: Lab,
+    backend: Backend,
+    options: RenderOptions,
+    repeats: int,
+    conn_seconds: float,
+    bulk_seconds: float,
+    console: Console,
+) -> dict[str, Any]:
+    node = lab.add_node("pp", pod_cidr4=NODE_CIDR)
+    server = lab.add_pod(node, "srv", SERVER_IP)
+    client = lab.add_pod(node, "cli", CLIENT_IP)
+    other = lab.add_pod(node, "oth", OTHER_IP)
+    lab.run(client, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
+    lab.serve(server, [(SERVER_PORT, "TCP")], reply="ok")
+    iperf = shutil.which("iperf3")
+    sink: subprocess.Popen[bytes] | None = None
+    if iperf:
+        argv = ["ip", "netns", "exec", server.ns, iperf, "-s", "-p", str(IPERF_PORT)]
+    else:
+        code = (
+            "import socket\n"
+            f"l = socket.create_server(('0.0.0.0', {IPERF_PORT}))\n"
+            "while True:\n"
+            "    c, _ = l.accept()\n"
+            "    while c.recv(1 << 20):\n"
+            "        pass\n"
+            "    c.close()\n"
+        )
+        argv = ["ip", "netns", "exec", server.ns, sys.executable, "-c", code]
+    sink = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            listening = lab.run(server, ["ss", "-Hltn", f"sport = :{IPERF_PORT}"]).stdout
+            if listening.strip():
+                break
+            time.sleep(0.1)
+        bulk = iperf_throughput if iperf else socket_throughput
+        rules, peer_sets, shape = packet_ruleset()
+        empty = NodeRuleSet("bench", (), (), ())
+        applier = Applier(
+            SubprocessExecutor(netns=node.ns), netns=node.ns, options=options, tools=Tools(backend)
+        )
+
+        def configure(policies: bool) -> None:
+            if policies:
+                applier.apply(rules, peer_sets)
+            else:
+                applier.apply(empty, {})
+            lab.ask(client, SERVER_IP, SERVER_PORT)  # warm the neighbour entries
+
+        # The rules must really enforce: the client is allowed, a third pod is not.
+        configure(True)
+        assert applier.last is not None
+        shape |= _dispatch_shape(applier.last.rendered)
+        checks = {
+            "client_allowed": lab.probe(client, SERVER_IP, SERVER_PORT),
+            "other_denied": not lab.probe(other, SERVER_IP, SERVER_PORT, timeout=0.5),
+        }
+        configure(False)
+        checks["other_allowed_without_policies"] = lab.probe(other, SERVER_IP, SERVER_PORT)
+        if not all(checks.values()):
+            raise RuntimeError(f"the packet-path rules do not behave: {checks}")
+        conn: dict[str, list[float]] = {"policies": [], "none": []}
+        thr: dict[str, list[float]] = {"policies": [], "none": []}
+        order = ["none", "policies"]
+        for rep in range(repeats):
+            for kind in order if rep % 2 == 0 else reversed(order):
+                configure(kind == "policies")
+                conn[kind].append(connection_rate(lab, client, conn_seconds))
+                thr[kind].append(bulk(lab, client, bulk_seconds))
+            console.print(
+                f"  #{rep + 1}: conn/s none {conn['none'][-1]:,.0f} policies "
+                f"{conn['policies'][-1]:,.0f}; Gbit/s none {thr['none'][-1] / 1e9:.2f} "
+                f"policies {thr['policies'][-1] / 1e9:.2f}"
+            )
+        applier.cleanup()
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+    return {
+        "backend": backend,
+        "shape": shape,
+        "checks": checks,
+        "bulk_tool": "iperf3" if iperf else "python socket sender",
+        "conn_per_s": {k: median(v) for k, v in conn.items()},
+        "conn_ratio": median(conn["policies"]) / median(conn["none"]),
+        "throughput_bps": {k: median(v) for k, v in thr.items()},
+        "throughput_ratio": median(thr["policies"]) / median(thr["none"]),
+        "runs": {"conn_per_s": conn, "throughput_bps": thr},
+        "conn_seconds": conn_seconds,
+        "bulk_seconds": bulk_seconds,
+    }
+
+
+# ----------------------------------------------------------------------- reporting
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]PASS[/green]" if ok else "[red]MISS[/red]"
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def report_table(result: dict[str, Any]) -> Table:
+    """Every figure with its baseline, ratio, target and verdict."""
+    table = Table(title="stockade agent benchmark")
+    for col in ("measurement", "figure", "baseline", "ratio", "target", "result"):
+        table.add_column(col, justify="left" if col == "measurement" else "right")
+    render_s = result["render"]["render_s"]
+    for full in result["full_apply"]:
+        b = full["backend"]
+        base = full["baseline_s"]
+        table.add_row(
+            f"full apply ({b})",
+            _s(full["apply_s"]),
+            _s(base),
+            f"{full['apply_over_baseline']:.2f}x",
+            f"<= {APPLY_TARGET}x",
+            _verdict(full["apply_over_baseline"] <= APPLY_TARGET),
+        )
+        table.add_row(
+            f"  apply minus render ({b})",
+            _s(full["reconcile_s"]),
+            _s(base),
+            f"{full['reconcile_over_baseline']:.2f}x",
+            f"<= {APPLY_TARGET}x",
+            _verdict(full["reconcile_over_baseline"] <= APPLY_TARGET),
+        )
+    first = result["full_apply"][0]
+    inside = first["apply_s"] - first["reconcile_s"]
+    table.add_row(
+        f"render inside apply ({first['backend']})", _s(inside), _s(first["apply_s"]),
+        f"{inside / first['apply_s']:.0%} of apply", "", "info",
+    )  # fmt: skip
+    table.add_row("render alone (pure)", _s(render_s), "", "", "", "info")
+    churn = result.get("churn")
+    if churn:
+        full_s = first["apply_s"]
+        for kind in ("add", "remove"):
+            c = churn[kind]
+            table.add_row(
+                f"pod churn: {kind} ({CHURN_SETS} sets)",
+                _s(c["apply_s"]),
+                _s(full_s),
+                f"{c['apply_s'] / full_s:.1%}",
+                f"<= {CHURN_TARGET:.0%}",
+                _verdict(c["apply_s"] <= CHURN_TARGET * full_s),
+            )
+            table.add_row(
+                "  render alone / kernel reads", f"{_s(c['render_s'])} / {_s(c['reads_s'])}",
+                "", "", "", "info",
+            )  # fmt: skip
+            table.add_row(
+                "  iptables-restore calls",
+                str(c["iptables_restores"]),
+                "",
+                "",
+                "0",
+                _verdict(c["iptables_restores"] == 0),
+            )
+            table.add_row(
+                "  other kernel calls",
+                f"{c['iptables_calls']} iptables-save, "
+                f"{c['subprocess_calls'] - c['iptables_calls']} ipset, "
+                f"{c['netlink_calls']} netlink",
+                "", "", "", "info",
+            )  # fmt: skip
+        u = churn["unchanged"]
+        table.add_row(
+            "unchanged apply", _s(u["apply_s"]), _s(full_s),
+            f"{u['apply_s'] / full_s:.1%}", "", "info",
+        )  # fmt: skip
+        kernel = u["subprocess_calls"] + u["netlink_calls"]
+        table.add_row("  kernel calls", str(kernel), "", "", "0", _verdict(kernel == 0))
+    for pp in result.get("packet_path", []):
+        c, t = pp["conn_per_s"], pp["throughput_bps"]
+        table.add_row(
+            f"new TCP conn/s, {pp['shape']['policies']} policies ({pp['backend']})",
+            f"{c['policies']:,.0f}/s",
+            f"{c['none']:,.0f}/s",
+            f"{pp['conn_ratio']:.1%}",
+            f">= {CONN_TARGET:.0%}",
+            _verdict(pp["conn_ratio"] >= CONN_TARGET),
+        )
+        table.add_row(
+            f"bulk TCP, {pp['bulk_tool']} ({pp['backend']})",
+            f"{t['policies'] / 1e9:.2f} Gbit/s",
+            f"{t['none'] / 1e9:.2f} Gbit/s",
+            f"{pp['throughput_ratio']:.1%}",
+            f">= {THROUGHPUT_TARGET:.0%}",
+            _verdict(pp["throughput_ratio"] >= THROUGHPUT_TARGET),
+        )
+    return table
+
+
+def checks(result: dict[str, Any]) -> dict[str, bool]:
+    """The targets, pass or miss."""
+    out = {
+        f"full_apply_{f['backend']}": f["apply_over_baseline"] <= APPLY_TARGET
+        for f in result["full_apply"]
+    }
+    churn = result.get("churn")
+    if churn:
+        full_s = result["full_apply"][0]["apply_s"]
+        for kind in ("add", "remove"):
+            out[f"churn_{kind}_time"] = churn[kind]["apply_s"] <= CHURN_TARGET * full_s
+            out[f"churn_{kind}_no_iptables_restore"] = churn[kind]["iptables_restores"] == 0
+        u = churn["unchanged"]
+        out["unchanged_no_kernel_calls"] = u["subprocess_calls"] + u["netlink_calls"] == 0
+    for pp in result.get("packet_path", []):
+        out[f"conn_rate_{pp['backend']}"] = pp["conn_ratio"] >= CONN_TARGET
+        out[f"throughput_{pp['backend']}"] = pp["throughput_ratio"] >= THROUGHPUT_TARGET
+    return out
+
+
+# ----------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement; print the table; return the JSON result."""
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    if os.geteuid() != 0:
+        raise SystemExit("bench.agent needs root (network namespaces)")
+    backends: list[Backend] = []
+    for name in args.backends.split(","):
+        if name not in ("nft", "legacy"):
+            raise SystemExit(f"unknown backend {name!r}")
+        backends.append("nft" if name == "nft" else "legacy")
+    options = RenderOptions()
+    started = time.perf_counter()
+    console.print(f"[bold]stockade agent benchmark[/bold]: {FULL_PARAMS}")
+    gen_s, state = timed(lambda: big_node(options))
+    assert isinstance(state, NodeState)
+    shape = state.shape()
+    console.print(f"node built and rendered in {gen_s:.1f} s: {shape}")
+    result: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "params": dataclasses.asdict(FULL_PARAMS),
+        "node": shape,
+        "repeats": args.repeats,
+        "targets": {
+            "apply_over_baseline": APPLY_TARGET,
+            "churn_fraction_of_full": CHURN_TARGET,
+            "conn_ratio": CONN_TARGET,
+            "throughput_ratio": THROUGHPUT_TARGET,
+        },
+    }
+    with Lab() as lab:
+        spaces = Namespaces(lab)
+        try:
+            console.print("render (pure) ...")
+            result["render"] = measure_render(state, options, args.repeats)
+            result["full_apply"] = []
+            for backend in backends:
+                console.print(f"full apply vs baseline, {backend} ...")
+                full = measure_full(spaces, state, backend, options, args.repeats, console)
+                result["full_apply"].append(full)
+            console.print(f"pod churn and unchanged apply, {backends[0]} ...")
+            result["churn"] = measure_churn_and_unchanged(
+                spaces, state, backends[0], options, args.repeats, console
+            )
+            if not args.no_profile and any(
+                f["apply_over_baseline"] > APPLY_TARGET for f in result["full_apply"]
+            ):
+                console.print("over target: profiling one full apply ...")
+                result["profile"] = profile_apply(spaces, state, backends[0], options, 30)
+                console.print(result["profile"], markup=False, highlight=False)
+            result["packet_path"] = []
+            for backend in [] if args.skip_packet else backends:
+                console.print(f"packet path, {backend} ...")
+                pp = measure_packet_path(
+                    backend,
+                    options,
+                    args.packet_repeats,
+                    args.conn_seconds,
+                    args.bulk_seconds,
+                    console,
+                )
+                result["packet_path"].append(pp)
+        finally:
+            spaces.close()
+    result["pass"] = checks(result)
+    result["total_s"] = time.perf_counter() - started
+    console.print(report_table(result))
+    console.print(f"total {result['total_s']:.0f} s")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "agent.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {out.relative_to(ROOT)}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.agent", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--backends", default="nft,legacy", help="comma-separated: nft,legacy")
+    parser.add_argument("--repeats", type=int, default=3, help="apply measurements, median")
+    parser.add_argument("--packet-repeats", type=int, default=5, help="packet path, median")
+    parser.add_argument("--conn-seconds", type=float, default=2.0, help="per connection loop")
+    parser.add_argument("--bulk-seconds", type=float, default=3.0, help="per throughput run")
+    parser.add_argument("--skip-packet", action="store_true", help="skip the packet path")
+    parser.add_argument("--no-profile", action="store_true", help="never profile")
+    args = parser.parse_args(argv)
+    result = run(args)
+    return 0 if all(result["pass"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
