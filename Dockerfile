@@ -1,7 +1,11 @@
-# stockade: one image for the controller and the node agent.
-# Build: docker build -t stockade:dev .   (needs a container engine; none runs in CI)
+# stockade: one image for the controller (stockade-controller) and the node agent
+# (stockade-agent); the manifests choose the command.
+# Build: docker build -t stockade:dev .   (see docs/deploy.md)
+# The base is pinned by version; pin it by digest too for reproducible builds:
+#   docker build --build-arg PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:<digest> .
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
+# ---------------------------------------------------------------- build: wheels only
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -9,18 +13,31 @@ COPY src ./src
 COPY operator ./operator
 COPY agent ./agent
 # The symlinks src/stockade/{controller,agent} resolve inside the build context.
+# Wheels for stockade and every dependency, so the runtime stage needs no compiler.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
+# ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE}
-# iptables ships both backends (legacy and nft); the agent picks the one the node
-# uses, as kube-proxy's iptables-wrapper does.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# iptables ships both backends (iptables-legacy* and iptables-nft*); the agent picks
+# the one the node uses, as kube-proxy's iptables-wrapper does. ipset for the sets,
+# conntrack for inspecting flows, iproute2 for `ip`. The last line fails the build
+# if any tool is missing.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables ipset conntrack iproute2 \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && iptables-legacy --version && iptables-nft --version \
+ && ip6tables-legacy --version && ip6tables-nft --version \
+ && ipset --version && conntrack --version && ip -V
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-# The controller runs as this user; the agent's DaemonSet runs as root with
-# NET_ADMIN and NET_RAW only.
-RUN useradd --system --uid 65532 --no-create-home stockade
-USER 65532
-ENTRYPOINT ["stockade"]
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && stockade --version \
+ && stockade-controller --help > /dev/null && stockade-agent --help > /dev/null
+# The controller runs as this user (the Deployment also sets runAsNonRoot). The
+# agent's DaemonSet sets runAsUser: 0 with NET_ADMIN and NET_RAW only.
+RUN useradd --system --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin stockade
+USER 65532:65532
+# No ENTRYPOINT: the Deployment runs `stockade-controller`, the DaemonSet
+# `stockade-agent run`, the cleanup `stockade-agent cleanup`.
+CMD ["stockade-controller", "--help"]

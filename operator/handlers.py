@@ -10,12 +10,13 @@ and the compiler is fed from one event loop only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
 from stockade.controller.metrics import ControllerMetrics
-from stockade.controller.state import NAMESPACE, NETWORK_POLICY, POD, ControllerState
+from stockade.controller.state import NAMESPACE, NETWORK_POLICY, NODE, POD, ControllerState
 from stockade.kube import KubeConfig
 
 log = logging.getLogger("stockade.controller")
@@ -40,10 +41,20 @@ def connection_info(config: KubeConfig) -> kopf.ConnectionInfo:
     )
 
 
+RuleSetObserver = Callable[[str | None, Mapping[str, Any]], None]
+
+
 def build_registry(
-    state: ControllerState, config: KubeConfig, metrics: ControllerMetrics
+    state: ControllerState,
+    config: KubeConfig,
+    metrics: ControllerMetrics,
+    on_rule_set: RuleSetObserver | None = None,
 ) -> kopf.OperatorRegistry:
-    """A registry of one controller's handlers (one per instance, nothing global)."""
+    """A registry of one controller's handlers (one per instance, nothing global).
+
+    ``on_rule_set`` (the publisher's ``observe_rule_set``) sees every NodeRuleSet
+    event, for the agents' status (sync lag); without it NodeRuleSets are not watched.
+    """
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -76,6 +87,18 @@ def build_registry(
     @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", registry=registry)
     async def on_policy(event: Any, **_: Any) -> None:
         observe(NETWORK_POLICY, event)
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    async def on_node(event: Any, **_: Any) -> None:
+        observe(NODE, event)
+
+    if on_rule_set is not None:
+        observer = on_rule_set
+
+        @kopf.on.event("stockade.dev", "v1alpha1", "noderulesets", registry=registry)
+        async def on_rule_set_event(event: Any, **_: Any) -> None:
+            metrics.watch_events.labels("NodeRuleSet").inc()
+            observer(event.get("type"), event["object"])
 
     return registry
 

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,8 +113,10 @@ def assemble(
 ) -> Controller:
     """Wire state, publisher and (unless standalone) the leader elector together."""
     metrics = metrics or ControllerMetrics()
-    state = ControllerState(Compiler(options.shard_size))
-    publisher = Publisher(client, state, metrics, interval=options.flush_interval)
+    state = ControllerState(Compiler(options.shard_size), clock=time.monotonic)
+    publisher = Publisher(
+        client, state, metrics, interval=options.flush_interval, clock=time.monotonic
+    )
     state.on_change = publisher.mark
     elector: LeaderElector | None = None
     if options.standalone:
@@ -154,7 +157,7 @@ async def run(
             controller.metrics,
             controller.elector,
         )
-        registry = build_registry(state, config, metrics)
+        registry = build_registry(state, config, metrics, publisher.observe_rule_set)
         settings = operator_settings()
         settings.process.ultimate_exiting_timeout = None
         kopf_stop = asyncio.Event()

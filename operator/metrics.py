@@ -6,11 +6,36 @@ fail-over test, in one process) has its own :class:`ControllerMetrics`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+# Policy change to node applied: from tens of milliseconds (a quiet cluster, a fast
+# agent) to minutes (an agent that cannot apply).
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+OLDEST_UNAPPLIED = "stockade_controller_oldest_unapplied_change_seconds"
+
+
+class _OldestUnapplied(Collector):
+    """Per node, the age of its oldest rule-set change not yet applied, read at scrape."""
+
+    def __init__(self, source: Callable[[], dict[str, float]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            OLDEST_UNAPPLIED,
+            "Seconds since the oldest change of the node's rule set that its agent "
+            "has not reported applied (absent: none pending)",
+            labels=["node"],
+        )
+        for node, age in sorted(self.source().items()):
+            family.add_metric([node], age)
+        yield family
 
 
 class ControllerMetrics:
@@ -63,6 +88,24 @@ class ControllerMetrics:
             ["type", "reason"],
             registry=r,
         )
+
+        self.sync_lag = Histogram(
+            "stockade_controller_sync_lag_seconds",
+            "From the watch event that changed a node's rule set (the NetworkPolicy's, "
+            "cause=policy; else the first event of the flush, cause=other) to the node's "
+            "agent reporting that generation applied",
+            ["cause"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self._oldest: _OldestUnapplied | None = None
+
+    def track_unapplied(self, source: Callable[[], dict[str, float]]) -> None:
+        """Serve ``stockade_controller_oldest_unapplied_change_seconds`` from ``source``."""
+        if self._oldest is not None:
+            self.registry.unregister(self._oldest)
+        self._oldest = _OldestUnapplied(source)
+        self.registry.register(self._oldest)
 
     def write_count(self, kind: str | None = None, verb: str | None = None) -> float:
         """Writes so far, optionally of one kind and/or verb (for tests and logs)."""

@@ -191,6 +191,11 @@ class Coalescer:
         """Whether something waits to be flushed."""
         return self._dirty_since is not None
 
+    @property
+    def dirty_since(self) -> float | None:
+        """When the first event not yet flushed came (None: nothing is dirty)."""
+        return self._dirty_since
+
     def mark(self, now: float) -> None:
         """Something changed at ``now``."""
         if self._dirty_since is None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from stockade.controller.lag import Applied, SyncLagTracker
 from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.plan import (
     NODE_RULE_SET,
@@ -32,6 +33,7 @@ from stockade.controller.plan import (
     desired_peer_set,
     plan_writes,
     published_from_list,
+    published_hash,
 )
 from stockade.controller.reports import (
     EventSpec,
@@ -46,6 +48,7 @@ from stockade.controller.state import (
     KINDS,
     NAMESPACE,
     NETWORK_POLICY,
+    NODE,
     POD,
     ControllerState,
     object_key,
@@ -55,6 +58,7 @@ from stockade.kube import (
     NAMESPACES,
     NETWORK_POLICIES,
     NODE_RULE_SETS,
+    NODES,
     PEER_SETS,
     PODS,
     ApiError,
@@ -68,7 +72,12 @@ from stockade.kube import (
 log = logging.getLogger("stockade.controller.publisher")
 
 _RESOURCES: dict[Kind, Resource] = {NODE_RULE_SET: NODE_RULE_SETS, PEER_SET: PEER_SETS}
-_WATCHED: dict[str, Resource] = {POD: PODS, NAMESPACE: NAMESPACES, NETWORK_POLICY: NETWORK_POLICIES}
+_WATCHED: dict[str, Resource] = {
+    POD: PODS,
+    NAMESPACE: NAMESPACES,
+    NETWORK_POLICY: NETWORK_POLICIES,
+    NODE: NODES,
+}
 EVENT_SOURCE = "stockade-controller"
 
 
@@ -146,6 +155,8 @@ class Publisher:
         self.leading = False
         self.ready = False
         self.last_error: str | None = None
+        self.lag = SyncLagTracker()
+        self.metrics.track_unapplied(lambda: self.lag.oldest(self.clock()))
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------------ signals
@@ -162,6 +173,7 @@ class Publisher:
         if not leading:
             self.published = None
             self.reported = None
+            self.lag.clear()
         log.info("publisher %s", "leading" if leading else "standing by")
         self._wake.set()
 
@@ -221,9 +233,10 @@ class Publisher:
 
     async def flush_once(self) -> bool:
         """One flush; False when some work is left for a retry."""
+        first_event = self.coalescer.dirty_since
         self.coalescer.begin(self.clock())
         started = time.perf_counter()
-        self.absorb()
+        self.absorb(first_event)
         done = True
         if self.leading:
             try:
@@ -249,17 +262,26 @@ class Publisher:
 
     # ------------------------------------------------------------------ steps
 
-    def absorb(self) -> None:
-        """Take the compiler's changes into the desired state (no I/O)."""
+    def absorb(self, first_event: float | None = None) -> None:
+        """Take the compiler's changes into the desired state (no I/O).
+
+        ``first_event`` is when the first event of this flush was observed: the
+        start of the sync lag of a rule-set change no policy change caused.
+        """
         changes = self.state.compiler.flush()
+        policy_changes = self.state.take_policy_changes()
         for node, rs in changes.nodes.items():
             if not node:
                 continue  # unscheduled pods: no node, no rule set
             key = ObjectKey(NODE_RULE_SET, node)
             if rs is None:
                 self.desired.pop(key, None)
+                self.lag.removed(node)
             else:
-                self.desired[key] = desired_node(rs)
+                desired = desired_node(rs)
+                if self.leading:
+                    self._track_change(node, desired, policy_changes, first_event)
+                self.desired[key] = desired
             self.pending.add(key)
             self.report_pending |= self.tracker.node(node, rs)
         resized: set[str] = set()
@@ -284,12 +306,59 @@ class Publisher:
         for kind in (NODE_RULE_SET, PEER_SET):
             self.metrics.desired.labels(kind).set(sum(1 for k in self.desired if k.kind == kind))
 
+    def _track_change(
+        self,
+        node: str,
+        desired: Desired,
+        policy_changes: Mapping[str, float],
+        first_event: float | None,
+    ) -> None:
+        """Start the sync-lag clock of a node's new rule-set content."""
+        names = _policy_names(desired)
+        old = self.desired.get(ObjectKey(NODE_RULE_SET, node))
+        if old is not None:
+            names |= _policy_names(old)
+        causes = tuple(k for k in policy_changes if k in names)
+        if causes:
+            at = min(policy_changes[k] for k in causes)
+        else:
+            at = first_event if first_event is not None else self.clock()
+        self.lag.changed(node, desired.hash, at, causes)
+
+    def observe_rule_set(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A NodeRuleSet from the watch: the agent's status may settle sync lags."""
+        if event_type == "DELETED" or not self.leading:
+            return
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        status = body.get("status") or {}
+        # appliedGeneration names what the kernel holds, even when a later
+        # generation was refused (then ``applied`` is false and it stays behind).
+        self._record(
+            self.lag.status(
+                name,
+                str(meta.get("uid") or "") or None,
+                _int(meta.get("generation")),
+                published_hash(body) or None,
+                _int(status.get("appliedGeneration")),
+                self.clock(),
+            )
+        )
+
+    def _record(self, applied: list[Applied]) -> None:
+        for done in applied:
+            self.metrics.sync_lag.labels(done.cause).observe(done.lag)
+            log.debug("%s applied %.3fs after %s", done.node, done.lag, done.policies or "its pods")
+
     async def adopt(self) -> None:
         """Read what is published (and which Events were posted) before writing."""
         published: dict[ObjectKey, str] = {}
         for kind, resource in _RESOURCES.items():
             items, _ = await self.client.list(resource)
             published.update(published_from_list(kind, items))
+            if kind == NODE_RULE_SET:
+                for item in items:
+                    self.observe_rule_set(None, item)
         self.published = published
         self.pending = set(self.desired) | set(published)
         log.info("adopted %d published objects; %d desired", len(published), len(self.desired))
@@ -317,6 +386,10 @@ class Publisher:
         phases = plan_writes(self.desired, self.published, self.pending)
         # Keys that need no write are done.
         planned = {w.key for phase in phases for w in phase}
+        for key in self.pending - planned:
+            want = self.desired.get(key)
+            if key.kind == NODE_RULE_SET and want is not None:
+                self._record(self.lag.unchanged(key.name, want.hash, self.clock()))
         self.pending &= planned
         gate = asyncio.Semaphore(self.concurrency)
 
@@ -343,20 +416,36 @@ class Publisher:
                 with contextlib.suppress(NotFound):
                     await self.client.delete(resource, key.name)
                 self.published.pop(key, None)
+                if key.kind == NODE_RULE_SET:
+                    self.lag.removed(key.name)
             else:
                 assert write.desired is not None
+                answer: Mapping[str, Any] = {}
                 if verb == "create":
                     try:
-                        await self.client.create(resource, write.desired.body(key.name))
+                        answer = await self.client.create(resource, write.desired.body(key.name))
                     except Conflict:
                         verb = "update"
                 if verb == "update":
                     try:
-                        await self.client.patch_merge(resource, key.name, write.desired.patch())
+                        answer = await self.client.patch_merge(
+                            resource, key.name, write.desired.patch()
+                        )
                     except NotFound:
                         verb = "create"
-                        await self.client.create(resource, write.desired.body(key.name))
+                        answer = await self.client.create(resource, write.desired.body(key.name))
                 self.published[key] = write.desired.hash
+                if key.kind == NODE_RULE_SET:
+                    meta = answer.get("metadata") or {}
+                    self._record(
+                        self.lag.published(
+                            key.name,
+                            write.desired.hash,
+                            str(meta.get("uid") or "") or None,
+                            _int(meta.get("generation")),
+                            self.clock(),
+                        )
+                    )
         except KubeError as exc:
             self.metrics.write_errors.labels(key.kind, verb).inc()
             log.warning("%s %s failed: %s", verb, key, exc)
@@ -368,38 +457,70 @@ class Publisher:
         return True
 
     async def report(self) -> None:
-        """Post the Events that changed for the policies touched since the last flush."""
+        """Post the Events that changed for the policies touched since the last flush.
+
+        Policies are reported concurrently (bounded like the writes), each policy's
+        Events in order: a burst touching hundreds of policies costs a few round
+        trips of latency, not hundreds.
+        """
         if self.reported is None:
             return
+        reported = self.reported
         keys, self.report_pending = self.report_pending, set()
-        for pkey in sorted(keys):
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(pkey: str) -> None:
             record = self.state.policies.get(pkey)
             if record is None:
-                continue
+                return
             if record.error is not None:
                 current = invalid_events(record.error, kept=record.compiled is not None)
             else:
                 assert record.compiled is not None
                 fp = self.tracker.footprint(pkey)
                 current = policy_events(record.compiled, fp, self.tracker.set_size)
-            previous = self.reported.get(record.uid, set())
-            for event in new_events(previous, current):
-                try:
-                    await self.client.create_event(
-                        record.involved, event.reason, event.message, event.type, EVENT_SOURCE
+            previous = reported.get(record.uid, set())
+            async with gate:
+                for event in new_events(previous, current):
+                    try:
+                        await self.client.create_event(
+                            record.involved, event.reason, event.message, event.type, EVENT_SOURCE
+                        )
+                    except KubeError as exc:
+                        log.warning("event on NetworkPolicy %s not posted: %s", pkey, exc)
+                        continue
+                    self.metrics.events.labels(event.type, event.reason).inc()
+                    log.info(
+                        "NetworkPolicy %s: %s %s: %s",
+                        pkey,
+                        event.type,
+                        event.reason,
+                        event.message,
                     )
-                except KubeError as exc:
-                    log.warning("event on NetworkPolicy %s not posted: %s", pkey, exc)
-                    continue
-                self.metrics.events.labels(event.type, event.reason).inc()
-                log.info(
-                    "NetworkPolicy %s: %s %s: %s", pkey, event.type, event.reason, event.message
-                )
-            self.reported[record.uid] = set(current)
-        if len(self.reported) > 2 * len(self.state.policies) + 100:
+            reported[record.uid] = set(current)
+
+        await asyncio.gather(*(one(pkey) for pkey in sorted(keys)))
+        if len(reported) > 2 * len(self.state.policies) + 100:
             live = {r.uid for r in self.state.policies.values()}
-            self.reported = {uid: v for uid, v in self.reported.items() if uid in live}
+            self.reported = {uid: v for uid, v in reported.items() if uid in live}
 
     def healthy(self) -> bool:
         """Whether the last flush left nothing failed (or there was none)."""
         return self.last_error is None
+
+
+def _policy_names(desired: Desired) -> set[str]:
+    """The policies a NodeRuleSet spec enforces."""
+    out: set[str] = set()
+    for entry in desired.spec.get("policies") or ():
+        name = (entry.get("policy") or {}).get("name")
+        if name:
+            out.add(str(name))
+    return out
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None

@@ -11,6 +11,7 @@ closed, and a rejected update must never open traffic.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,8 @@ from stockade.ruleset import CompiledPolicy
 POD = "Pod"
 NAMESPACE = "Namespace"
 NETWORK_POLICY = "NetworkPolicy"
-KINDS = (POD, NAMESPACE, NETWORK_POLICY)
+NODE = "Node"
+KINDS = (POD, NAMESPACE, NETWORK_POLICY, NODE)
 DELETED = "DELETED"
 
 
@@ -43,10 +45,10 @@ class PolicyRecord:
 
 
 def object_key(kind: str, body: Mapping[str, Any]) -> str:
-    """``namespace/name`` for Pods and NetworkPolicies, ``name`` for Namespaces."""
+    """``namespace/name`` for Pods and NetworkPolicies, ``name`` for Namespaces and Nodes."""
     meta = body.get("metadata") or {}
     name = str(meta.get("name") or "")
-    if kind == NAMESPACE:
+    if kind in (NAMESPACE, NODE):
         return name
     return f"{meta.get('namespace') or 'default'}/{name}"
 
@@ -71,16 +73,26 @@ class ControllerState:
 
     ``on_change`` is called after every event that may change the output (the
     publisher marks itself dirty). Not thread-safe: one event loop feeds it.
+    ``clock`` (monotonic seconds) only stamps policy changes, for the sync lag.
     """
 
     def __init__(
-        self, compiler: Compiler | None = None, on_change: Callable[[], None] | None = None
+        self,
+        compiler: Compiler | None = None,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.compiler = compiler or Compiler()
         self.policies: dict[str, PolicyRecord] = {}
         self.on_change = on_change or (lambda: None)
+        self.clock = clock
         # Policies whose report may have changed, for the publisher to pick up.
         self.touched_policies: set[str] = set()
+        # Policies whose enforced form changed (or went), with when that was first
+        # observed since the publisher last took them: the start of the sync lag.
+        self.policy_changes: dict[str, float] = {}
+        # Nodes the API declares (each gets a rule set, possibly empty).
+        self.nodes: set[str] = set()
         self._seen: set[tuple[str, str]] | None = set()
         self.events_seen = 0
 
@@ -98,10 +110,14 @@ class ControllerState:
         if self._seen is not None:
             self._seen.add((kind, key))
         error: InvalidObjectError | None = None
-        if event_type == DELETED:
+        if kind == NODE:
+            if not self._observe_node(key, event_type == DELETED):
+                return None  # a node's status or labels changed: nothing to compile
+        elif event_type == DELETED:
             self.compiler.delete(kind, key)
             if kind == NETWORK_POLICY:
-                self.policies.pop(key, None)
+                if self.policies.pop(key, None) is not None:
+                    self.policy_changes.setdefault(key, self.clock())
                 self.touched_policies.discard(key)
         elif kind == POD:
             try:
@@ -137,9 +153,32 @@ class ControllerState:
         record = PolicyRecord(involved, compiled, None)
         if previous is None or previous.compiled != compiled or previous.uid != record.uid:
             self.touched_policies.add(key)
+        if previous is None or previous.compiled != compiled:
+            self.policy_changes.setdefault(key, self.clock())
         self.policies[key] = record
         self.compiler.upsert(policy)
         return None
+
+    def _observe_node(self, name: str, deleted: bool) -> bool:
+        """Declare or forget a node; True when that changed anything."""
+        if not name:
+            return False
+        if deleted:
+            if name not in self.nodes:
+                return False
+            self.nodes.discard(name)
+            self.compiler.delete_node(name)
+        else:
+            if name in self.nodes:
+                return False
+            self.nodes.add(name)
+            self.compiler.upsert_node(name)
+        return True
+
+    def take_policy_changes(self) -> dict[str, float]:
+        """The policy changes observed since the last call (key to first seen)."""
+        changes, self.policy_changes = self.policy_changes, {}
+        return changes
 
     # ------------------------------------------------------------------ warm-up
 
