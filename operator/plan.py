@@ -177,11 +177,24 @@ class Coalescer:
     as an argument (seconds, any monotonic origin), so tests drive it by hand.
     """
 
-    def __init__(self, interval: float, settle: float | None = None) -> None:
-        if interval < 0:
-            raise ValueError("interval must not be negative")
+    def __init__(
+        self,
+        interval: float,
+        settle: float | None = None,
+        quiet: float = 0.0,
+        max_delay: float | None = None,
+    ) -> None:
+        if interval < 0 or quiet < 0:
+            raise ValueError("interval and quiet must not be negative")
         self.interval = interval
         self.settle = interval if settle is None else settle
+        # While events keep coming (a burst), wait for `quiet` seconds without one,
+        # but never longer than `max_delay` after the first: a long burst becomes a
+        # few flushes of its final state, not one flush per interval of each
+        # intermediate state.
+        self.quiet = quiet
+        self.max_delay = max(self.settle, max_delay if max_delay is not None else self.settle)
+        self._last_event: float | None = None
         self._dirty_since: float | None = None
         self._last_flush: float | None = None
         self._not_before: float | None = None
@@ -200,12 +213,16 @@ class Coalescer:
         """Something changed at ``now``."""
         if self._dirty_since is None:
             self._dirty_since = now
+        self._last_event = now
 
     def due_in(self, now: float) -> float | None:
         """Seconds until the next flush (0: now); None when nothing is dirty."""
         if self._dirty_since is None:
             return None
         at = self._dirty_since + self.settle
+        if self.quiet and self._last_event is not None:
+            quiet_at = min(self._last_event + self.quiet, self._dirty_since + self.max_delay)
+            at = max(at, quiet_at)
         if self._last_flush is not None:
             at = max(at, self._last_flush + self.interval)
         if self._not_before is not None:

@@ -141,7 +141,9 @@ class Publisher:
         self.client = client
         self.state = state
         self.metrics = metrics or ControllerMetrics()
-        self.coalescer = Coalescer(interval)
+        # A burst is flushed once it pauses for a quarter interval, or every ten
+        # intervals while it lasts; a lone change still goes out after one interval.
+        self.coalescer = Coalescer(interval, quiet=interval / 4, max_delay=10 * interval)
         self.clock = clock
         self.concurrency = concurrency
         self.retry_delay = retry_delay

@@ -159,6 +159,20 @@ def test_coalescer_burst_is_one_flush() -> None:
     assert c.due_in(0.25) is None
 
 
+def test_coalescer_waits_for_a_burst_to_pause_but_not_forever() -> None:
+    c = Coalescer(interval=0.2, quiet=0.05, max_delay=2.0)
+    c.mark(0.0)
+    assert c.due_in(0.0) == pytest.approx(0.2)  # a lone change: one interval
+    for i in range(1, 300):
+        c.mark(i * 0.01)  # events every 10 ms for 3 s
+        if i * 0.01 < 1.9:
+            assert c.due_in(i * 0.01) > 0.0
+    assert c.due_in(2.0) == 0.0  # capped: 2 s after the first event
+    c.begin(2.0)
+    c.mark(2.5)
+    assert c.due_in(2.5) == pytest.approx(0.2)  # then quiet: settle, as before
+
+
 def test_coalescer_at_most_every_interval() -> None:
     c = Coalescer(interval=0.2, settle=0.0)
     c.mark(0.0)
