@@ -111,4 +111,6 @@ def operator_settings(standalone_peering: bool = True) -> kopf.OperatorSettings:
     settings.peering.mandatory = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # stockade watches fixed resources; no need to watch CRDs (nor the RBAC for it).
+    settings.scanning.disabled = True
     return settings
