@@ -291,7 +291,11 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stop.set)
         try:
             await self.build()
-            server = await asyncio.start_unix_server(self.serve_control, str(self.layout.control))
+            # A probe request for a whole matrix of 100 pods is ~0.5 MB on one line;
+            # asyncio's default line limit is 64 KiB.
+            server = await asyncio.start_unix_server(
+                self.serve_control, str(self.layout.control), limit=64 * 1024 * 1024
+            )
             self.phase("ready")
             self.layout.ready.write_text(str(os.getpid()))
             await self.stop.wait()
