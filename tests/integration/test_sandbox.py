@@ -110,6 +110,47 @@ def test_three_tier_before_and_after_policies(sandbox: Sandbox) -> None:
     _assert_matches_engine(sandbox, 80, "UDP")
 
 
+def _run_json(argv: list[str]) -> Any:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    return yaml.safe_load(proc.stdout)
+
+
+def test_kubectl_plugin_against_the_live_sandbox(sandbox: Sandbox) -> None:
+    """`kubectl stockade` on the live cluster agrees with the offline CLI on its YAML."""
+    pods, policies = _three_tier()
+    sandbox.apply(pods + policies)
+    plugin = str(ROOT / ".venv" / "bin" / "kubectl-stockade")
+    offline = str(ROOT / ".venv" / "bin" / "stockade")
+    for port in ("80", "8080", "5432"):
+        live = _run_json(
+            [
+                plugin,
+                "--kubeconfig",
+                str(sandbox.kubeconfig),
+                "matrix",
+                "-n",
+                "shop",
+                "--port",
+                port,
+                "-o",
+                "json",
+            ]
+        )
+        from_yaml = _run_json(
+            [offline, "matrix", "-f", str(THREE_TIER), "--port", port, "-o", "json"]
+        )
+        assert live == from_yaml
+    status = subprocess.run(
+        [plugin, "--kubeconfig", str(sandbox.kubeconfig), "status"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for node in ("node-1", "node-2"):
+        assert node in status
+
+
 def test_kubectl_works_against_the_sandbox(sandbox: Sandbox) -> None:
     pod = _pod("probe-client", ns="shop", app="client")
     _kubectl(sandbox, "apply", "-f", "-", stdin=yaml.safe_dump(pod))
