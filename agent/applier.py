@@ -5,6 +5,16 @@ difference in the safe order of :mod:`stockade.agent.plan`. A rule set it cannot
 render is refused whole, and the last applied state stays in force. After an apply
 that changed anything, it removes the conntrack entries of flows the new state
 denies, so a narrowed policy also cuts established connections.
+
+Two shortcuts keep the common cases cheap (docs/agent.md, "Writes only when needed"):
+
+- the same NodeRuleSet and the same PeerSet shards as the last apply: nothing is
+  rendered, nothing read or written;
+- the same NodeRuleSet, only PeerSet members changed (pod churn elsewhere): only the
+  changed PeerSets are rendered (:func:`~stockade.agent.render.render_peer_set`, the
+  full render's own code for those sets), their member deltas go out by netlink (adds
+  before deletes), and the last applied rendering is patched to what a full render
+  would give. The kernel is not read: the periodic resync repairs drift.
 """
 
 from __future__ import annotations
@@ -12,14 +22,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stockade.agent.backend import Tools, detect_backend
 from stockade.agent.executor import Executor
-from stockade.agent.live import LiveSet, LiveTable, parse_ipset_save, parse_iptables_save
-from stockade.agent.netlink import ConntrackTable, Flow, NetlinkSets, local_addresses
+from stockade.agent.ipsets import IPSet
+from stockade.agent.live import (
+    LiveSet,
+    LiveTable,
+    parse_ipset_save,
+    parse_iptables_save,
+    set_members,
+)
+from stockade.agent.netlink import ConntrackTable, Flow, MemberChange, NetlinkSets, local_addresses
 from stockade.agent.plan import DEFAULT_CHURN_LIMIT, Plan, cleanup_plan, make_plan
-from stockade.agent.render import FORWARD_JUMP, RenderedNode, RenderOptions, render
+from stockade.agent.render import (
+    FORWARD_JUMP,
+    RenderedNode,
+    RenderOptions,
+    referenced_peer_sets,
+    render,
+    render_peer_set,
+)
 from stockade.ruleset import NodeRuleSet, PeerSet
 from stockade.verdict import NodeEvaluator, SetIndex
 
@@ -46,11 +70,21 @@ class ApplyReport:
 
 @dataclass(frozen=True)
 class Desired:
-    """A rule set with the peer sets it names, and its rendering."""
+    """A rule set with the peer sets it names (a snapshot of their shards), and its rendering."""
 
     node: NodeRuleSet
-    peer_sets: Mapping[str, Sequence[PeerSet]]
+    peer_sets: Mapping[str, tuple[PeerSet, ...]]
     rendered: RenderedNode
+
+
+def _snapshot(
+    node: NodeRuleSet, peer_sets: Mapping[str, Sequence[PeerSet]]
+) -> dict[str, tuple[PeerSet, ...]]:
+    """The shards of the PeerSets ``node`` refers to, ordered, copied out of the caller's map."""
+    return {
+        name: tuple(sorted(peer_sets.get(name, ()), key=lambda ps: ps.shard))
+        for name in sorted(referenced_peer_sets(node))
+    }
 
 
 class Applier:
@@ -103,17 +137,90 @@ class Applier:
             rendered = render(node, peer_sets, options=self.options)
         except ValueError as exc:  # RenderError, model errors: the input is at fault
             raise RefusedError(f"rule set for node {node.node!r} refused: {exc}") from exc
-        return Desired(node, peer_sets, rendered)
+        return Desired(node, _snapshot(node, peer_sets), rendered)
 
     # ------------------------------------------------------------------ writing
 
     def apply(self, node: NodeRuleSet, peer_sets: Mapping[str, Sequence[PeerSet]]) -> ApplyReport:
-        """Enforce ``node``; a no-op (no kernel access at all) when nothing changed."""
+        """Enforce ``node``; a no-op (no kernel access at all) when nothing changed.
+
+        Same rule set and same shards: no render, no kernel access. Same rule set,
+        other members: the member-only fast path (module docstring). Anything else:
+        render, read the kernel, write the difference.
+        """
+        last = self.last
+        if last is not None and (last.node is node or last.node == node):
+            snapshot = _snapshot(node, peer_sets)
+            changed = [name for name, shards in snapshot.items() if last.peer_sets[name] != shards]
+            if not changed:
+                return ApplyReport(changed=False)
+            report = self._apply_members(last, snapshot, changed)
+            if report is not None:
+                return report
         desired = self.desire(node, peer_sets)
-        if self.last is not None and self.last.rendered == desired.rendered:
+        if last is not None and last.rendered == desired.rendered:
             self.last = desired
             return ApplyReport(changed=False)
         return self._reconcile(desired)
+
+    def _apply_members(
+        self, last: Desired, snapshot: dict[str, tuple[PeerSet, ...]], changed: list[str]
+    ) -> ApplyReport | None:
+        """The fast path for PeerSet member churn; None when it does not apply.
+
+        It does not apply when a changed PeerSet's selector changed (the rules may
+        read it), when the shards cannot be rendered (the full path refuses them
+        properly), or when the delta is larger than ``churn_limit`` (the full path
+        swaps whole sets instead).
+        """
+        start = time.perf_counter()
+        current: dict[str, IPSet] = {
+            s.name: s for fam in (last.rendered.v4, last.rendered.v6) for s in fam.ipsets
+        }
+        patched: dict[str, IPSet] = {}
+        adds: list[MemberChange] = []
+        dels: list[MemberChange] = []
+        differences: list[str] = []
+        for name in changed:
+            old_shards, new_shards = last.peer_sets[name], snapshot[name]
+            if not new_shards or (old_shards and old_shards[0].selector != new_shards[0].selector):
+                return None
+            try:
+                fresh = render_peer_set(name, new_shards)
+            except ValueError:  # incomplete or invalid: the full path refuses it
+                return None
+            for set_name, want in fresh.items():
+                have = current.get(set_name)
+                if have is None:  # a set the node's rules do not use
+                    continue
+                if have.type != want.type:
+                    return None
+                new_members, old_members = set_members(want), set_members(have)
+                plus, minus = new_members - old_members, old_members - new_members
+                if not plus and not minus:
+                    continue
+                differences.append(f"set {set_name}: {len(plus)} to add, {len(minus)} to delete")
+                adds += [MemberChange(set_name, want.type, v, True) for v in sorted(plus)]
+                dels += [MemberChange(set_name, want.type, v, False) for v in sorted(minus)]
+                patched[set_name] = want
+        if len(adds) + len(dels) > self.churn_limit:
+            return None
+        rendered = _patch_sets(last.rendered, patched)
+        desired = Desired(last.node, snapshot, rendered)
+        # Adds before deletes: a pod moving between sets is never in neither.
+        self.netlink.apply([*adds, *dels])
+        self.last = desired
+        report = ApplyReport(
+            changed=bool(patched), differences=differences, member_changes=len(adds) + len(dels)
+        )
+        # Adding members never denies anything; removals may.
+        if dels and self.cut_conntrack:
+            removed = {c.value.split(",", 1)[0] for c in dels}
+            report.conntrack_deleted = self.cut_denied_flows(desired, removed)
+        report.seconds = time.perf_counter() - start
+        if report.changed:
+            log.info("applied (members only): %s", "; ".join(differences))
+        return report
 
     def resync(self) -> ApplyReport:
         """Compare the kernel with the last applied state and repair any drift."""
@@ -169,21 +276,45 @@ class Applier:
             report.destroyed_sets = len(plan.destroy_sets)
         return report
 
-    def cut_denied_flows(self, desired: Desired) -> int:
-        """Delete conntrack entries of forwarded flows that the new state denies."""
-        shards = [ps for group in desired.peer_sets.values() for ps in group]
-        evaluator = NodeEvaluator(desired.node, SetIndex(shards))
-        local = local_addresses(self.netns)
-        doomed: list[Flow] = [
+    def cut_denied_flows(self, desired: Desired, involving: set[str] | None = None) -> int:
+        """Delete conntrack entries of forwarded flows that the new state denies.
+
+        ``involving``: judge only flows from or to these addresses (after a member
+        removal, the only flows whose verdict can have changed). The evaluator is
+        built only when some flow needs judging.
+        """
+        candidates = [
             flow
             for flow in self.conntrack.flows()
-            # Traffic between a pod and its own node never crosses FORWARD.
-            if flow.src not in local
-            and flow.dst not in local
-            and not evaluator.allows(flow.src, flow.dst, flow.dport, flow.protocol)
+            if involving is None or flow.src in involving or flow.dst in involving
+        ]
+        if not candidates:
+            return 0
+        local = local_addresses(self.netns)
+        # Traffic between a pod and its own node never crosses FORWARD.
+        candidates = [f for f in candidates if f.src not in local and f.dst not in local]
+        if not candidates:
+            return 0
+        shards = [ps for group in desired.peer_sets.values() for ps in group]
+        evaluator = NodeEvaluator(desired.node, SetIndex(shards))
+        doomed: list[Flow] = [
+            flow
+            for flow in candidates
+            if not evaluator.allows(flow.src, flow.dst, flow.dport, flow.protocol)
         ]
         if not doomed:
             return 0
         deleted = self.conntrack.delete(doomed)
         log.info("cut %d connection(s) the new rules deny", deleted)
         return deleted
+
+
+def _patch_sets(rendered: RenderedNode, sets: Mapping[str, IPSet]) -> RenderedNode:
+    """``rendered`` with some sets replaced by same-named ones (order and chains kept)."""
+    if not sets:
+        return rendered
+    families = [
+        replace(fam, ipsets=tuple(sets.get(s.name, s) for s in fam.ipsets))
+        for fam in (rendered.v4, rendered.v6)
+    ]
+    return replace(rendered, v4=families[0], v6=families[1])

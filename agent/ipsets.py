@@ -14,6 +14,9 @@ kind          type             members
 ``pport``     hash:ip,port     the pods of a named-port PeerSet, with the number
 ``ig``        hash:ip          the local pods of one ingress policy group
 ``eg``        hash:ip          the local pods of one egress policy group
+``it``        hash:ip          the pods of every ingress group below one node of
+                               the dispatch tree (the root's: every isolated pod)
+``et``        hash:ip          the same for egress
 ============  ===============  ===================================================
 
 ``<hash>`` is 16 hex digits of a hash of what the set stands for (never of its
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,7 +45,7 @@ DEFAULT_MAXELEM = 65536
 SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
 SetFamily = Literal["inet", "inet6"]
 IPFamily = Literal[4, 6]
-SetKind = Literal["peer", "cidr", "tport", "pport", "ig", "eg"]
+SetKind = Literal["peer", "cidr", "tport", "pport", "ig", "eg", "it", "et"]
 
 SET_TYPES: tuple[SetType, ...] = ("hash:ip", "hash:net", "hash:ip,port")
 _NAME_RE = re.compile(r"^stk-[a-z0-9-]+$")
@@ -97,8 +101,48 @@ def _ip(text: str, family: IPFamily) -> ipaddress.IPv4Address | ipaddress.IPv6Ad
     return addr
 
 
+def canonical_ipv4(text: str) -> int | None:
+    """The address as an int if ``text`` is an IPv4 address in canonical form, else None.
+
+    The cheap check for the common case (tens of thousands of members per apply):
+    ``inet_pton`` refuses leading zeros and anything but four decimal octets, and
+    ``inet_ntop`` of the result equals ``text`` exactly when ``text`` is canonical.
+    Anything else (IPv6, errors) takes the ``ipaddress`` path.
+    """
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        return None
+    if socket.inet_ntop(socket.AF_INET, packed) != text:
+        return None
+    return int.from_bytes(packed, "big")
+
+
+def parse_ip(text: str) -> tuple[IPFamily, str]:
+    """IP version and canonical text of an address; raises ValueError when invalid."""
+    if canonical_ipv4(text) is not None:
+        return 4, text
+    addr = ipaddress.ip_address(text)
+    return (4 if addr.version == 4 else 6), str(addr)
+
+
 def member_key(kind: SetType, family: IPFamily, value: str) -> tuple[int, int, str, int]:
     """Parse and validate ``value`` for a set of ``kind``; also its sort key."""
+    if family == 4 and kind != "hash:net":  # the fast path; errors take the slow one
+        ip_text, _, proto_port = value.rpartition(",") if kind == "hash:ip,port" else ("", "", "")
+        fast = canonical_ipv4(value if kind == "hash:ip" else ip_text)
+        if fast is not None and kind == "hash:ip":
+            return (fast, 0, "", 0)
+        proto, _, port_text = proto_port.partition(":")
+        if (
+            fast is not None
+            and proto in _PORT_PROTOS
+            and port_text.isascii()
+            and port_text.isdigit()
+            and str(int(port_text)) == port_text
+            and 1 <= int(port_text) <= 65535
+        ):
+            return (fast, 0, proto, int(port_text))
     try:
         if kind == "hash:ip":
             addr = _ip(value, family)

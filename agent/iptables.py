@@ -89,7 +89,7 @@ def quote(value: str) -> str:
         raise IptablesModelError(f"text for iptables must be one line: {value!r}")
     if _NO_QUOTE.match(value):
         return value
-    escaped = "".join("\\" + c if c in "\"\\'" else c for c in value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
     return f'"{escaped}"'
 
 

@@ -98,8 +98,22 @@ def plan_sets(
         plan.destroy_sets.append(name)
 
 
+def restore_text(chains: Mapping[str, list[str]]) -> str:
+    """``iptables-restore`` input for rule lines already rendered (see ``chain_lines``).
+
+    The same text as :meth:`RenderedFamily.restore_text` (a unit test holds them
+    equal), built from the lines the comparison needed anyway rather than by
+    rendering every rule a second time.
+    """
+    lines = ["*filter", *(f":{name} - [0:0]" for name in chains)]
+    for body in chains.values():
+        lines.extend(body)
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
 def plan_table(
-    family: int, chains: Mapping[str, list[str]], rendered_text: str, live: LiveTable, jump: Rule
+    family: int, chains: Mapping[str, list[str]], live: LiveTable, jump: Rule
 ) -> tuple[str | None, list[str]]:
     """Phase 2 for one family: the restore text (None if nothing to do) and why."""
     why: list[str] = []
@@ -117,7 +131,7 @@ def plan_table(
     if not why:
         return None, why
     stale = sorted(set(live.chains) - set(chains))
-    body = rendered_text.rstrip("\n").split("\n")
+    body = restore_text(chains).rstrip("\n").split("\n")
     assert body[-1] == "COMMIT"
     extra = [f":{name} - [0:0]" for name in stale]
     tail: list[str] = []
@@ -143,9 +157,7 @@ def make_plan(
     families: tuple[IPFamily, ...] = (4, 6)
     for family in families:
         fam = rendered.family(family)
-        text, why = plan_table(
-            family, desired_table(fam), fam.restore_text(), tables[family], rendered.forward_jump
-        )
+        text, why = plan_table(family, desired_table(fam), tables[family], rendered.forward_jump)
         plan.differences += why
         if text is not None:
             plan.iptables[family] = text

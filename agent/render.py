@@ -1,23 +1,32 @@
 """The renderer: a node's rule set into typed iptables chains and ipsets.
 
 Purely computational: no subprocess, no kernel, no clock. The applier
-(I/O, not written yet) takes a :class:`RenderedNode` and writes it with
+(:mod:`stockade.agent.applier`) takes a :class:`RenderedNode` and writes it with
 ``ipset restore`` and ``iptables-restore --noflush``; this module only decides what
-to write. docs/dataplane.md explains the layout with a worked example.
+to write. docs/dataplane.md explains the layout with worked examples.
 
 Chain layout, per IP family (``<h>`` is a content hash, ``<id>`` a policy id)::
 
     FORWARD      -j STK-FORWARD              (forward_jump, inserted by the applier)
     STK-FORWARD  ESTABLISHED,RELATED -> RETURN; clear our mark bits;
                  -j STK-EGRESS; -j STK-INGRESS; clear our mark bits
-    STK-EGRESS   src in stk-eg4-<h> -> -g STK-EG-<h>     (one rule per policy group)
-    STK-INGRESS  dst in stk-ig4-<h> -> -g STK-IG-<h>
+    STK-EGRESS   the root of the egress dispatch tree (same shape as ingress)
+    STK-INGRESS  dst not in stk-it4-<root> -> RETURN      (no policy isolates the pod)
+                 then per child: dst in stk-ig4-<h> -> -g STK-IG-<h>   (a group)
+                              or dst in stk-it4-<t> -> -g STK-IT-<t>   (a subtree)
+    STK-IT-<t>   the same per child, for the groups whose hash starts with <t>'s prefix
     STK-IG-<h>   INVALID -> DROP; -j STK-I-<id>; allowed-bit set -> RETURN; ...;
                  [log]; DROP or REJECT
     STK-I-<id>   one rule per (peer, port group) of the policy: -g STK-ALLOW-INGRESS
     STK-ALLOW-INGRESS  set the ingress-allowed bit (then falls back to STK-IG-<h>)
 
 Ingress and egress are one code path, parametrised by :class:`_Direction`.
+
+Cost discipline (a node carries thousands of policies and tens of thousands of set
+members): every address is parsed once per render (:class:`_IPCache`, with a cheap
+canonical check for IPv4), and a PeerSet's sets are built once per family however
+many rules refer to it (:func:`_peer_set_ipsets`, also the agent's member-only fast
+path through :func:`render_peer_set`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from stockade.agent.ipsets import (
     SetType,
     digest_set_name,
     make_set,
+    parse_ip,
     render_sets,
     render_swap,
     set_name,
@@ -195,6 +205,7 @@ class _Direction:
     target_dir: SetDirs
     peer_dir: SetDirs
     group_kind: SetKind
+    tree_kind: SetKind
 
     @property
     def dispatch_chain(self) -> str:
@@ -221,8 +232,12 @@ class _Direction:
         return check_chain_name(f"STK-{self.letter}-{ident}")
 
 
-INGRESS = _Direction("ingress", "I", target_dir="dst", peer_dir="src", group_kind="ig")
-EGRESS = _Direction("egress", "E", target_dir="src", peer_dir="dst", group_kind="eg")
+INGRESS = _Direction(
+    "ingress", "I", target_dir="dst", peer_dir="src", group_kind="ig", tree_kind="it"
+)
+EGRESS = _Direction(
+    "egress", "E", target_dir="src", peer_dir="dst", group_kind="eg", tree_kind="et"
+)
 # Evaluation order in STK-FORWARD: a packet leaves its source before it reaches its
 # destination, so a denial is logged against the egress side first.
 DIRECTIONS = (EGRESS, INGRESS)
@@ -253,7 +268,7 @@ class _PeerSetView:
     """All shards of one PeerSet, merged."""
 
     selector: PeerSelector
-    members: tuple[tuple[str, int | None], ...]  # (canonical ip, named-port number)
+    members: tuple[tuple[str, int | None, IPFamily], ...]  # (canonical ip, port number, family)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,10 +340,11 @@ def render(
     if node.format_version != FORMAT_VERSION:
         raise RenderError(f"rule set format {node.format_version}, expected {FORMAT_VERSION}")
     policies = _check_policies(node)
-    views = _merge_peer_sets(policies, peer_sets)
+    cache = _IPCache()
+    views = _merge_peer_sets(policies, peer_sets, cache)
     groups: dict[str, tuple[_Group, ...]] = {d.name: _groups(node, policies, d) for d in DIRECTIONS}
     pods = {p.name: p for p in node.pods}
-    families = [_FamilyRenderer(f, options, views, groups, pods).render() for f in FAMILIES]
+    families = [_FamilyRenderer(f, options, views, groups, pods, cache).render() for f in FAMILIES]
     return RenderedNode(v4=families[0], v6=families[1], forward_jump=FORWARD_JUMP)
 
 
@@ -360,46 +376,126 @@ def _check_policies(node: NodeRuleSet) -> tuple[NodePolicy, ...]:
     return tuple(sorted(node.policies, key=lambda np: np.policy.id))
 
 
-def _canonical_ip(text: str, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise RenderError(f"{where}: invalid IP address {text!r}") from None
+class _IPCache:
+    """Canonical form and family of each address text, parsed once per render."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[IPFamily, str]] = {}
+
+    def parse(self, text: str, where: str) -> tuple[IPFamily, str]:
+        """(family, canonical text); raises :class:`RenderError` for a bad address."""
+        hit = self._seen.get(text)
+        if hit is None:
+            try:
+                hit = parse_ip(text)
+            except ValueError:
+                raise RenderError(f"{where}: invalid IP address {text!r}") from None
+            self._seen[text] = hit
+        return hit
+
+    def family_ips(self, ips: Sequence[str], family: IPFamily, where: str) -> list[str]:
+        """The canonical addresses of ``family`` among ``ips``."""
+        out = []
+        for ip in ips:
+            fam, canonical = self.parse(ip, where)
+            if fam == family:
+                out.append(canonical)
+        return out
+
+
+def referenced_peer_sets(node: NodeRuleSet) -> set[str]:
+    """The names of the PeerSets the rules of ``node`` refer to (what render reads)."""
+    return set().union(*(np.policy.peer_sets() for np in node.policies))
 
 
 def _merge_peer_sets(
-    policies: tuple[NodePolicy, ...], peer_sets: Mapping[str, Sequence[PeerSet]]
+    policies: tuple[NodePolicy, ...], peer_sets: Mapping[str, Sequence[PeerSet]], cache: _IPCache
 ) -> dict[str, _PeerSetView]:
     wanted = set().union(*(np.policy.peer_sets() for np in policies))
     missing: list[str] = []
     views: dict[str, _PeerSetView] = {}
     for name in sorted(wanted):
-        shards = peer_sets.get(name, ())
-        if not shards:
+        view = _merge_one(name, peer_sets.get(name, ()), cache)
+        if view is None:
             missing.append(name)
-            continue
-        first = shards[0]
-        for s in shards:
-            if s.set_name != name or s.selector != first.selector or s.shards != first.shards:
-                raise RenderError(f"peer set {name}: shards disagree ({s.name})")
-        indices = sorted(s.shard for s in shards)
-        if len(set(indices)) != len(indices):
-            raise RenderError(f"peer set {name}: shard given twice")
-        if indices != list(range(first.shards)):
-            missing.append(name)
-            continue
-        members = {
-            (str(_canonical_ip(ip, f"peer set {name}, pod {m.pod}")), m.port)
-            for s in shards
-            for m in s.members
-            for ip in m.ips
-        }
-        views[name] = _PeerSetView(
-            first.selector, tuple(sorted(members, key=lambda x: (x[0], x[1] or 0)))
-        )
+        else:
+            views[name] = view
     if missing:
         raise MissingPeerSetsError(missing)
     return views
+
+
+def _merge_one(name: str, shards: Sequence[PeerSet], cache: _IPCache) -> _PeerSetView | None:
+    """All shards of one PeerSet merged, addresses parsed once; None if incomplete."""
+    if not shards:
+        return None
+    first = shards[0]
+    for s in shards:
+        if s.set_name != name or s.selector != first.selector or s.shards != first.shards:
+            raise RenderError(f"peer set {name}: shards disagree ({s.name})")
+    indices = sorted(s.shard for s in shards)
+    if len(set(indices)) != len(indices):
+        raise RenderError(f"peer set {name}: shard given twice")
+    if indices != list(range(first.shards)):
+        return None
+    members: set[tuple[str, int | None, IPFamily]] = set()
+    for s in shards:
+        for m in s.members:
+            for ip in m.ips:
+                family, canonical = cache.parse(ip, f"peer set {name}, pod {m.pod}")
+                members.add((canonical, m.port, family))
+    return _PeerSetView(first.selector, tuple(sorted(members, key=lambda x: (x[0], x[1] or 0))))
+
+
+def _peer_set_ipsets(name: str, view: _PeerSetView, family: IPFamily) -> tuple[IPSet, IPSet | None]:
+    """The ``peer`` set of a PeerSet and, for a named-port selector, its ``pport`` set.
+
+    The one place that names these sets and formats their members: the full render
+    and :func:`render_peer_set` (the agent's member-only fast path) both use it.
+    Members of a ``pport`` set without a number do not declare the port: they match
+    nothing, so they are left out.
+    """
+    peer = make_set(
+        set_name("peer", family, name),
+        "hash:ip",
+        family,
+        [Member(ip) for ip, _, fam in view.members if fam == family],
+    )
+    ref = view.selector.named_port
+    if ref is None:
+        return peer, None
+    proto = ref.protocol.lower()
+    pport = make_set(
+        set_name("pport", family, name),
+        "hash:ip,port",
+        family,
+        [
+            Member(f"{ip},{proto}:{n}")
+            for ip, n, fam in view.members
+            if n is not None and fam == family
+        ],
+    )
+    return peer, pport
+
+
+def render_peer_set(name: str, shards: Sequence[PeerSet]) -> dict[str, IPSet]:
+    """Every ipset (both families) that PeerSet ``name`` can back, by set name.
+
+    The same names and members the full :func:`render` gives those sets: ``peer``
+    sets always, ``pport`` sets when the selector resolves a named port. Which of
+    them a node's rendering holds depends on its rules (a ``pport`` set only for an
+    egress named port); the caller keeps the ones it has. Raises
+    :class:`MissingPeerSetsError` when the shards are incomplete.
+    """
+    view = _merge_one(name, shards, _IPCache())
+    if view is None:
+        raise MissingPeerSetsError([name])
+    out: dict[str, IPSet] = {}
+    for family in FAMILIES:
+        for s in _peer_set_ipsets(name, view, family):
+            if s is not None:
+                out[s.name] = s
+    return out
 
 
 def _groups(
@@ -431,6 +527,88 @@ def _groups(
     return tuple(sorted(groups, key=lambda g: g.hash))
 
 
+# A node of the dispatch tree with at most DISPATCH_FANOUT groups tests each directly;
+# a bigger one splits on the next DISPATCH_BITS bits of the group hashes (<= 8 children).
+# 8 and 3 rather than 16 and 4: with ~330 groups a new connection averages 13.5 set
+# lookups instead of 17.3 (worst 25, not 32), for ~15% more tree set members.
+DISPATCH_FANOUT = 8
+DISPATCH_BITS = 3
+_HASH_BITS = 64  # group hashes are 16 hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class _TreeNode:
+    """A node of a direction's dispatch tree: the groups whose hash starts with ``prefix``.
+
+    ``prefix`` is a string of bits ("" for the root). ``children`` are groups
+    (leaves) or inner nodes, in hash order. The root is the direction's dispatch
+    chain itself; every node has a ``hash:ip`` set holding the pods of all groups
+    below it.
+    """
+
+    direction: _Direction
+    prefix: str
+    groups: tuple[_Group, ...]
+    children: tuple[_Group | _TreeNode, ...]
+
+    @property
+    def hash(self) -> str:
+        """Names the node's chain and set: a hash of what the node stands for."""
+        return stable_hash({"direction": self.direction.name, "tree": self.prefix}, 16)
+
+    @property
+    def chain(self) -> str:
+        """The node's chain (the dispatch chain for the root)."""
+        if not self.prefix:
+            return self.direction.dispatch_chain
+        return f"STK-{self.direction.letter}T-{self.hash}"
+
+    @property
+    def label(self) -> str:
+        """The prefix for people: hex digits when it is whole digits, else bits."""
+        bits = self.prefix
+        if len(bits) % 4 == 0:
+            return "hash prefix " + format(int(bits, 2), f"0{len(bits) // 4}x")
+        return "hash bits " + bits
+
+    def set_name(self, family: IPFamily) -> str:
+        """The union of the pods of every group below the node."""
+        return digest_set_name(self.direction.tree_kind, family, self.hash)
+
+
+def _hash_bits(g: _Group) -> str:
+    return format(int(g.hash, 16), f"0{_HASH_BITS}b")
+
+
+def _dispatch_tree(d: _Direction, prefix: str, groups: Sequence[_Group]) -> _TreeNode:
+    """The dispatch tree over ``groups`` (sorted by hash, all starting with ``prefix``).
+
+    A node with at most :data:`DISPATCH_FANOUT` groups tests each group directly.
+    A bigger one splits its groups on the next :data:`DISPATCH_BITS` bits of their
+    hash (at most 8 children; bits shared by all are skipped); a child with one
+    group is that group, a child with more is an inner node. Group hashes are
+    uniform, so the tree is balanced (depth about log8 of the number of groups),
+    and its shape depends only on the groups: a new group changes the nodes on its
+    own path, nothing else.
+    """
+    if len(groups) <= DISPATCH_FANOUT:
+        return _TreeNode(d, prefix, tuple(groups), tuple(groups))
+    depth = len(prefix)
+    while True:
+        depth = min(depth + DISPATCH_BITS, _HASH_BITS)
+        buckets: dict[str, list[_Group]] = {}
+        for g in groups:
+            buckets.setdefault(_hash_bits(g)[:depth], []).append(g)
+        if len(buckets) > 1:
+            break
+        # every group shares these bits: look further (hashes are distinct)
+    children: list[_Group | _TreeNode] = [
+        bucket[0] if len(bucket) == 1 else _dispatch_tree(d, key, bucket)
+        for key, bucket in sorted(buckets.items())
+    ]
+    return _TreeNode(d, prefix, tuple(groups), tuple(children))
+
+
 @dataclass
 class _FamilyRenderer:
     """Renders one IP family; collects the sets its rules refer to."""
@@ -440,7 +618,11 @@ class _FamilyRenderer:
     views: Mapping[str, _PeerSetView]
     groups: Mapping[str, tuple[_Group, ...]]
     pods: Mapping[str, LocalPod]
+    cache: _IPCache
     sets: dict[str, IPSet] = field(default_factory=dict)
+    # PeerSet name -> its (peer, pport) sets in this family, made once per render.
+    peer_sets: dict[str, tuple[IPSet, IPSet | None]] = field(default_factory=dict)
+    cidr_sets: dict[tuple[str | None, tuple[str, ...]], str | None] = field(default_factory=dict)
 
     def render(self) -> RenderedFamily:
         mask = self.options.mark_mask
@@ -478,39 +660,70 @@ class _FamilyRenderer:
         return name
 
     def _ips(self, ips: Sequence[str], where: str) -> list[str]:
-        out = []
-        for ip in ips:
-            addr = _canonical_ip(ip, where)
-            if addr.version == self.family:
-                out.append(str(addr))
-        return out
+        return self.cache.family_ips(ips, self.family, where)
+
+    def _peer_ipsets(self, name: str) -> tuple[IPSet, IPSet | None]:
+        made = self.peer_sets.get(name)
+        if made is None:
+            made = self.peer_sets[name] = _peer_set_ipsets(name, self.views[name], self.family)
+        return made
 
     def _direction_chains(self, d: _Direction) -> list[Chain]:
         groups = self.groups[d.name]
-        dispatch = []
+        group_sets: dict[str, list[str]] = {}  # group hash -> its pods' addresses here
         for g in groups:
-            members = [Member(ip) for ip in self._ips(g.pod_ips, f"{d.name} group")]
-            set_ = g.set_name(self.family)
-            self.sets[set_] = make_set(set_, "hash:ip", self.family, members)
-            names = ", ".join(np.policy.name for np in g.policies)
-            dispatch.append(
-                Rule(
-                    (SetMatch(set_, d.target_dir),),
-                    # Goto: a pod is in one group only, so no other group rule
-                    # needs to see the packet; the group's end returns to STK-FORWARD.
-                    Goto(g.chain),
-                    comment(f"{d.name} group {g.hash}: {names}"),
-                )
-            )
+            ips = self._ips(g.pod_ips, f"{d.name} group")
+            group_sets[g.hash] = ips
+            name = g.set_name(self.family)
+            self.sets[name] = make_set(name, "hash:ip", self.family, [Member(ip) for ip in ips])
         bit = d.mark_bit(self.options)
-        chains = [
-            Chain(d.dispatch_chain, tuple(dispatch)),
-            Chain(d.allow_chain, (Rule((), SetMark(bit, bit), comment(f"{d.name} allowed")),)),
-        ]
+        allow = Chain(d.allow_chain, (Rule((), SetMark(bit, bit), comment(f"{d.name} allowed")),))
+        if not groups:  # nothing isolated this way: the dispatch chain stays empty
+            return [Chain(d.dispatch_chain, ()), allow]
+        root = _dispatch_tree(d, "", groups)
+        tree_chains: list[Chain] = []
+        root_rules = self._tree_node(root, group_sets, tree_chains)
+        # First check: one lookup for every packet whose pod no policy isolates.
+        not_isolated = Rule(
+            (SetMatch(root.set_name(self.family), d.target_dir, negate=True),),
+            Return(),
+            comment(f"{d.name}: pod not isolated"),
+        )
+        chains = [Chain(d.dispatch_chain, (not_isolated, *root_rules)), allow]
+        chains.extend(sorted(tree_chains, key=lambda c: c.name))
         chains.extend(self._group_chain(g) for g in groups)
         in_groups = {np.policy.id: np for g in groups for np in g.policies}
         chains.extend(self._policy_chain(d, in_groups[pid]) for pid in sorted(in_groups))
         return chains
+
+    def _tree_node(
+        self, node: _TreeNode, group_sets: Mapping[str, list[str]], out: list[Chain]
+    ) -> list[Rule]:
+        """The rules of one node of the dispatch tree; its inner nodes' chains go to ``out``.
+
+        Also makes the node's union set (every pod below it). Each rule tests one
+        child's set and goes to the child: a pod is in one group only, so the first
+        match is the only one, and the group's end returns to STK-FORWARD.
+        """
+        d = node.direction
+        members = [Member(ip) for g in node.groups for ip in group_sets[g.hash]]
+        name = node.set_name(self.family)
+        self.sets[name] = make_set(name, "hash:ip", self.family, members)
+        rules = []
+        for child in node.children:
+            if isinstance(child, _Group):
+                names = ", ".join(np.policy.name for np in child.policies)
+                note = comment(f"{d.name} group {child.hash}: {names}")
+            else:
+                inner = self._tree_node(child, group_sets, out)
+                out.append(Chain(child.chain, tuple(inner)))
+                note = comment(f"{d.name} groups with {child.label}")
+            rules.append(
+                Rule(
+                    (SetMatch(child.set_name(self.family), d.target_dir),), Goto(child.chain), note
+                )
+            )
+        return rules
 
     def _group_chain(self, g: _Group) -> Chain:
         d = g.direction
@@ -573,11 +786,17 @@ class _FamilyRenderer:
         return out
 
     def _peer_set(self, name: str) -> str:
-        view = self.views[name]
-        members = [Member(ip) for ip in self._ips([ip for ip, _ in view.members], name)]
-        return self._add_set("peer", name, "hash:ip", members)
+        peer, _ = self._peer_ipsets(name)
+        self.sets.setdefault(peer.name, peer)
+        return peer.name
 
     def _cidr_set(self, np: NodePolicy, peer: PeerMatch) -> str | None:
+        key = (peer.cidr, peer.excepts)
+        if key not in self.cidr_sets:
+            self.cidr_sets[key] = self._make_cidr_set(np, peer)
+        return self.cidr_sets[key]
+
+    def _make_cidr_set(self, np: NodePolicy, peer: PeerMatch) -> str | None:
         assert peer.cidr is not None
         try:
             cidr = ipaddress.ip_network(peer.cidr, strict=False)
@@ -654,13 +873,10 @@ class _FamilyRenderer:
                 f"policy {np.policy.name}: peer set {port.named_port_set} "
                 f"does not resolve {proto} port {port.name}"
             )
-        # Members without a number do not declare the port: they match nothing.
-        members = [
-            Member(f"{ip},{proto.lower()}:{n}")
-            for ip, n in view.members
-            if n is not None and ipaddress.ip_address(ip).version == self.family
-        ]
-        return self._add_set("pport", port.named_port_set, "hash:ip,port", members)
+        _, pport = self._peer_ipsets(port.named_port_set)
+        assert pport is not None  # the selector names a port (checked above)
+        self.sets.setdefault(pport.name, pport)
+        return pport.name
 
     def _targets(self, np: NodePolicy) -> list[LocalPod]:
         return [self.pods[t] for t in sorted(np.targets)]

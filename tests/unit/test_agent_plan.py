@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,23 @@ from stockade.agent.executor import CommandError, is_read
 from stockade.agent.live import (
     LiveSet,
     LiveTable,
+    desired_table,
     jump_line,
     parse_ipset_save,
     parse_iptables_save,
     set_members,
 )
 from stockade.agent.metrics import AgentMetrics, parse_counters
-from stockade.agent.plan import PlanError, cleanup_plan, make_plan
-from stockade.agent.render import FORWARD_JUMP, RenderedNode, RenderOptions, render
-from stockade.ruleset import node_rule_set_to_dict, peer_set_to_dict
+from stockade.agent.netlink import Flow, MemberChange
+from stockade.agent.plan import PlanError, cleanup_plan, make_plan, restore_text
+from stockade.agent.render import (
+    FORWARD_JUMP,
+    RenderedNode,
+    RenderOptions,
+    render,
+    render_peer_set,
+)
+from stockade.ruleset import PeerMember, PeerSet, node_rule_set_to_dict, peer_set_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = str(ROOT / "tests/unit/data/conformance.yaml")
@@ -303,3 +312,132 @@ def test_full_length_hash_net_members_compare_equal_to_what_was_rendered() -> No
     sets = parse_ipset_save(text)
     assert sets["stk-c"].members == frozenset({"10.0.1.0/24", "10.0.1.12/32 nomatch"})
     assert sets["stk-c6"].members == frozenset({"fd00::5/128"})
+
+
+# --- the applier's shortcuts: unchanged input, member-only churn ---------------------
+
+
+class _NoKernel:
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
+        raise AssertionError(f"the kernel was touched: {argv}")
+
+
+class _FakeNetlink:
+    def __init__(self) -> None:
+        self.changes: list[MemberChange] = []
+        self.calls = 0
+
+    def apply(self, changes: Iterable[MemberChange]) -> None:
+        todo = list(changes)
+        self.changes += todo
+        self.calls += len(todo)
+
+
+class _FakeConntrack:
+    def __init__(self) -> None:
+        self.dumps = 0
+
+    def flows(self) -> list[Flow]:
+        self.dumps += 1
+        return []
+
+
+def _churn_applier(monkeypatch: pytest.MonkeyPatch) -> tuple[Applier, _FakeNetlink, _FakeConntrack]:
+    applier = Applier(_NoKernel(), tools=Tools("nft"))
+    netlink, conntrack = _FakeNetlink(), _FakeConntrack()
+    monkeypatch.setattr(applier, "netlink", netlink)
+    monkeypatch.setattr(applier, "conntrack", conntrack)
+    return applier, netlink, conntrack
+
+
+def _with_member(
+    peer_sets: Mapping[str, Sequence[PeerSet]], names: Sequence[str], member: PeerMember
+) -> dict[str, tuple[PeerSet, ...]]:
+    out = {name: tuple(shards) for name, shards in peer_sets.items()}
+    for name in names:
+        first, *rest = out[name]
+        out[name] = (replace(first, members=(*first.members, member)), *rest)
+    return out
+
+
+def test_restore_text_from_compared_lines_equals_the_rendered_text() -> None:
+    rendered = _rendered()
+    for fam in (rendered.v4, rendered.v6):
+        assert restore_text(desired_table(fam)) == fam.restore_text()
+
+
+def test_render_peer_set_gives_the_sets_of_the_full_render() -> None:
+    bundle = compile_bundle([CLUSTER], "n1")
+    rendered = render(bundle.node, bundle.peer_sets, options=RenderOptions())
+    full = {s.name: s for fam in (rendered.v4, rendered.v6) for s in fam.ipsets}
+    seen = 0
+    for name, shards in bundle.peer_sets.items():
+        for set_name, ipset in render_peer_set(name, shards).items():
+            if set_name in full:
+                seen += 1
+                assert ipset == full[set_name]
+    assert seen >= 2 * len(bundle.peer_sets)  # every peer set, both families
+
+
+def test_unchanged_input_is_not_even_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = compile_bundle([CLUSTER], "n1")
+    applier, netlink, _ = _churn_applier(monkeypatch)
+    applier.last = applier.desire(bundle.node, bundle.peer_sets)
+
+    def no_render(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendered although nothing changed")
+
+    monkeypatch.setattr("stockade.agent.applier.render", no_render)
+    copies = {name: list(shards) for name, shards in bundle.peer_sets.items()}
+    assert not applier.apply(bundle.node, copies).changed
+    assert netlink.calls == 0
+
+
+def test_member_churn_is_a_netlink_delta_and_a_patched_rendering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = compile_bundle([CLUSTER], "n1")
+    applier, netlink, conntrack = _churn_applier(monkeypatch)
+    applier.last = applier.desire(bundle.node, bundle.peer_sets)
+    plain = [n for n, shards in bundle.peer_sets.items() if shards[0].selector.named_port is None]
+    names = sorted(plain)[:2]
+    newcomer = PeerMember("x/new", ("10.99.0.1", "fd00::99:1"))
+    grown = _with_member(bundle.peer_sets, names, newcomer)
+    report = applier.apply(bundle.node, grown)  # _NoKernel: no read, no subprocess
+    assert report.changed
+    assert report.iptables_restores == 0
+    assert all(c.add for c in netlink.changes)
+    assert {c.value for c in netlink.changes} == {"10.99.0.1", "fd00::99:1"}
+    assert report.member_changes == len(netlink.changes) == 2 * len(names)
+    assert conntrack.dumps == 0  # adding members never denies: no conntrack cut
+    assert applier.last is not None
+    assert applier.last.rendered == render(bundle.node, grown, options=RenderOptions())
+    # and back: deletes only, and a conntrack check of the removed addresses
+    netlink.changes.clear()
+    report = applier.apply(bundle.node, bundle.peer_sets)
+    assert report.changed
+    assert {(c.value, c.add) for c in netlink.changes} == {
+        ("10.99.0.1", False),
+        ("fd00::99:1", False),
+    }
+    assert conntrack.dumps == 2 - 1  # one dump (both families inside flows())
+    assert applier.last.rendered == render(bundle.node, bundle.peer_sets, options=RenderOptions())
+
+
+def test_member_churn_falls_back_to_the_full_path_when_it_must(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = compile_bundle([CLUSTER], "n1")
+    applier, netlink, _ = _churn_applier(monkeypatch)
+    applier.last = applier.desire(bundle.node, bundle.peer_sets)
+    name = sorted(bundle.peer_sets)[0]
+    # an incomplete PeerSet is refused by the full path, the last state stays
+    broken = {**bundle.peer_sets, name: ()}
+    with pytest.raises(RefusedError):
+        applier.apply(bundle.node, broken)
+    # a delta over the churn limit goes the full way (which reads the kernel)
+    applier.churn_limit = 0
+    grown = _with_member(bundle.peer_sets, [name], PeerMember("x/new", ("10.99.0.1",)))
+    with pytest.raises(AssertionError, match="kernel was touched"):
+        applier.apply(bundle.node, grown)
+    assert netlink.calls == 0

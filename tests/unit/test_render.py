@@ -13,9 +13,13 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from stockade.agent import render as render_module
 from stockade.agent.ipsets import (
     IPFamily,
     IPSet,
@@ -27,17 +31,22 @@ from stockade.agent.ipsets import (
 from stockade.agent.iptables import (
     Chain,
     Drop,
+    Goto,
     IptablesModelError,
     Jump,
     PortRange,
     ProtoMatch,
+    Return,
     Rule,
+    SetMatch,
     quote,
     render_rule,
     rule_argv,
     split_multiport,
 )
 from stockade.agent.render import (
+    DISPATCH_BITS,
+    DISPATCH_FANOUT,
     MissingPeerSetsError,
     RenderedNode,
     RenderError,
@@ -45,6 +54,8 @@ from stockade.agent.render import (
     RenderOptionsError,
     render,
 )
+from stockade.cluster import parse_documents
+from stockade.compiler import compile_cluster
 from stockade.ruleset import (
     CompiledPolicy,
     CompiledRule,
@@ -61,7 +72,9 @@ from stockade.ruleset import (
     SelectorRequirement,
     stable_hash,
 )
+from stockade.verdict import NodeEvaluator, SetIndex
 from tests.unit.iptables_sim import Dataplane, Packet, Verdict
+from tests.unit.strategies import EXTERNAL, PROBE_PORTS, PROTOCOLS, cluster_docs
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("STOCKADE_UPDATE_GOLDEN") == "1"
@@ -447,7 +460,7 @@ def test_two_groups_dispatch_only_their_policies() -> None:
     out = _render(case)
     a, b = (np.policy for np in case.node.policies)
     ingress = next(c for c in out.v4.chains if c.name == "STK-INGRESS")
-    assert len(ingress.rules) == 2  # one lookup per group, not per policy
+    assert len(ingress.rules) == 3  # "not isolated", then one lookup per group, not per policy
     groups = [c for c in out.v4.chains if c.name.startswith("STK-IG-")]
     jumps = sorted(
         tuple(r.action.chain for r in g.rules if isinstance(r.action, Jump)) for g in groups
@@ -674,3 +687,170 @@ def test_golden(name: str) -> None:
             path.write_text(text)
         assert path.exists(), f"{path} missing; run with STOCKADE_UPDATE_GOLDEN=1"
         assert text == path.read_text(), f"{path} differs; rendered:\n{text}"
+
+
+# --- the dispatch tree ----------------------------------------------------------------
+
+
+def _many_groups(groups: int, pods_per_group: int) -> NodeRuleSet:
+    """``groups`` policies, each selecting its own ``pods_per_group`` pods: one group each."""
+    pods, policies = [], []
+    for g in range(groups):
+        names = [f"g{g}-{k}" for k in range(pods_per_group)]
+        n = g * pods_per_group
+        pods += [
+            lpod(name, f"10.{(n + k) // 250 + 1}.0.{(n + k) % 250 + 1}")
+            for k, name in enumerate(names)
+        ]
+        policies.append((policy(f"ns/p{g}", ingress=[rule(ports=[tcp(80)])]), names))
+    return node(pods, *policies)
+
+
+def _dispatch_walk(plane: Dataplane, chain: str, ip: str) -> tuple[int, str]:
+    """Set lookups a NEW packet to ``ip`` makes in the ingress dispatch, and where it lands."""
+    lookups = 0
+    while True:
+        for r in plane.chains[chain].rules:
+            (match,) = r.matches
+            assert isinstance(match, SetMatch)
+            lookups += 1
+            members = {m.value for m in plane.sets[match.set_name].members}
+            if (ip in members) != match.negate:
+                if isinstance(r.action, Return):
+                    return lookups, "RETURN"
+                assert isinstance(r.action, Goto)
+                chain = r.action.chain
+                break
+        else:
+            return lookups, "fell off " + chain
+        if not chain.startswith("STK-IT-"):
+            return lookups, chain
+
+
+def test_dispatch_is_a_tree_of_bounded_fanout() -> None:
+    out = render(_many_groups(300, 1), {}, options=RenderOptions())
+    fam = out.v4
+    chains = {c.name: c for c in fam.chains}
+    tree = [c for c in fam.chains if c.name == "STK-INGRESS" or c.name.startswith("STK-IT-")]
+    assert len(tree) > 1
+    width = max(DISPATCH_FANOUT, 2**DISPATCH_BITS)
+    assert all(len(c.rules) <= width + (c.name == "STK-INGRESS") for c in tree)
+    # every group is reached from exactly one tree rule
+    targets = [r.action.chain for c in tree for r in c.rules if isinstance(r.action, Goto)]
+    groups = sorted(n for n in chains if n.startswith("STK-IG-"))
+    assert sorted(t for t in targets if t.startswith("STK-IG-")) == groups
+    assert len(groups) == 300
+    plane = _dataplane(out, 4)
+    worst = 0
+    for g in range(300):
+        ip = f"10.{g // 250 + 1}.0.{g % 250 + 1}"
+        lookups, landed = _dispatch_walk(plane, "STK-INGRESS", ip)
+        group_set = next(
+            s.name
+            for s in fam.ipsets
+            if s.name.startswith("stk-ig4-") and s.members == (Member(ip),)
+        )
+        assert landed == "STK-IG-" + group_set.rsplit("-", 1)[1]
+        worst = max(worst, lookups)
+    assert worst <= 1 + 4 * width  # not 300
+    # a pod no policy isolates costs one lookup
+    assert _dispatch_walk(plane, "STK-INGRESS", "10.9.9.9") == (1, "RETURN")
+    assert plane.verdict(Packet("10.200.0.1", "10.9.9.9")) == "RETURN"
+    assert plane.verdict(Packet("10.200.0.1", "10.1.0.7", dport=80)) == "RETURN"
+    assert plane.verdict(Packet("10.200.0.1", "10.1.0.7", dport=81)) == "DROP"
+
+
+def test_dispatch_tree_rules_depend_on_groups_not_pods() -> None:
+    one = render(_many_groups(40, 1), {}, options=RenderOptions())
+    three = render(_many_groups(40, 3), {}, options=RenderOptions())
+    assert one.restore_text(4) == three.restore_text(4)
+    assert [s.name for s in one.v4.ipsets] == [s.name for s in three.v4.ipsets]
+    root = next(s for s in three.v4.ipsets if s.name.startswith("stk-it4-"))
+    sizes = {s.name: len(s.members) for s in three.v4.ipsets}
+    assert max(sizes[n] for n in sizes if n.startswith("stk-it4-")) == 120  # the root: all pods
+    assert root.type == "hash:ip"
+
+
+def test_a_new_group_changes_only_its_path_in_the_tree() -> None:
+    before = render(_many_groups(60, 1), {}, options=RenderOptions())
+    after = render(_many_groups(61, 1), {}, options=RenderOptions())
+
+    def tree_sets(out: RenderedNode) -> dict[str, frozenset[str]]:
+        return {
+            s.name: frozenset(m.value for m in s.members)
+            for s in out.v4.ipsets
+            if s.name.startswith("stk-it4-")
+        }
+
+    old, new = tree_sets(before), tree_sets(after)
+    changed = {n for n in new if old.get(n) != new[n]}
+    assert 1 <= len(changed) <= 3  # the root and the nodes on the new group's path
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=cluster_docs(max_pods=8, max_policies=6), binary=st.booleans())
+def test_rendered_rules_agree_with_the_engine(docs: list[dict[str, object]], binary: bool) -> None:
+    """The simulator on the rendered rules gives the verdict engine's verdicts.
+
+    ``binary``: a dispatch tree that splits every node of two or more groups in
+    two, so that small random clusters get deep trees too.
+    """
+    parsed = parse_documents(docs)
+    assert not parsed.errors
+    compiled = compile_cluster(parsed.cluster)
+    by_set = compiled.by_set()
+    ips = sorted({ip for p in parsed.cluster.pods.values() for ip in p.ips} | set(EXTERNAL))
+    with (
+        patch.object(render_module, "DISPATCH_FANOUT", 1 if binary else DISPATCH_FANOUT),
+        patch.object(render_module, "DISPATCH_BITS", 1 if binary else DISPATCH_BITS),
+    ):
+        for rules in compiled.node_rule_sets.values():
+            peer_sets = {name: by_set[name] for name in rules.peer_sets}
+            out = render(rules, peer_sets, options=RenderOptions())
+            planes = {4: _dataplane(out, 4), 6: _dataplane(out, 6)}
+            engine = NodeEvaluator(rules, SetIndex(s for g in peer_sets.values() for s in g))
+            for src in ips:
+                for dst in ips:
+                    family = 6 if ":" in src else 4
+                    if src == dst or (":" in dst) != (family == 6):
+                        continue
+                    for protocol in PROTOCOLS:
+                        for port in PROBE_PORTS:
+                            packet = Packet(src, dst, protocol, port)
+                            got = planes[family].verdict(packet) == "RETURN"
+                            want = engine.allows(src, dst, port, protocol)
+                            assert got == want, (rules.node, packet, want)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), binary=st.booleans())
+def test_deep_dispatch_trees_agree_with_the_engine(data: st.DataObject, binary: bool) -> None:
+    """Many policy groups (random policy subsets per pod): deep trees, same verdicts."""
+    count = data.draw(st.integers(1, 6), label="policies")
+    pols = [
+        policy(
+            f"ns/q{i}",
+            ingress=[rule(ports=[tcp(80 + i)])],
+            egress=[rule(ports=[tcp(90 + i)])] if i % 2 else None,
+        )
+        for i in range(count)
+    ]
+    pods = [lpod(f"p{k}", f"10.1.0.{k + 1}") for k in range(data.draw(st.integers(1, 30)))]
+    targets: list[list[str]] = [[] for _ in pols]
+    for pod in pods:
+        for i in data.draw(st.sets(st.integers(0, count - 1)), label=pod.name):
+            targets[i].append(pod.name)
+    rules = node(pods, *zip(pols, targets, strict=True))
+    with (
+        patch.object(render_module, "DISPATCH_FANOUT", 1 if binary else DISPATCH_FANOUT),
+        patch.object(render_module, "DISPATCH_BITS", 1 if binary else DISPATCH_BITS),
+    ):
+        out = render(rules, {}, options=RenderOptions())
+    plane = _dataplane(out, 4)
+    engine = NodeEvaluator(rules, SetIndex([]))
+    ips = [*(p.ips[0] for p in pods), "10.9.9.9"]
+    for src in ips:
+        for dst in ips:
+            for port in range(79, 97):
+                got = plane.verdict(Packet(src, dst, "TCP", port)) == "RETURN"
+                assert got == engine.allows(src, dst, port, "TCP"), (src, dst, port)
