@@ -283,10 +283,13 @@ class Applier:
         removal, the only flows whose verdict can have changed). The evaluator is
         built only when some flow needs judging.
         """
+        # Only flows of local pods that some policy selects can be denied here.
+        targets = {ip for pod in desired.node.pods for ip in pod.ips}
         candidates = [
             flow
             for flow in self.conntrack.flows()
-            if involving is None or flow.src in involving or flow.dst in involving
+            if (flow.src in targets or flow.dst in targets)
+            and (involving is None or flow.src in involving or flow.dst in involving)
         ]
         if not candidates:
             return 0
