@@ -230,6 +230,35 @@ def test_restarts_and_added_node(sandbox: Sandbox) -> None:
     assert copy.deepcopy(pods)  # the example itself is untouched
 
 
+def test_uninstall_leaves_the_nodes_as_they_were(sandbox: Sandbox) -> None:
+    """Stop the agents, run the node cleanup: no stockade chain, rule or set is left,
+    and traffic flows as if stockade had never been there. (Runs last of the
+    module's sandbox tests: it removes enforcement.)"""
+    pods, policies = _three_tier()
+    sandbox.apply(pods + policies)
+    assert sandbox.probe_matrix(5432)["shop/web"]["shop/db"] is False
+    cleaned = sandbox.uninstall()
+    assert sorted(cleaned) == sorted(sandbox.status()["nodes"])
+    for node in sandbox.status()["nodes"].values():
+        ns = node["ns"]
+        for tool in ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save"):
+            saved = subprocess.run(
+                ["ip", "netns", "exec", ns, tool], capture_output=True, text=True, check=False
+            ).stdout
+            assert "STK-" not in saved, (ns, tool, saved)
+            assert "stockade" not in saved
+        sets = subprocess.run(
+            ["ip", "netns", "exec", ns, "ipset", "list", "-n"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert not [s for s in sets.split() if s.startswith("stk-")]
+    # With no enforcement left, the pods reach whatever listens again.
+    after = sandbox.probe_matrix(5432)
+    assert after["shop/web"]["shop/db"] is True
+
+
 def test_down_leaves_nothing_and_crash_recovery() -> None:
     sb = Sandbox(f"c{os.getpid()}", nodes=1)
     sb.up()

@@ -274,6 +274,11 @@ class Sandbox:
         """Kill and start again the agent of ``node``."""
         control_call(self.layout, {"op": "restart_agent", "node": node})
 
+    def uninstall(self) -> dict[str, str]:
+        """Stop every agent and run ``stockade-agent cleanup`` on every node."""
+        answer = control_call(self.layout, {"op": "uninstall"}, timeout=120)
+        return dict(answer["cleaned"])
+
     def restart_controller(self) -> None:
         """Kill and start again the controller."""
         control_call(self.layout, {"op": "restart_controller"})

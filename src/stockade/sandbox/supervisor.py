@@ -390,6 +390,8 @@ class Supervisor:
             self.stop_process(f"agent-{node}")
             self.start_process(f"agent-{node}", self.agent_argv(self.lab.nodes[node]))
             return {"restarted": f"agent-{node}"}
+        if op == "uninstall":
+            return await self.uninstall()
         if op == "restart_controller":
             self.stop_process("controller")
             self.start_process("controller", self.controller_argv())
@@ -398,6 +400,31 @@ class Supervisor:
             self.stop.set()
             return {"stopping": True}
         raise ValueError(f"unknown request {op!r}")
+
+    async def uninstall(self) -> JsonObject:
+        """What uninstalling stockade does to each node: stop its agent (which leaves
+        its rules in place, fail static), then run ``stockade-agent cleanup`` there,
+        as the cleanup DaemonSet of manifests/cleanup/ does."""
+        assert self.lab is not None
+        self.stop_processes([f"agent-{name}" for name in self.lab.nodes])
+        cleaned: dict[str, str] = {}
+        for name, node in self.lab.nodes.items():
+            argv = [
+                *console_script("stockade-agent", "stockade.agent.cli"),
+                "cleanup",
+                "--netns",
+                node.ns,
+                "--backend",
+                BACKEND,
+            ]
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            out, _ = await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"cleanup of {name} failed: {out.decode().strip()}")
+            cleaned[name] = out.decode().strip()
+        return {"cleaned": cleaned}
 
     def status(self) -> JsonObject:
         procs = {
