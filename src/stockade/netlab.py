@@ -10,9 +10,10 @@ A :class:`Lab` makes, inside namespaces it names ``stk-<runid>-<role>``:
   address;
 - one namespace per *pod* (``stk-<runid>-p-<name>``) behind a veth into its node, set
   up the way a routed CNI (Calico, the ptp plugin) does it: a ``/32`` (and ``/128``)
-  on ``eth0``, ``default dev eth0`` for IPv4 and ``default via fe80::1 dev eth0`` for
-  IPv6; on the node side a host route per pod, ``proxy_arp`` on the veth,
-  ``neigh.<veth>.proxy_delay = 0`` and the link-local gateway ``fe80::1``;
+  on ``eth0``, ``default via 169.254.1.1 dev eth0`` for IPv4 and ``default via
+  fe80::1 dev eth0`` for IPv6; on the node side a host route per pod, the gateway
+  addresses ``169.254.1.1/32`` and ``fe80::1`` on the veth, ``proxy_arp`` and
+  ``neigh.<veth>.proxy_delay = 0``;
 - *external* hosts (``stk-<runid>-x-<name>``) on the fabric with addresses outside
   every pod and node range (e.g. ``203.0.113.10``, ``2001:db8::10``), which the
   nodes route to on-link, so ipBlock rules can be tested against outside peers.
@@ -104,6 +105,11 @@ _IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _RUN_ID_RE = re.compile(r"^[a-z0-9]{1,12}$")
 _GATEWAY6 = "fe80::1"
+# Pods route through a gateway address that every node-side veth carries, as Calico's
+# pods do (169.254.1.1): a pod then needs one neighbour entry, not one per peer it
+# talks to; with `default dev eth0` and proxy ARP, a 100-pod matrix overflowed the
+# kernel's neighbour table.
+_GATEWAY4 = "169.254.1.1"
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -709,14 +715,20 @@ class Lab:
         node_lines = [
             f"link add {veth} type veth peer name eth0 netns {ns}",
             f"addr add {_GATEWAY6}/64 dev {veth} nodad",
+            f"addr add {_GATEWAY4}/32 dev {veth}",
             f"link set {veth} up",
-            f"route replace {ip4}/32 dev {veth}",
+            # The node's own traffic to the pod keeps the node's address as source.
+            f"route replace {ip4}/32 dev {veth} src {node.fabric_ip4}",
         ]
         pod_lines = ["link set lo up", f"addr add {ip4}/32 dev eth0"]
         if ip6 is not None:
             node_lines.append(f"route replace {ip6}/128 dev {veth}")
             pod_lines.append(f"addr add {ip6}/128 dev eth0 nodad")
-        pod_lines += ["link set eth0 up", "route add 0.0.0.0/0 dev eth0"]
+        pod_lines += [
+            "link set eth0 up",
+            f"route add {_GATEWAY4}/32 dev eth0 scope link",
+            f"route add 0.0.0.0/0 via {_GATEWAY4} dev eth0",
+        ]
         if ip6 is not None:
             pod_lines.append(f"route add ::/0 via {_GATEWAY6} dev eth0")
         _ip(node.ns, node_lines)
