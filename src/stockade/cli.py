@@ -83,6 +83,11 @@ def _common_options(parser: argparse.ArgumentParser, port_required: bool) -> Non
         help="YAML or JSON file of Namespaces, Pods and NetworkPolicies, - for stdin "
         "(repeatable; multi-document files and kind: List are accepted)",
     )
+    probe_options(parser, port_required)
+
+
+def probe_options(parser: argparse.ArgumentParser, port_required: bool) -> None:
+    """``--port``, ``--protocol`` and ``--family``, shared with ``kubectl stockade``."""
     parser.add_argument(
         "--port",
         type=port_number,

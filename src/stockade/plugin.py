@@ -72,29 +72,6 @@ def _connection(parser: argparse.ArgumentParser, default: Any = None) -> None:
     parser.add_argument("--context", default=default, help="kubeconfig context to use")
 
 
-def _probe_options(parser: argparse.ArgumentParser, port_required: bool) -> None:
-    parser.add_argument(
-        "--port",
-        type=cli.port_number,
-        required=port_required,
-        default=None if port_required else 80,
-        help="destination port, 1-65535" + ("" if port_required else " (default: 80)"),
-    )
-    parser.add_argument(
-        "--protocol",
-        type=cli.protocol_name,
-        default="TCP",
-        help="TCP, UDP or SCTP, any case (default: TCP)",
-    )
-    parser.add_argument(
-        "--family",
-        type=int,
-        choices=(4, 6),
-        default=None,
-        help="IP family to judge (default: the family of the source's first address)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kubectl stockade``."""
     parser = _Parser(
@@ -119,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument(
         "-A", "--all-namespaces", action="store_true", help="the pods of every namespace"
     )
-    _probe_options(matrix, port_required=False)
+    cli.probe_options(matrix, port_required=False)
     matrix.add_argument(
         "-o", "--output", choices=("table", "json"), default="table", help="default: table"
     )
@@ -141,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("src", metavar="SRC", help="source: ns/pod, pod, or an IP address")
     explain.add_argument("dst", metavar="DST", help="destination: ns/pod, pod, or an IP address")
     explain.add_argument("-n", "--namespace", help="namespace of a bare pod name")
-    _probe_options(explain, port_required=True)
+    cli.probe_options(explain, port_required=True)
     explain.add_argument(
         "-o", "--output", choices=("text", "json"), default="text", help="default: text"
     )
