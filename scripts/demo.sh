@@ -12,7 +12,12 @@ ex=examples/three-tier.yaml
 st=.venv/bin/stockade
 export STOCKADE_SANDBOX=demo
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Headings in bold on a terminal, plain when piped.
+if [ -t 1 ]; then
+  say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+  say() { printf '\n== %s\n' "$*"; }
+fi
 
 offline() {
   for port in 80 8080 5432; do
