@@ -116,19 +116,6 @@ def node() -> Iterator[Node]:
 
 
 @pytest.fixture
-def emu(tmp_path: Path) -> Iterator[EmulatorThread]:
-    thread = EmulatorThread()
-    thread.start()
-    for crd in yaml.safe_load_all((ROOT / "manifests/crds.yaml").read_text()):
-        thread.emulator.put_object(crd)
-    thread.write_kubeconfig(tmp_path / "kubeconfig")
-    try:
-        yield thread
-    finally:
-        thread.stop()
-
-
-@pytest.fixture
 def agent(emu: EmulatorThread, node: Node, tmp_path: Path) -> Iterator[WatcherThread]:
     agent = WatcherThread(tmp_path / "kubeconfig", node.ns, tmp_path / "state").start()
     try:

@@ -17,14 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-try:
-    from stockade.emulator import EmulatorThread
-except ImportError:  # pragma: no cover - the emulator is developed alongside
-    pytest.skip("emulator not available", allow_module_level=True)
 
 from stockade.controller.main import Controller, Options, run
+from stockade.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "stockade.dev", "v1alpha1"
@@ -93,19 +88,6 @@ def wait_for(what: Callable[[], Any], timeout: float = 20.0, message: str = "") 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {message or what}")
         time.sleep(0.05)
-
-
-@pytest.fixture
-def emu(tmp_path: Path) -> Iterator[EmulatorThread]:
-    thread = EmulatorThread()
-    thread.start()
-    for crd in yaml.safe_load_all((ROOT / "manifests/crds.yaml").read_text()):
-        thread.emulator.put_object(crd)
-    thread.write_kubeconfig(tmp_path / "kubeconfig")
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 def options(tmp_path: Path, **kw: Any) -> Options:

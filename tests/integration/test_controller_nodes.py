@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from stockade.controller.metrics import OLDEST_UNAPPLIED
+from stockade.emulator import EmulatorThread
 from tests.integration.test_controller import (
     ALLOW_CLIENT,
     GROUP,
-    ROOT,
     VERSION,
     ControllerThread,
     options,
@@ -31,13 +31,6 @@ from tests.integration.test_controller import (
     rule_sets,
     wait_for,
 )
-
-try:
-    from stockade.emulator import EmulatorThread
-except ImportError:  # pragma: no cover
-    pytest.skip("emulator not available", allow_module_level=True)
-
-from stockade.controller.metrics import OLDEST_UNAPPLIED
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -72,19 +65,6 @@ def samples(ctl: ControllerThread, name: str) -> dict[tuple[tuple[str, str], ...
             if s.name == name:
                 out[tuple(sorted(s.labels.items()))] = s.value
     return out
-
-
-@pytest.fixture
-def emu(tmp_path: Path) -> Iterator[EmulatorThread]:
-    thread = EmulatorThread()
-    thread.start()
-    for crd in yaml.safe_load_all((ROOT / "manifests/crds.yaml").read_text()):
-        thread.emulator.put_object(crd)
-    thread.write_kubeconfig(tmp_path / "kubeconfig")
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 @pytest.fixture

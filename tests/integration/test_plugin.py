@@ -20,14 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-try:
-    from stockade.emulator import EmulatorThread
-except ImportError:  # pragma: no cover - the emulator is developed alongside
-    pytest.skip("emulator not available", allow_module_level=True)
-
 from stockade import cli, plugin
 from stockade.cluster import parse_documents
 from stockade.compiler import compile_cluster
+from stockade.emulator import EmulatorThread
 from stockade.ruleset import node_rule_set_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 import shlex
 import shutil
@@ -285,9 +286,8 @@ def test_crds_are_the_generated_file() -> None:
 
 def test_builtin_objects_match_the_kubernetes_schemas() -> None:
     """Every built-in object is valid for Kubernetes 1.32, unknown fields included."""
-    kv = pytest.importorskip(
-        "kubernetes_validate", reason="kubernetes-validate (a dev dependency) is not installed"
-    )
+    kv = importlib.import_module("kubernetes_validate")  # a dev dependency, untyped
+
     problems: list[str] = []
     for doc in everything():
         if doc["apiVersion"].split("/")[0] == "stockade.dev":
@@ -302,9 +302,8 @@ def test_builtin_objects_match_the_kubernetes_schemas() -> None:
 
 def test_the_schema_check_catches_mistakes() -> None:
     """A misspelled field and a wrong type are reported, so the check above is real."""
-    kv = pytest.importorskip(
-        "kubernetes_validate", reason="kubernetes-validate (a dev dependency) is not installed"
-    )
+    kv = importlib.import_module("kubernetes_validate")  # a dev dependency, untyped
+
     deployment = find(objects(MANIFESTS), "Deployment", "stockade-controller")
     typo = copy.deepcopy(deployment)
     typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
@@ -351,7 +350,8 @@ def _crd_schemas() -> dict[tuple[str, str], Obj]:
 
 def crd_problems(obj: Obj) -> list[str]:
     """What our CRD's schema says about ``obj`` (an empty list when it conforms)."""
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed")
+    jsonschema = importlib.import_module("jsonschema")  # comes with kubernetes-validate
+
     schema = _crd_schemas().get((obj["apiVersion"], obj["kind"]))
     if schema is None:
         return [f"{obj['apiVersion']} {obj['kind']}: no CRD in the manifests"]
