@@ -480,7 +480,9 @@ class Publisher:
             else:
                 assert record.compiled is not None
                 fp = self.tracker.footprint(pkey)
-                current = policy_events(record.compiled, fp, self.tracker.set_size)
+                current = policy_events(
+                    record.compiled, fp, self.tracker.set_size, record.empty_rules
+                )
             previous = reported.get(record.uid, set())
             async with gate:
                 for event in new_events(previous, current):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from stockade.errors import InvalidObjectError
+from stockade.lint import EmptyRule
 from stockade.ruleset import CompiledPolicy, NodeRuleSet, PeerSet
 
 NORMAL = "Normal"
@@ -20,7 +21,8 @@ WARNING = "Warning"
 REASON_APPLIED = "PolicyApplied"
 REASON_NAMED_PORT = "NamedPortNotFound"
 REASON_INVALID = "PolicyRejected"
-REASONS = (REASON_APPLIED, REASON_NAMED_PORT, REASON_INVALID)
+REASON_EMPTY_RULE = "RuleMatchesNothing"
+REASONS = (REASON_APPLIED, REASON_NAMED_PORT, REASON_INVALID, REASON_EMPTY_RULE)
 
 PortName = tuple[str, str]  # (name, protocol)
 
@@ -140,14 +142,19 @@ def named_port_refs(policy: CompiledPolicy) -> tuple[tuple[str, int, str, str, s
 
 
 def policy_events(
-    policy: CompiledPolicy, fp: Footprint, set_size: Callable[[str], int]
+    policy: CompiledPolicy,
+    fp: Footprint,
+    set_size: Callable[[str], int],
+    empty_rules: Iterable[EmptyRule] = (),
 ) -> tuple[EventSpec, ...]:
     """The Events a valid policy should carry now.
 
     A Normal ``PolicyApplied`` with where it is enforced, and a Warning per named
     port that cannot resolve: in an ingress rule, one that no selected pod declares
     (reported only when the policy selects pods); in an egress rule, one that no
-    pod in the cluster declares.
+    pod in the cluster declares. Then a Warning ``RuleMatchesNothing`` per rule in
+    ``empty_rules`` (:func:`stockade.lint.empty_rules` of the parsed policy): rules
+    whose every peer is impossible by the spec alone.
     """
     events = [EventSpec(NORMAL, REASON_APPLIED, applied_message(fp))]
     for direction, index, name, protocol, set_name in named_port_refs(policy):
@@ -170,6 +177,7 @@ def policy_events(
                     " the rule allows nothing on it",
                 )
             )
+    events.extend(EventSpec(WARNING, REASON_EMPTY_RULE, e.message) for e in empty_rules)
     return tuple(events)
 
 

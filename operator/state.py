@@ -18,6 +18,7 @@ from typing import Any
 
 from stockade.compiler import Compiler, compile_policy
 from stockade.errors import InvalidObjectError
+from stockade.lint import EmptyRule, empty_rules
 from stockade.model import parse_namespace, parse_pod, parse_policy
 from stockade.ruleset import CompiledPolicy
 
@@ -32,11 +33,16 @@ DELETED = "DELETED"
 @dataclass(frozen=True, slots=True)
 class PolicyRecord:
     """A policy as last seen: the reference for its Events, and either its
-    compiled form or the reason it was rejected."""
+    compiled form or the reason it was rejected.
+
+    ``empty_rules``: the rules of the compiled version that can never match
+    (:func:`stockade.lint.empty_rules`), reported as Warnings.
+    """
 
     involved: Mapping[str, Any]
     compiled: CompiledPolicy | None
     error: InvalidObjectError | None
+    empty_rules: tuple[EmptyRule, ...] = ()
 
     @property
     def uid(self) -> str:
@@ -145,13 +151,21 @@ class ControllerState:
             previous = self.policies.get(key)
             # The compiler keeps the last valid version (if any): never open traffic.
             kept = previous.compiled if previous is not None else None
-            self.policies[key] = PolicyRecord(involved, kept, exc)
+            empty = previous.empty_rules if previous is not None else ()
+            self.policies[key] = PolicyRecord(involved, kept, exc, empty)
             self.touched_policies.add(key)
             return exc
         compiled, _ = compile_policy(policy)
         previous = self.policies.get(key)
-        record = PolicyRecord(involved, compiled, None)
-        if previous is None or previous.compiled != compiled or previous.uid != record.uid:
+        record = PolicyRecord(involved, compiled, None, empty_rules(policy))
+        if (
+            previous is None
+            or previous.compiled != compiled
+            or previous.uid != record.uid
+            or previous.empty_rules != record.empty_rules
+            # Valid again, even as the kept version: its PolicyRejected is stale news.
+            or previous.error is not None
+        ):
             self.touched_policies.add(key)
         if previous is None or previous.compiled != compiled:
             self.policy_changes.setdefault(key, self.clock())

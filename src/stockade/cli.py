@@ -26,6 +26,7 @@ import yaml
 from stockade import __version__, output
 from stockade.cluster import SUPPORTED_KINDS, Cluster, iter_documents
 from stockade.errors import InvalidObjectError
+from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
 from stockade.verdict import Dataplane, Endpoint
 
@@ -179,7 +180,8 @@ def load(paths: Iterable[str]) -> Loaded:
 
     Kinds other than Namespace, Pod and NetworkPolicy (Services, Deployments, ...)
     are skipped with a warning rather than rejected: real manifests mix them in,
-    and they do not change what NetworkPolicy allows.
+    and they do not change what NetworkPolicy allows. A policy rule that can never
+    match (:mod:`stockade.lint`) is a warning too.
     """
     objects: list[ClusterObject] = []
     errors: list[str] = []
@@ -189,7 +191,9 @@ def load(paths: Iterable[str]) -> Loaded:
         if docs is not None:
             _parse_file(path, docs, objects, errors, warnings)
     warnings += _duplicate_warnings(objects)
-    return Loaded(Cluster.of(objects), errors, warnings)
+    cluster = Cluster.of(objects)
+    warnings += policy_warnings(cluster.policies.values())
+    return Loaded(cluster, errors, warnings)
 
 
 def _read_documents(path: str, errors: list[str]) -> list[Any] | None:

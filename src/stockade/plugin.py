@@ -49,6 +49,7 @@ from stockade.kube import (
     NotFound,
     Resource,
 )
+from stockade.lint import policy_warnings
 from stockade.verdict import Dataplane
 
 EXIT_OK = 0
@@ -191,7 +192,8 @@ async def read_snapshot(
 
 
 def build_cluster(snap: Snapshot) -> tuple[Cluster, list[str]]:
-    """The parsed snapshot, and a warning per problem of an object stockade rejects.
+    """The parsed snapshot, a warning per problem of an object stockade rejects, and
+    one per policy rule that can never match (:mod:`stockade.lint`).
 
     The controller rejects such objects too: a new invalid policy enforces nothing
     (an edited one keeps its last valid version, which the API no longer shows).
@@ -202,6 +204,7 @@ def build_cluster(snap: Snapshot) -> tuple[Cluster, list[str]]:
         for error in result.errors
         for line in error.lines()
     ]
+    warnings += policy_warnings(result.cluster.policies.values())
     return result.cluster, warnings
 
 

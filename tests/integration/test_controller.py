@@ -271,6 +271,51 @@ def test_invalid_policy_reported_while_valid_ones_apply(
     assert policies_on(emu, "node-1") == ["default/allow-client"]  # "broken" enforces nothing
 
 
+def test_rule_matching_nothing_warned_once(emu: EmulatorThread, tmp_path: Path) -> None:
+    seed(emu)
+    never = {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/metadata.name", "operator": "DoesNotExist"}
+                            ]
+                        }
+                    }
+                ]
+            }
+        ],
+    }
+    put(emu, policy("never", never))
+    first = ControllerThread(options(tmp_path)).start()
+    try:
+        wait_for(lambda: events(emu, "RuleMatchesNothing"), message="a RuleMatchesNothing event")
+        (event,) = events(emu, "RuleMatchesNothing")
+        assert event["type"] == "Warning"
+        assert event["involvedObject"]["name"] == "never"
+        assert event["message"] == (
+            "ingress rule 0: every peer is impossible: peer 0 namespaceSelector requires "
+            "kubernetes.io/metadata.name DoesNotExist, but every namespace has that label; "
+            "this rule allows nothing"
+        )
+        # The policy is enforced all the same (it isolates its targets).
+        wait_for(lambda: "default/never" in policies_on(emu, "node-1"))
+        wait_for(first.settled)
+    finally:
+        first.stop()
+    before = len(events(emu))
+    second = ControllerThread(options(tmp_path)).start()
+    try:
+        wait_for(second.settled, message="the second controller to settle")
+        time.sleep(0.5)
+        assert len(events(emu)) == before  # seeded from the Events: nothing posted twice
+    finally:
+        second.stop()
+
+
 def test_restart_without_churn(emu: EmulatorThread, tmp_path: Path) -> None:
     seed(emu)
     first = ControllerThread(options(tmp_path)).start()

@@ -222,6 +222,29 @@ def test_duplicate_objects_warn(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "Pod demo/a is defined more than once; the last one wins" in err
 
 
+def test_rule_matching_nothing_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    never = """\
+    apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: never, namespace: demo}
+    spec:
+      podSelector: {}
+      ingress:
+        - from:
+            - podSelector:
+                matchLabels: {app: a}
+                matchExpressions: [{key: app, operator: NotIn, values: [a]}]
+    """
+    path = _write(tmp_path, "never.yaml", textwrap.dedent(never) + "---\n" + _pod("a", "10.0.0.1"))
+    code, out, err = _run(capsys, "matrix", "-f", path, "-o", "json")
+    assert code == 0
+    assert json.loads(out)["matrix"] == {"demo/a": {"demo/a": True}}
+    assert err.splitlines() == [
+        "warning: NetworkPolicy demo/never: ingress rule 0: every peer is impossible: peer 0 "
+        "podSelector requires app In [a] and app NotIn [a]; this rule allows nothing"
+    ]
+
+
 # --------------------------------------------------------------------------- explain
 
 

@@ -9,7 +9,9 @@ import pytest
 from stockade.compiler import compile_policy
 from stockade.controller.reports import (
     REASON_APPLIED,
+    REASON_EMPTY_RULE,
     REASON_INVALID,
+    REASONS,
     EventSpec,
     Footprint,
     PolicyTracker,
@@ -83,6 +85,64 @@ def test_named_port_warnings(fp: Footprint, set_size: int, warnings: list[str]) 
     got = [e.message.split(";")[0] for e in events[1:]]
     assert got == warnings
     assert all(e.type == "Warning" for e in events[1:])
+
+
+IMPOSSIBLE = {
+    "podSelector": {
+        "matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["a"]},
+            {"key": "app", "operator": "NotIn", "values": ["a"]},
+        ]
+    }
+}
+
+
+def test_rule_matching_nothing_is_a_warning() -> None:
+    state = ControllerState()
+    body = {
+        "metadata": {"name": "np", "namespace": "ns", "uid": "u"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [IMPOSSIBLE]}, {}]},
+    }
+    assert state.observe("NetworkPolicy", None, body) is None
+    record = state.policies["ns/np"]
+    assert record.compiled is not None
+    events = policy_events(record.compiled, Footprint(1, 1), lambda _name: 1, record.empty_rules)
+    warning = EventSpec(
+        "Warning",
+        REASON_EMPTY_RULE,
+        "ingress rule 0: every peer is impossible: peer 0 podSelector requires app In [a]"
+        " and app NotIn [a]; this rule allows nothing",
+    )
+    assert events == (
+        EventSpec("Normal", REASON_APPLIED, applied_message(Footprint(1, 1))),
+        warning,
+    )
+    # A restarted controller knows it was posted.
+    assert REASON_EMPTY_RULE in REASONS
+    listed = [
+        {
+            "involvedObject": {"kind": "NetworkPolicy", "uid": "u"},
+            "reason": warning.reason,
+            "type": warning.type,
+            "message": warning.message,
+        }
+    ]
+    assert seed_from_events(listed) == {"u": {warning}}
+    # The same compiled form with a different finding (a duplicate peer) is re-reported.
+    state.touched_policies.clear()
+    twice = {
+        **body,
+        "spec": {"podSelector": {}, "ingress": [{"from": [IMPOSSIBLE, IMPOSSIBLE]}, {}]},
+    }
+    state.observe("NetworkPolicy", "MODIFIED", twice)
+    assert state.policies["ns/np"].compiled == record.compiled
+    assert state.touched_policies == {"ns/np"}
+    kept = state.policies["ns/np"].empty_rules
+    assert len(kept[0].peers) == 2
+    # An invalid edit keeps the last valid version, and its findings.
+    bad = {**body, "spec": {"podSelector": {}, "ingress": [{"from": [{}]}]}}
+    assert state.observe("NetworkPolicy", "MODIFIED", bad) is not None
+    assert state.policies["ns/np"].empty_rules == kept
 
 
 def test_invalid_event_is_one_line_with_every_error() -> None:
@@ -210,3 +270,18 @@ def test_keys_and_involved_object() -> None:
     assert ref["kind"] == "NetworkPolicy"
     assert ref["apiVersion"] == "networking.k8s.io/v1"
     assert ref["metadata"]["uid"] == "u"
+
+
+def test_a_policy_valid_again_is_reported_again() -> None:
+    """Invalid, then back to the version kept in force: touched, so re-reported."""
+    state = ControllerState(on_change=lambda: None)
+    pol = {"metadata": {"name": "np", "namespace": "ns", "uid": "u"}, "spec": {"podSelector": {}}}
+    bad = {**pol, "spec": {"podSelector": {}, "policyTypes": ["Sideways"]}}
+    assert state.observe("NetworkPolicy", "ADDED", pol) is None
+    state.touched_policies.clear()
+    assert state.observe("NetworkPolicy", "MODIFIED", bad) is not None
+    assert state.touched_policies == {"ns/np"}
+    state.touched_policies.clear()
+    assert state.observe("NetworkPolicy", "MODIFIED", pol) is None
+    assert state.touched_policies == {"ns/np"}
+    assert state.policies["ns/np"].error is None
