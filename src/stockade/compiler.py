@@ -33,6 +33,7 @@ from stockade.ruleset import (
     CompiledPolicy,
     CompiledRule,
     ContainerPortSpec,
+    KnownPod,
     LocalPod,
     NamedPortRef,
     NodePolicy,
@@ -320,6 +321,11 @@ class Compiler:
             if pod.selectable:
                 self._know_namespace(pod.namespace)
                 self._index_pod(pod)
+        if _known_address(old) != _known_address(pod):
+            # The node's list of known pods changes (see NodeRuleSet.known_pods).
+            for changed in (old, pod):
+                if changed is not None and changed.selectable:
+                    self._dirty_nodes.add(changed.node_name)
         current = pod or old
         assert current is not None  # both None was caught by old == pod
         namespace = current.namespace
@@ -572,7 +578,8 @@ class Compiler:
             policies.append(NodePolicy(state.compiled, targets))
             set_names |= state.sets
         pods = tuple(self._local_pod(k) for k in sorted(targeted))
-        return NodeRuleSet(node, pods, tuple(policies), tuple(sorted(set_names)))
+        known = tuple(KnownPod(k, self._pods[k].ips) for k in sorted(self._node_pods.get(node, ())))
+        return NodeRuleSet(node, pods, tuple(policies), tuple(sorted(set_names)), known_pods=known)
 
     def _local_pod(self, key: str) -> LocalPod:
         pod = self._pods[key]
@@ -649,6 +656,13 @@ def _same_local(old: Pod | None, new: Pod | None) -> bool:
         and old.ips == new.ips
         and old.ports == new.ports
     )
+
+
+def _known_address(pod: Pod | None) -> tuple[str, str, tuple[str, ...]] | None:
+    """What NodeRuleSet.known_pods says of a pod: its node and addresses, if selectable."""
+    if pod is None or not pod.selectable:
+        return None
+    return (pod.node_name, pod.key, pod.ips)
 
 
 def _local_pod(pod: Pod) -> LocalPod:

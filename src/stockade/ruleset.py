@@ -184,6 +184,20 @@ class LocalPod:
 
 
 @dataclass(frozen=True, slots=True)
+class KnownPod:
+    """A pod on the node that the rule set accounts for, selected by a policy or not.
+
+    Agents running with ``--isolate-new-pods`` isolate any local pod (by name and
+    address) that no NodeRuleSet lists yet, so a pod gets no traffic before its
+    policies land.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    name: str
+    ips: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NodePolicy:
     """A policy as one node enforces it: the compiled rules and its local targets."""
 
@@ -202,6 +216,7 @@ class NodeRuleSet:
     policies: tuple[NodePolicy, ...]
     peer_sets: tuple[str, ...]
     format_version: int = FORMAT_VERSION
+    known_pods: tuple[KnownPod, ...] = ()
 
 
 _NODE_ADAPTER: TypeAdapter[NodeRuleSet] = TypeAdapter(NodeRuleSet)

@@ -375,10 +375,21 @@ def test_pod_churn_touches_only_what_changes() -> None:
     base_cluster(state)
     flush(pub)
     api.calls.clear()
-    # A second client pod on n1: the peer set changes; no rule set does (web pods same).
+    # A second client pod on n1: the peer set changes, and n1's rule set only in its
+    # list of known pods; n2's rule set not at all.
     feed(state, pod("client-2", "n1", "10.0.1.9", {"app": "client"}))
     flush(pub)
-    assert [(v, p) for v, p, _ in api.writes()] == [("update", "peersets")]
+    writes = api.writes()
+    assert sorted((v, p) for v, p, _ in writes) == [
+        ("update", "noderulesets"),
+        ("update", "peersets"),
+    ]
+    assert ("update", "noderulesets", "n1") in writes
+    api.calls.clear()
+    # Relabelling a pod that no policy selects, on the same IP: nothing is written.
+    feed(state, pod("client-2", "n1", "10.0.1.9", {"app": "client", "tier": "x"}))
+    flush(pub)
+    assert api.writes() == []
     api.calls.clear()
     # Relabel web-2 so the policy no longer selects it: only n2's rule set changes.
     feed(state, pod("web-2", "n2", "10.0.2.1", {"app": "other"}))
@@ -398,10 +409,14 @@ def test_burst_of_1000_pods_is_one_write_per_object() -> None:
         feed(state, pod(f"c-{i}", node, f"10.1.{i // 250}.{i % 250 + 1}", {"app": "client"}))
     flush(pub)
     writes = api.writes()
-    # The peer set of clients (now sharded) changes; no rule set does.
-    assert all(p == "peersets" for _, p, _ in writes)
+    # The peer set of clients (now sharded) changes, and each node's rule set in its
+    # list of known pods: one write per object however many pods came.
+    assert {(p, n) for _, p, n in writes if p == "noderulesets"} == {
+        ("noderulesets", "n1"),
+        ("noderulesets", "n2"),
+    }
     assert len(writes) == len({n for _, _, n in writes})  # one write per object
-    assert len(writes) <= 3
+    assert len(writes) <= 5
 
 
 def test_unscheduled_pods_have_no_rule_set() -> None:
