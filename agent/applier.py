@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from stockade.agent.backend import Tools, detect_backend
@@ -43,6 +43,7 @@ from stockade.agent.render import (
     referenced_peer_sets,
     render,
     render_peer_set,
+    render_pending_sets,
 )
 from stockade.ruleset import NodeRuleSet, PeerSet
 from stockade.verdict import NodeEvaluator, SetIndex
@@ -75,6 +76,19 @@ class Desired:
     node: NodeRuleSet
     peer_sets: Mapping[str, tuple[PeerSet, ...]]
     rendered: RenderedNode
+    # --isolate-new-pods: local pod addresses the rule set does not cover yet.
+    pending: frozenset[str] = frozenset()
+
+
+def _same_rules(a: NodeRuleSet, b: NodeRuleSet) -> bool:
+    """Equal but for ``known_pods``, which only decides what is pending (not rendered)."""
+    return a is b or (
+        a.node == b.node
+        and a.format_version == b.format_version
+        and a.pods == b.pods
+        and a.peer_sets == b.peer_sets
+        and a.policies == b.policies
+    )
 
 
 def _snapshot(
@@ -131,40 +145,62 @@ class Applier:
         sets = parse_ipset_save(self.executor.run(["ipset", "save"]))
         return tables, sets
 
-    def desire(self, node: NodeRuleSet, peer_sets: Mapping[str, Sequence[PeerSet]]) -> Desired:
+    def desire(
+        self,
+        node: NodeRuleSet,
+        peer_sets: Mapping[str, Sequence[PeerSet]],
+        pending: Collection[str] = (),
+    ) -> Desired:
         """Render a rule set; raises :class:`RefusedError` when it cannot be enforced."""
+        held = self._pending(pending)
         try:
-            rendered = render(node, peer_sets, options=self.options)
+            rendered = render(node, peer_sets, options=self.options, pending=held)
         except ValueError as exc:  # RenderError, model errors: the input is at fault
             raise RefusedError(f"rule set for node {node.node!r} refused: {exc}") from exc
-        return Desired(node, _snapshot(node, peer_sets), rendered)
+        return Desired(node, _snapshot(node, peer_sets), rendered, held)
+
+    def _pending(self, pending: Collection[str]) -> frozenset[str]:
+        return frozenset(pending) if self.options.isolate_new_pods else frozenset()
 
     # ------------------------------------------------------------------ writing
 
-    def apply(self, node: NodeRuleSet, peer_sets: Mapping[str, Sequence[PeerSet]]) -> ApplyReport:
+    def apply(
+        self,
+        node: NodeRuleSet,
+        peer_sets: Mapping[str, Sequence[PeerSet]],
+        pending: Collection[str] = (),
+    ) -> ApplyReport:
         """Enforce ``node``; a no-op (no kernel access at all) when nothing changed.
 
         Same rule set and same shards: no render, no kernel access. Same rule set,
-        other members: the member-only fast path (module docstring). Anything else:
-        render, read the kernel, write the difference.
+        other members (or other ``pending`` addresses, with ``isolate_new_pods``):
+        the member-only fast path (module docstring). Anything else: render, read
+        the kernel, write the difference.
         """
         last = self.last
-        if last is not None and (last.node is node or last.node == node):
+        held = self._pending(pending)
+        if last is not None and _same_rules(last.node, node):
             snapshot = _snapshot(node, peer_sets)
             changed = [name for name, shards in snapshot.items() if last.peer_sets[name] != shards]
-            if not changed:
+            if not changed and held == last.pending:
+                if last.node is not node:
+                    self.last = replace(last, node=node)
                 return ApplyReport(changed=False)
-            report = self._apply_members(last, snapshot, changed)
+            report = self._apply_members(replace(last, node=node), snapshot, changed, held)
             if report is not None:
                 return report
-        desired = self.desire(node, peer_sets)
+        desired = self.desire(node, peer_sets, held)
         if last is not None and last.rendered == desired.rendered:
             self.last = desired
             return ApplyReport(changed=False)
         return self._reconcile(desired)
 
     def _apply_members(
-        self, last: Desired, snapshot: dict[str, tuple[PeerSet, ...]], changed: list[str]
+        self,
+        last: Desired,
+        snapshot: dict[str, tuple[PeerSet, ...]],
+        changed: list[str],
+        pending: frozenset[str],
     ) -> ApplyReport | None:
         """The fast path for PeerSet member churn; None when it does not apply.
 
@@ -181,42 +217,51 @@ class Applier:
         adds: list[MemberChange] = []
         dels: list[MemberChange] = []
         differences: list[str] = []
+        fresh: dict[str, IPSet] = {}
         for name in changed:
             old_shards, new_shards = last.peer_sets[name], snapshot[name]
             if not new_shards or (old_shards and old_shards[0].selector != new_shards[0].selector):
                 return None
             try:
-                fresh = render_peer_set(name, new_shards)
+                fresh.update(render_peer_set(name, new_shards))
             except ValueError:  # incomplete or invalid: the full path refuses it
                 return None
-            for set_name, want in fresh.items():
-                have = current.get(set_name)
-                if have is None:  # a set the node's rules do not use
-                    continue
-                if have.type != want.type:
-                    return None
-                new_members, old_members = set_members(want), set_members(have)
-                plus, minus = new_members - old_members, old_members - new_members
-                if not plus and not minus:
-                    continue
-                differences.append(f"set {set_name}: {len(plus)} to add, {len(minus)} to delete")
-                adds += [MemberChange(set_name, want.type, v, True) for v in sorted(plus)]
-                dels += [MemberChange(set_name, want.type, v, False) for v in sorted(minus)]
-                patched[set_name] = want
+        if pending != last.pending:
+            try:
+                fresh.update((s.name, s) for s in render_pending_sets(pending).values())
+            except ValueError:  # the full path refuses it
+                return None
+        for set_name, want in fresh.items():
+            have = current.get(set_name)
+            if have is None:  # a set the node's rules do not use
+                continue
+            if have.type != want.type:
+                return None
+            new_members, old_members = set_members(want), set_members(have)
+            plus, minus = new_members - old_members, old_members - new_members
+            if not plus and not minus:
+                continue
+            differences.append(f"set {set_name}: {len(plus)} to add, {len(minus)} to delete")
+            adds += [MemberChange(set_name, want.type, v, True) for v in sorted(plus)]
+            dels += [MemberChange(set_name, want.type, v, False) for v in sorted(minus)]
+            patched[set_name] = want
         if len(adds) + len(dels) > self.churn_limit:
             return None
         rendered = _patch_sets(last.rendered, patched)
-        desired = Desired(last.node, snapshot, rendered)
+        desired = Desired(last.node, snapshot, rendered, pending)
         # Adds before deletes: a pod moving between sets is never in neither.
         self.netlink.apply([*adds, *dels])
         self.last = desired
         report = ApplyReport(
             changed=bool(patched), differences=differences, member_changes=len(adds) + len(dels)
         )
-        # Adding members never denies anything; removals may.
-        if dels and self.cut_conntrack:
+        if self.cut_conntrack:
+            # Adding members to peer sets never denies anything; removals may, and so
+            # does a pod turning pending.
             removed = {c.value.split(",", 1)[0] for c in dels}
-            report.conntrack_deleted = self.cut_denied_flows(desired, removed)
+            if removed:
+                report.conntrack_deleted = self.cut_denied_flows(desired, removed)
+            report.conntrack_deleted += self.cut_pending_flows(pending - last.pending)
         report.seconds = time.perf_counter() - start
         if report.changed:
             log.info("applied (members only): %s", "; ".join(differences))
@@ -251,9 +296,11 @@ class Applier:
         tables, sets = self.read_live()
         plan = make_plan(desired.rendered, tables, sets, self.churn_limit)
         report = self._execute(plan)
+        was_pending = self.last.pending if self.last is not None else frozenset()
         self.last = desired
         if report.changed and self.cut_conntrack:
             report.conntrack_deleted = self.cut_denied_flows(desired)
+            report.conntrack_deleted += self.cut_pending_flows(desired.pending - was_pending)
         report.seconds = time.perf_counter() - start
         if report.changed:
             log.info("applied: %s", "; ".join(plan.differences))
@@ -275,6 +322,23 @@ class Applier:
             self.executor.run(["ipset", "restore"], "\n".join(lines) + "\n")
             report.destroyed_sets = len(plan.destroy_sets)
         return report
+
+    def cut_pending_flows(self, addresses: Collection[str]) -> int:
+        """Delete conntrack entries of forwarded flows from or to pods now pending."""
+        if not addresses:
+            return 0
+        wanted = set(addresses)
+        local = local_addresses(self.netns)
+        doomed = [
+            f
+            for f in self.conntrack.flows()
+            if (f.src in wanted or f.dst in wanted) and f.src not in local and f.dst not in local
+        ]
+        if not doomed:
+            return 0
+        deleted = self.conntrack.delete(doomed)
+        log.info("cut %d connection(s) of pods not yet in the rule set", deleted)
+        return deleted
 
     def cut_denied_flows(self, desired: Desired, involving: set[str] | None = None) -> int:
         """Delete conntrack entries of forwarded flows that the new state denies.

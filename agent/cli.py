@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Tools
 from stockade.agent.executor import CommandError, SubprocessExecutor
+from stockade.agent.health import Health, default_deadline, serve
 from stockade.agent.metrics import AgentMetrics, parse_counters
 from stockade.agent.plan import PlanError
 from stockade.agent.render import RenderOptions, RenderOptionsError
@@ -129,6 +130,7 @@ def make_applier(args: argparse.Namespace) -> Applier:
         log_denied=args.log_denied is not None,
         log_mode=(args.log_denied or "nflog").upper(),  # type: ignore[arg-type]
         mark_mask=args.mark_mask,
+        isolate_new_pods=getattr(args, "isolate_new_pods", False),
     )
     tools = Tools(args.backend) if args.backend else None
     return Applier(
@@ -195,12 +197,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     node = args.node or os.environ.get("NODE_NAME")
     if not args.file and not args.cluster and node:
         return run_api(args, node)
+    if args.isolate_new_pods:
+        raise InputError("--isolate-new-pods needs the API mode (--node without -f/--cluster)")
     applier = make_applier(args)
     metrics = AgentMetrics()
-    if args.metrics_port:
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
-        start_http_server(args.metrics_port, registry=metrics.registry)
+    health = _serve_health(args, metrics)
     stop = False
 
     def _stop(*_: object) -> None:
@@ -233,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             metrics.errors.labels("kernel").inc()
             log.error("apply failed: %s; will retry", exc)
             seen = None
+        health.beat(applied_from="file" if applier.last else None, last_sync=metrics.last_sync)
         time.sleep(args.poll_interval)
     return 0
 
@@ -245,15 +247,13 @@ def run_api(args: argparse.Namespace, node: str) -> int:
     config = KubeConfig.load(args.kubeconfig)
     applier = make_applier(args)
     metrics = AgentMetrics()
-    if args.metrics_port:
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
-        start_http_server(args.metrics_port, registry=metrics.registry)
+    health = _serve_health(args, metrics)
     options = WatchOptions(
         node=node,
         state_dir=Path(args.state_dir) if args.state_dir else None,
         resync_interval=args.resync_interval,
         restore_after=args.restore_after,
+        isolate_new_pods=args.isolate_new_pods,
     )
 
     async def main() -> None:
@@ -264,6 +264,7 @@ def run_api(args: argparse.Namespace, node: str) -> int:
             options,
             metrics,
             after_resync=lambda: _record_counters(applier, metrics),
+            health=health,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -277,6 +278,14 @@ def run_api(args: argparse.Namespace, node: str) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _serve_health(args: argparse.Namespace, metrics: AgentMetrics) -> Health:
+    """The loop's health, served with the metrics on --metrics-port (unless 0)."""
+    health = Health(args.liveness_deadline or default_deadline(args.resync_interval))
+    if args.metrics_port:
+        serve(health, metrics.registry, args.metrics_port, args.metrics_host)
+    return health
 
 
 def _record_counters(applier: Applier, metrics: AgentMetrics) -> None:
@@ -339,7 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--resync-interval", type=float, default=30.0)
             p.add_argument("--poll-interval", type=float, default=1.0)
-            p.add_argument("--metrics-port", type=int, default=0)
+            p.add_argument(
+                "--metrics-port", type=int, default=0, help="/metrics, /healthz, /readyz (0: off)"
+            )
+            p.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+            p.add_argument(
+                "--liveness-deadline",
+                type=float,
+                default=0.0,
+                metavar="S",
+                help="/healthz fails when the loop made no round in S seconds "
+                "(default: 3 resync intervals, at least 60)",
+            )
             p.add_argument("--kubeconfig", help="API mode: kubeconfig (default: in-cluster)")
             p.add_argument(
                 "--state-dir",
@@ -351,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                 type=float,
                 default=3.0,
                 help="API mode: apply the saved bundle if nothing came from the API by then",
+            )
+            p.add_argument(
+                "--isolate-new-pods",
+                action="store_true",
+                help="API mode: deny all traffic of a pod on this node until its rule set "
+                "lists it (watches the node's Pods)",
             )
             p.add_argument("--api-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
     return parser

@@ -39,6 +39,7 @@ class AgentMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.last_sync: float | None = None  # Unix time of the last success (for /healthz)
         r = self.registry
         self.sync_seconds = Histogram(
             "stockade_agent_sync_duration_seconds", "Time of one apply or resync", registry=r
@@ -78,6 +79,7 @@ class AgentMetrics:
         """Record a successful apply (or resync) and what is now programmed."""
         self.sync_seconds.observe(report.seconds)
         self.last_success.set(now)
+        self.last_sync = now
         self.conntrack_cut.inc(report.conntrack_deleted)
         if rendered is None:
             return

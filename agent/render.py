@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -138,6 +138,9 @@ class RenderOptions:
     nflog_group: int = 100
     log_rate: str = "10/second"
     mark_mask: int = DEFAULT_MARK_MASK
+    # Drop all traffic of the local pod addresses given to render() as ``pending``
+    # (pods the node's rule set does not account for yet): --isolate-new-pods.
+    isolate_new_pods: bool = False
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -329,13 +332,18 @@ def render(
     peer_sets: Mapping[str, Sequence[PeerSet]],
     *,
     options: RenderOptions,
+    pending: Collection[str] = (),
 ) -> RenderedNode:
     """Render ``node`` with the shards of the PeerSets it names (set_name -> shards).
 
+    ``pending``: with ``options.isolate_new_pods``, the addresses of local pods that
+    the rule set does not account for yet; all their forwarded traffic is denied
+    (ignored without the option).
+
     Deterministic: the same input gives byte-identical text, whatever the order of
-    pods, policies or shards. Raises :class:`MissingPeerSetsError` when a named
-    PeerSet is absent or incomplete and :class:`RenderError` for an inconsistent
-    rule set.
+    pods, policies, shards or pending addresses. Raises :class:`MissingPeerSetsError`
+    when a named PeerSet is absent or incomplete and :class:`RenderError` for an
+    inconsistent rule set (or a pending address that is not one).
     """
     if node.format_version != FORMAT_VERSION:
         raise RenderError(f"rule set format {node.format_version}, expected {FORMAT_VERSION}")
@@ -344,8 +352,32 @@ def render(
     views = _merge_peer_sets(policies, peer_sets, cache)
     groups: dict[str, tuple[_Group, ...]] = {d.name: _groups(node, policies, d) for d in DIRECTIONS}
     pods = {p.name: p for p in node.pods}
-    families = [_FamilyRenderer(f, options, views, groups, pods, cache).render() for f in FAMILIES]
+    new_sets = render_pending_sets(pending) if options.isolate_new_pods else None
+    families = [
+        _FamilyRenderer(f, options, views, groups, pods, cache, new_sets).render() for f in FAMILIES
+    ]
     return RenderedNode(v4=families[0], v6=families[1], forward_jump=FORWARD_JUMP)
+
+
+def pending_set_name(family: IPFamily) -> str:
+    """The set of a family's pending (not yet covered) local pod addresses."""
+    return set_name("new", family, "pending pods")
+
+
+def render_pending_sets(pending: Collection[str]) -> dict[IPFamily, IPSet]:
+    """The pending-pod sets of both families (the full render's own code for them).
+
+    Also the agent's fast path: a change of pending pods only is a member delta.
+    """
+    cache = _IPCache()
+    by_family: dict[IPFamily, list[Member]] = {4: [], 6: []}
+    for text in pending:
+        family, ip = cache.parse(text, "pending pod address")
+        by_family[family].append(Member(ip))
+    return {
+        family: make_set(pending_set_name(family), "hash:ip", family, members)
+        for family, members in by_family.items()
+    }
 
 
 def _check_port(np: NodePolicy, p: PortMatch) -> None:
@@ -619,6 +651,7 @@ class _FamilyRenderer:
     groups: Mapping[str, tuple[_Group, ...]]
     pods: Mapping[str, LocalPod]
     cache: _IPCache
+    new_sets: Mapping[IPFamily, IPSet] | None = None
     sets: dict[str, IPSet] = field(default_factory=dict)
     # PeerSet name -> its (peer, pport) sets in this family, made once per render.
     peer_sets: dict[str, tuple[IPSet, IPSet | None]] = field(default_factory=dict)
@@ -636,6 +669,7 @@ class _FamilyRenderer:
                     Return(),
                     comment("reply or related of an allowed connection"),
                 ),
+                *self._pending_rules(),
                 # Someone else may have used our bits: start from zero, with our mask only.
                 Rule((), ClearMark(mask), comment("clear stockade mark bits")),
                 *(
@@ -652,6 +686,25 @@ class _FamilyRenderer:
         return RenderedFamily(
             self.family, tuple(chains), tuple(sorted(self.sets.values(), key=lambda s: s.name))
         )
+
+    def _pending_rules(self) -> list[Rule]:
+        """--isolate-new-pods: deny pods the rule set does not cover yet, both ways.
+
+        After the ESTABLISHED return, so a pod that turns pending keeps the replies of
+        connections it had (the agent cuts those in conntrack instead).
+        """
+        if self.new_sets is None:
+            return []
+        pending = self.new_sets[self.family]
+        self.sets[pending.name] = pending
+        verdict = self._verdict()
+        return [
+            Rule((SetMatch(pending.name, d),), verdict, comment(f"{d} pod not yet in rule set"))
+            for d in ("src", "dst")
+        ]
+
+    def _verdict(self) -> Drop | Reject:
+        return Drop() if self.options.drop_action == "DROP" else Reject(_REJECT_WITH[self.family])
 
     def _add_set(self, kind: SetKind, key: object, type_: SetType, members: list[Member]) -> str:
         name = set_name(kind, self.family, key)
@@ -751,8 +804,7 @@ class _FamilyRenderer:
             prefix = f"stk deny {d.name} {g.hash[:8]}: "
             log = NFLog(opts.nflog_group, prefix) if opts.log_mode == "NFLOG" else Log(prefix)
             rules.append(Rule((LimitMatch(opts.log_rate),), log, comment(f"{d.name} log denied")))
-        verdict = Drop() if opts.drop_action == "DROP" else Reject(_REJECT_WITH[self.family])
-        rules.append(Rule((), verdict, comment(f"{d.name} denied: no policy allows")))
+        rules.append(Rule((), self._verdict(), comment(f"{d.name} denied: no policy allows")))
         return rules
 
     def _policy_chain(self, d: _Direction, np: NodePolicy) -> Chain:

@@ -1,6 +1,7 @@
 """The agent's API side: watch the node's rule set and the peer sets, apply, report.
 
-:class:`AgentWatcher` runs four tasks on one event loop:
+:class:`AgentWatcher` runs four tasks on one event loop (five with
+``isolate_new_pods``: a reflector of the node's Pods, see :mod:`stockade.agent.newpods`):
 
 - two :class:`Reflector` s (list, then watch from the list's resourceVersion; on
   410 Gone list again; on any other error back off exponentially with jitter, 0.2 s
@@ -52,7 +53,9 @@ from stockade.agent.cache import (
     bundle_to_json,
 )
 from stockade.agent.executor import CommandError
+from stockade.agent.health import Health
 from stockade.agent.metrics import AgentMetrics
+from stockade.agent.newpods import LocalPods
 from stockade.agent.plan import PlanError
 from stockade.agent.status import (
     REASON_APPLIED,
@@ -67,6 +70,7 @@ from stockade.agent.status import (
 from stockade.kube import (
     NODE_RULE_SETS,
     PEER_SETS,
+    PODS,
     Gone,
     JsonObject,
     KubeError,
@@ -74,6 +78,7 @@ from stockade.kube import (
     Resource,
     now_rfc3339,
 )
+from stockade.ruleset import NodeRuleSet
 
 log = logging.getLogger("stockade.agent.watch")
 
@@ -120,6 +125,9 @@ class WatchOptions:
     backoff_max: float = 10.0
     status_refresh: float = 60.0
     watch_timeout: int = 300
+    # Watch the node's Pods and deny the traffic of those its rule set does not
+    # list yet (agent/newpods.py); the applier needs RenderOptions(isolate_new_pods).
+    isolate_new_pods: bool = False
 
 
 # --------------------------------------------------------------------------- back-off
@@ -302,8 +310,10 @@ class AgentWatcher:
         metrics: AgentMetrics | None = None,
         after_resync: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        health: Health | None = None,
     ) -> None:
         self.client = client
+        self.health = health  # beaten after every sync-loop iteration (agent/health.py)
         self.applier = applier
         self.options = options
         self.metrics = metrics or AgentMetrics()
@@ -321,6 +331,17 @@ class AgentWatcher:
             field_selector=f"metadata.name={options.node}",
         )
         self.peers = self._reflector(PEER_SETS, self.cache.replace_peers, self.cache.peer_event)
+        self.local_pods: LocalPods | None = None
+        self.pods: Reflector | None = None
+        if options.isolate_new_pods:
+            self.local_pods = LocalPods()
+            self.pods = self._reflector(
+                PODS,
+                self.local_pods.replace,
+                self.local_pods.event,
+                field_selector=f"spec.nodeName={options.node}",
+            )
+        self.applied_pending: dict[str, str] = {}  # pending address -> pod, as applied
         self.applied: Ready | None = None  # what the kernel was last told to hold
         self.applied_from: str | None = None  # "api" or "disk"
         self.state: SyncState | None = None
@@ -357,6 +378,23 @@ class AgentWatcher:
             on_error=self._api_error,
         )
 
+    def _report_health(self) -> None:
+        """One sync-loop iteration done: beat, with what the loop knows now."""
+        if self.health is None:
+            return
+        state = self.state
+        error = None
+        if state is not None and not state.applied:
+            error = state.message or state.reason
+        self.health.beat(
+            applied_from=self.applied_from if self.applied is not None else None,
+            last_sync=self.metrics.last_sync,
+            error=error,
+            api_reachable=all(
+                r.connected for r in (self.nodes, self.peers, self.pods) if r is not None
+            ),
+        )
+
     def _api_error(self, exc: KubeError) -> None:
         del exc
         self.metrics.errors.labels("api").inc()
@@ -370,6 +408,7 @@ class AgentWatcher:
         tasks = [
             asyncio.create_task(self.nodes.run(), name="watch-noderulesets"),
             asyncio.create_task(self.peers.run(), name="watch-peersets"),
+            *([asyncio.create_task(self.pods.run(), name="watch-pods")] if self.pods else []),
             asyncio.create_task(self._sync_loop(), name="sync"),
             asyncio.create_task(self._status_loop(), name="status"),
         ]
@@ -419,6 +458,7 @@ class AgentWatcher:
                 await self.resync()
                 next_resync = self.clock() + self.options.resync_interval
             self._status_dirty.set()
+            self._report_health()
 
     async def sync_once(self) -> None:
         """Look at the cache and act: apply a new complete bundle, or record why not."""
@@ -438,9 +478,49 @@ class AgentWatcher:
             self._waiting = None
             if self._record_refusal(outcome.generation, REASON_INVALID, outcome.error):
                 log.error("%s; keeping the last applied state", outcome.error)
+        if not isinstance(outcome, Ready) and self.applied is not None:
+            await self._repend(self.applied)
+
+    def pending(self, node: NodeRuleSet) -> dict[str, str]:
+        """Addresses of local pods ``node`` does not list yet (empty unless isolating)."""
+        if self.local_pods is None or self.pods is None or not self.pods.synced:
+            return {}
+        return self.local_pods.pending(node.known_pods)
+
+    async def _repend(self, applied: Ready) -> None:
+        """The applied bundle stays; only the set of pending pods may have moved."""
+        pending = self.pending(applied.node)
+        if pending == self.applied_pending:
+            return
+        try:
+            report = await asyncio.to_thread(
+                self.applier.apply, applied.node, applied.peer_sets, pending
+            )
+        except (RefusedError, CommandError, PlanError) as exc:
+            self.metrics.errors.labels("kernel").inc()
+            log.error("cannot update the pending pods: %s; will retry", exc)
+            return
+        self._pending_applied(pending)
+        rendered = self.applier.last.rendered if self.applier.last else None
+        self.metrics.record(report, rendered, time.time())
+
+    def _pending_applied(self, pending: dict[str, str]) -> None:
+        before = self.applied_pending
+        isolated = sorted({pod for ip, pod in pending.items() if ip not in before})
+        released = sorted({pod for ip, pod in before.items() if ip not in pending})
+        if isolated:
+            log.info("isolating until the rule set covers them: %s", ", ".join(isolated))
+        if released:
+            log.info("covered by the rule set now: %s", ", ".join(released))
+        self.applied_pending = pending
 
     async def _apply(self, ready: Ready) -> None:
-        if self.applied is not None and ready.hash == self.applied.hash:
+        pending = self.pending(ready.node)
+        if (
+            self.applied is not None
+            and ready.hash == self.applied.hash
+            and pending == self.applied_pending
+        ):
             if self.applied_from != "api":
                 self.applied_from = "api"
             self.applied = ready  # the same content; the generation may be newer
@@ -450,7 +530,9 @@ class AgentWatcher:
             self._not_applied(ready.generation, REASON_REFUSED, self._refused[1])
             return
         try:
-            report = await asyncio.to_thread(self.applier.apply, ready.node, ready.peer_sets)
+            report = await asyncio.to_thread(
+                self.applier.apply, ready.node, ready.peer_sets, pending
+            )
         except RefusedError as exc:
             self._refused = (ready.hash, str(exc))
             if self._record_refusal(ready.generation, REASON_REFUSED, str(exc)):
@@ -467,6 +549,7 @@ class AgentWatcher:
         self.applies += 1
         self.applied = ready
         self.applied_from = "api"
+        self._pending_applied(pending)
         rendered = self.applier.last.rendered if self.applier.last else None
         self.metrics.record(report, rendered, time.time())
         log.info(
@@ -543,8 +626,11 @@ class AgentWatcher:
         if ready is None:
             log.warning("nothing applied from the API yet and no saved bundle to restore")
             return
+        pending = self.pending(ready.node)
         try:
-            report = await asyncio.to_thread(self.applier.apply, ready.node, ready.peer_sets)
+            report = await asyncio.to_thread(
+                self.applier.apply, ready.node, ready.peer_sets, pending
+            )
         except (RefusedError, CommandError, PlanError) as exc:
             self.metrics.errors.labels("state").inc()
             log.error("cannot apply the saved bundle: %s", exc)
@@ -553,6 +639,7 @@ class AgentWatcher:
         self.applies += 1
         self.applied = ready
         self.applied_from = "disk"
+        self._pending_applied(pending)
         rendered = self.applier.last.rendered if self.applier.last else None
         self.metrics.record(report, rendered, time.time())
         log.warning(

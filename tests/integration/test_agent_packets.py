@@ -23,8 +23,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
-from stockade.agent.applier import RefusedError
+from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Backend
+from stockade.agent.executor import SubprocessExecutor
+from stockade.agent.render import RenderOptions
 from stockade.cluster import load_files
 from stockade.compiler import compile_cluster
 from stockade.netlab import Lab, MissingFeatureError, Place
@@ -771,3 +773,45 @@ def test_cli_apply_verify_cleanup(lab: Lab, tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.yaml")
     proc = run_agent("apply", "--cluster", missing, "--node", "n1", "--netns", ns1)
     assert proc.returncode == 2
+
+
+def test_isolate_new_pods_by_set_members_only(cl_nft: ClusterLab) -> None:
+    """A pending pod (--isolate-new-pods) is cut off both ways, by netlink alone."""
+    cl = cl_nft
+    n1 = cl.nodes["n1"].ns
+    cl.appliers["n1"] = Applier(
+        SubprocessExecutor(netns=n1),
+        netns=n1,
+        tools=cl.tools,
+        options=RenderOptions(isolate_new_pods=True),
+    )
+    cl.set_cluster([*BASE, WEB_TO_DB])
+    client, dev_web = cl.pod("other/client"), "10.0.2.11"
+    assert cl.lab.probe(client, dev_web, 80, "TCP", TIMEOUT)
+    echo = EchoServer(cl.lab, cl.pod("dev/tool"), ECHO)
+    try:
+        with connect(cl.lab, client, TOOL4, ECHO) as sock:
+            assert exchange(sock, b"a\n") == b"a\n"
+            rules, sets = cl.bundle("n1")
+            report = cl.appliers["n1"].apply(rules, sets, {CLIENT4: "other/client"})
+            assert report.iptables_restores == 0, report
+            assert report.ipset_lines == 0, report
+            assert report.member_changes == 1
+            assert report.conntrack_deleted >= 1
+            assert exchange(sock, b"b\n") is None, "a pending pod's flow kept flowing"
+        assert cl.verify() == {}
+        assert not cl.lab.probe(client, dev_web, 80, "TCP", TIMEOUT)
+        assert not cl.lab.probe(cl.pod("dev/web"), CLIENT4, 80, "TCP", TIMEOUT)
+        assert not cl.lab.probe(cl.pod("dev/tool"), CLIENT4, 80, "TCP", TIMEOUT)
+        # Everyone else is as before.
+        assert cl.lab.probe(cl.pod("dev/tool"), dev_web, 80, "TCP", TIMEOUT)
+        assert cl.lab.probe(cl.pod("prod/web"), DB4, 80, "TCP", TIMEOUT)
+        # Covered: members only again, and the engine's verdicts are back.
+        report = cl.appliers["n1"].apply(rules, sets, {})
+        assert report.iptables_restores == 0, report
+        assert report.member_changes == 1, report
+        assert cl.verify() == {}
+        assert cl.lab.probe(client, dev_web, 80, "TCP", TIMEOUT)
+        _check(cl, [(80, "TCP", 4)])
+    finally:
+        echo.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -403,12 +403,19 @@ class FakeApplier(Applier):
     def __init__(self) -> None:
         super().__init__(SubprocessExecutor(netns="stk-never-used"))
         self.applied: list[NodeRuleSet] = []
+        self.pending: list[frozenset[str]] = []
         self.resyncs = 0
 
-    def apply(self, node: NodeRuleSet, peer_sets: Mapping[str, Sequence[PeerSet]]) -> ApplyReport:
+    def apply(
+        self,
+        node: NodeRuleSet,
+        peer_sets: Mapping[str, Sequence[PeerSet]],
+        pending: Collection[str] = (),
+    ) -> ApplyReport:
         if any(np.policy.name.endswith("/refuse") for np in node.policies):
             raise RefusedError("refused: policy refuse")
         self.applied.append(node)
+        self.pending.append(frozenset(pending))
         return ApplyReport(changed=True)
 
     def resync(self) -> ApplyReport:

@@ -85,7 +85,8 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
         "leases",
         "create",
     ),
-    # agent/watch.py Reflector.run: list, then watch, of NODE_RULE_SETS and PEER_SETS.
+    # agent/watch.py Reflector.run: list, then watch, of NODE_RULE_SETS, PEER_SETS and
+    # (with --isolate-new-pods) PODS.
     ("agent/watch.py", "list", "self.resource"): ("agent", "*synced", "*", "list"),
     ("agent/watch.py", "watch", "self.resource"): ("agent", "*synced", "*", "watch"),
     # agent/watch.py _status_loop: merge patch of the NodeRuleSet's status subresource.
@@ -107,7 +108,8 @@ _GROUPS_OF: dict[str, list[tuple[str, str]]] = {
         ("networking.k8s.io", "networkpolicies"),
     ],
     "*published": [("stockade.dev", "noderulesets"), ("stockade.dev", "peersets")],
-    "*synced": [("stockade.dev", "noderulesets"), ("stockade.dev", "peersets")],
+    # Pods: the reflector of --isolate-new-pods (field selector spec.nodeName=<node>).
+    "*synced": [("stockade.dev", "noderulesets"), ("stockade.dev", "peersets"), ("", "pods")],
 }
 
 # Calls made by kopf, not by KubeClient: operator/handlers.py's kopf.on.event watches

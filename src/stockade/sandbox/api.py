@@ -24,6 +24,7 @@ from typing import Any
 from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Backend, Tools
 from stockade.agent.executor import CommandError, SubprocessExecutor
+from stockade.agent.render import RenderOptions
 from stockade.cluster import Cluster
 from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.errors import InvalidObjectError
@@ -87,8 +88,10 @@ class Sandbox:
         dual_stack: bool = False,
         serve_ports: Sequence[int] = SERVE_PORTS_DEFAULT,
         agent_mode: str = "auto",
+        isolate_new_pods: bool = False,
     ) -> None:
         self.name = name
+        self.isolate_new_pods = isolate_new_pods
         self.layout = Layout.named(name)
         self.nodes = nodes
         self.dual_stack = dual_stack
@@ -151,6 +154,8 @@ class Sandbox:
         ]
         if self.dual_stack:
             argv.append("--dual-stack")
+        if self.isolate_new_pods:
+            argv.append("--isolate-new-pods")
         with open(self.layout.logs / "supervisor.log", "ab") as logfile:
             proc = subprocess.Popen(
                 argv,
@@ -283,6 +288,14 @@ class Sandbox:
         """Kill and start again the controller."""
         control_call(self.layout, {"op": "restart_controller"})
 
+    def stop_controller(self) -> None:
+        """Stop the controller (agents keep enforcing what they have)."""
+        control_call(self.layout, {"op": "stop_controller"})
+
+    def start_controller(self) -> None:
+        """Start the controller again after :meth:`stop_controller`."""
+        control_call(self.layout, {"op": "start_controller"})
+
     def add_node(self, name: str | None = None) -> JsonObject:
         """Add a node (namespace, Node object, agent); its pod CIDR is the next free one."""
         return control_call(self.layout, {"op": "add_node", "name": name})
@@ -409,7 +422,11 @@ class Sandbox:
                 continue
             sets = {name: list(compiled.shards(name)) for name in rules.peer_sets}
             applier = Applier(
-                SubprocessExecutor(netns=info["ns"]), netns=info["ns"], tools=Tools(BACKEND)
+                SubprocessExecutor(netns=info["ns"]),
+                netns=info["ns"],
+                tools=Tools(BACKEND),
+                # Converged, no pod is pending: the agents' set of them is empty.
+                options=RenderOptions(isolate_new_pods=bool(state.get("isolate_new_pods"))),
             )
             try:
                 diff = applier.verify(applier.desire(rules, sets))

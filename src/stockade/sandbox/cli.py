@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="ports every pod answers on besides its declared ones (default 80,81)",
     )
     up.add_argument("--agent-mode", choices=("auto", "api", "file"), default="auto")
+    up.add_argument(
+        "--isolate-new-pods",
+        action="store_true",
+        help="run the agents with --isolate-new-pods (API mode)",
+    )
     up.add_argument("--timeout", type=float, default=90.0)
     for name, text in (("apply", "create or update objects"), ("delete", "delete objects")):
         p = sub.add_parser(name, help=f"{text}, then wait until every node enforces it")
@@ -139,6 +144,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         dual_stack=args.dual_stack,
         serve_ports=ports,
         agent_mode=args.agent_mode,
+        isolate_new_pods=args.isolate_new_pods,
     )
     console = Console(stderr=True)
     start = time.monotonic()

@@ -99,8 +99,10 @@ class Supervisor:
         dual_stack: bool,
         serve_ports: Sequence[int],
         agent_mode: str,
+        isolate_new_pods: bool = False,
     ) -> None:
         self.layout = layout
+        self.isolate_new_pods = isolate_new_pods
         self.node_count = nodes
         self.dual_stack = dual_stack
         self.serve_ports = tuple(serve_ports)
@@ -117,6 +119,7 @@ class Supervisor:
             "nodes": {},
             "externals": {},
             "agent_mode": agent_mode,
+            "isolate_new_pods": isolate_new_pods,
             "serve_ports": list(self.serve_ports),
         }
         self.stop = asyncio.Event()
@@ -193,6 +196,7 @@ class Supervisor:
                 str(self.layout.kubeconfig),
                 "--state-dir",
                 str(state_dir),
+                *(["--isolate-new-pods"] if self.isolate_new_pods else []),
             ]
         assert self.bridge is not None
         bundle = self.bridge.bundle_path(node.name)
@@ -396,6 +400,13 @@ class Supervisor:
             self.stop_process("controller")
             self.start_process("controller", self.controller_argv())
             return {"restarted": "controller"}
+        if op == "stop_controller":
+            self.stop_process("controller")
+            return {"stopped": "controller"}
+        if op == "start_controller":
+            if "controller" not in self.procs:
+                self.start_process("controller", self.controller_argv())
+            return {"started": "controller"}
         if op == "shutdown":
             self.stop.set()
             return {"stopping": True}
@@ -577,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dual-stack", action="store_true")
     parser.add_argument("--serve-ports", type=_ports, default=list(SERVE_PORTS_DEFAULT))
     parser.add_argument("--agent-mode", choices=("auto", "api", "file"), default="auto")
+    parser.add_argument("--isolate-new-pods", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
@@ -585,7 +597,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode = "api" if agent_has_api_mode() else "file"
     layout = Layout(args.state_dir)
     ipaddress.ip_address("127.0.0.1")  # the API server listens on loopback only
-    supervisor = Supervisor(layout, args.nodes, args.dual_stack, args.serve_ports, mode)
+    if args.isolate_new_pods and mode != "api":
+        parser.error("--isolate-new-pods needs the agents' API mode")
+    supervisor = Supervisor(
+        layout, args.nodes, args.dual_stack, args.serve_ports, mode, args.isolate_new_pods
+    )
     asyncio.run(supervisor.run())
     return 1 if layout.failed.exists() else 0
 
