@@ -68,6 +68,11 @@ class AgentMetrics:
             ["direction", "chain", "pods"],
             registry=r,
         )
+        self.pending_pods = Gauge(
+            "stockade_agent_pending_pods",
+            "Local pods isolated until the rule set lists them (--isolate-new-pods)",
+            registry=r,
+        )
         self.rule_packets = Gauge(
             "stockade_agent_policy_rule_packets",
             "New connections allowed, per policy rule",

@@ -513,6 +513,7 @@ class AgentWatcher:
         if released:
             log.info("covered by the rule set now: %s", ", ".join(released))
         self.applied_pending = pending
+        self.metrics.pending_pods.set(len(set(pending.values())))
 
     async def _apply(self, ready: Ready) -> None:
         pending = self.pending(ready.node)

@@ -244,6 +244,7 @@ def test_watcher_isolates_pods_the_rule_set_does_not_list(tmp_path: Path) -> Non
         await _until(lambda: applier.pending[-1] == {"10.0.1.77"})
         assert applier.applied[-1] == compiled.node_rule_sets["n1"]
         assert watcher.applied_pending == {"10.0.1.77": "prod/new"}
+        assert watcher.metrics.pending_pods._value.get() == 1
         # The controller's next rule set lists it: released.
         covered = compile_docs([*cluster_docs(), new])
         node_obj2, peers2 = objects_for("n1", covered, generation=2)
