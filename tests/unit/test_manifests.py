@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 import re
 import shlex
 import shutil
@@ -632,3 +633,23 @@ def test_images_are_stockade_with_an_overridable_tag() -> None:
             assert tag, container["name"]
             assert tag != "latest", container["name"]
             assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_the_documented_isolate_overlay_enables_the_flag(tmp_path: Path) -> None:
+    """docs/deploy.md's overlay for --isolate-new-pods renders and parses."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the overlay is not rendered")
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"```yaml\n(# kustomization.yaml of your overlay\n.*?)```", text, re.S)
+    assert block is not None, "the overlay example is gone from docs/deploy.md"
+    overlay = yaml.safe_load(block.group(1))
+    overlay["resources"] = [os.path.relpath(MANIFESTS, tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    out = subprocess.run(
+        [kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    _spec, container = _agent(docs)
+    args = agent_parser().parse_args([*container["command"][1:], *container["args"]])
+    assert args.isolate_new_pods is True
