@@ -235,8 +235,8 @@ class Applier:
             have = current.get(set_name)
             if have is None:  # a set the node's rules do not use
                 continue
-            if have.type != want.type:
-                return None
+            if have.type != want.type or len(want.members) > have.maxelem:
+                return None  # the full path swaps in a bigger set
             new_members, old_members = set_members(want), set_members(have)
             plus, minus = new_members - old_members, old_members - new_members
             if not plus and not minus:

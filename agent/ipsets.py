@@ -81,6 +81,19 @@ def check_set_name(name: str) -> str:
     return name
 
 
+def maxelem_for(count: int) -> int:
+    """The ``maxelem`` of a set created for ``count`` members.
+
+    At least twice the members (room for churn by netlink before the set must be
+    swapped for a bigger one), a power of two, and never below ipset's usual 65536.
+    A set that outgrows its ``maxelem`` is refilled as a twin and swapped in (plan).
+    """
+    size = DEFAULT_MAXELEM
+    while size < 2 * count:
+        size *= 2
+    return size
+
+
 def temp_name(name: str) -> str:
     """The temporary twin filled before an atomic ``swap``."""
     return check_set_name(name) + TMP_SUFFIX
@@ -208,7 +221,13 @@ def make_set(name: str, type_: SetType, family: IPFamily, members: Iterable[Memb
     for m in members:
         by_value[m.value] = by_value.get(m.value, False) or m.nomatch
     ordered = sorted(by_value.items(), key=lambda kv: member_key(type_, family, kv[0]))
-    return IPSet(name, type_, set_family(family), tuple(Member(v, n) for v, n in ordered))
+    return IPSet(
+        name,
+        type_,
+        set_family(family),
+        tuple(Member(v, n) for v, n in ordered),
+        maxelem_for(len(ordered)),
+    )
 
 
 def _create_line(name: str, s: IPSet) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stockade.agent.ipsets import IPSet, Member
+from stockade.agent.ipsets import DEFAULT_MAXELEM, IPSet, Member
 from stockade.agent.iptables import Chain, Rule, render_rule
 from stockade.agent.render import RenderedFamily
 
@@ -33,6 +33,7 @@ class LiveSet:
     type: str
     family: str
     members: frozenset[str]
+    maxelem: int = DEFAULT_MAXELEM
 
 
 def parse_iptables_save(text: str, table: str = "filter") -> LiveTable:
@@ -61,7 +62,7 @@ def parse_iptables_save(text: str, table: str = "filter") -> LiveTable:
 
 def parse_ipset_save(text: str) -> dict[str, LiveSet]:
     """stockade's sets (``stk-`` prefix) in ``ipset save`` output."""
-    headers: dict[str, tuple[str, str]] = {}
+    headers: dict[str, tuple[str, str, int]] = {}
     members: dict[str, set[str]] = {}
     for raw in text.splitlines():
         parts = raw.split()
@@ -69,15 +70,22 @@ def parse_ipset_save(text: str) -> dict[str, LiveSet]:
             continue
         if parts[0] == "create":
             family = parts[parts.index("family") + 1] if "family" in parts else "inet"
-            headers[parts[1]] = (parts[2], family)
+            maxelem = (
+                int(parts[parts.index("maxelem") + 1]) if "maxelem" in parts else DEFAULT_MAXELEM
+            )
+            headers[parts[1]] = (parts[2], family, maxelem)
             members.setdefault(parts[1], set())
         elif parts[0] == "add":
             members.setdefault(parts[1], set()).add(" ".join(parts[2:]))
     return {
         name: LiveSet(
-            name, kind, family, frozenset(_saved_member(kind, m) for m in members.get(name, ()))
+            name,
+            kind,
+            family,
+            frozenset(_saved_member(kind, m) for m in members.get(name, ())),
+            maxelem,
         )
-        for name, (kind, family) in headers.items()
+        for name, (kind, family, maxelem) in headers.items()
     }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stockade.agent.ipsets import IPFamily, IPSet, temp_name
+from stockade.agent.ipsets import TMP_SUFFIX, IPFamily, IPSet, temp_name
 from stockade.agent.iptables import Rule, render_rule
 from stockade.agent.live import (
     LiveSet,
@@ -81,20 +81,31 @@ def plan_sets(
             continue
         adds, dels = members - have.members, have.members - members
         plan.differences.append(f"set {name}: {len(adds)} to add, {len(dels)} to delete")
-        if supports_churn(want.type) and len(adds) + len(dels) <= churn_limit:
+        # Member changes keep a set's maxelem; one that cannot hold the members any
+        # more is refilled as a twin of the wanted size and swapped in.
+        fits = len(members) <= have.maxelem
+        if not fits:
+            plan.differences.append(f"set {name}: outgrows maxelem {have.maxelem}")
+        if fits and supports_churn(want.type) and len(adds) + len(dels) <= churn_limit:
             plan.member_changes += [MemberChange(name, want.type, v, True) for v in sorted(adds)]
             plan.member_changes += [MemberChange(name, want.type, v, False) for v in sorted(dels)]
         else:
             tmp = temp_name(name)
+            # A twin left by a crash may have another maxelem: create -exist would fail.
+            stale_twin = [f"destroy {tmp}"] if tmp in live else []
             plan.set_restore += [
+                *stale_twin,
                 _create(tmp, want),
                 f"flush {tmp}",
                 *_fill(tmp, members),
                 f"swap {tmp} {name}",
                 f"destroy {tmp}",
             ]
+    swapped = {temp_name(name) for name in desired}
     for name in sorted(set(live) - set(desired)):
         plan.differences.append(f"set {name}: not wanted")
+        if name in swapped and f"swap {name} {name.removesuffix(TMP_SUFFIX)}" in plan.set_restore:
+            continue  # a stale twin, reused and destroyed by the swap above
         plan.destroy_sets.append(name)
 
 

@@ -16,6 +16,7 @@ import shlex
 import threading
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from stockade.agent.render import RenderOptions
 from stockade.cluster import load_files
 from stockade.compiler import compile_cluster
 from stockade.netlab import Lab, MissingFeatureError, Place
-from stockade.ruleset import NodeRuleSet
+from stockade.ruleset import NodeRuleSet, PeerMember
 from tests.integration.cluster_lab import (
     FABRIC4,
     FABRIC6,
@@ -815,3 +816,39 @@ def test_isolate_new_pods_by_set_members_only(cl_nft: ClusterLab) -> None:
         _check(cl, [(80, "TCP", 4)])
     finally:
         echo.close()
+
+
+def test_a_peer_set_outgrowing_maxelem_is_swapped_for_a_bigger_one(cl_nft: ClusterLab) -> None:
+    """70,000 members (ipset's usual maxelem is 65,536): grown by a twin and swap."""
+    cl = cl_nft
+    cl.set_cluster([*BASE, WEB_TO_DB])
+    rules, sets = cl.bundle("n1")
+    (name,) = rules.peer_sets
+    shard = sets[name][0]
+    extra = tuple(
+        PeerMember(f"big/p{i}", (f"10.{128 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}",))
+        for i in range(70_000)
+    )
+    big = replace(shard, members=(*shard.members, *extra))
+    applier = cl.appliers["n1"]
+    assert applier.last is not None
+    (peer4,) = [s for s in applier.last.rendered.v4.ipsets if s.name.startswith("stk-peer4-")]
+    # A twin left behind by a crash, with another maxelem, does not get in the way.
+    cl.executor("n1").run(
+        ["ipset", "create", f"{peer4.name}-tmp", "hash:ip", "family", "inet", "maxelem", "4"]
+    )
+    report = applier.apply(rules, {name: [big]})
+    assert report.ipset_lines > 70_000, report  # filled as a twin, swapped in
+    assert any("outgrows maxelem 65536" in d for d in report.differences), report.differences
+    assert cl.verify() == {}
+    header = cl.executor("n1").run(["ipset", "list", "-t", peer4.name])
+    assert "maxelem 262144" in header
+    assert "Number of entries: 70001" in header
+    # Policy still holds: web reaches db, a pod outside the set does not.
+    assert cl.lab.probe(cl.pod("prod/web"), DB4, 80, "TCP", TIMEOUT)
+    assert not cl.lab.probe(cl.pod("other/client"), DB4, 80, "TCP", TIMEOUT)
+    # Shrinking by 70,000 is a twin and swap too, sized to the content again.
+    report = applier.apply(rules, {name: [shard]})
+    assert report.iptables_restores == 0, report
+    assert cl.verify() == {}
+    assert "maxelem 65536" in cl.executor("n1").run(["ipset", "list", "-t", peer4.name])

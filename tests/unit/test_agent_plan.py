@@ -13,6 +13,7 @@ from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Tools, choose_backend, detect_backend
 from stockade.agent.cli import InputError, compile_bundle, parse_bundle
 from stockade.agent.executor import CommandError, is_read
+from stockade.agent.ipsets import Member, make_set, maxelem_for
 from stockade.agent.live import (
     LiveSet,
     LiveTable,
@@ -182,6 +183,39 @@ def test_small_member_changes_go_through_netlink_and_big_ones_swap() -> None:
     swap = make_plan(rendered, tables, sets, churn_limit=0)
     assert f"swap {peer.name}-tmp {peer.name}" in swap.set_restore
     assert swap.set_restore[-1] == f"destroy {peer.name}-tmp"
+
+
+def test_maxelem_is_twice_the_members_in_powers_of_two() -> None:
+    assert maxelem_for(0) == 65536
+    assert maxelem_for(32768) == 65536
+    assert maxelem_for(32769) == 131072
+    assert maxelem_for(150_000) == 524288
+    members = [Member(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}") for i in range(40_000)]
+    assert make_set("stk-peer4-x", "hash:ip", 4, members).maxelem == 131072
+    text = "create stk-b hash:ip family inet hashsize 1024 maxelem 131072 bucketsize 12\n"
+    assert parse_ipset_save(text)["stk-b"].maxelem == 131072
+
+
+def test_a_set_that_cannot_hold_its_members_is_swapped_for_a_bigger_one() -> None:
+    rendered = _rendered()
+    tables, sets = _as_live(rendered)
+    peer = next(s for s in rendered.v4.ipsets if s.type == "hash:ip" and s.members)
+    # The kernel's set holds fewer members than the new content: members would do...
+    small = LiveSet(peer.name, peer.type, peer.family, frozenset(), maxelem=len(peer.members))
+    assert make_plan(rendered, tables, {**sets, peer.name: small}).member_changes
+    # ...but not when its maxelem is too small: a twin of the wanted size, swapped in,
+    # after destroying a twin a crash may have left with another maxelem.
+    tiny = replace(small, maxelem=len(peer.members) - 1)
+    twin = LiveSet(f"{peer.name}-tmp", peer.type, peer.family, frozenset(), maxelem=1)
+    plan = make_plan(rendered, tables, {**sets, peer.name: tiny, twin.name: twin})
+    assert not plan.member_changes
+    assert plan.set_restore[:2] == [
+        f"destroy {peer.name}-tmp",
+        f"create {peer.name}-tmp hash:ip family inet maxelem {peer.maxelem} -exist",
+    ]
+    assert f"swap {peer.name}-tmp {peer.name}" in plan.set_restore
+    assert f"set {peer.name}: outgrows maxelem {tiny.maxelem}" in plan.differences
+    assert twin.name not in plan.destroy_sets  # gone with the swap already
 
 
 def test_hash_net_sets_are_always_swapped() -> None:
