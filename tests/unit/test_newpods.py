@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -207,19 +206,6 @@ class PodApi(FakeApi):
         node = (field_selector or "=").split("=", 1)[1]
         items = [o for o in self.objects["pods"].values() if o["spec"]["nodeName"] == node]
         return copy.deepcopy(items), "1"
-
-    def watch(
-        self,
-        resource: Resource,
-        resource_version: str | None = None,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        timeout_seconds: int = 300,
-    ) -> AsyncIterator[tuple[str, JsonObject]]:
-        return super().watch(
-            resource, resource_version, namespace, label_selector, field_selector, timeout_seconds
-        )
 
 
 def test_watcher_isolates_pods_the_rule_set_does_not_list(tmp_path: Path) -> None:
