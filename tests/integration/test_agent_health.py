@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from stockade.compiler import CompiledCluster
 from stockade.emulator import EmulatorThread
 from stockade.kube import KubeClient, KubeConfig
 from stockade.netlab import Lab, Node
+from tests.integration.waiting import wait_for
 from tests.unit.test_agent_watch import cluster_docs, compile_docs, node_object, peer_object
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
@@ -49,17 +50,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- harness
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message or what}")
-        time.sleep(0.05)
 
 
 def get(url: str) -> tuple[int, str]:

@@ -14,7 +14,7 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from stockade.compiler import CompiledCluster
 from stockade.emulator import EmulatorThread
 from stockade.kube import KubeClient, KubeConfig
 from stockade.netlab import Lab, Node
+from tests.integration.waiting import wait_for
 from tests.unit.test_agent_watch import cluster_docs, compile_docs, node_object, peer_object
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
@@ -38,17 +39,6 @@ GROUP, VERSION = "stockade.dev", "v1alpha1"
 
 
 # --------------------------------------------------------------------------- harness
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message or what}")
-        time.sleep(0.02)
 
 
 class WatcherThread:

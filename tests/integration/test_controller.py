@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 
 from stockade.controller.main import Controller, Options, run
 from stockade.emulator import EmulatorThread
+from tests.integration.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "stockade.dev", "v1alpha1"
@@ -77,17 +78,6 @@ class ControllerThread:
         self.thread.join(30)
         assert not self.thread.is_alive()
         assert not self.error, self.error
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message or what}")
-        time.sleep(0.05)
 
 
 def options(tmp_path: Path, **kw: Any) -> Options:

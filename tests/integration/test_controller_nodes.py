@@ -29,8 +29,8 @@ from tests.integration.test_controller import (
     policy,
     put,
     rule_sets,
-    wait_for,
 )
+from tests.integration.waiting import wait_for
 
 pytestmark = [pytest.mark.timeout(120)]
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from stockade.sandbox import Sandbox, differences
+from tests.integration.waiting import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -46,15 +47,6 @@ POLICY = {
         "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}],
     },
 }
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +79,12 @@ def test_new_pod_is_isolated_until_its_rule_set_lands(sandbox: Sandbox) -> None:
         sandbox.apply([_pod("client", "node-1", "10.244.1.21", role="client")], wait=False)
         # No rule set lists the client: no traffic in or out, even from its own node's
         # pods and to pods that no policy selects.
-        _wait(
+        wait_for(
             lambda: sandbox.status()["pods"].get("iso/client", {}).get("ips") == ["10.244.1.21"],
             20,
             "the client pod",
         )
-        _wait(
+        wait_for(
             lambda: (
                 _both_ways(sandbox, "iso/client", "10.244.1.21", "iso/web", "10.244.2.20")
                 == [False, False]
@@ -112,7 +104,7 @@ def test_new_pod_is_isolated_until_its_rule_set_lands(sandbox: Sandbox) -> None:
         sandbox.start_controller()
     # The controller lists the pod: it gets exactly the engine's verdicts.
     sandbox.wait_converged(30)
-    _wait(
+    wait_for(
         lambda: sandbox.probe([("iso/client", "10.244.1.20", 80, "TCP")]) == [True],
         20,
         "the client to reach db once covered",
@@ -127,10 +119,10 @@ def test_reused_address_is_isolated_too(sandbox: Sandbox) -> None:
     sandbox.stop_controller()
     try:
         sandbox.delete([_pod("temp", "node-2", "10.244.2.40")], wait=False)
-        _wait(lambda: "iso/temp" not in sandbox.status()["pods"], 20, "temp to go")
+        wait_for(lambda: "iso/temp" not in sandbox.status()["pods"], 20, "temp to go")
         # Another pod gets the same address; the rule set still names the old one.
         sandbox.apply([_pod("heir", "node-2", "10.244.2.40", app="heir")], wait=False)
-        _wait(
+        wait_for(
             lambda: sandbox.probe([("iso/web", "10.244.2.40", 80, "TCP")]) == [False],
             20,
             "the heir of the address to be isolated",
@@ -138,7 +130,7 @@ def test_reused_address_is_isolated_too(sandbox: Sandbox) -> None:
     finally:
         sandbox.start_controller()
     sandbox.wait_converged(30)
-    _wait(
+    wait_for(
         lambda: sandbox.probe([("iso/web", "10.244.2.40", 80, "TCP")]) == [True],
         20,
         "the heir to be covered",
@@ -152,7 +144,7 @@ def test_without_the_option_a_new_unselected_pod_is_open() -> None:
         sb.apply([NAMESPACE, _pod("a", "node-1", "10.244.1.30")])
         sb.stop_controller()
         sb.apply([_pod("b", "node-1", "10.244.1.31")], wait=False)
-        _wait(
+        wait_for(
             lambda: sb.probe([("iso/b", "10.244.1.30", 80, "TCP")]) == [True],
             20,
             "the new pod to be reachable",
