@@ -718,6 +718,89 @@ def test_direct_access(emu: EmulatorThread, api: Api) -> None:
     assert emulator.objects("", "v1", "pods") == []
 
 
+def test_earlier_versions_are_never_changed_by_later_writes(api: Api) -> None:
+    """A new version shares what it does not change with the stored one (no copies),
+    so no write may change a version a watch replays later."""
+    created = api.ok("POST", PODS, pod("cow", {"app": "a"}, nodeName="n1"))
+    rv = created["metadata"]["resourceVersion"]
+    merge = "application/merge-patch+json"
+    api.ok("PATCH", f"{PODS}/cow", {"metadata": {"labels": {"app": "b"}}}, content_type=merge)
+    api.ok("PATCH", f"{PODS}/cow", {"spec": {"nodeName": "n2"}}, content_type=merge)
+    json_patch = [{"op": "replace", "path": "/metadata/labels/app", "value": "c"}]
+    api.ok("PATCH", f"{PODS}/cow", json_patch, content_type="application/json-patch+json")
+    current = api.ok("GET", f"{PODS}/cow")
+    current["spec"]["containers"][0]["image"] = "nginx"
+    api.ok("PUT", f"{PODS}/cow", current)
+    api.ok("PATCH", f"{PODS}/cow/status", {"status": {"phase": "Running"}}, content_type=merge)
+    watch = api.watch(f"{PODS}?watch=true&resourceVersion={rv}")  # replayed from the log
+    try:
+        seen = [
+            (
+                e["object"]["metadata"]["labels"]["app"],
+                e["object"]["spec"]["nodeName"],
+                e["object"]["spec"]["containers"][0]["image"],
+                e["object"]["metadata"]["generation"],
+                e["object"]["status"]["phase"],
+            )
+            for e in watch.take(5)
+        ]
+    finally:
+        watch.close()
+    assert seen == [
+        ("b", "n1", "busybox", 1, "Pending"),
+        ("b", "n2", "busybox", 2, "Pending"),
+        ("c", "n2", "busybox", 2, "Pending"),
+        ("c", "n2", "nginx", 3, "Pending"),
+        ("c", "n2", "nginx", 3, "Running"),
+    ]
+    assert created["metadata"]["labels"] == {"app": "a"}
+
+
+def test_admin_bulk_load_request_log_and_metadata(emu: EmulatorThread, api: Api) -> None:
+    emulator = emu.emulator
+    api.ok("GET", "/api/v1/namespaces")
+    start = api.ok("GET", "/_emulator/requests?since=0")
+    total = start["total"]
+    assert start["requests"][-1] == ["GET", "/api/v1/namespaces"]  # admin calls not logged
+    watch = api.watch(f"{PODS}?watch=true&resourceVersion={emulator.resource_version}")
+    try:
+        items = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}},
+            *[{**pod(f"b{i}"), "status": {"phase": "Running"}} for i in range(5)],
+        ]
+        before = time.monotonic()
+        loaded = api.ok("POST", "/_emulator/objects?chunk=2", {"items": items})
+        assert loaded["count"] == 6
+        assert before <= loaded["started"] <= loaded["finished"] <= time.monotonic()
+        assert int(loaded["resourceVersion"]) - int(loaded["firstResourceVersion"]) == 5
+        events = watch.take(5)
+    finally:
+        watch.close()
+    assert [e["object"]["metadata"]["name"] for e in events] == [f"b{i}" for i in range(5)]
+    assert events[0]["object"]["status"] == {"phase": "Running"}  # kept, as put_object does
+    again = api.ok("POST", "/_emulator/objects", [{**pod("b0"), "spec": {"nodeName": "n9"}}])
+    assert again["count"] == 1
+    stored = emulator.get_object("", "v1", "pods", "b0", "default")
+    assert stored is not None
+    assert stored["spec"] == {"nodeName": "n9"}
+    meta = api.ok("GET", "/_emulator/metadata?version=v1&plural=pods")
+    assert [i["name"] for i in meta["items"]] == [f"b{i}" for i in range(5)]
+    first = meta["items"][0]
+    assert first["namespace"] == "default"
+    assert first["generation"] == 2
+    assert first["committed"] == meta["lastChange"]  # b0 changed last
+    assert all(loaded["started"] <= i["committed"] <= meta["now"] for i in meta["items"])
+    api.ok("GET", PODS)
+    log = api.ok("GET", f"/_emulator/requests?since={total}")
+    assert log["total"] == total + 2  # the watch and this list
+    assert log["first"] == total
+    assert log["requests"][-1] == ["GET", PODS]
+    assert api.call("GET", "/_emulator/nothing")[0] == 404
+    assert api.call("GET", "/_emulator/requests?since=x")[0] == 400
+    assert api.call("POST", "/_emulator/objects", {"items": "no"})[0] == 400
+    assert api.call("POST", "/_emulator/objects", [{"kind": "Nope", "apiVersion": "v9"}])[0] == 404
+
+
 def test_standalone_module(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

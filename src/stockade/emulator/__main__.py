@@ -12,7 +12,11 @@ from stockade.emulator.server import Emulator
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    emulator = Emulator(log_limit=args.log_limit, bookmark_interval=args.bookmark_interval)
+    emulator = Emulator(
+        log_limit=args.log_limit,
+        bookmark_interval=args.bookmark_interval,
+        request_log=args.request_log,
+    )
     url = await emulator.start(args.host, args.port)
     if args.kubeconfig:
         emulator.write_kubeconfig(args.kubeconfig)
@@ -36,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the server here")
     parser.add_argument("--log-limit", type=int, default=10_000, help="events kept for watches")
     parser.add_argument("--bookmark-interval", type=float, default=5.0)
+    parser.add_argument(
+        "--request-log", type=int, default=2000, help="requests kept for /_emulator/requests"
+    )
     args = parser.parse_args(argv)
     asyncio.run(_serve(args))
     return 0

@@ -159,16 +159,20 @@ def json_patch(doc: Any, ops: Any) -> Any:
 # --- JSON merge patch -------------------------------------------------------------------------
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: maps merge, ``null`` deletes, everything else replaces."""
+def merge_patch(target: Any, patch: Any, *, owned: bool = False) -> Any:
+    """RFC 7386: maps merge, ``null`` deletes, everything else replaces.
+
+    The result shares the parts of ``target`` the patch leaves alone. ``owned``: the
+    patch is the caller's to give, its values are used as they are (not copied).
+    """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return patch if owned else copy.deepcopy(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, owned=owned)
     return result
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ KUBE_VERSION = {
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
+ADMIN_PREFIX = "/_emulator/"
+# Resources whose spec the server defaults (``Emulator._default`` writes into it).
+_DEFAULTED = frozenset({("", "pods"), ("", "services"), ("networking.k8s.io", "networkpolicies")})
 _NS_KEY = ("", "namespaces")
 
 
@@ -87,7 +91,8 @@ class Emulator:
     """An emulated Kubernetes API server for tests, the sandbox and local runs.
 
     ``log_limit`` bounds the event log (older versions answer 410 Gone to watches);
-    ``bookmark_interval`` is how often watches that allow bookmarks get one.
+    ``bookmark_interval`` is how often watches that allow bookmarks get one;
+    ``request_log`` is how many ``(method, path?query)`` pairs ``requests`` keeps.
     A deleted namespace stays Terminating for ``namespace_cleanup_delay`` seconds before
     its contents and then itself are deleted, as the namespace controller does it.
     """
@@ -100,12 +105,17 @@ class Emulator:
         require_namespaces: bool = True,
         namespace_cleanup_delay: float = 0.5,
         namespaces: Iterable[str] = DEFAULT_NAMESPACES,
+        request_log: int = 2000,
     ) -> None:
         self.faults = Faults()
         self.bookmark_interval = bookmark_interval
         self.require_namespaces = require_namespaces
         self.namespace_cleanup_delay = namespace_cleanup_delay
-        self.requests: collections.deque[tuple[str, str]] = collections.deque(maxlen=2000)
+        self.requests: collections.deque[tuple[str, str]] = collections.deque(maxlen=request_log)
+        self.requests_total = 0  # every API request served (``requests`` keeps the last ones)
+        # When each resource (storage key) and each object last changed (monotonic seconds).
+        self._changed_at: dict[tuple[str, str], float] = {}
+        self._committed: dict[tuple[tuple[str, str], str, str], float] = {}
         self._lock = threading.RLock()
         self._defs: dict[tuple[str, str, str], ResourceDef] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
@@ -221,15 +231,35 @@ class Emulator:
         watchers see ADDED or MODIFIED as for any write.
         """
         with self._lock:
-            rd = self._def_for_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
-            meta = obj.get("metadata") or {}
-            namespace = (meta.get("namespace") or "default") if rd.namespaced else None
-            name = meta.get("name", "")
-            body = copy.deepcopy(obj)
-            body.setdefault("metadata", {}).pop("resourceVersion", None)
-            if name and self._get(rd, namespace, name) is not None:
-                return self._present(rd, self._update(rd, namespace, name, body, raw=True))
-            return self._present(rd, self._create(rd, namespace, body, raw=True))
+            rd, stored = self._put(copy.deepcopy(obj))
+            return self._present(rd, stored)
+
+    def load(self, objects: Iterable[Obj]) -> int:
+        """``put_object`` for many objects at once, under one lock; returns how many.
+
+        The objects are stored as given (not copied): the caller must not use them
+        afterwards. Nothing is returned per object, which makes a bulk load of
+        thousands of objects (a benchmark's burst) cheap.
+        """
+        count = 0
+        with self._lock:
+            for obj in objects:
+                self._put(obj)
+                count += 1
+        return count
+
+    def _put(self, body: Obj) -> tuple[ResourceDef, Obj]:
+        """``put_object`` on a body the store may keep (callers hold the lock)."""
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "an object must be a JSON object")
+        rd = self._def_for_kind(body.get("apiVersion", ""), body.get("kind", ""))
+        meta = body.setdefault("metadata", {})
+        namespace = (meta.get("namespace") or "default") if rd.namespaced else None
+        name = meta.get("name", "")
+        meta.pop("resourceVersion", None)
+        if name and self._get(rd, namespace, name) is not None:
+            return rd, self._update(rd, namespace, name, body, raw=True, owned=True)
+        return rd, self._create(rd, namespace, body, raw=True, owned=True)
 
     def delete_object(
         self, group: str, version: str, plural: str, name: str, namespace: str | None = None
@@ -323,7 +353,15 @@ class Emulator:
             self._compacted_rv = dropped.rv
 
     def _record(self, type_: str, rd: ResourceDef, obj: Obj, old: Obj | None) -> None:
-        rv = int(obj["metadata"]["resourceVersion"])
+        meta = obj["metadata"]
+        rv = int(meta["resourceVersion"])
+        now = time.monotonic()
+        self._changed_at[rd.storage_key] = now
+        key = (rd.storage_key, meta.get("namespace") or "", meta.get("name") or "")
+        if type_ == "DELETED":
+            self._committed.pop(key, None)
+        else:
+            self._committed[key] = now
         self._log.append(WatchEvent(rv, type_, rd.storage_key, obj, old))
         self._trim_log()
         self._wake()
@@ -343,11 +381,19 @@ class Emulator:
             )
 
     def _create(
-        self, rd: ResourceDef, namespace: str | None, body: Obj, *, raw: bool, dry_run: bool = False
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        body: Obj,
+        *,
+        raw: bool,
+        dry_run: bool = False,
+        owned: bool = False,
     ) -> Obj:
+        """Store a new object; ``owned``: ``body`` is the caller's to give (not copied)."""
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request must be an object")
-        obj = copy.deepcopy(body)
+        obj = body if owned else copy.deepcopy(body)
         if obj.get("kind") not in (None, "", rd.kind):
             raise ApiError(
                 400, "BadRequest", f"the kind {obj.get('kind')!r} does not match {rd.kind!r}"
@@ -463,6 +509,21 @@ class Emulator:
                 spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
 
     @staticmethod
+    def _own(rd: ResourceDef, body: Obj) -> Obj:
+        """A version of ``body`` that ``_update`` may change in place.
+
+        A new top level and metadata, and a deep copy of the spec where defaulting
+        writes into it; everything else is shared (never mutated once stored).
+        """
+        new = dict(body)
+        meta = new.get("metadata")
+        if isinstance(meta, dict):
+            new["metadata"] = dict(meta)
+        if rd.storage_key in _DEFAULTED and isinstance(new.get("spec"), dict):
+            new["spec"] = copy.deepcopy(new["spec"])
+        return new
+
+    @staticmethod
     def _comparable(obj: Obj) -> Obj:
         result = dict(obj)
         meta = dict(result.get("metadata") or {})
@@ -486,8 +547,12 @@ class Emulator:
         raw: bool = False,
         status_only: bool = False,
         dry_run: bool = False,
+        owned: bool = False,
     ) -> Obj:
-        """Replace an object (PUT semantics); the heart of PUT and every PATCH."""
+        """Replace an object (PUT semantics); the heart of PUT and every PATCH.
+
+        ``owned``: ``body`` is the caller's to give (it is not copied).
+        """
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request must be an object")
         current = self._get(rd, namespace, name)
@@ -501,17 +566,19 @@ class Emulator:
             raise ApiError(
                 400, "BadRequest", "the name of the object does not match the name on the URL"
             )
+        # Stored objects are never mutated, so the new version shares what it does not
+        # change with the current one (and with the request's body, which is ours).
         if status_only:
-            new = copy.deepcopy(current)
+            new = self._own(rd, current)
             if "status" in body:
                 new["status"] = copy.deepcopy(body["status"])
             else:
                 new.pop("status", None)
         else:
-            new = copy.deepcopy(body)
+            new = body if owned else self._own(rd, body)
             if rd.status_subresource and not raw:
                 if "status" in current:
-                    new["status"] = copy.deepcopy(current["status"])
+                    new["status"] = current["status"]
                 else:
                     new.pop("status", None)
         new["apiVersion"] = rd.api_version
@@ -571,7 +638,7 @@ class Emulator:
         elif content_type == "application/json-patch+json":
             patched = patching.json_patch(current, payload)
         elif content_type == "application/merge-patch+json":
-            patched = patching.merge_patch(current, payload)
+            patched = patching.merge_patch(current, payload, owned=True)
         elif content_type == "application/strategic-merge-patch+json":
             if rd.crd is not None:
                 raise ApiError(
@@ -720,8 +787,17 @@ class Emulator:
     # --- HTTP ---------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(ADMIN_PREFIX):
+            try:
+                return await self._admin(request)
+            except ApiError as exc:
+                return web.json_response(exc.status(), status=exc.code)
+            except ValueError as exc:
+                err = ApiError(400, "BadRequest", f"bad admin request: {exc}")
+                return web.json_response(err.status(), status=400)
         is_watch = request.query.get("watch") in ("true", "1") or "/watch/" in request.path
         self.requests.append((request.method, request.path_qs))
+        self.requests_total += 1
         try:
             for fault in self.faults.take(request.method, request.path_qs, is_watch):
                 if fault.delay:
@@ -745,6 +821,87 @@ class Emulator:
             logger.exception("emulator error on %s %s", request.method, request.path_qs)
             err = ApiError(500, "InternalError", f"emulator error: {exc!r}")
             return web.json_response(err.status(), status=500)
+
+    # --- the admin API (tests and benchmarks; not Kubernetes) -----------------------------------
+
+    async def _admin(self, request: web.Request) -> web.StreamResponse:
+        """``/_emulator/...``: bulk load, request log, metadata with commit times.
+
+        Not logged in ``requests`` and never faulted. Times are ``time.monotonic()`` of
+        the emulator's process (on Linux one clock for every process of the machine).
+        """
+        what = request.path[len(ADMIN_PREFIX) :].strip("/")
+        query = request.query
+        if what == "objects" and request.method == "POST":
+            _, payload = await self._read_body(request)
+            items = payload.get("items") if isinstance(payload, dict) else payload
+            if not isinstance(items, list):
+                raise ApiError(400, "BadRequest", "expected a list of objects or {items: [...]}")
+            chunk = max(int(query.get("chunk") or 0), 0) or len(items) or 1
+            started = time.monotonic()
+            first_rv = self._rv + 1
+            for start in range(0, len(items), chunk):
+                self.load(items[start : start + chunk])
+                if start + chunk < len(items):
+                    await asyncio.sleep(0)  # let the watches stream what is committed
+            return web.json_response(
+                {
+                    "count": len(items),
+                    "firstResourceVersion": str(first_rv),
+                    "resourceVersion": str(self._rv),
+                    "started": started,
+                    "finished": time.monotonic(),
+                }
+            )
+        if what == "requests" and request.method == "GET":
+            since = int(query.get("since") or 0)
+            with self._lock:
+                total = self.requests_total
+                kept = list(self.requests)
+            first = total - len(kept)
+            skip = max(since - first, 0)
+            return web.json_response(
+                {"total": total, "first": first + skip, "requests": kept[skip:]}
+            )
+        if what == "metadata" and request.method == "GET":
+            return web.json_response(
+                self.metadata(
+                    query.get("group", ""), query.get("version", "v1"), query.get("plural", "")
+                )
+            )
+        raise ApiError(404, "NotFound", f"no admin endpoint {request.method} {request.path}")
+
+    def metadata(self, group: str, version: str, plural: str) -> Obj:
+        """Every object's metadata with the time it was last committed, cheaply.
+
+        ``lastChange``: when the resource last changed (a create, update or delete),
+        ``now``: the time of the answer (both ``time.monotonic()``).
+        """
+        with self._lock:
+            rd = self._def(group, version, plural)
+            key = rd.storage_key
+            items = []
+            for obj in self._select(rd, None):
+                meta = obj["metadata"]
+                namespace = meta.get("namespace") or ""
+                items.append(
+                    {
+                        "namespace": namespace,
+                        "name": meta.get("name"),
+                        "uid": meta.get("uid"),
+                        "resourceVersion": meta.get("resourceVersion"),
+                        "generation": meta.get("generation"),
+                        "labels": meta.get("labels") or {},
+                        "annotations": meta.get("annotations") or {},
+                        "committed": self._committed.get((key, namespace, meta.get("name") or "")),
+                    }
+                )
+            return {
+                "resourceVersion": str(self._rv),
+                "lastChange": self._changed_at.get(key),
+                "now": time.monotonic(),
+                "items": items,
+            }
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -893,6 +1050,7 @@ class Emulator:
             raise ApiError(400, "BadRequest", f"cannot decode the body: {exc}") from exc
 
     async def _serve_resource(self, request: web.Request, target: _Target) -> web.StreamResponse:
+        # Answers are shallow views, serialised at once: stored objects are never mutated.
         rd = target.rd
         method = request.method
         query = request.query
@@ -907,7 +1065,7 @@ class Emulator:
                 obj = self._get(rd, target.namespace, target.name or "")
                 if obj is None:
                     raise not_found(rd.plural, target.name or "", rd.group)
-                obj = self._present(rd, obj)
+                obj = self._view(rd, obj)
             if _wants_table(request):
                 return web.json_response(
                     tables.table(
@@ -921,8 +1079,10 @@ class Emulator:
         if method == "POST" and target.name is None:
             _, body = await self._read_body(request)
             with self._lock:
-                created = self._create(rd, target.namespace, body, raw=False, dry_run=dry_run)
-                return web.json_response(self._present(rd, created), status=201)
+                created = self._create(
+                    rd, target.namespace, body, raw=False, dry_run=dry_run, owned=True
+                )
+                return web.json_response(self._view(rd, created), status=201)
         if method == "PUT" and target.name is not None:
             _, body = await self._read_body(request)
             with self._lock:
@@ -934,7 +1094,7 @@ class Emulator:
                     status_only=target.subresource == "status",
                     dry_run=dry_run,
                 )
-                return web.json_response(self._present(rd, updated))
+                return web.json_response(self._view(rd, updated))
         if method == "PATCH" and target.name is not None:
             content_type, payload = await self._read_body(request)
             with self._lock:
@@ -948,7 +1108,7 @@ class Emulator:
                     dry_run=dry_run,
                 )
                 return web.json_response(
-                    self._present(rd, patched), status=201 if created_now else 200
+                    self._view(rd, patched), status=201 if created_now else 200
                 )
         if method == "DELETE":
             options: Obj = {}
@@ -958,13 +1118,13 @@ class Emulator:
             with self._lock:
                 if target.name is not None:
                     gone = self._delete(rd, target.namespace, target.name, options, dry_run=dry_run)
-                    return web.json_response(self._present(rd, gone))
+                    return web.json_response(self._view(rd, gone))
                 predicate = _predicate(query)
                 deleted = []
                 for obj in self._select(rd, target.namespace, predicate):
                     meta = obj["metadata"]
                     deleted.append(
-                        self._present(
+                        self._view(
                             rd,
                             self._delete(
                                 rd, meta.get("namespace"), meta["name"], options, dry_run=dry_run
