@@ -12,10 +12,13 @@ read of any spec.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from stockade.kube import Encoded
 from stockade.ruleset import (
     NodeRuleSet,
     PeerSet,
@@ -48,22 +51,33 @@ class ObjectKey:
 
 @dataclass(frozen=True, slots=True)
 class Desired:
-    """What an object should hold: its spec, its labels, and the spec's hash."""
+    """What an object should hold: its spec, its labels, and the spec's hash.
+
+    ``spec_json``, when set, is the canonical JSON of ``spec`` (the hashed text): the
+    bodies are then sent with it, not encoded again.
+    """
 
     spec: Mapping[str, Any]
     labels: Mapping[str, str]
     hash: str
+    spec_json: str = ""
+
+    def _with_spec(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        content = {"metadata": metadata, "spec": dict(self.spec)}
+        if not self.spec_json:
+            return content
+        meta_json = json.dumps(metadata, separators=(",", ":"))
+        return Encoded(content, f'{{"metadata":{meta_json},"spec":{self.spec_json}}}')
 
     def body(self, name: str) -> dict[str, Any]:
         """The whole object to create (kind and apiVersion are the client's)."""
-        return {
-            "metadata": {
+        return self._with_spec(
+            {
                 "name": name,
                 "labels": dict(self.labels),
                 "annotations": {HASH_ANNOTATION: self.hash},
-            },
-            "spec": dict(self.spec),
-        }
+            }
+        )
 
     def patch(self) -> dict[str, Any]:
         """A merge patch that makes a published object this one.
@@ -73,31 +87,41 @@ class Desired:
         are replaced wholesale by a merge patch. The status is the agent's and is
         not touched.
         """
-        return {
-            "metadata": {
+        return self._with_spec(
+            {
                 "labels": dict(self.labels),
                 "annotations": {HASH_ANNOTATION: self.hash},
-            },
-            "spec": dict(self.spec),
-        }
+            }
+        )
+
+
+HASH_LENGTH = 20
 
 
 def content_hash(spec: Mapping[str, Any]) -> str:
     """The hash of a spec, as written in ``stockade.dev/hash``."""
-    return stable_hash(spec, 20)
+    return stable_hash(spec, HASH_LENGTH)
+
+
+def _canonical(spec: Mapping[str, Any]) -> tuple[str, str]:
+    """The canonical JSON of a spec and its hash (``content_hash``, one encoding)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return text, hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
 def desired_node(rs: NodeRuleSet) -> Desired:
     """A NodeRuleSet as its custom resource (named after the node)."""
     spec = node_rule_set_to_dict(rs)
-    return Desired(spec, {MANAGED_BY_LABEL: MANAGED_BY}, content_hash(spec))
+    text, digest = _canonical(spec)
+    return Desired(spec, {MANAGED_BY_LABEL: MANAGED_BY}, digest, text)
 
 
 def desired_peer_set(ps: PeerSet) -> Desired:
     """A PeerSet shard as its custom resource, labelled with its set's name."""
     spec = peer_set_to_dict(ps)
     labels = {MANAGED_BY_LABEL: MANAGED_BY, SET_LABEL: ps.set_name}
-    return Desired(spec, labels, content_hash(spec))
+    text, digest = _canonical(spec)
+    return Desired(spec, labels, digest, text)
 
 
 def published_hash(obj: Mapping[str, Any]) -> str:

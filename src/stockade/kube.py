@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import ssl
 import tempfile
 import time
@@ -35,6 +36,35 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_TIMEOUT = 30.0
 _LIST_CHUNK = 500
 _TOKEN_REFRESH = 60.0
+
+
+class Encoded(dict[str, Any]):
+    """A JSON object whose encoding is already made: sent as ``text``, not re-encoded.
+
+    For bodies a caller has serialised anyway (the publisher hashes the canonical JSON
+    of every spec). ``text`` must encode exactly this content; do not change either.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, content: Mapping[str, Any], text: str) -> None:
+        super().__init__(content)
+        self.text = text
+
+
+def _encode(body: Any) -> str:
+    return body.text if isinstance(body, Encoded) else json.dumps(body)
+
+
+def _with_type(resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with the resource's apiVersion and kind first (an :class:`Encoded` stays one)."""
+    head = {"apiVersion": resource.api_version, "kind": resource.kind}
+    full = {**head, **body}
+    if not isinstance(body, Encoded):
+        return full
+    rest = body.text.strip()[1:].lstrip()  # after the opening brace
+    prefix = json.dumps(head)[:-1]  # without the closing brace
+    return Encoded(full, f"{prefix}{', ' if rest != '}' else ''}{rest}")
 
 
 # --------------------------------------------------------------------------- resources
@@ -335,9 +365,15 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        metadata_only: bool = False,
     ) -> JsonObject:
-        """One call; the decoded JSON answer, or an :class:`ApiError`/:class:`Unreachable`."""
-        data = None if body is None else json.dumps(body).encode()
+        """One call; the decoded JSON answer, or an :class:`ApiError`/:class:`Unreachable`.
+
+        ``metadata_only``: of a successful answer only ``{"metadata": ...}`` is decoded
+        when the object's metadata comes before its spec (as the API server writes
+        it); a large object's spec is then not decoded for nothing.
+        """
+        data = None if body is None else _encode(body).encode()
         headers = self._headers(content_type if data is not None else None)
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
         try:
@@ -350,6 +386,8 @@ class KubeClient:
                 timeout=limit,
             ) as resp:
                 text = await resp.text()
+                if metadata_only and resp.status < 400:
+                    return _decode_metadata(text)
                 decoded = _decode(text)
                 if resp.status >= 400:
                     raise api_error(resp.status, decoded if decoded is not None else text)
@@ -435,11 +473,23 @@ class KubeClient:
     # ------------------------------------------------------------------ writes
 
     async def create(
-        self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+        self,
+        resource: Resource,
+        body: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        metadata_only: bool = False,
     ) -> JsonObject:
-        """POST; :class:`Conflict` (reason AlreadyExists) if the name is taken."""
-        full = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
-        return await self.request("POST", resource.path(namespace), body=full)
+        """POST; :class:`Conflict` (reason AlreadyExists) if the name is taken.
+
+        ``body`` may be :class:`Encoded`; ``metadata_only`` as for :meth:`request`.
+        """
+        return await self.request(
+            "POST",
+            resource.path(namespace),
+            body=_with_type(resource, body),
+            metadata_only=metadata_only,
+        )
 
     async def replace(
         self, resource: Resource, name: str, body: Mapping[str, Any], namespace: str | None = None
@@ -449,14 +499,24 @@ class KubeClient:
         return await self.request("PUT", resource.path(namespace, name), body=full)
 
     async def patch_merge(
-        self, resource: Resource, name: str, patch: Mapping[str, Any], namespace: str | None = None
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        metadata_only: bool = False,
     ) -> JsonObject:
-        """A JSON merge patch (RFC 7386) of the object."""
+        """A JSON merge patch (RFC 7386) of the object.
+
+        ``patch`` may be :class:`Encoded`; ``metadata_only`` as for :meth:`request`.
+        """
         return await self.request(
             "PATCH",
             resource.path(namespace, name),
             body=patch,
             content_type="application/merge-patch+json",
+            metadata_only=metadata_only,
         )
 
     async def patch_status(
@@ -532,6 +592,30 @@ def _decode(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
+
+
+# An answer's opening up to its metadata: ``{"apiVersion": "...", "kind": "...", "metadata":``
+# (either of the first two may be missing). Strings without quotes or escapes only, so
+# the match cannot start inside a string.
+_UP_TO_METADATA = re.compile(
+    r'\s*\{\s*(?:"(?:apiVersion|kind)"\s*:\s*"[^"\\]*"\s*,\s*){0,2}"metadata"\s*:\s*'
+)
+_DECODER = json.JSONDecoder()
+
+
+def _decode_metadata(text: str) -> JsonObject:
+    """``{"metadata": ...}`` of an object's JSON; the whole object when the metadata
+    does not come first (or the text is not an object)."""
+    match = _UP_TO_METADATA.match(text)
+    if match is not None:
+        try:
+            meta, _ = _DECODER.raw_decode(text, match.end())
+        except ValueError:
+            meta = None
+        if isinstance(meta, dict):
+            return {"metadata": meta}
+    decoded = _decode(text)
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def _watch_event(line: bytes, resource: Resource) -> tuple[str, JsonObject] | None:

@@ -22,6 +22,7 @@ from stockade.kube import (
     PODS,
     ApiError,
     Conflict,
+    Encoded,
     Gone,
     KubeClient,
     KubeConfig,
@@ -194,6 +195,88 @@ def test_writes_send_the_right_verbs_and_content_types() -> None:
     ]
     assert api.requests[2][3]["Content-Type"] == "application/merge-patch+json"
     assert api.requests[3][4] == {"status": {"applied": True}}
+
+
+def test_encoded_bodies_are_sent_as_they_are() -> None:
+    api = FakeApi()
+    raw: list[bytes] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        raw.append(await request.read())
+        return web.json_response(json.loads(raw[-1]))
+
+    base = "/apis/stockade.dev/v1alpha1/noderulesets"
+    api.routes[("POST", base)] = echo
+    api.routes[("PATCH", f"{base}/n1")] = echo
+    content = {"metadata": {"name": "n1"}, "spec": {"b": 1, "a": [1, 2]}}
+    text = '{"metadata":{"name":"n1"},"spec":{"a":[1,2],"b":1}}'
+
+    async def go() -> None:
+        async with serving(api) as client:
+            created = await client.create(NODE_RULE_SETS, Encoded(content, text))
+            assert created == {
+                "apiVersion": "stockade.dev/v1alpha1",
+                "kind": "NodeRuleSet",
+                **content,
+            }
+            await client.patch_merge(NODE_RULE_SETS, "n1", Encoded({"spec": {}}, '{"spec":{}}'))
+            await client.create(NODE_RULE_SETS, Encoded({}, "{}"))
+
+    run(go())
+    # The text itself went out (its key order and separators), after apiVersion and kind.
+    assert raw[0].decode().endswith('"metadata":{"name":"n1"},"spec":{"a":[1,2],"b":1}}')
+    assert raw[1] == b'{"spec":{}}'
+    assert json.loads(raw[2]) == {"apiVersion": "stockade.dev/v1alpha1", "kind": "NodeRuleSet"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        pytest.param(
+            {"apiVersion": "v", "kind": "K", "metadata": {"uid": "u", "generation": 2}, "spec": {}},
+            {"metadata": {"uid": "u", "generation": 2}},
+            id="metadata-first",
+        ),
+        pytest.param(
+            {"metadata": {"uid": "u"}, "spec": {"metadata": "x"}},
+            {"metadata": {"uid": "u"}},
+            id="metadata-at-once",
+        ),
+        pytest.param(
+            {"spec": {"metadata": {"uid": "no"}}, "metadata": {"uid": "u"}},
+            {"spec": {"metadata": {"uid": "no"}}, "metadata": {"uid": "u"}},
+            id="spec-first-whole",
+        ),
+        pytest.param(
+            {"kind": 'a"metadata": {}', "metadata": {"uid": "u"}},
+            {"kind": 'a"metadata": {}', "metadata": {"uid": "u"}},
+            id="escaped-quote-whole",
+        ),
+    ],
+)
+def test_metadata_only_answers(answer: dict[str, Any], expected: dict[str, Any]) -> None:
+    api = FakeApi()
+
+    async def reply(_request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    async def fail(_request: web.Request) -> web.Response:
+        return _status(409, "Conflict", "stale")
+
+    base = "/apis/stockade.dev/v1alpha1/noderulesets"
+    api.routes[("POST", base)] = reply
+    api.routes[("PATCH", f"{base}/n1")] = fail
+
+    async def go() -> None:
+        async with serving(api) as client:
+            got = await client.create(
+                NODE_RULE_SETS, {"metadata": {"name": "n1"}}, metadata_only=True
+            )
+            assert got == expected
+            with pytest.raises(Conflict):  # errors are decoded whole, as ever
+                await client.patch_merge(NODE_RULE_SETS, "n1", {"spec": {}}, metadata_only=True)
+
+    run(go())
 
 
 def test_create_event() -> None:

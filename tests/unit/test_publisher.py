@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,17 +21,20 @@ from stockade.controller.plan import (
     Desired,
     ObjectKey,
     Write,
+    content_hash,
     plan_writes,
     published_from_list,
 )
-from stockade.controller.publisher import Publisher
+from stockade.controller.publisher import LeanWrites, Publisher
 from stockade.controller.state import ControllerState
 from stockade.kube import (
     EVENTS,
     NAMESPACES,
     NETWORK_POLICIES,
+    NODE_RULE_SETS,
     PODS,
     Conflict,
+    Encoded,
     JsonObject,
     NotFound,
     Resource,
@@ -356,6 +360,48 @@ def test_first_flush_creates_everything_with_hash_and_labels() -> None:
     assert [c[1] for c in api.writes()] == ["peersets", "noderulesets", "noderulesets"]
     assert pub.metrics.write_count() == 3
     assert pub.metrics.write_count(PEER_SET, "create") == 1
+
+
+def test_bodies_are_sent_encoded_once() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    pub.absorb()
+    assert pub.desired
+    for key, want in pub.desired.items():
+        # The hashed text is the canonical JSON of the spec, and the bodies carry it.
+        assert want.hash == content_hash(want.spec)
+        assert json.loads(want.spec_json) == want.spec
+        for body in (want.body(key.name), want.patch()):
+            assert isinstance(body, Encoded)
+            assert json.loads(body.text) == dict(body)
+    assert flush(pub)
+    # Written, the text is dropped (the hash and the spec stay).
+    assert all(not want.spec_json for want in pub.desired.values())
+    n1 = pub.desired[ObjectKey(NODE_RULE_SET, "n1")]
+    assert api.objects[("noderulesets", "n1")]["spec"] == n1.spec
+
+
+def test_lean_writes_ask_for_metadata_only() -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    class Client:
+        async def create(self, *args: Any, **kwargs: Any) -> JsonObject:
+            calls.append(("create", kwargs))
+            return {"metadata": {"uid": "u"}}
+
+        async def patch_merge(self, *args: Any, **kwargs: Any) -> JsonObject:
+            calls.append(("patch", kwargs))
+            return {"metadata": {"uid": "u"}}
+
+    lean = LeanWrites(Client())  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await lean.create(NODE_RULE_SETS, {"metadata": {"name": "n1"}})
+        await lean.patch_merge(NODE_RULE_SETS, "n1", {"spec": {}})
+
+    asyncio.run(go())
+    assert calls == [("create", {"metadata_only": True}), ("patch", {"metadata_only": True})]
 
 
 def test_nothing_changed_nothing_written() -> None:
