@@ -2,19 +2,26 @@
 
 Run: ``.venv/bin/python -m bench.controller [--pods 5000 --nodes 50 --policies 500]``.
 
-The emulator runs in this process (a thread); the controller runs as
-``stockade-controller`` in a process of its own (as in a pod), standalone, with its
-metrics on a local port. Namespaces and Node objects exist first; then a burst of
-pods and policies (``bench.synth``'s realistic generator) is written straight into
-the emulator's store, and the bench measures:
+The emulator (``python -m stockade.emulator``) and the controller
+(``stockade-controller``, standalone, its metrics on a local port) each run in a
+process of their own, as they would in a cluster; this process only drives and
+polls them, through the emulator's admin API (docs/emulator.md). Namespaces and Node
+objects exist first; then a burst of pods and policies (``bench.synth``'s realistic
+generator) is loaded into the emulator in one bulk request (committed in chunks,
+the watches streaming in between), and the bench measures:
 
 - **writes**: every write request the emulator served during the burst (POST,
   PUT, PATCH, DELETE), by kind, against the number of distinct published objects
   whose content (hash annotation) really changed, before versus after;
-- **time to current**: from the first object of the burst until every NodeRuleSet
-  (then every PeerSet) carries the hash of ``compile_cluster`` on the same objects,
-  against the time of that compile alone (same run, same machine; best of 3);
+- **time to current**: from the commit of the first object of the burst until
+  every NodeRuleSet (then every PeerSet) carries the hash of ``compile_cluster`` on
+  the same objects, against the time of that compile alone (same run, same machine;
+  best of 3). Both ends are the emulator's commit times (``time.monotonic()`` in
+  its process), so the polling interval does not enter the figure;
 - **idle**: writes over ``--idle`` seconds of a settled controller, per minute.
+
+``--py-spy FILE`` samples the controller with py-spy (``$PY_SPY`` or on the PATH)
+from just before the burst until everything is current (``raw`` collapsed stacks).
 
 Prints a table with ratios and PASS/MISS and writes ``bench/results/controller.json``.
 """
@@ -23,18 +30,22 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import json
 import os
 import platform
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +59,6 @@ from rich.table import Table
 from bench.synth import Params, generate
 from stockade.compiler import Compiler, compile_cluster
 from stockade.controller.plan import desired_node, desired_peer_set, published_hash
-from stockade.emulator import Emulator, EmulatorThread
 from stockade.model import ClusterObject, parse_object
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,14 +88,128 @@ def _with_api_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def published(emulator: Emulator, kinds: tuple[str, ...] = ("noderulesets", "peersets")) -> Hashes:
-    """What is published: kind/name to hash annotation."""
+class EmulatorProcess:
+    """``python -m stockade.emulator`` in a process of its own, driven over HTTP."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.kubeconfig = log.parent / "kubeconfig"
+        self._log = open(log, "w+", encoding="utf-8")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stockade.emulator",
+                "--port",
+                str(self.port),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--log-limit",
+                "200000",
+                "--request-log",
+                "2000000",
+                "--bookmark-interval",
+                "60",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.call("GET", "/healthz")
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the emulator did not start: {self.log_tail()}") from None
+                time.sleep(0.05)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One request; the decoded JSON answer (text for non-JSON)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            raw = resp.read()
+            if resp.headers.get_content_type() == "application/json":
+                return json.loads(raw)
+            return raw.decode()
+
+    def load(self, objects: list[dict[str, Any]], chunk: int = 0) -> dict[str, Any]:
+        """Bulk-load objects (``put_object`` semantics); the emulator's report."""
+        answer: dict[str, Any] = self.call(
+            "POST", f"/_emulator/objects?chunk={chunk}", {"items": objects}
+        )
+        return answer
+
+    def metadata(self, plural: str, group: str = GROUP, version: str = VERSION) -> dict[str, Any]:
+        """Metadata of every object of a resource, with commit times."""
+        query = urllib.parse.urlencode({"group": group, "version": version, "plural": plural})
+        answer: dict[str, Any] = self.call("GET", f"/_emulator/metadata?{query}")
+        return answer
+
+    def requests_since(self, since: int) -> tuple[int, list[tuple[str, str]]]:
+        """The API requests served from index ``since`` on, and the total so far."""
+        answer = self.call("GET", f"/_emulator/requests?since={since}")
+        if answer["first"] > since:
+            raise RuntimeError("the emulator's request log lost requests: raise --request-log")
+        return answer["total"], [(m, p) for m, p in answer["requests"]]
+
+    def request_count(self) -> int:
+        """How many API requests were served so far."""
+        total, _ = self.requests_since(1 << 62)
+        return total
+
+    def log_tail(self) -> str:
+        """The end of the emulator's output."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()[-2000:]
+
+    def close(self) -> None:
+        """Stop the process."""
+        _stop(self.proc)
+        self._log.close()
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def emulator_process(tmp: Path) -> Iterator[EmulatorProcess]:
+    """A running emulator process, stopped on exit."""
+    emu = EmulatorProcess(tmp / "emulator.log")
+    try:
+        yield emu
+    finally:
+        emu.close()
+
+
+def _kind(plural: str) -> str:
+    return "NodeRuleSet" if plural == "noderulesets" else "PeerSet"
+
+
+def published(
+    emu: EmulatorProcess, kinds: tuple[str, ...] = ("noderulesets", "peersets")
+) -> tuple[Hashes, float]:
+    """What is published (kind/name to hash annotation) and when those kinds last changed."""
     out: Hashes = {}
+    last = 0.0
     for plural in kinds:
-        kind = "NodeRuleSet" if plural == "noderulesets" else "PeerSet"
-        for obj in emulator.objects(GROUP, VERSION, plural):
-            out[f"{kind}/{obj['metadata']['name']}"] = published_hash(obj)
-    return out
+        answer = emu.metadata(plural)
+        last = max(last, answer["lastChange"] or 0.0)
+        for item in answer["items"]:
+            out[f"{_kind(plural)}/{item['name']}"] = published_hash({"metadata": item})
+    return out, last
 
 
 def expected(objects: list[ClusterObject], nodes: list[str]) -> tuple[Hashes, Hashes]:
@@ -159,51 +283,68 @@ def wait(what: Callable[[], bool], timeout: float, interval: float = 0.05) -> fl
         time.sleep(interval)
 
 
-def quiet(emulator: Emulator, seconds: float, timeout: float) -> None:
+def quiet(emu: EmulatorProcess, seconds: float, timeout: float) -> None:
     """Wait until no write request came for ``seconds``."""
     deadline = time.monotonic() + timeout
-    last = len(emulator.requests)
+    last = emu.request_count()
     last_change = time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        now = len(emulator.requests)
-        writes = [r for r in list(emulator.requests)[last:now] if r[0] in WRITE_METHODS]
-        if writes:
+        last, served = emu.requests_since(last)
+        if any(method in WRITE_METHODS for method, _ in served):
             last_change = time.monotonic()
-        last = now
         if time.monotonic() - last_change >= seconds:
             return
     raise TimeoutError("the controller did not go quiet")
 
 
-def run(params: Params, flush_ms: float, idle: float) -> dict[str, Any]:  # noqa: PLR0915
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _py_spy() -> str | None:
+    return os.environ.get("PY_SPY") or shutil.which("py-spy")
+
+
+def run(  # noqa: PLR0915
+    params: Params,
+    flush_ms: float,
+    idle: float,
+    chunk: int = 100,
+    py_spy_out: Path | None = None,
+    controller_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The whole benchmark; returns the result document."""
     cluster = generate(params)
-    raw_burst = [*cluster.pods, *cluster.policies]
+    raw_burst = [_with_api_fields(o) for o in [*cluster.pods, *cluster.policies]]
     parsed = [parse_object(o) for o in cluster.objects()]
     compile_s = best_of(lambda: compile_cluster(parsed))
     parse_compile_s = best_of(lambda: compile_cluster([parse_object(o) for o in cluster.objects()]))
     want_rules, want_sets = expected(parsed, cluster.node_names)
 
-    emulator = Emulator(log_limit=100_000)
-    # Keep every request (the default keeps the last 2,000).
-    emulator.requests = collections.deque(maxlen=2_000_000)
     console = Console(stderr=True)
-    with tempfile.TemporaryDirectory(prefix="stk-bench-") as tmp, EmulatorThread(emulator) as emu:
-        for crd in yaml.safe_load_all((ROOT / "manifests/crds.yaml").read_text()):
-            emulator.put_object(crd)
-        for ns in cluster.namespaces:
-            emulator.put_object(_with_api_fields(ns))
-        for name in cluster.node_names:
-            emulator.put_object(_node(name))
-        kubeconfig = emu.write_kubeconfig(Path(tmp) / "kubeconfig")
+    spy: subprocess.Popen[Any] | None = None
+    with (
+        tempfile.TemporaryDirectory(prefix="stk-bench-") as tmp,
+        emulator_process(Path(tmp)) as emu,
+    ):
+        emu.load(list(yaml.safe_load_all((ROOT / "manifests/crds.yaml").read_text())))
+        emu.load(
+            [_with_api_fields(ns) for ns in cluster.namespaces]
+            + [_node(name) for name in cluster.node_names]
+        )
         port = _free_port()
         cmd = [
             sys.executable,
             "-m",
             "stockade.controller.main",
             "--kubeconfig",
-            str(kubeconfig),
+            str(emu.kubeconfig),
             "--standalone",
             "--metrics-port",
             str(port),
@@ -215,37 +356,62 @@ def run(params: Params, flush_ms: float, idle: float) -> dict[str, Any]:  # noqa
             "WARNING",
         ]
         log = open(Path(tmp) / "controller.log", "w+", encoding="utf-8")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        env = {**os.environ, **(controller_env or {})}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         try:
             console.print(f"controller pid {proc.pid}; waiting for the empty rule sets")
-            wait(lambda: len(published(emulator, ("noderulesets",))) == params.nodes, 60, 0.1)
-            quiet(emulator, 1.0, 60)
-            before = published(emulator)
-            mark = len(emulator.requests)
+
+            def all_nodes() -> bool:
+                return len(published(emu, ("noderulesets",))[0]) == params.nodes
+
+            wait(all_nodes, 60, 0.1)
+            quiet(emu, 1.0, 60)
+            before, _ = published(emu)
+            mark = emu.request_count()
+
+            if py_spy_out is not None:
+                exe = _py_spy()
+                if exe is None:
+                    raise RuntimeError("--py-spy: no py-spy on the PATH (or set $PY_SPY)")
+                spy_cmd = [exe, "record", "--pid", str(proc.pid), "--rate", "500", "--format"]
+                spy_cmd += ["raw", "--output", str(py_spy_out), "--nonblocking"]
+                spy = subprocess.Popen(
+                    spy_cmd,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1.0)  # py-spy attaches
 
             console.print(f"burst: {len(raw_burst)} objects")
-            t0 = time.monotonic()
-            for obj in raw_burst:
-                emulator.put_object(_with_api_fields(obj))
-            t_injected = time.monotonic()
+            cpu_before = (cpu_seconds(proc.pid), cpu_seconds(emu.proc.pid))
+            loaded = emu.load(raw_burst, chunk)
+            t0 = float(loaded["started"])
+            t_injected = float(loaded["finished"])
 
-            # Copying the published objects out of the store costs the emulator (this
-            # process) CPU: look only after a write came in, 4 times a second at most.
-            seen = [-1]
-
-            def current(want: Hashes, kinds: tuple[str, ...]) -> Callable[[], bool]:
+            def current(
+                want: Hashes, kinds: tuple[str, ...], at: list[float]
+            ) -> Callable[[], bool]:
                 def check() -> bool:
-                    count = len(emulator.requests)
-                    if count == seen[0]:
-                        return False
-                    seen[0] = count
-                    return published(emulator, kinds) == want
+                    hashes, last = published(emu, kinds)
+                    at[:] = [last]
+                    return hashes == want
 
                 return check
 
-            t_rules = wait(current(want_rules, ("noderulesets",)), 300, 0.25)
-            seen[0] = -1
-            t_all = wait(current({**want_rules, **want_sets}, ("noderulesets", "peersets")), 300)
+            at_rules: list[float] = []
+            wait(current(want_rules, ("noderulesets",), at_rules), 300, 0.1)
+            at_all: list[float] = []
+            wait(
+                current({**want_rules, **want_sets}, ("noderulesets", "peersets"), at_all), 300, 0.1
+            )
+            t_rules, t_all = at_rules[0], at_all[0]
+            cpu = {
+                "controller_s": cpu_seconds(proc.pid) - cpu_before[0],
+                "emulator_s": cpu_seconds(emu.proc.pid) - cpu_before[1],
+            }
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             burst_metrics = {
                 name: metric(port, name)
                 for name in (
@@ -254,26 +420,24 @@ def run(params: Params, flush_ms: float, idle: float) -> dict[str, Any]:  # noqa
                     "stockade_controller_flush_duration_seconds_count",
                 )
             }
-            quiet(emulator, 2.0, 120)
-            after = published(emulator)
-            burst_requests = list(emulator.requests)[mark:]
+            quiet(emu, 2.0, 120)
+            after, _ = published(emu)
+            mark, burst_requests = emu.requests_since(mark)
             writes = write_counts(burst_requests)
             changed = changed_objects(before, after)
 
             console.print(f"idle: {idle:.0f} s")
-            mark = len(emulator.requests)
             flushes_before = metric(port, "stockade_controller_flushes_total")
             time.sleep(idle)
-            idle_writes = write_counts(list(emulator.requests)[mark:])
+            _, idle_requests = emu.requests_since(mark)
+            idle_writes = write_counts(idle_requests)
             flushes_after = metric(port, "stockade_controller_flushes_total")
             backlog = metric(port, "stockade_controller_dirty_backlog")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if spy is not None and spy.poll() is None:
+                spy.kill()
+                spy.wait()
+            _stop(proc)
             log.seek(0)
             tail = log.read()[-2000:]
             log.close()
@@ -296,6 +460,7 @@ def run(params: Params, flush_ms: float, idle: float) -> dict[str, Any]:  # noqa
             "platform": platform.platform(),
         },
         "flush_interval_ms": flush_ms,
+        "load_chunk": chunk,
         "burst_objects": len(raw_burst),
         "outputs": {"node_rule_sets": len(want_rules), "peer_set_shards": len(want_sets)},
         "writes": writes,
@@ -305,6 +470,7 @@ def run(params: Params, flush_ms: float, idle: float) -> dict[str, Any]:  # noqa
         "write_ratio": published_writes / distinct if distinct else None,
         "compile_s": compile_s,
         "parse_and_compile_s": parse_compile_s,
+        "burst_started_monotonic": t0,
         "inject_s": t_injected - t0,
         "rule_sets_current_s": t_rules - t0,
         "all_current_s": t_all - t0,
@@ -321,6 +487,8 @@ def run(params: Params, flush_ms: float, idle: float) -> dict[str, Any]:  # noqa
         ),
         "dirty_backlog_after": backlog,
         "controller_metrics_at_current": burst_metrics,
+        "cpu_until_current": cpu,
+        "load_average": os.getloadavg(),
         "controller_log_tail": tail if tail.strip() else "",
     }
 
@@ -371,7 +539,7 @@ def table(result: Mapping[str, Any]) -> Table:
         "",
     )
     t.add_row(
-        "  of which: writing the burst into the API",
+        "  of which: loading the burst into the API",
         f"{result['inject_s']:.2f} s",
         "",
         "",
@@ -379,9 +547,18 @@ def table(result: Mapping[str, Any]) -> Table:
         "",
     )
     t.add_row(
-        "  after the last object was written",
+        "  after the last object was committed",
         f"{result['rule_sets_current_after_inject_s']:.2f} s",
         "",
+        "",
+        "",
+        "",
+    )
+    cpu = result["cpu_until_current"]
+    t.add_row(
+        "  CPU used meanwhile: controller / emulator",
+        f"{cpu['controller_s']:.2f} s / {cpu['emulator_s']:.2f} s",
+        f"load average {result['load_average'][0]:.2f}",
         "",
         "",
         "",
@@ -415,10 +592,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespaces", type=int, default=250)
     p.add_argument("--flush-interval", type=float, default=200, metavar="MS")
     p.add_argument("--idle", type=float, default=20.0, help="seconds of idle measurement")
+    p.add_argument(
+        "--chunk", type=int, default=100, help="objects committed between watch deliveries"
+    )
+    p.add_argument("--py-spy", type=Path, metavar="FILE", help="sample the controller in the burst")
+    p.add_argument(
+        "--cprofile",
+        type=Path,
+        metavar="FILE",
+        help="cProfile the whole controller run (STOCKADE_CONTROLLER_PROFILE)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "controller.json")
     ns = p.parse_args(argv)
     params = Params(pods=ns.pods, namespaces=ns.namespaces, nodes=ns.nodes, policies=ns.policies)
-    result = run(params, ns.flush_interval, ns.idle)
+    env = {"STOCKADE_CONTROLLER_PROFILE": str(ns.cprofile.resolve())} if ns.cprofile else {}
+    result = run(params, ns.flush_interval, ns.idle, ns.chunk, ns.py_spy, env)
     Console(width=150).print(table(result))
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(result, indent=2) + "\n")
