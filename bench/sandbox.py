@@ -31,6 +31,9 @@ What is measured (docs/performance.md, "Sandbox", says more):
    write: the time until :meth:`Sandbox.wait_converged`, then a full matrix of real
    packets against :meth:`Sandbox.expected_matrix`.
 
+With ``--isolate-new-pods`` the agents run with that option, and a reused-IP pod let
+into a vault becomes a miss (target 0) instead of information.
+
 Results go to ``bench/results/sandbox.json``; the exit status is 1 when a target is
 missed.
 """
@@ -1049,13 +1052,18 @@ def report_table(result: dict[str, Any]) -> Table:
         other = churn["churned"].get("other")
         if other:
             n = other["allowed"] + other["denied"]
+            window = f", {_window(other['wrong_at_s'])}" if other["wrong"] else ""
+            if result.get("isolate_new_pods"):
+                target, verdict = "0", _verdict(other["wrong"] == 0) + window
+            else:
+                target, verdict = "", "info" + window
             table.add_row(
                 f"churn: reused-IP 'other' pods let into vaults ({n:,} probes)",
                 str(other["wrong"]),
                 "",
                 "",
-                "",
-                "info" if not other["wrong"] else f"info, {_window(other['wrong_at_s'])}",
+                target,
+                verdict,
             )
         m = churn["matrix"]
         table.add_row(
@@ -1081,6 +1089,10 @@ def checks(result: dict[str, Any]) -> dict[str, bool]:
     if churn:
         out["churn_fixed_pairs"] = churn["fixed_wrong"] == 0
         out["churn_matrix"] = churn["matrix"]["differences"] == 0
+        other = churn["churned"].get("other")
+        if result.get("isolate_new_pods") and other:
+            # Isolated until covered: a pod on a reused address must never get in.
+            out["churn_reused_ip"] = other["wrong"] == 0
     return out
 
 
@@ -1136,8 +1148,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "targets": {"latency_p99_over_floor": LATENCY_TARGET, "wrong_verdicts": 0},
     }
-    sb = Sandbox(args.name, nodes=len(NODES))
-    console.print(f"[bold]stockade sandbox benchmark[/bold]: sandbox {args.name!r}, 2 nodes")
+    result["isolate_new_pods"] = args.isolate_new_pods
+    sb = Sandbox(args.name, nodes=len(NODES), isolate_new_pods=args.isolate_new_pods)
+    isolated = ", agents with --isolate-new-pods" if args.isolate_new_pods else ""
+    console.print(
+        f"[bold]stockade sandbox benchmark[/bold]: sandbox {args.name!r}, 2 nodes{isolated}"
+    )
     try:
         t = time.perf_counter()
         sb.up(timeout=120)
@@ -1205,6 +1221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--matrix-row-seconds", type=float, default=2.0, help="pace of the matrix, per source row"
     )
     parser.add_argument("--skip-churn", action="store_true", help="enforcement latency only")
+    parser.add_argument(
+        "--isolate-new-pods",
+        action="store_true",
+        help="agents isolate pods their rule set does not list yet (reused IPs: target 0)",
+    )
     parser.add_argument("--keep-logs", default="", help="copy the sandbox's logs here first")
     parser.add_argument("--output", default=str(RESULTS / "sandbox.json"), help="the JSON result")
     args = parser.parse_args(argv)
