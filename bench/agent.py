@@ -360,6 +360,7 @@ def measure_churn_and_unchanged(
             "reads_s": median([r["reads_s"] for r in items]),
             "subprocess_calls": max(r["subprocess_calls"] for r in items),
             "iptables_calls": max(r["iptables_calls"] for r in items),
+            "conntrack_calls": max(r["conntrack_calls"] for r in items),
             "iptables_restores": max(r["iptables_restores"] for r in items),
             "netlink_calls": max(r["netlink_calls"] for r in items),
             "member_changes": max(r["member_changes"] for r in items),
@@ -397,6 +398,7 @@ def _one_apply(
         "changed": report.changed,
         "subprocess_calls": len(calls),
         "iptables_calls": sum(1 for argv in calls if "tables-" in argv[0]),
+        "conntrack_calls": sum(1 for argv in calls if argv[0] == "conntrack"),
         "iptables_restores": report.iptables_restores,
         "netlink_calls": applier.netlink.calls - netlink_before,
         "member_changes": report.member_changes,
@@ -751,8 +753,8 @@ def report_table(result: dict[str, Any]) -> Table:
             table.add_row(
                 "  other kernel calls",
                 f"{c['iptables_calls']} iptables-save, "
-                f"{c['subprocess_calls'] - c['iptables_calls']} ipset, "
-                f"{c['netlink_calls']} netlink",
+                f"{c['subprocess_calls'] - c['iptables_calls'] - c['conntrack_calls']} ipset, "
+                f"{c['conntrack_calls']} conntrack -L, {c['netlink_calls']} netlink",
                 "", "", "", "info",
             )  # fmt: skip
         u = churn["unchanged"]
