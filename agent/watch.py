@@ -529,6 +529,8 @@ class AgentWatcher:
             return
         if self._refused is not None and self._refused[0] == ready.hash:
             self._not_applied(ready.generation, REASON_REFUSED, self._refused[1])
+            if self.applied is not None:  # new pods still wait for a rule set to list them
+                await self._repend(self.applied)
             return
         try:
             report = await asyncio.to_thread(
@@ -538,6 +540,8 @@ class AgentWatcher:
             self._refused = (ready.hash, str(exc))
             if self._record_refusal(ready.generation, REASON_REFUSED, str(exc)):
                 log.error("%s; keeping the last applied state", exc)
+            if self.applied is not None:
+                await self._repend(self.applied)
             return
         except (CommandError, PlanError) as exc:
             self.metrics.errors.labels("kernel").inc()

@@ -265,3 +265,29 @@ def test_without_the_option_pods_are_not_watched(tmp_path: Path) -> None:
         await task
 
     asyncio.run(go())
+
+
+def test_a_refused_rule_set_does_not_stop_isolation(tmp_path: Path) -> None:
+    async def go() -> None:
+        compiled = compile_docs(cluster_docs())
+        api = PodApi()
+        node_obj, peers = objects_for("n1", compiled)
+        api.objects["noderulesets"]["n1"] = node_obj
+        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+        applier = FakeApplier()
+        watcher = AgentWatcher(api, applier, _options(tmp_path, isolate_new_pods=True))
+        task = asyncio.create_task(watcher.run())
+        await _until(lambda: applier.applied and watcher.pods and watcher.pods.synced)
+        bad = copy.deepcopy(node_obj)
+        bad["metadata"]["generation"] = 2
+        bad["spec"]["policies"][0]["policy"]["name"] = "prod/refuse"
+        api.objects["noderulesets"]["n1"] = bad
+        api.queue("noderulesets").put_nowait(("MODIFIED", copy.deepcopy(bad)))
+        await _until(lambda: watcher.state is not None and not watcher.state.applied)
+        api.queue("pods").put_nowait(("ADDED", _api_pod("new", "n1", "10.0.1.78")))
+        await _until(lambda: applier.pending[-1] == {"10.0.1.78"})
+        assert applier.applied[-1] == compiled.node_rule_sets["n1"]  # the old rules stay
+        watcher.stop()
+        await task
+
+    asyncio.run(go())
