@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from stockade.agent.render import (
     render,
 )
 from stockade.agent.watch import AgentWatcher
-from stockade.compiler import Compiler, compile_cluster
+from stockade.compiler import CompiledCluster, Compiler, compile_cluster
 from stockade.kube import JsonObject, Resource
 from stockade.model import parse_object
 from stockade.ruleset import KnownPod, NodeRuleSet, node_rule_set_from_dict, node_rule_set_to_dict
@@ -208,27 +209,55 @@ class PodApi(FakeApi):
         return copy.deepcopy(items), "1"
 
 
-def test_watcher_isolates_pods_the_rule_set_does_not_list(tmp_path: Path) -> None:
-    async def go() -> None:
-        compiled = compile_docs(cluster_docs())
-        api = PodApi()
-        node_obj, peers = objects_for("n1", compiled)
-        api.objects["noderulesets"]["n1"] = node_obj
-        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+@dataclass
+class Agent:
+    """A watcher over a :class:`PodApi` holding node n1's rule set and peer sets."""
+
+    api: PodApi
+    applier: FakeApplier
+    watcher: AgentWatcher
+    compiled: CompiledCluster
+    node_obj: JsonObject
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        self.watcher.stop()
+        await task
+
+
+def _agent(tmp_path: Path, *, isolate: bool, with_pods: bool = False) -> Agent:
+    compiled = compile_docs(cluster_docs())
+    api = PodApi()
+    node_obj, peers = objects_for("n1", compiled)
+    api.objects["noderulesets"]["n1"] = node_obj
+    api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+    if with_pods:
         for doc in cluster_docs():
             if doc["kind"] == "Pod":
                 api.objects["pods"][doc["metadata"]["name"]] = doc
-        applier = FakeApplier()
-        watcher = AgentWatcher(api, applier, _options(tmp_path, isolate_new_pods=True))
-        task = asyncio.create_task(watcher.run())
-        await _until(lambda: applier.applied and watcher.pods and watcher.pods.synced)
+    applier = FakeApplier()
+    watcher = AgentWatcher(api, applier, _options(tmp_path, isolate_new_pods=isolate))
+    return Agent(api, applier, watcher, compiled, node_obj)
+
+
+async def _synced(agent: Agent) -> asyncio.Task[None]:
+    task = asyncio.create_task(agent.watcher.run())
+    pods = agent.watcher.pods
+    await _until(lambda: agent.applier.applied and (pods is None or pods.synced))
+    return task
+
+
+def test_watcher_isolates_pods_the_rule_set_does_not_list(tmp_path: Path) -> None:
+    async def go() -> None:
+        agent = _agent(tmp_path, isolate=True, with_pods=True)
+        api, applier, watcher = agent.api, agent.applier, agent.watcher
+        task = await _synced(agent)
         assert api.pod_selectors == ["spec.nodeName=n1"]
         await _until(lambda: applier.pending[-1] == frozenset())
         # A new pod on the node: isolated at once, the rule set unchanged.
         new = _api_pod("new", "n1", "10.0.1.77")
         api.queue("pods").put_nowait(("ADDED", new))
         await _until(lambda: applier.pending[-1] == {"10.0.1.77"})
-        assert applier.applied[-1] == compiled.node_rule_sets["n1"]
+        assert applier.applied[-1] == agent.compiled.node_rule_sets["n1"]
         assert watcher.applied_pending == {"10.0.1.77": "prod/new"}
         assert watcher.metrics.pending_pods._value.get() == 1
         # The controller's next rule set lists it: released.
@@ -241,44 +270,29 @@ def test_watcher_isolates_pods_the_rule_set_does_not_list(tmp_path: Path) -> Non
         api.queue("noderulesets").put_nowait(("MODIFIED", copy.deepcopy(node_obj2)))
         await _until(lambda: applier.pending[-1] == frozenset() and len(applier.applied) >= 3)
         assert applier.applied[-1] == covered.node_rule_sets["n1"]
-        watcher.stop()
-        await task
+        await agent.stop(task)
 
     asyncio.run(go())
 
 
 def test_without_the_option_pods_are_not_watched(tmp_path: Path) -> None:
     async def go() -> None:
-        compiled = compile_docs(cluster_docs())
-        api = PodApi()
-        node_obj, peers = objects_for("n1", compiled)
-        api.objects["noderulesets"]["n1"] = node_obj
-        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
-        applier = FakeApplier()
-        watcher = AgentWatcher(api, applier, _options(tmp_path))
-        task = asyncio.create_task(watcher.run())
-        await _until(lambda: applier.applied)
-        assert watcher.pods is None
-        assert "pods" not in api.lists
-        assert api.pod_selectors == []
-        watcher.stop()
-        await task
+        agent = _agent(tmp_path, isolate=False)
+        task = await _synced(agent)
+        assert agent.watcher.pods is None
+        assert "pods" not in agent.api.lists
+        assert agent.api.pod_selectors == []
+        await agent.stop(task)
 
     asyncio.run(go())
 
 
 def test_a_refused_rule_set_does_not_stop_isolation(tmp_path: Path) -> None:
     async def go() -> None:
-        compiled = compile_docs(cluster_docs())
-        api = PodApi()
-        node_obj, peers = objects_for("n1", compiled)
-        api.objects["noderulesets"]["n1"] = node_obj
-        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
-        applier = FakeApplier()
-        watcher = AgentWatcher(api, applier, _options(tmp_path, isolate_new_pods=True))
-        task = asyncio.create_task(watcher.run())
-        await _until(lambda: applier.applied and watcher.pods and watcher.pods.synced)
-        bad = copy.deepcopy(node_obj)
+        agent = _agent(tmp_path, isolate=True)
+        api, applier, watcher = agent.api, agent.applier, agent.watcher
+        task = await _synced(agent)
+        bad = copy.deepcopy(agent.node_obj)
         bad["metadata"]["generation"] = 2
         bad["spec"]["policies"][0]["policy"]["name"] = "prod/refuse"
         api.objects["noderulesets"]["n1"] = bad
@@ -286,8 +300,8 @@ def test_a_refused_rule_set_does_not_stop_isolation(tmp_path: Path) -> None:
         await _until(lambda: watcher.state is not None and not watcher.state.applied)
         api.queue("pods").put_nowait(("ADDED", _api_pod("new", "n1", "10.0.1.78")))
         await _until(lambda: applier.pending[-1] == {"10.0.1.78"})
-        assert applier.applied[-1] == compiled.node_rule_sets["n1"]  # the old rules stay
-        watcher.stop()
-        await task
+        # The old rules stay.
+        assert applier.applied[-1] == agent.compiled.node_rule_sets["n1"]
+        await agent.stop(task)
 
     asyncio.run(go())
