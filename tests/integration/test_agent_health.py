@@ -13,14 +13,12 @@ listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,11 +34,10 @@ from stockade.agent.backend import Tools
 from stockade.agent.executor import SubprocessExecutor
 from stockade.agent.health import NOT_READY, Health, HealthServer, serve
 from stockade.agent.metrics import AgentMetrics
-from stockade.agent.watch import AgentWatcher, WatchOptions
 from stockade.compiler import CompiledCluster
 from stockade.emulator import EmulatorThread
-from stockade.kube import KubeClient, KubeConfig
 from stockade.netlab import Lab, Node
+from tests.integration.test_agent_watch import WatcherThread
 from tests.integration.waiting import wait_for
 from tests.unit.test_agent_watch import cluster_docs, compile_docs, node_object, peer_object
 
@@ -248,53 +245,26 @@ def test_file_mode_ready_after_the_first_apply(
 # --------------------------------------------------------------------------- a stalled loop
 
 
-class BlockableAgent:
+class BlockableAgent(WatcherThread):
     """An API-mode agent in a thread, served on 127.0.0.1; its loop can be blocked."""
 
     def __init__(self, kubeconfig: Path, applier: Applier, state_dir: Path) -> None:
-        self.config = KubeConfig.from_file(kubeconfig)
-        self.applier = applier
-        self.options = WatchOptions(
-            node="n1",
-            state_dir=state_dir,
+        metrics = AgentMetrics()
+        health = Health(1.0)  # a tiny deadline: three resync intervals and a bit
+        super().__init__(
+            kubeconfig,
+            "",
+            state_dir,
+            applier=applier,
+            metrics=metrics,
+            health=health,
             resync_interval=0.3,
-            restore_after=1.0,
-            backoff_min=0.05,
-            backoff_max=0.3,
         )
-        self.metrics = AgentMetrics()
-        self.health = Health(1.0)  # a tiny deadline: three resync intervals and a bit
-        self.server: HealthServer = serve(self.health, self.metrics.registry, 0, "127.0.0.1")
+        self.server: HealthServer = serve(health, metrics.registry, 0, "127.0.0.1")
         self.url = self.server.url
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.watcher: AgentWatcher | None = None
-        self.ready = threading.Event()
-        self.error: list[BaseException] = []
-        self.thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        async def go() -> None:
-            client = KubeClient(self.config, timeout=2.0)
-            self.loop = asyncio.get_running_loop()
-            self.watcher = AgentWatcher(
-                client, self.applier, self.options, self.metrics, health=self.health
-            )
-            task = asyncio.create_task(self.watcher.run())
-            self.ready.set()
-            try:
-                await task
-            finally:
-                await client.close()
-
-        try:
-            asyncio.run(go())
-        except BaseException as exc:  # reported by stop()
-            self.error.append(exc)
-            self.ready.set()
 
     def start(self) -> BlockableAgent:
-        self.thread.start()
-        assert self.ready.wait(10)
+        super().start()
         return self
 
     def block(self, seconds: float) -> None:
@@ -303,12 +273,10 @@ class BlockableAgent:
         self.loop.call_soon_threadsafe(time.sleep, seconds)
 
     def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.stop()
-        self.thread.join(15)
-        self.server.close()
-        assert not self.thread.is_alive()
-        assert not self.error, self.error
+        try:
+            super().stop()
+        finally:
+            self.server.close()
 
 
 def test_a_stalled_loop_is_unhealthy_and_recovers(

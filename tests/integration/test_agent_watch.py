@@ -24,6 +24,8 @@ import yaml
 from stockade.agent.applier import Applier
 from stockade.agent.backend import Tools
 from stockade.agent.executor import SubprocessExecutor
+from stockade.agent.health import Health
+from stockade.agent.metrics import AgentMetrics
 from stockade.agent.watch import AgentWatcher, WatchOptions
 from stockade.compiler import CompiledCluster
 from stockade.emulator import EmulatorThread
@@ -44,9 +46,24 @@ GROUP, VERSION = "stockade.dev", "v1alpha1"
 class WatcherThread:
     """One agent in a thread with its own event loop; ``stop()`` ends it."""
 
-    def __init__(self, kubeconfig: Path, ns: str, state_dir: Path, **options: Any) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        ns: str,
+        state_dir: Path,
+        *,
+        applier: Applier | None = None,
+        metrics: AgentMetrics | None = None,
+        health: Health | None = None,
+        **options: Any,
+    ) -> None:
         self.config = KubeConfig.from_file(kubeconfig)
-        self.applier = Applier(SubprocessExecutor(netns=ns), netns=ns, tools=Tools("nft"))
+        self.applier = applier or Applier(
+            SubprocessExecutor(netns=ns), netns=ns, tools=Tools("nft")
+        )
+        self.metrics = metrics
+        self.health = health
+        self.loop: asyncio.AbstractEventLoop | None = None
         opts: dict[str, Any] = {
             "node": "n1",
             "state_dir": state_dir,
@@ -66,7 +83,10 @@ class WatcherThread:
     def _main(self) -> None:
         async def go() -> None:
             client = KubeClient(self.config, timeout=2.0)
-            self.watcher = AgentWatcher(client, self.applier, self.options)
+            self.loop = asyncio.get_running_loop()
+            self.watcher = AgentWatcher(
+                client, self.applier, self.options, self.metrics, health=self.health
+            )
             task = asyncio.create_task(self.watcher.run())
             await asyncio.sleep(0)
             self.ready.set()
