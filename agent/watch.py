@@ -1,6 +1,6 @@
 """The agent's API side: watch the node's rule set and the peer sets, apply, report.
 
-:class:`AgentWatcher` runs four tasks on one event loop (five with
+:class:`AgentWatcher` runs five tasks on one event loop (six with
 ``isolate_new_pods``: a reflector of the node's Pods, see :mod:`stockade.agent.newpods`):
 
 - two :class:`Reflector` s (list, then watch from the list's resourceVersion; on
@@ -11,8 +11,10 @@
   whose named sets are all complete) and hands it to the
   :class:`~stockade.agent.applier.Applier` (in a worker thread: the applier
   blocks on subprocesses); every ``resync_interval`` it resyncs (drift repair),
-  whether or not the API server answers; after each successful apply it saves the
-  bundle to ``state_dir`` (tmp + fsync + rename);
+  whether or not the API server answers;
+- the saver: after a successful apply, the bundle goes to ``state_dir`` (tmp + fsync +
+  rename) in a worker thread, at most once per ``save_interval`` (the latest bundle
+  wins; the last one is also written when the watcher stops);
 - the status writer: merge-patches the NodeRuleSet's ``status`` subresource
   (:mod:`stockade.agent.status`) when it differs from what the API holds, retrying
   with back-off while the API is away.
@@ -36,6 +38,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -128,6 +131,9 @@ class WatchOptions:
     # Watch the node's Pods and deny the traffic of those its rule set does not
     # list yet (agent/newpods.py); the applier needs RenderOptions(isolate_new_pods).
     isolate_new_pods: bool = False
+    # At most one save of the applied bundle this often (the latest wins), in a
+    # worker thread: a big node's bundle is megabytes, and churn applies often.
+    save_interval: float = 1.0
 
 
 # --------------------------------------------------------------------------- back-off
@@ -166,9 +172,24 @@ class StateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / STATE_FILE
+        self._lock = threading.Lock()
+        self._written = 0
 
-    def save(self, ready: Ready) -> None:
-        """Write the bundle: a temporary file, fsync, rename over the old one, fsync the dir."""
+    def save(self, ready: Ready, seq: int | None = None) -> bool:
+        """Write the bundle: a temporary file, fsync, rename over the old one, fsync the dir.
+
+        ``seq``: the bundle's place in the order of applies; an older one than what
+        was written already is skipped (False), whichever thread comes last.
+        """
+        with self._lock:
+            if seq is not None and seq <= self._written:
+                return False
+            self._write(ready)
+            if seq is not None:
+                self._written = seq
+            return True
+
+    def _write(self, ready: Ready) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         data = json.dumps(bundle_to_json(ready), sort_keys=True, separators=(",", ":"))
@@ -322,6 +343,10 @@ class AgentWatcher:
         self.node = options.node
         self.cache = WatchCache(options.node)
         self.store = StateStore(options.state_dir) if options.state_dir is not None else None
+        self._unsaved: tuple[int, Ready] | None = None  # the latest applied bundle, if unsaved
+        self._save_seq = 0
+        self._save_wanted = asyncio.Event()
+        self.saves = 0
         self._changed = asyncio.Event()
         self._status_dirty = asyncio.Event()
         self.nodes = self._reflector(
@@ -411,6 +436,7 @@ class AgentWatcher:
             *([asyncio.create_task(self.pods.run(), name="watch-pods")] if self.pods else []),
             asyncio.create_task(self._sync_loop(), name="sync"),
             asyncio.create_task(self._status_loop(), name="status"),
+            asyncio.create_task(self._save_loop(), name="save"),
         ]
         stopper = asyncio.create_task(self._stop.wait(), name="stop")
         try:
@@ -422,6 +448,8 @@ class AgentWatcher:
             for task in [stopper, *tasks]:
                 task.cancel()
             await asyncio.gather(stopper, *tasks, return_exceptions=True)
+            # What was applied last is on disk when the agent stops (or reboots).
+            await self._flush_save()
 
     def stop(self) -> None:
         """Ask :meth:`run` to end; safe from any thread."""
@@ -609,10 +637,28 @@ class AgentWatcher:
         )
 
     def _save(self, ready: Ready) -> None:
+        """Have ``ready`` saved soon (:meth:`_save_loop`), superseding any unsaved one."""
         if self.store is None:
             return
+        self._save_seq += 1
+        self._unsaved = (self._save_seq, ready)
+        self._save_wanted.set()
+
+    async def _save_loop(self) -> None:
+        while True:
+            await self._save_wanted.wait()
+            self._save_wanted.clear()
+            await self._flush_save()
+            await asyncio.sleep(self.options.save_interval)
+
+    async def _flush_save(self) -> None:
+        unsaved, self._unsaved = self._unsaved, None
+        if unsaved is None or self.store is None:
+            return
+        seq, ready = unsaved
         try:
-            self.store.save(ready)
+            if await asyncio.to_thread(self.store.save, ready, seq):
+                self.saves += 1
         except OSError as exc:
             self.metrics.errors.labels("state").inc()
             log.error("cannot save the applied bundle to %s: %s", self.store.path, exc)

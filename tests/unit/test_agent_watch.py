@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +315,17 @@ def test_state_store(tmp_path: Path, compiled: CompiledCluster) -> None:
         store.load("n1")
 
 
+def test_state_store_never_goes_back_to_an_older_bundle(
+    tmp_path: Path, compiled: CompiledCluster
+) -> None:
+    ready = _filled(compiled).assemble()
+    assert isinstance(ready, Ready)
+    store = StateStore(tmp_path)
+    assert store.save(ready, 2)
+    assert not store.save(replace(ready, generation=9), 1)  # an older apply, late
+    assert store.load("n1") == ready
+
+
 # --------------------------------------------------------------------------- status
 
 
@@ -521,8 +534,8 @@ def test_watcher_applies_reports_and_relists(tmp_path: Path, compiled: CompiledC
         assert status["appliedGeneration"] == 1
         assert watcher.applied is not None
         assert status["appliedHash"] == watcher.applied.hash
-        saved = StateStore(tmp_path / "state").load("n1")
-        assert saved == watcher.applied
+        # Saved in the background, soon after the apply.
+        await _until(lambda: StateStore(tmp_path / "state").load("n1") == watcher.applied)
         # Our own status write comes back as MODIFIED: no new apply, no new write.
         await asyncio.sleep(0.1)
         assert len(applier.applied) == 1
@@ -603,5 +616,37 @@ def test_watcher_reports_sets_that_never_come(tmp_path: Path, compiled: Compiled
         assert applier.applied == []
         watcher.stop()
         await task
+
+    asyncio.run(go())
+
+
+def _applied_generation(watcher: AgentWatcher, generation: int) -> bool:
+    return watcher.applied is not None and watcher.applied.generation == generation
+
+
+def test_saves_are_coalesced_and_the_last_one_is_written_at_stop(tmp_path: Path) -> None:
+    async def go() -> None:
+        api = FakeApi()
+        first = compile_docs(cluster_docs())
+        node_obj, peers = objects_for("n1", first)
+        api.objects["noderulesets"]["n1"] = node_obj
+        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+        applier = FakeApplier()
+        watcher = AgentWatcher(api, applier, _options(tmp_path, save_interval=30.0))
+        task = asyncio.create_task(watcher.run())
+        await _until(lambda: watcher.saves == 1)
+        for gen, ip in ((2, "10.0.2.11"), (3, "10.0.2.12")):
+            later = compile_docs(cluster_docs(("10.0.1.10", ip)))
+            obj, shards = objects_for("n1", later, generation=gen)
+            for shard in shards:
+                api.queue("peersets").put_nowait(("MODIFIED", shard))
+            api.objects["noderulesets"]["n1"] = obj
+            api.queue("noderulesets").put_nowait(("MODIFIED", copy.deepcopy(obj)))
+            await _until(functools.partial(_applied_generation, watcher, gen))
+        assert watcher.saves == 1  # within the interval: held back, not written twice
+        watcher.stop()
+        await task
+        assert watcher.saves == 2
+        assert StateStore(tmp_path / "state").load("n1") == watcher.applied
 
     asyncio.run(go())
