@@ -9,6 +9,7 @@ before. The publisher posts the result (and only the leader does).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class Footprint:
     nodes: int = 0
     pods: int = 0
     ports: frozenset[PortName] = frozenset()
+    cluster_nodes: int = 0  # nodes with a rule set (every node the controller knows)
 
 
 class PolicyTracker:
@@ -60,6 +62,7 @@ class PolicyTracker:
 
     def __init__(self) -> None:
         self._by_node: dict[str, dict[str, _Share]] = {}
+        self._nodes: set[str] = set()
         self._by_policy: dict[str, dict[str, _Share]] = {}
         self._shards: dict[str, tuple[str, int]] = {}  # shard -> (set, members)
         self._set_sizes: dict[str, int] = {}
@@ -68,7 +71,10 @@ class PolicyTracker:
         """Node ``name`` now has rule set ``rs`` (None: gone); the policies touched."""
         before = self._by_node.pop(name, {})
         after: dict[str, _Share] = {}
-        if rs is not None:
+        if rs is None:
+            self._nodes.discard(name)
+        else:
+            self._nodes.add(name)
             pods = {p.name: p for p in rs.pods}
             for np in rs.policies:
                 ports: set[PortName] = set()
@@ -112,7 +118,12 @@ class PolicyTracker:
         ports: set[PortName] = set()
         for share in shares.values():
             ports |= share.ports
-        return Footprint(len(shares), sum(s.targets for s in shares.values()), frozenset(ports))
+        return Footprint(
+            len(shares),
+            sum(s.targets for s in shares.values()),
+            frozenset(ports),
+            max(len(self._nodes), len(shares)),
+        )
 
     def set_size(self, set_name: str) -> int:
         """How many pods the peer set has, over all its shards."""
@@ -124,8 +135,24 @@ def _plural(n: int, word: str) -> str:
 
 
 def applied_message(fp: Footprint) -> str:
-    """``applied on N nodes selecting K pods``."""
-    return f"applied on {_plural(fp.nodes, 'node')} selecting {_plural(fp.pods, 'pod')}"
+    """``applied on N of M nodes selecting K pods``: M counts every node of the cluster."""
+    nodes = f"{fp.nodes} of {_plural(fp.cluster_nodes, 'node')}"
+    return f"applied on {nodes} selecting {_plural(fp.pods, 'pod')}"
+
+
+_APPLIED = re.compile(r"^applied on (\d+)(?: of \d+)? nodes? selecting (\d+) pods?$")
+
+
+def _news_key(event: EventSpec) -> EventSpec:
+    """What makes an Event news: a PolicyApplied's N and K, not the cluster's size M.
+
+    A node added to the cluster changes every policy's M; an Event on every policy
+    for that would be noise. (Also reads the older ``applied on N nodes ...``.)
+    """
+    m = _APPLIED.match(event.message) if event.reason == REASON_APPLIED else None
+    if m is None:
+        return event
+    return EventSpec(event.type, event.reason, f"{m[1]} nodes, {m[2]} pods")
 
 
 def named_port_refs(policy: CompiledPolicy) -> tuple[tuple[str, int, str, str, str | None], ...]:
@@ -193,8 +220,8 @@ def invalid_events(error: InvalidObjectError, kept: bool = False) -> tuple[Event
 
 def new_events(previous: Iterable[EventSpec], current: Iterable[EventSpec]) -> list[EventSpec]:
     """What to post: the current Events not already reported (in order)."""
-    seen = set(previous)
-    return [e for e in current if e not in seen]
+    seen = {_news_key(e) for e in previous}
+    return [e for e in current if _news_key(e) not in seen]
 
 
 def seed_from_events(events: Iterable[Mapping[str, object]]) -> dict[str, set[EventSpec]]:

@@ -179,7 +179,7 @@ def test_policy_applied_changed_deleted(emu: EmulatorThread, controller: Control
     assert ps["metadata"]["labels"]["stockade.dev/set"] == ps["spec"]["setName"]
     assert rule_sets(emu)["node-1"]["metadata"]["annotations"]["stockade.dev/hash"]
     wait_for(lambda: events(emu, "PolicyApplied"), message="the Applied event")
-    assert events(emu, "PolicyApplied")[0]["message"] == "applied on 2 nodes selecting 2 pods"
+    assert events(emu, "PolicyApplied")[0]["message"] == "applied on 2 of 2 nodes selecting 2 pods"
 
     # Changed: an expression selector, and peers are the web pods instead.
     changed = {

@@ -44,9 +44,15 @@ def compiled(spec: dict[str, Any], name: str = "p") -> CompiledPolicy:
 @pytest.mark.parametrize(
     ("fp", "want"),
     [
-        pytest.param(Footprint(0, 0), "applied on 0 nodes selecting 0 pods", id="none"),
-        pytest.param(Footprint(1, 1), "applied on 1 node selecting 1 pod", id="one"),
-        pytest.param(Footprint(3, 12), "applied on 3 nodes selecting 12 pods", id="many"),
+        pytest.param(Footprint(0, 0), "applied on 0 of 0 nodes selecting 0 pods", id="none"),
+        pytest.param(
+            Footprint(1, 1, cluster_nodes=1), "applied on 1 of 1 node selecting 1 pod", id="one"
+        ),
+        pytest.param(
+            Footprint(3, 12, cluster_nodes=50),
+            "applied on 3 of 50 nodes selecting 12 pods",
+            id="many",
+        ),
     ],
 )
 def test_applied_message(fp: Footprint, want: str) -> None:
@@ -166,10 +172,18 @@ def test_invalid_event_is_one_line_with_every_error() -> None:
 
 
 def test_new_events_and_seed() -> None:
-    a = EventSpec("Normal", REASON_APPLIED, "applied on 1 node selecting 1 pod")
+    a = EventSpec("Normal", REASON_APPLIED, "applied on 1 of 3 nodes selecting 1 pod")
     w = EventSpec("Warning", "NamedPortNotFound", "x")
     assert new_events([a], [a, w]) == [w]
     assert new_events([a, w], [a, w]) == []
+    # The cluster's size alone is no news (a node added would touch every policy),
+    # and the format before "of M" reads the same; N or K moving is news.
+    grown = EventSpec("Normal", REASON_APPLIED, "applied on 1 of 4 nodes selecting 1 pod")
+    older = EventSpec("Normal", REASON_APPLIED, "applied on 1 node selecting 1 pod")
+    assert new_events([a], [grown]) == []
+    assert new_events([older], [grown]) == []
+    more = EventSpec("Normal", REASON_APPLIED, "applied on 2 of 4 nodes selecting 1 pod")
+    assert new_events([a], [more]) == [more]
     listed = [
         {
             "involvedObject": {"kind": "NetworkPolicy", "uid": "u1"},
@@ -217,11 +231,14 @@ def test_tracker_follows_nodes_and_sets() -> None:
     t = PolicyTracker()
     assert t.node("n1", _rs("n1", {"ns/a": ("ns/x",)}, {"ns/x": ["http"]})) == {"ns/a"}
     assert t.node("n2", _rs("n2", {"ns/a": ("ns/y", "ns/z")}, {})) == {"ns/a"}
-    assert t.footprint("ns/a") == Footprint(2, 3, frozenset({("http", "TCP")}))
+    assert t.footprint("ns/a") == Footprint(2, 3, frozenset({("http", "TCP")}), 2)
     assert t.node("n2", _rs("n2", {"ns/a": ("ns/y", "ns/z")}, {})) == set()  # unchanged
+    # A node without policies counts for the cluster's size, touching no policy.
+    assert t.node("n3", _rs("n3", {}, {})) == set()
+    assert t.footprint("ns/a") == Footprint(2, 3, frozenset({("http", "TCP")}), 3)
     assert t.node("n1", None) == {"ns/a"}
-    assert t.footprint("ns/a") == Footprint(1, 2, frozenset())
-    assert t.footprint("ns/none") == Footprint()
+    assert t.footprint("ns/a") == Footprint(1, 2, frozenset(), 2)
+    assert t.footprint("ns/none") == Footprint(cluster_nodes=2)
     sel = PeerSelector()
     shard = PeerSet("s-0", "s", sel, 0, 1, (PeerMember("ns/x", ("10.0.0.1",)),))
     assert t.peer_set("s-0", shard) == "s"

@@ -575,7 +575,7 @@ def test_events_applied_once_and_on_change() -> None:
     base_cluster(state)
     flush(pub)
     applied = [e for e in api.events if e["reason"] == "PolicyApplied"]
-    assert [e["message"] for e in applied] == ["applied on 2 nodes selecting 2 pods"]
+    assert [e["message"] for e in applied] == ["applied on 2 of 2 nodes selecting 2 pods"]
     assert applied[0]["involvedObject"]["uid"] == "uid-allow-client"
     flush(pub)
     feed(state, pod("client-2", "n1", "10.0.1.9", {"app": "client"}))
@@ -583,7 +583,7 @@ def test_events_applied_once_and_on_change() -> None:
     assert len(api.events) == 1  # a peer change does not move the numbers
     feed(state, pod("web-3", "n1", "10.0.1.3"))
     flush(pub)
-    assert api.events[-1]["message"] == "applied on 2 nodes selecting 3 pods"
+    assert api.events[-1]["message"] == "applied on 2 of 2 nodes selecting 3 pods"
 
 
 def test_invalid_policy_is_reported_and_others_keep_applying() -> None:
