@@ -33,7 +33,13 @@ from stockade.agent.render import (
     render,
     render_peer_set,
 )
-from stockade.ruleset import PeerMember, PeerSet, node_rule_set_to_dict, peer_set_to_dict
+from stockade.ruleset import (
+    KnownPod,
+    PeerMember,
+    PeerSet,
+    node_rule_set_to_dict,
+    peer_set_to_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = str(ROOT / "tests/unit/data/conformance.yaml")
@@ -450,6 +456,13 @@ def test_unchanged_input_is_not_even_rendered(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr("stockade.agent.applier.render", no_render)
     copies = {name: list(shards) for name, shards in bundle.peer_sets.items()}
     assert not applier.apply(bundle.node, copies).changed
+    assert netlink.calls == 0
+    # Another list of known pods only (a pod no policy selects came): no render either,
+    # and the new rule set is what the applier now holds.
+    moved = replace(bundle.node, known_pods=(*bundle.node.known_pods, KnownPod("x/y", ())))
+    assert not applier.apply(moved, copies).changed
+    assert applier.last is not None
+    assert applier.last.node is moved
     assert netlink.calls == 0
 
 
