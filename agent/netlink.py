@@ -11,15 +11,16 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 from pyroute2 import Conntrack as _Conntrack
 from pyroute2 import IPSet as _IPSet
 from pyroute2.ipset import PortEntry
 from pyroute2.netns import popns, pushns
+
+from stockade.agent.executor import Executor
 
 _PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 _PROTO_NAMES = {v: k.upper() for k, v in _PROTO_NUMBERS.items()}
@@ -142,10 +143,6 @@ def parse_conntrack_list(text: str, family: int) -> list[Flow]:
     return out
 
 
-class _Runner(Protocol):
-    def run(self, argv: Sequence[str], stdin: str | None = None) -> str: ...
-
-
 class ConntrackTable:
     """Lists and deletes conntrack entries (TCP, UDP, SCTP).
 
@@ -156,7 +153,7 @@ class ConntrackTable:
     Deletion is always by netlink, one entry at a time (they are few).
     """
 
-    def __init__(self, netns: str | None = None, runner: _Runner | None = None) -> None:
+    def __init__(self, netns: str | None = None, runner: Executor | None = None) -> None:
         self.netns = netns
         self.runner = runner if runner is not None and shutil.which("conntrack") else None
 
