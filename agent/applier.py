@@ -252,10 +252,9 @@ class Applier:
         if self.cut_conntrack:
             # Adding members to peer sets never denies anything; removals may, and so
             # does a pod turning pending.
-            removed = {c.value.split(",", 1)[0] for c in dels}
-            if removed:
-                report.conntrack_deleted = self.cut_denied_flows(desired, removed)
-            report.conntrack_deleted += self.cut_pending_flows(pending - last.pending)
+            involving = {c.value.split(",", 1)[0] for c in dels} | (pending - last.pending)
+            if involving:
+                report.conntrack_deleted = self.cut_denied_flows(desired, involving)
         report.seconds = time.perf_counter() - start
         if report.changed:
             log.info("applied (members only): %s", "; ".join(differences))
@@ -290,11 +289,9 @@ class Applier:
         tables, sets = self.read_live()
         plan = make_plan(desired.rendered, tables, sets, self.churn_limit)
         report = self._execute(plan)
-        was_pending = self.last.pending if self.last is not None else frozenset()
         self.last = desired
         if report.changed and self.cut_conntrack:
             report.conntrack_deleted = self.cut_denied_flows(desired)
-            report.conntrack_deleted += self.cut_pending_flows(desired.pending - was_pending)
         report.seconds = time.perf_counter() - start
         if report.changed:
             log.info("applied: %s", "; ".join(plan.differences))
@@ -317,32 +314,17 @@ class Applier:
             report.destroyed_sets = len(plan.destroy_sets)
         return report
 
-    def cut_pending_flows(self, addresses: Collection[str]) -> int:
-        """Delete conntrack entries of forwarded flows from or to pods now pending."""
-        if not addresses:
-            return 0
-        wanted = set(addresses)
-        local = local_addresses(self.netns)
-        doomed = [
-            f
-            for f in self.conntrack.flows()
-            if (f.src in wanted or f.dst in wanted) and f.src not in local and f.dst not in local
-        ]
-        if not doomed:
-            return 0
-        deleted = self.conntrack.delete(doomed)
-        log.info("cut %d connection(s) of pods not yet in the rule set", deleted)
-        return deleted
-
     def cut_denied_flows(self, desired: Desired, involving: set[str] | None = None) -> int:
         """Delete conntrack entries of forwarded flows that the new state denies.
 
         ``involving``: judge only flows from or to these addresses (after a member
-        removal, the only flows whose verdict can have changed). The evaluator is
-        built only when some flow needs judging.
+        removal or a pod turning pending, the only flows whose verdict can have
+        changed). Flows of pending pods are denied whatever the policies say; the
+        evaluator is built only when some other flow needs judging.
         """
-        # Only flows of local pods that some policy selects can be denied here.
-        targets = {ip for pod in desired.node.pods for ip in pod.ips}
+        # Only flows of local pods that some policy selects (or that are pending)
+        # can be denied here.
+        targets = {ip for pod in desired.node.pods for ip in pod.ips} | desired.pending
         candidates = [
             flow
             for flow in self.conntrack.flows()
@@ -356,13 +338,13 @@ class Applier:
         candidates = [f for f in candidates if f.src not in local and f.dst not in local]
         if not candidates:
             return 0
-        shards = [ps for group in desired.peer_sets.values() for ps in group]
-        evaluator = NodeEvaluator(desired.node, SetIndex(shards))
-        doomed: list[Flow] = [
-            flow
-            for flow in candidates
-            if not evaluator.allows(flow.src, flow.dst, flow.dport, flow.protocol)
-        ]
+        pending = desired.pending
+        doomed: list[Flow] = [f for f in candidates if f.src in pending or f.dst in pending]
+        judged = [f for f in candidates if f.src not in pending and f.dst not in pending]
+        if judged:
+            shards = [ps for group in desired.peer_sets.values() for ps in group]
+            evaluator = NodeEvaluator(desired.node, SetIndex(shards))
+            doomed += [f for f in judged if not evaluator.allows(f.src, f.dst, f.dport, f.protocol)]
         if not doomed:
             return 0
         deleted = self.conntrack.delete(doomed)
