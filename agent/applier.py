@@ -324,7 +324,11 @@ class Applier:
         """
         # Only flows of local pods that some policy selects (or that are pending)
         # can be denied here.
-        targets = {ip for pod in desired.node.pods for ip in pod.ips} | desired.pending
+        targets = (
+            {ip for pod in desired.node.pods for ip in pod.ips}
+            | desired.pending
+            | set(desired.node.contested_ips)
+        )
         candidates = [
             flow
             for flow in self.conntrack.flows()
@@ -338,7 +342,8 @@ class Applier:
         candidates = [f for f in candidates if f.src not in local and f.dst not in local]
         if not candidates:
             return 0
-        pending = desired.pending
+        # Addresses several pods claim (stockade.ownership) are denied like pending ones.
+        pending = desired.pending | frozenset(desired.node.contested_ips)
         doomed: list[Flow] = [f for f in candidates if f.src in pending or f.dst in pending]
         judged = [f for f in candidates if f.src not in pending and f.dst not in pending]
         if judged:

@@ -45,7 +45,7 @@ DEFAULT_MAXELEM = 65536
 SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
 SetFamily = Literal["inet", "inet6"]
 IPFamily = Literal[4, 6]
-SetKind = Literal["peer", "cidr", "tport", "pport", "ig", "eg", "it", "et", "new"]
+SetKind = Literal["peer", "cidr", "tport", "pport", "ig", "eg", "it", "et", "new", "dup"]
 
 SET_TYPES: tuple[SetType, ...] = ("hash:ip", "hash:net", "hash:ip,port")
 _NAME_RE = re.compile(r"^stk-[a-z0-9-]+$")

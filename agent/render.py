@@ -353,8 +353,10 @@ def render(
     groups: dict[str, tuple[_Group, ...]] = {d.name: _groups(node, policies, d) for d in DIRECTIONS}
     pods = {p.name: p for p in node.pods}
     new_sets = render_pending_sets(pending) if options.isolate_new_pods else None
+    contested = render_contested_sets(node.contested_ips) if node.contested_ips else None
     families = [
-        _FamilyRenderer(f, options, views, groups, pods, cache, new_sets).render() for f in FAMILIES
+        _FamilyRenderer(f, options, views, groups, pods, cache, new_sets, contested).render()
+        for f in FAMILIES
     ]
     return RenderedNode(v4=families[0], v6=families[1], forward_jump=FORWARD_JUMP)
 
@@ -376,6 +378,24 @@ def render_pending_sets(pending: Collection[str]) -> dict[IPFamily, IPSet]:
         by_family[family].append(Member(ip))
     return {
         family: make_set(pending_set_name(family), "hash:ip", family, members)
+        for family, members in by_family.items()
+    }
+
+
+def contested_set_name(family: IPFamily) -> str:
+    """The set of a family's contested addresses (claimed by several pods, owned by none)."""
+    return set_name("dup", family, "contested addresses")
+
+
+def render_contested_sets(contested: Collection[str]) -> dict[IPFamily, IPSet]:
+    """The contested-address sets of both families (see stockade.ownership)."""
+    cache = _IPCache()
+    by_family: dict[IPFamily, list[Member]] = {4: [], 6: []}
+    for text in contested:
+        family, ip = cache.parse(text, "contested address")
+        by_family[family].append(Member(ip))
+    return {
+        family: make_set(contested_set_name(family), "hash:ip", family, members)
         for family, members in by_family.items()
     }
 
@@ -652,6 +672,7 @@ class _FamilyRenderer:
     pods: Mapping[str, LocalPod]
     cache: _IPCache
     new_sets: Mapping[IPFamily, IPSet] | None = None
+    contested: Mapping[IPFamily, IPSet] | None = None
     sets: dict[str, IPSet] = field(default_factory=dict)
     # PeerSet name -> its (peer, pport) sets in this family, made once per render.
     peer_sets: dict[str, tuple[IPSet, IPSet | None]] = field(default_factory=dict)
@@ -670,6 +691,7 @@ class _FamilyRenderer:
                     comment("reply or related of an allowed connection"),
                 ),
                 *self._pending_rules(),
+                *self._contested_rules(),
                 # Someone else may have used our bits: start from zero, with our mask only.
                 Rule((), ClearMark(mask), comment("clear stockade mark bits")),
                 *(
@@ -700,6 +722,22 @@ class _FamilyRenderer:
         verdict = self._verdict()
         return [
             Rule((SetMatch(pending.name, d),), verdict, comment(f"{d} pod not yet in rule set"))
+            for d in ("src", "dst")
+        ]
+
+    def _contested_rules(self) -> list[Rule]:
+        """Addresses several pods claim and none owns: deny all their traffic, both ways.
+
+        Narrower than either claimant's policies, so neither pod's deny is lost
+        (stockade.ownership); only rendered while the rule set lists such addresses.
+        """
+        if self.contested is None:
+            return []
+        contested = self.contested[self.family]
+        self.sets[contested.name] = contested
+        verdict = self._verdict()
+        return [
+            Rule((SetMatch(contested.name, d),), verdict, comment(f"{d} address owned by no pod"))
             for d in ("src", "dst")
         ]
 

@@ -28,6 +28,7 @@ from stockade.cluster import SUPPORTED_KINDS, Cluster, iter_documents
 from stockade.errors import InvalidObjectError
 from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
+from stockade.ownership import resolve
 from stockade.verdict import Dataplane, Endpoint
 
 EXIT_OK = 0
@@ -193,6 +194,7 @@ def load(paths: Iterable[str]) -> Loaded:
     warnings += _duplicate_warnings(objects)
     cluster = Cluster.of(objects)
     warnings += policy_warnings(cluster.policies.values())
+    warnings += pod_warnings(cluster)
     return Loaded(cluster, errors, warnings)
 
 
@@ -270,6 +272,22 @@ def _duplicate_warnings(objects: Sequence[ClusterObject]) -> list[str]:
     return warnings
 
 
+def pod_warnings(cluster: Cluster) -> list[str]:
+    """Addresses claimed twice, and port names declared in two containers of a pod."""
+    _, conflicts = resolve(cluster.pods.values())
+    out = [claim.message() for claim in conflicts]
+    for pod in sorted(cluster.pods.values(), key=lambda p: p.key):
+        firsts = {(p.name, p.protocol): p.port for p in pod.named_ports}
+        for cp in pod.ports:
+            first = firsts.get((cp.name, cp.protocol))
+            if cp.name and first is not None and cp.port != first:
+                out.append(
+                    f"Pod {pod.key}: port name {cp.name}/{cp.protocol} is declared more than "
+                    f"once; policies use the first, {first}, not {cp.port}"
+                )
+    return out
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -282,11 +300,13 @@ def resolve_endpoint(text: str, cluster: Cluster, role: str) -> Endpoint:
         address = str(ipaddress.ip_address(text))
     except ValueError:
         return _resolve_pod(text, cluster, role)
-    for pod in cluster.active_pods():
+    owners, _ = resolve(cluster.pods.values())
+    for pod in sorted(owners.values(), key=lambda p: p.key):
         # A host-network pod shares its node's address, so the address names the
-        # node, not that pod; only an ordinary pod owns its address.
-        if not pod.host_network and address in pod.ips:
-            return pod
+        # node, not that pod; only an ordinary pod owns its address, and of two
+        # pods claiming one address only its owner (stockade.ownership).
+        if pod.active and not pod.host_network and address in pod.ips:
+            return cluster.pods[pod.key]
     return address
 
 
@@ -397,9 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         # --help, --version and usage errors; return the code rather than exit, so
         # that callers (tests, the kubectl plugin) get an int as from any command.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    # Imported here to keep this change inside main(); safetext is cheap and pure.
+    from stockade.safetext import printable  # noqa: PLC0415
+
     loaded = load(args.files)
+    # Warnings and errors echo names and values from the files: escaped, so a
+    # manifest cannot write control sequences to the user's terminal.
     for line in loaded.warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"warning: {printable(line)}", file=sys.stderr)
     try:
         if loaded.errors:
             raise CliError(loaded.errors)
@@ -409,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             text = run_explain(args, loaded.cluster)
     except CliError as exc:
         for line in exc.lines:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         return EXIT_USAGE
     sys.stdout.write(text)
     sys.stdout.flush()

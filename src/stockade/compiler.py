@@ -29,6 +29,7 @@ from stockade.model import (
     PolicyPort,
     Rule,
 )
+from stockade.ownership import IPClaim, OwnershipTracker
 from stockade.ruleset import (
     CompiledPolicy,
     CompiledRule,
@@ -263,13 +264,21 @@ class Compiler:
         self._node_out: dict[str, NodeRuleSet] = {}
         self._set_out: dict[str, dict[int, PeerSet]] = {}
         self._local_cache: dict[str, tuple[Pod, LocalPod]] = {}
+        # Pods come in raw; the ownership rule decides which addresses each owns.
+        self._ownership = OwnershipTracker()
+        self._node_contested: dict[str, dict[str, tuple[str, ...]]] = {}
 
     # ------------------------------------------------------------------ events
 
     def upsert(self, obj: ClusterObject) -> None:
-        """Add or replace a Namespace, Pod or NetworkPolicy."""
+        """Add or replace a Namespace, Pod or NetworkPolicy.
+
+        A pod is given as read; the compiler applies :mod:`stockade.ownership`, so a
+        pod that takes another's address changes what both pods own.
+        """
         if isinstance(obj, Pod):
-            self._set_pod(obj.key, obj)
+            for pod in self._ownership.upsert(obj):
+                self._set_pod(pod.key, pod)
         elif isinstance(obj, Namespace):
             self._set_namespace(obj.name, obj)
         else:
@@ -282,12 +291,22 @@ class Compiler:
         """
         if kind == "Pod":
             self._set_pod(key, None)
+            for pod in self._ownership.delete(key):
+                self._set_pod(pod.key, pod)
         elif kind == "Namespace":
             self._set_namespace(key, None)
         elif kind == "NetworkPolicy":
             self._set_policy(key, None)
         else:
             raise ValueError(f"unknown kind {kind!r}")
+
+    def ip_conflicts(self) -> list[IPClaim]:
+        """Every address more than one pod claims, and its owner (None: contested)."""
+        return self._ownership.conflicts()
+
+    def ip_conflicts_of(self, key: str) -> list[IPClaim]:
+        """The address conflicts the pod ``key`` takes part in."""
+        return self._ownership.conflicts_of(key)
 
     def upsert_node(self, name: str) -> None:
         """Declare a node, so it has a (possibly empty) rule set without pods."""
@@ -321,6 +340,7 @@ class Compiler:
             if pod.selectable:
                 self._know_namespace(pod.namespace)
                 self._index_pod(pod)
+        self._contest(key, old, pod)
         if _known_address(old) != _known_address(pod):
             # The node's list of known pods changes (see NodeRuleSet.known_pods).
             for changed in (old, pod):
@@ -331,6 +351,22 @@ class Compiler:
         namespace = current.namespace
         self._retarget_pod(key, namespace, old, pod)
         self._repeer_pod(key, namespace, old, pod)
+
+    def _contest(self, key: str, old: Pod | None, pod: Pod | None) -> None:
+        """Keep each node's contested addresses (denied both ways by its agent)."""
+        before = (old.node_name, old.contested_ips) if old and old.contested_ips else None
+        after = (pod.node_name, pod.contested_ips) if pod and pod.contested_ips else None
+        if before == after:
+            return
+        if before is not None:
+            by_pod = self._node_contested.get(before[0], {})
+            by_pod.pop(key, None)
+            if not by_pod:
+                self._node_contested.pop(before[0], None)
+            self._dirty_nodes.add(before[0])
+        if after is not None:
+            self._node_contested.setdefault(after[0], {})[key] = after[1]
+            self._dirty_nodes.add(after[0])
 
     def _node_ref(self, node: str, delta: int) -> None:
         count = self._node_refs.get(node, 0) + delta
@@ -579,7 +615,17 @@ class Compiler:
             set_names |= state.sets
         pods = tuple(self._local_pod(k) for k in sorted(targeted))
         known = tuple(KnownPod(k, self._pods[k].ips) for k in sorted(self._node_pods.get(node, ())))
-        return NodeRuleSet(node, pods, tuple(policies), tuple(sorted(set_names)), known_pods=known)
+        contested = sorted(
+            {ip for ips in self._node_contested.get(node, {}).values() for ip in ips}
+        )
+        return NodeRuleSet(
+            node,
+            pods,
+            tuple(policies),
+            tuple(sorted(set_names)),
+            known_pods=known,
+            contested_ips=tuple(contested),
+        )
 
     def _local_pod(self, key: str) -> LocalPod:
         pod = self._pods[key]
@@ -668,7 +714,7 @@ def _known_address(pod: Pod | None) -> tuple[str, str, tuple[str, ...]] | None:
 def _local_pod(pod: Pod) -> LocalPod:
     ports = tuple(
         sorted(
-            (ContainerPortSpec(p.name, p.port, p.protocol) for p in pod.ports if p.name),
+            (ContainerPortSpec(p.name, p.port, p.protocol) for p in pod.named_ports),
             key=lambda p: (p.name, p.protocol, p.port),
         )
     )

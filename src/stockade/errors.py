@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stockade.safetext import printable
+
+# Names are echoed in every message: bounded, so a 100k-character name is one line.
+_NAME_ECHO = 80
+
+
+def _shown(text: str) -> str:
+    cut = text[:_NAME_ECHO]
+    return printable(cut) + ("..." if len(text) > _NAME_ECHO else "")
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectRef:
@@ -20,8 +30,8 @@ class ObjectRef:
 
     def __str__(self) -> str:
         if self.namespace:
-            return f"{self.kind} {self.namespace}/{self.name}"
-        return f"{self.kind} {self.name}"
+            return f"{_shown(self.kind)} {_shown(self.namespace)}/{_shown(self.name)}"
+        return f"{_shown(self.kind)} {_shown(self.name)}"
 
 
 @dataclass(frozen=True, slots=True)

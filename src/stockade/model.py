@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from stockade.errors import FieldError, InvalidObjectError, ObjectRef
+from stockade.safetext import printable, short
 from stockade.selectors import EVERYTHING, LabelSelector, parse_selector
+from stockade.validation import dns1123_label, dns1123_subdomain, label_key, label_value
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+# The apiVersion each kind is read as; a file may leave it out (hand-written
+# manifests often do), but another version is not silently read as this one.
+API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
+# YAML 1.1 reads these unquoted words as booleans: say so when a string was meant.
+_YAML_BOOL_HINT = " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it)"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 INGRESS = "Ingress"
 EGRESS = "Egress"
@@ -33,19 +42,55 @@ Labels = Mapping[str, str]
 _SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 
 
+def expected_string(value: Any) -> str:
+    """``must be a string, got ...`` with a hint when YAML turned a word into a boolean."""
+    hint = _YAML_BOOL_HINT if isinstance(value, bool) else ""
+    return f"must be a string, got {short(value)}{hint}"
+
+
+def key_path(path: str, key: Any) -> str:
+    """``path.key`` for a map key from the input, printable and bounded."""
+    text = key if isinstance(key, str) else str(key)
+    return f"{path}.{printable(text[:80])}{'...' if len(text) > 80 else ''}"
+
+
 def _frozen_labels(raw: Any, path: str, errors: list[FieldError]) -> Labels:
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, Mapping):
-        errors.append(FieldError(path, "must be a map of strings"))
+        errors.append(FieldError(path, f"must be a map of strings, got {short(raw)}"))
         return MappingProxyType({})
     out: dict[str, str] = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            errors.append(FieldError(f"{path}.{key}", f"must be a string, got {value!r}"))
+        where = key_path(path, key)
+        if not isinstance(key, str):
+            errors.append(FieldError(where, f"label key {expected_string(key)}"))
+            continue
+        if not isinstance(value, str):
+            errors.append(FieldError(where, expected_string(value)))
+            continue
+        problems = [f"key {p}" for p in label_key(key)]
+        problems += [f"value {short(value)} {p}" for p in label_value(value)]
+        if problems:
+            errors.extend(FieldError(where, p) for p in problems)
             continue
         out[key] = value
     return MappingProxyType(out)
+
+
+def check_api_version(obj: Mapping[str, Any], errors: list[FieldError]) -> None:
+    """A known kind under another apiVersion is refused, not read as the one we know."""
+    kind = obj.get("kind")
+    if "apiVersion" not in obj or kind not in API_VERSIONS:
+        return
+    version = obj.get("apiVersion")
+    if version != API_VERSIONS[kind]:
+        errors.append(
+            FieldError(
+                "apiVersion",
+                f"unsupported {short(version)} for {kind}; expected {API_VERSIONS[kind]}",
+            )
+        )
 
 
 def is_svc_name(name: str) -> bool:
@@ -88,6 +133,13 @@ class Pod:
     phase: str = "Running"
     ports: tuple[ContainerPort, ...] = ()
     host_ips: tuple[str, ...] = ()
+    # metadata.deletionTimestamp is set: the pod is terminating, its IP may be reused.
+    deleting: bool = False
+    # metadata.creationTimestamp as POSIX seconds, None when the object has none.
+    created: float | None = None
+    # Addresses this pod claims but owns with another pod (stockade.ownership):
+    # no pod owns them, and all forwarded traffic from or to them is denied.
+    contested_ips: tuple[str, ...] = ()
 
     @property
     def host_ip(self) -> str:
@@ -114,11 +166,27 @@ class Pod:
         return self.active and not self.host_network
 
     def named_port(self, name: str, protocol: str) -> int | None:
-        """The number of this pod's container port ``name``/``protocol``, if any."""
+        """The number of this pod's container port ``name``/``protocol``, if any.
+
+        Kubernetes allows one name in two containers; like the API's own lookup
+        (``FindPort``) the first declared wins, in every direction (see
+        :attr:`named_ports`).
+        """
         for cp in self.ports:
             if cp.name == name and cp.protocol == protocol:
                 return cp.port
         return None
+
+    @property
+    def named_ports(self) -> tuple[ContainerPort, ...]:
+        """The named ports a policy can refer to: the first of each name and protocol."""
+        seen: set[tuple[str, str]] = set()
+        out: list[ContainerPort] = []
+        for cp in self.ports:
+            if cp.name and (cp.name, cp.protocol) not in seen:
+                seen.add((cp.name, cp.protocol))
+                out.append(cp)
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +261,12 @@ def object_ref(obj: Mapping[str, Any]) -> ObjectRef:
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     assert isinstance(meta, Mapping)
     kind = obj.get("kind")
+    namespace = meta.get("namespace")
+    name = meta.get("name")
     return ObjectRef(
         kind=kind if isinstance(kind, str) and kind else "<unknown kind>",
-        namespace=meta.get("namespace") if isinstance(meta.get("namespace"), str) else None,
-        name=str(meta.get("name") or "<unnamed>"),
+        namespace=namespace if isinstance(namespace, str) else None,
+        name=name if isinstance(name, str) and name else "<unnamed>",
     )
 
 
@@ -213,26 +283,64 @@ def parse_object(obj: Mapping[str, Any], source: str | None = None) -> ClusterOb
         return parse_namespace(obj, source)
     if kind == "NetworkPolicy":
         return parse_policy(obj, source)
-    raise InvalidObjectError(ref, [FieldError("kind", f"unsupported kind {kind!r}")], source=source)
+    raise InvalidObjectError(ref, [FieldError("kind", f"unsupported kind {short(kind)}")], source)
+
+
+_NameCheck = Callable[[str], list[str]]
+# How the API server validates each kind's metadata.name.
+_NAME_RULES: dict[str, _NameCheck] = {
+    "Namespace": dns1123_label,
+    "Pod": dns1123_subdomain,
+    "NetworkPolicy": dns1123_subdomain,
+}
+
+
+def _checked_name(raw: Any, path: str, check: _NameCheck, errors: list[FieldError]) -> str:
+    if not isinstance(raw, str) or not raw:
+        errors.append(FieldError(path, f"required, a non-empty string, got {short(raw)}"))
+        return ""
+    problems = check(raw)
+    if problems:
+        errors.extend(FieldError(path, f"{short(raw)} {p}") for p in problems)
+        return ""
+    return raw
 
 
 def _metadata(
     obj: Mapping[str, Any], errors: list[FieldError], namespaced: bool
 ) -> tuple[str, str, Labels]:
+    check_api_version(obj, errors)
     meta = obj.get("metadata")
     if not isinstance(meta, Mapping):
         errors.append(FieldError("metadata", "required"))
         return "", "", MappingProxyType({})
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        errors.append(FieldError("metadata.name", "required, a non-empty string"))
-        name = ""
-    namespace = meta.get("namespace", "default") if namespaced else ""
-    if namespaced and (not isinstance(namespace, str) or not namespace):
-        errors.append(FieldError("metadata.namespace", "must be a non-empty string"))
-        namespace = ""
+    kind = obj.get("kind")
+    rule = _NAME_RULES.get(kind if isinstance(kind, str) else "", dns1123_subdomain)
+    name = _checked_name(meta.get("name"), "metadata.name", rule, errors)
+    namespace = ""
+    if namespaced:
+        raw_ns = meta.get("namespace")
+        raw_ns = "default" if raw_ns is None else raw_ns
+        namespace = _checked_name(raw_ns, "metadata.namespace", dns1123_label, errors)
     labels = _frozen_labels(meta.get("labels"), "metadata.labels", errors)
     return namespace, name, labels
+
+
+def _timestamp(raw: Any, path: str, errors: list[FieldError]) -> float | None:
+    """An RFC 3339 timestamp (as the API server writes it) as POSIX seconds."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
+    errors.append(FieldError(path, f"must be an RFC 3339 timestamp, got {short(raw)}"))
+    return None
 
 
 def parse_namespace(obj: Mapping[str, Any], source: str | None = None) -> Namespace:
@@ -249,12 +357,12 @@ def parse_namespace(obj: Mapping[str, Any], source: str | None = None) -> Namesp
 
 def _parse_ip(raw: Any, path: str, errors: list[FieldError]) -> str | None:
     if not isinstance(raw, str):
-        errors.append(FieldError(path, "must be an IP address string"))
+        errors.append(FieldError(path, f"must be an IP address string, got {short(raw)}"))
         return None
     try:
         return str(ipaddress.ip_address(raw))
     except ValueError:
-        errors.append(FieldError(path, f"invalid IP address {raw!r}"))
+        errors.append(FieldError(path, f"invalid IP address {short(raw)}"))
         return None
 
 
@@ -303,19 +411,43 @@ def _container_ports(
     for group in ("initContainers", "containers"):
         containers = spec.get(group) or []
         if not isinstance(containers, list):
+            errors.append(FieldError(f"spec.{group}", f"must be a list, got {short(containers)}"))
             continue
         for ci, container in enumerate(containers):
             if not isinstance(container, Mapping):
+                errors.append(FieldError(f"spec.{group}[{ci}]", "must be an object"))
                 continue
             if group == "initContainers" and container.get("restartPolicy") != "Always":
                 # Only sidecar init containers keep running and serve ports.
                 continue
-            for pi, raw in enumerate(container.get("ports") or []):
-                path = f"spec.{group}[{ci}].ports[{pi}]"
-                port = _container_port(raw, path, errors)
-                if port is not None:
-                    ports.append(port)
+            ports += _one_container_ports(container, f"spec.{group}[{ci}]", errors)
     return tuple(ports)
+
+
+def _one_container_ports(
+    container: Mapping[str, Any], path: str, errors: list[FieldError]
+) -> list[ContainerPort]:
+    raw_ports = container.get("ports") or []
+    if not isinstance(raw_ports, list):
+        errors.append(FieldError(f"{path}.ports", f"must be a list, got {short(raw_ports)}"))
+        return []
+    ports: list[ContainerPort] = []
+    names: set[str] = set()
+    for pi, raw in enumerate(raw_ports):
+        ppath = f"{path}.ports[{pi}]"
+        port = _container_port(raw, ppath, errors)
+        if port is None or not port.name:
+            if port is not None:
+                ports.append(port)
+            continue
+        # The API server refuses a name declared twice in one container; across
+        # containers it is allowed, and the first one wins (ContainerPort order).
+        if port.name in names:
+            errors.append(FieldError(f"{ppath}.name", f"duplicate port name {short(port.name)}"))
+            continue
+        names.add(port.name)
+        ports.append(port)
+    return ports
 
 
 def _container_port(raw: Any, path: str, errors: list[FieldError]) -> ContainerPort | None:
@@ -324,40 +456,63 @@ def _container_port(raw: Any, path: str, errors: list[FieldError]) -> ContainerP
         return None
     number = raw.get("containerPort")
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
-        errors.append(FieldError(f"{path}.containerPort", f"must be 1-65535, got {number!r}"))
+        errors.append(FieldError(f"{path}.containerPort", f"must be 1-65535, got {short(number)}"))
         return None
-    protocol = raw.get("protocol") or "TCP"
+    protocol = raw.get("protocol", "TCP")
     if protocol not in PROTOCOLS:
-        errors.append(FieldError(f"{path}.protocol", f"unknown protocol {protocol!r}"))
+        errors.append(FieldError(f"{path}.protocol", f"unknown protocol {short(protocol)}"))
         return None
-    name = raw.get("name") or ""
+    name = raw.get("name", "")
+    if name is None:
+        name = ""
     if not isinstance(name, str):
-        errors.append(FieldError(f"{path}.name", "must be a string"))
+        errors.append(FieldError(f"{path}.name", expected_string(name)))
+        return None
+    if name and not is_svc_name(name):
+        errors.append(
+            FieldError(f"{path}.name", f"{short(name)} is not a valid port name (IANA_SVC_NAME)")
+        )
         return None
     return ContainerPort(name, number, protocol)
 
 
 def parse_pod(obj: Mapping[str, Any], source: str | None = None) -> Pod:
-    """Parse a Pod: labels, node, IPs, phase, hostNetwork and container ports."""
+    """Parse a Pod: labels, node, IPs, phase, hostNetwork, container ports, timestamps.
+
+    Every field read is strictly typed (a boolean is a boolean): a Pod that does not
+    parse takes no part rather than being guessed at.
+    """
     errors: list[FieldError] = []
     namespace, name, labels = _metadata(obj, errors, namespaced=True)
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    if not isinstance(spec, Mapping):
-        errors.append(FieldError("spec", "must be an object"))
-        spec = {}
-    if not isinstance(status, Mapping):
-        errors.append(FieldError("status", "must be an object"))
-        status = {}
+    spec = _object_field(obj, "spec", errors)
+    status = _object_field(obj, "status", errors)
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    assert isinstance(meta, Mapping)
     ips = _pod_ips(status, errors)
     ports = _container_ports(spec, errors)
     node = spec.get("nodeName") or ""
-    phase = status.get("phase") or ("Running" if ips else "Pending")
-    host_ips = _host_ips(status, errors)
     if not isinstance(node, str):
-        errors.append(FieldError("spec.nodeName", "must be a string"))
-    if not isinstance(phase, str):
-        errors.append(FieldError("status.phase", "must be a string"))
+        errors.append(FieldError("spec.nodeName", expected_string(node)))
+        node = ""
+    elif node:
+        errors.extend(FieldError("spec.nodeName", p) for p in dns1123_subdomain(node))
+    host_network = spec.get("hostNetwork", False)
+    if host_network is None:
+        host_network = False
+    if not isinstance(host_network, bool):
+        errors.append(
+            FieldError("spec.hostNetwork", f"must be a boolean, got {short(host_network)}")
+        )
+    phase = status.get("phase") or ("Running" if ips else "Pending")
+    if phase not in POD_PHASES:
+        errors.append(
+            FieldError(
+                "status.phase", f"must be one of {', '.join(POD_PHASES)}, got {short(phase)}"
+            )
+        )
+    host_ips = _host_ips(status, errors)
+    created = _timestamp(meta.get("creationTimestamp"), "metadata.creationTimestamp", errors)
+    deleted = _timestamp(meta.get("deletionTimestamp"), "metadata.deletionTimestamp", errors)
     if errors:
         raise InvalidObjectError(object_ref(obj), errors, source)
     return Pod(
@@ -366,11 +521,23 @@ def parse_pod(obj: Mapping[str, Any], source: str | None = None) -> Pod:
         labels=labels,
         node_name=node,
         ips=ips,
-        host_network=bool(spec.get("hostNetwork", False)),
+        host_network=host_network is True,
         phase=phase,
         ports=ports,
         host_ips=host_ips,
+        deleting=deleted is not None,
+        created=created,
     )
+
+
+def _object_field(obj: Mapping[str, Any], name: str, errors: list[FieldError]) -> Mapping[str, Any]:
+    raw = obj.get(name)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(name, f"must be an object, got {short(raw)}"))
+        return {}
+    return raw
 
 
 def parse_policy(obj: Mapping[str, Any], source: str | None = None) -> NetworkPolicy:
@@ -417,7 +584,9 @@ def _policy_types(raw: Any, has_egress: bool, errors: list[FieldError]) -> froze
     for i, item in enumerate(raw):
         if item not in (INGRESS, EGRESS):
             errors.append(
-                FieldError(f"spec.policyTypes[{i}]", f"must be Ingress or Egress, got {item!r}")
+                FieldError(
+                    f"spec.policyTypes[{i}]", f"must be Ingress or Egress, got {short(item)}"
+                )
             )
         else:
             types.add(item)
@@ -497,13 +666,16 @@ def _parse_peers(raw: Any, path: str, errors: list[FieldError]) -> tuple[Peer, .
 
 def _parse_cidr(raw: Any, path: str, errors: list[FieldError]) -> IPNetwork | None:
     if not isinstance(raw, str) or "/" not in raw:
-        errors.append(FieldError(path, f"must be a CIDR such as 10.0.0.0/8, got {raw!r}"))
+        errors.append(FieldError(path, f"must be a CIDR such as 10.0.0.0/8, got {short(raw)}"))
+        return None
+    if raw != raw.strip():
+        errors.append(FieldError(path, f"invalid CIDR {short(raw)}: surrounding white space"))
         return None
     try:
         # Host bits are tolerated and masked, as the API server long accepted them.
-        return ipaddress.ip_network(raw.strip(), strict=False)
+        return ipaddress.ip_network(raw, strict=False)
     except ValueError:
-        errors.append(FieldError(path, f"invalid CIDR {raw!r}"))
+        errors.append(FieldError(path, f"invalid CIDR {short(raw)}"))
         return None
 
 
@@ -564,7 +736,7 @@ def _parse_port(raw: Any, path: str, errors: list[FieldError]) -> PolicyPort | N
     if protocol not in PROTOCOLS:
         errors.append(
             FieldError(
-                f"{path}.protocol", f"unknown protocol {protocol!r}; expected TCP, UDP or SCTP"
+                f"{path}.protocol", f"unknown protocol {short(protocol)}; expected TCP, UDP or SCTP"
             )
         )
         ok = False
@@ -573,7 +745,7 @@ def _parse_port(raw: Any, path: str, errors: list[FieldError]) -> PolicyPort | N
     number: int | None = None
     name: str | None = None
     if isinstance(port, bool):
-        errors.append(FieldError(f"{path}.port", f"must be a number or a name, got {port!r}"))
+        errors.append(FieldError(f"{path}.port", f"must be a number or a name, got {short(port)}"))
         ok = False
     elif isinstance(port, int):
         if not 1 <= port <= 65535:
@@ -585,18 +757,18 @@ def _parse_port(raw: Any, path: str, errors: list[FieldError]) -> PolicyPort | N
             errors.append(
                 FieldError(
                     f"{path}.port",
-                    f"{port!r} is not a valid port name (at most 15 lowercase letters, digits "
+                    f"{short(port)} is not a valid port name (at most 15 lowercase letters, digits "
                     "and '-', with at least one letter) nor a number",
                 )
             )
             ok = False
         name = port
     elif port is not None:
-        errors.append(FieldError(f"{path}.port", f"must be a number or a name, got {port!r}"))
+        errors.append(FieldError(f"{path}.port", f"must be a number or a name, got {short(port)}"))
         ok = False
     if end is not None:
         if isinstance(end, bool) or not isinstance(end, int):
-            errors.append(FieldError(f"{path}.endPort", f"must be a number, got {end!r}"))
+            errors.append(FieldError(f"{path}.endPort", f"must be a number, got {short(end)}"))
             ok = False
         elif number is None:
             errors.append(FieldError(f"{path}.endPort", "may only be set with a numeric port"))

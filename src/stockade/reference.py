@@ -39,18 +39,21 @@ def allowed(
     either side has none, or either side is a pod that takes no part (no IP yet, or
     finished), there is no path and the answer is False.
     """
-    if not (_takes_part(src) and _takes_part(dst)):
+    if not (_takes_part(cluster, src) and _takes_part(cluster, dst)):
         return False
     if _same_pod(src, dst):
         # Over loopback, whatever the family: "a pod cannot block access to itself".
         return True
     fam = family if family is not None else _primary_family(src)
-    src_addr = address_of(src, fam)
-    dst_addr = address_of(dst, fam)
+    src_addr = _owned_address(cluster, src, fam)
+    dst_addr = _owned_address(cluster, dst, fam)
     if src_addr is None or dst_addr is None:
         return False
     if _own_node(src, dst, src_addr, dst_addr):
         return True
+    if _contested(cluster, src_addr) or _contested(cluster, dst_addr):
+        # Owned by no pod: denied both ways, narrower than any claimant's policy.
+        return False
     # Both ends must allow: the source's egress and the destination's ingress.
     egress_ok = _egress_allows(cluster, src, dst, dst_addr=dst_addr, port=port, protocol=protocol)
     ingress_ok = _ingress_allows(cluster, src, dst, src_addr=src_addr, port=port, protocol=protocol)
@@ -75,9 +78,74 @@ def matrix(
 # --- endpoints ---------------------------------------------------------------------
 
 
-def _takes_part(endpoint: Endpoint) -> bool:
-    """A pod takes part when it is active (an IP, not finished); an address always does."""
-    return endpoint.active if isinstance(endpoint, Pod) else True
+def _takes_part(cluster: Cluster, endpoint: Endpoint) -> bool:
+    """A pod takes part when it is active and owns an address; an address always does."""
+    if not isinstance(endpoint, Pod):
+        return True
+    if endpoint.host_network:
+        # It uses its node's address, which no pod owns.
+        return endpoint.active
+    return endpoint.active and any(
+        _is(_owner(cluster, ipaddress.ip_address(ip)), endpoint) for ip in endpoint.ips
+    )
+
+
+def _is(pod: Pod | None, endpoint: Pod) -> bool:
+    return pod is not None and pod.key == endpoint.key
+
+
+# --- who owns an address -----------------------------------------------------------
+
+
+def _claimants(cluster: Cluster, addr: IPAddress) -> list[Pod]:
+    """Pods that say ``addr`` is theirs: active, not on the host network."""
+    return [
+        p
+        for p in cluster.pods.values()
+        if p.active and not p.host_network and any(ipaddress.ip_address(i) == addr for i in p.ips)
+    ]
+
+
+def _owner(cluster: Cluster, addr: IPAddress) -> Pod | None:
+    """The pod ``addr`` belongs to, or None (no claimant, or contested).
+
+    One claimant owns it. Of several, a pod not being deleted beats pods being
+    deleted; then the strictly newest creation time wins, when every remaining
+    claimant has one. Anything else is a tie: nobody owns the address.
+    """
+    pods = _claimants(cluster, addr)
+    if len(pods) <= 1:
+        return pods[0] if pods else None
+    not_deleting = [p for p in pods if not p.deleting]
+    if not_deleting:
+        pods = not_deleting
+    if len(pods) == 1:
+        return pods[0]
+    times = [p.created for p in pods]
+    if any(t is None for t in times):
+        return None
+    newest = [p for p in pods if p.created == max(t for t in times if t is not None)]
+    return newest[0] if len(newest) == 1 else None
+
+
+def _contested(cluster: Cluster, addr: IPAddress) -> bool:
+    """Several pods claim ``addr`` and none of them owns it."""
+    return len(_claimants(cluster, addr)) > 1 and _owner(cluster, addr) is None
+
+
+def _owned_address(cluster: Cluster, endpoint: Endpoint, family: int) -> IPAddress | None:
+    """The endpoint's first address of ``family``; for a pod, the first it owns.
+
+    A host-network pod has its node's address, which it never owns: it uses it.
+    """
+    for addr in _addresses(endpoint):
+        if addr.version != family:
+            continue
+        if not isinstance(endpoint, Pod) or endpoint.host_network:
+            return addr
+        if _is(_owner(cluster, addr), endpoint):
+            return addr
+    return None
 
 
 def _addresses(endpoint: Endpoint) -> list[IPAddress]:

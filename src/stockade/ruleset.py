@@ -217,6 +217,9 @@ class NodeRuleSet:
     peer_sets: tuple[str, ...]
     format_version: int = FORMAT_VERSION
     known_pods: tuple[KnownPod, ...] = ()
+    # Local addresses several pods claim and none owns (stockade.ownership): the
+    # agent denies all forwarded traffic from and to them.
+    contested_ips: tuple[str, ...] = ()
 
 
 _NODE_ADAPTER: TypeAdapter[NodeRuleSet] = TypeAdapter(NodeRuleSet)

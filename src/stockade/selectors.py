@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from stockade.errors import FieldError
+from stockade.safetext import printable, short
+from stockade.validation import label_key, label_value
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
@@ -100,20 +102,32 @@ def parse_selector(raw: Any, path: str, errors: list[FieldError]) -> LabelSelect
     for key in sorted(unknown):
         errors.append(FieldError(f"{path}.{key}", "unknown field in label selector"))
     plain: list[Requirement] = []
-    match_labels = raw.get("matchLabels") or {}
+    match_labels = raw.get("matchLabels")
+    if match_labels is None:
+        match_labels = {}
     if not isinstance(match_labels, Mapping):
-        errors.append(FieldError(f"{path}.matchLabels", "must be a map of strings"))
+        errors.append(
+            FieldError(
+                f"{path}.matchLabels", f"must be a map of strings, got {short(match_labels)}"
+            )
+        )
         match_labels = {}
     for key, value in match_labels.items():
+        where = f"{path}.matchLabels.{printable(str(key)[:80])}"
         if not isinstance(key, str) or not isinstance(value, str):
-            errors.append(
-                FieldError(f"{path}.matchLabels.{key}", f"value must be a string, got {value!r}")
-            )
+            errors.append(FieldError(where, f"key and value must be strings, got {short(value)}"))
+            continue
+        problems = [f"key {p}" for p in label_key(key)]
+        problems += [f"value {short(value)} {p}" for p in label_value(value)]
+        if problems:
+            errors.extend(FieldError(where, p) for p in problems)
             continue
         plain.append(Requirement(key, "In", (value,)))
-    exprs = raw.get("matchExpressions") or []
+    exprs = raw.get("matchExpressions")
+    if exprs is None:
+        exprs = []
     if not isinstance(exprs, list):
-        errors.append(FieldError(f"{path}.matchExpressions", "must be a list"))
+        errors.append(FieldError(f"{path}.matchExpressions", f"must be a list, got {short(exprs)}"))
         exprs = []
     for i, expr in enumerate(exprs):
         req = _parse_expression(expr, f"{path}.matchExpressions[{i}]", errors)
@@ -133,21 +147,31 @@ def _parse_expression(expr: Any, path: str, errors: list[FieldError]) -> Require
     values = expr.get("values")
     ok = True
     if not isinstance(key, str) or not key:
-        errors.append(FieldError(f"{path}.key", "required, a non-empty string"))
+        errors.append(FieldError(f"{path}.key", f"required, a non-empty string, got {short(key)}"))
         ok = False
+    else:
+        for problem in label_key(key):
+            errors.append(FieldError(f"{path}.key", f"{short(key)}: {problem}"))
+            ok = False
     if op not in OPERATORS:
         errors.append(
             FieldError(
                 f"{path}.operator",
-                f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}",
+                f"unknown operator {short(op)}; expected one of {', '.join(OPERATORS)}",
             )
         )
         return None
     if values is not None and (
         not isinstance(values, list) or not all(isinstance(v, str) for v in values)
     ):
-        errors.append(FieldError(f"{path}.values", "must be a list of strings"))
+        errors.append(
+            FieldError(f"{path}.values", f"must be a list of strings, got {short(values)}")
+        )
         return None
+    for i, value in enumerate(values or []):
+        for problem in label_value(value):
+            errors.append(FieldError(f"{path}.values[{i}]", f"{short(value)} {problem}"))
+            ok = False
     vals = tuple(sorted(set(values or [])))
     if op in ("In", "NotIn") and not vals:
         errors.append(FieldError(f"{path}.values", f"must be non-empty when operator is {op}"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from stockade.cluster import Cluster
 from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.model import EGRESS, INGRESS, Pod
+from stockade.ownership import IPClaim, resolve
 from stockade.ruleset import (
     CompiledRule,
     LocalPod,
@@ -128,6 +129,7 @@ class NodeEvaluator:
         self._sets = sets
         self._pods_by_ip: dict[str, LocalPod] = {}
         self._policies: dict[str, dict[str, _Policies]] = {INGRESS: {}, EGRESS: {}}
+        self._contested = frozenset(rules.contested_ips)
         pods = {p.name: p for p in rules.pods}
         for np in rules.policies:
             for target in np.targets:
@@ -141,6 +143,8 @@ class NodeEvaluator:
 
     def allows(self, src_ip: str, dst_ip: str, port: int, protocol: str) -> bool:
         """Whether this node's FORWARD hook lets a new connection through (both checks)."""
+        if src_ip in self._contested or dst_ip in self._contested:
+            return False
         return all(
             v is None or v.allowed
             for v in (
@@ -216,18 +220,24 @@ class Dataplane:
     def __init__(self, cluster: Cluster, compiled: CompiledCluster | None = None) -> None:
         self.cluster = cluster
         self.compiled = compiled if compiled is not None else compile_cluster(cluster)
+        # Pods as the compiler saw them: each with only the addresses it owns.
+        self._pods, self.conflicts = resolve(cluster.pods.values())
+        self._claims: dict[str, IPClaim] = {c.ip: c for c in self.conflicts}
         self._places: dict[str, _Place] = {}
-        self._locate(cluster)
+        self._locate()
         sets = SetIndex(self.compiled.peer_sets.values())
         self._nodes = {
             name: NodeEvaluator(rules, sets) for name, rules in self.compiled.node_rule_sets.items()
         }
+        self._contested = frozenset(
+            ip for rules in self.compiled.node_rule_sets.values() for ip in rules.contested_ips
+        )
 
-    def _locate(self, cluster: Cluster) -> None:
-        for pod in cluster.pods.values():
+    def _locate(self) -> None:
+        for pod in self._pods.values():
             for ip in pod.host_ips:
                 self._places.setdefault(ip, _Place(pod.node_name, None))
-        for pod in cluster.pods.values():
+        for pod in self._pods.values():
             if not pod.active:
                 continue
             for ip in pod.ips:
@@ -235,6 +245,21 @@ class Dataplane:
                     self._places[ip] = _Place(pod.node_name, None)
                 else:
                     self._places[ip] = _Place(pod.node_name, pod.key)
+
+    def _seen(self, ep: Endpoint) -> Endpoint:
+        """A pod of the cluster as the engine sees it (owned addresses only)."""
+        if isinstance(ep, Pod):
+            return self._pods.get(ep.key, ep)
+        return ep
+
+    def _inactive_note(self, raw: Pod, pod: Pod) -> str:
+        lost = [ip for ip in raw.ips if ip not in pod.ips]
+        if lost and pod.contested_ips:
+            return f"{pod.key}: {self._claims[pod.contested_ips[0]].message()}"
+        if lost and lost[0] in self._claims:
+            return f"{pod.key}: {self._claims[lost[0]].message()}"
+        why = "has no IP" if not raw.ips else f"is {raw.phase}"
+        return f"{pod.key} {why}"
 
     # ------------------------------------------------------------------ verdicts
 
@@ -246,10 +271,12 @@ class Dataplane:
         ``family`` defaults to the family of the source's primary address.
         """
         base = Verdict(False, _label(src), _label(dst), None, None, port, protocol)
-        for ep in (src, dst):
+        raw_ends = (src, dst)
+        src, dst = self._seen(src), self._seen(dst)
+        for raw, ep in zip(raw_ends, (src, dst), strict=True):
             if isinstance(ep, Pod) and not ep.active:
-                why = "has no IP" if not ep.ips else f"is {ep.phase}"
-                return replace(base, note=f"{ep.key} {why}")
+                assert isinstance(raw, Pod)
+                return replace(base, note=self._inactive_note(raw, ep))
         if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
             return replace(base, allowed=True, note="same pod (loopback)")
         if family is None:
@@ -264,11 +291,15 @@ class Dataplane:
         src_at = self._places.get(src_ip, _Place(None, None))
         dst_at = self._places.get(dst_ip, _Place(None, None))
         if (
-            src_at.node is not None
+            # A pod without a node ("") is on no node: nothing is its own node.
+            src_at.node
             and src_at.node == dst_at.node
             and (src_at.pod is None or dst_at.pod is None)
         ):
             return replace(base, allowed=True, note=f"a pod and its own node ({src_at.node})")
+        for ip in (src_ip, dst_ip):
+            if ip in self._contested:
+                return replace(base, note=self._claims[ip].message() if ip in self._claims else "")
         egress = ingress = None
         if src_at.pod is not None and src_at.node in self._nodes:
             egress = self._nodes[src_at.node].check(src_ip, dst_ip, port, protocol, EGRESS)

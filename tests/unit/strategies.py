@@ -73,15 +73,26 @@ def namespace(draw: st.DrawFn, name: str) -> Raw:
     }
 
 
+# Addresses several pods may claim at once (an IP reused while its pod terminates,
+# or a stale snapshot): the ownership rule decides (stockade.ownership).
+SHARED_IPS = ("10.0.1.250", "10.0.1.251")
+TIMESTAMPS = (None, "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z")
+
+
 @st.composite
 def pod(draw: st.DrawFn, index: int) -> Raw:
-    """A Pod dict; sometimes host-network, dual-stack, finished or without an IP."""
-    node = draw(st.sampled_from(NODES))
-    n = NODES.index(node) + 1
-    kind = draw(st.sampled_from(("pod",) * 6 + ("host", "noip", "done", "dual")))
-    status: Raw = {"phase": "Running", "hostIP": NODE_IPS[node][0]}
+    """A Pod dict; sometimes host-network, dual-stack, finished, without an IP, without
+    a node, on a shared address, terminating, or with a port name in two containers."""
+    node = draw(st.sampled_from((*NODES, *NODES, *NODES, None)))
+    n = NODES.index(node) + 1 if node is not None else 3
+    kind = draw(st.sampled_from(("pod",) * 6 + ("host", "noip", "done", "dual", "shared")))
+    status: Raw = {"phase": "Running"}
+    if node is not None:
+        status["hostIP"] = NODE_IPS[node][0]
     if kind == "host":
-        status["podIP"] = NODE_IPS[node][0]
+        status["podIP"] = NODE_IPS[node][0] if node is not None else "192.168.0.9"
+    elif kind == "shared":
+        status["podIP"] = draw(st.sampled_from(SHARED_IPS))
     elif kind != "noip":
         status["podIP"] = f"10.0.{n}.{index + 2}"
         if kind == "dual":
@@ -90,27 +101,35 @@ def pod(draw: st.DrawFn, index: int) -> Raw:
         status["phase"] = draw(st.sampled_from(("Succeeded", "Failed")))
     if kind == "noip":
         status["phase"] = "Pending"
+    containers: list[Raw] = [{"name": "c", "ports": container_ports(draw)}]
+    if draw(st.integers(0, 4)) == 0:
+        # A second container may declare a name the first has (the API allows it).
+        containers.append({"name": "d", "ports": container_ports(draw)})
+    meta: Raw = {
+        "name": f"p{index}",
+        "namespace": draw(st.sampled_from(NAMESPACES)),
+        "labels": draw(labels(POD_LABELS)),
+    }
+    created = draw(st.sampled_from(TIMESTAMPS))
+    if created is not None:
+        meta["creationTimestamp"] = created
+    if draw(st.integers(0, 3)) == 0:
+        meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    spec: Raw = {"hostNetwork": kind == "host", "containers": containers}
+    if node is not None:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+def container_ports(draw: st.DrawFn) -> list[Raw]:
+    """Some of the named ports, each name at most once (as the API requires)."""
     ports = []
     for name, proto, numbers in NAMED_PORTS:
         if draw(st.booleans()):
             ports.append(
                 {"name": name, "protocol": proto, "containerPort": draw(st.sampled_from(numbers))}
             )
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"p{index}",
-            "namespace": draw(st.sampled_from(NAMESPACES)),
-            "labels": draw(labels(POD_LABELS)),
-        },
-        "spec": {
-            "nodeName": node,
-            "hostNetwork": kind == "host",
-            "containers": [{"name": "c", "ports": ports}],
-        },
-        "status": status,
-    }
+    return ports
 
 
 @st.composite

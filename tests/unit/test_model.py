@@ -76,7 +76,7 @@ INVALID = [
     pytest.param(
         ingress_from({"ipBlock": {}}),
         f"{BLOCK}.cidr",
-        "must be a CIDR such as 10.0.0.0/8, got None",
+        "must be a CIDR such as 10.0.0.0/8, got null",
         id="cidr-missing",
     ),
     pytest.param(
