@@ -21,26 +21,31 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from stockade.errors import InvalidObjectError
-from stockade.model import parse_pod
+from stockade.model import Pod, parse_pod
+from stockade.ownership import resolve
 from stockade.ruleset import KnownPod
 
 
-def pod_addresses(obj: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
-    """``(namespace/name, addresses)`` of a Pod object that policy can see, else None."""
+def local_pod(obj: Mapping[str, Any]) -> Pod | None:
+    """A Pod object as the engine reads it, when policy can see it; else None."""
     try:
         pod = parse_pod(obj)
     except InvalidObjectError:
         return None
-    if not pod.selectable:
-        return None
-    return pod.key, pod.ips
+    return pod if pod.selectable else None
+
+
+def pod_addresses(obj: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    """``(namespace/name, addresses)`` of a Pod object that policy can see, else None."""
+    pod = local_pod(obj)
+    return None if pod is None else (pod.key, pod.ips)
 
 
 class LocalPods:
     """The node's pods as the pod watch reports them (only those policy can see)."""
 
     def __init__(self) -> None:
-        self._pods: dict[str, tuple[str, ...]] = {}
+        self._pods: dict[str, Pod] = {}
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -55,15 +60,27 @@ class LocalPods:
         """One watch event (ADDED, MODIFIED, DELETED)."""
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        seen = None if kind == "DELETED" else pod_addresses(obj)
+        seen = None if kind == "DELETED" else local_pod(obj)
         if seen is None:
             self._pods.pop(key, None)
         else:
-            self._pods[seen[0]] = seen[1]
+            self._pods[seen.key] = seen
 
     def pending(self, known: Sequence[KnownPod]) -> dict[str, str]:
-        """Pending address -> its pod: local pods (by name and address) ``known`` lacks."""
+        """Pending address -> its pod: local pods (by name and address) ``known`` lacks.
+
+        Addresses are judged by the controller's own ownership rule
+        (:mod:`stockade.ownership`): a terminating pod whose address a new pod took
+        does not make the new pod pending, and an address two local pods claim with
+        no owner is pending until the rule set lists it as contested.
+        """
         covered = {(k.name, ip) for k in known for ip in k.ips}
-        return {
-            ip: key for key, ips in self._pods.items() for ip in ips if (key, ip) not in covered
-        }
+        effective, _ = resolve(self._pods.values())
+        out: dict[str, str] = {}
+        for key, pod in effective.items():
+            for ip in pod.ips:
+                if (key, ip) not in covered:
+                    out[ip] = key
+            for ip in pod.contested_ips:
+                out[ip] = key
+        return out

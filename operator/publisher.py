@@ -208,6 +208,7 @@ class Publisher:
         self.tracker = PolicyTracker()
         self.reported: dict[str, set[EventSpec]] | None = None  # by policy uid
         self.report_pending: set[str] = set()
+        self.pod_reported: dict[str, set[EventSpec]] = {}  # Pod Events posted, by uid
         self.leading = False
         self.ready = False
         self.last_error: str | None = None
@@ -566,9 +567,37 @@ class Publisher:
             reported[record.uid] = set(current)
 
         await asyncio.gather(*(one(pkey) for pkey in sorted(keys)))
+        await self._report_pods(gate)
         if len(reported) > 2 * len(self.state.policies) + 100:
             live = {r.uid for r in self.state.policies.values()}
             self.reported = {uid: v for uid, v in reported.items() if uid in live}
+
+    async def _report_pods(self, gate: asyncio.Semaphore) -> None:
+        """Post the Warnings on Pods (address conflicts, unreadable pods), once each."""
+        pending, self.state.pod_reports = self.state.pod_reports, {}
+
+        async def one(key: str, involved: Mapping[str, Any], events: tuple[EventSpec, ...]) -> None:
+            uid = str(involved["metadata"].get("uid") or key)
+            done = self.pod_reported.setdefault(uid, set())
+            async with gate:
+                for event in events:
+                    if event in done:
+                        continue
+                    try:
+                        await self.client.create_event(
+                            involved, event.reason, event.message, event.type, EVENT_SOURCE
+                        )
+                    except KubeError as exc:
+                        log.warning("event on Pod %s not posted: %s", key, exc)
+                        continue
+                    done.add(event)
+                    self.metrics.events.labels(event.type, event.reason).inc()
+                    log.warning("Pod %s: %s: %s", key, event.reason, event.message)
+
+        await asyncio.gather(*(one(k, *pending[k]) for k in sorted(pending)))
+        if len(self.pod_reported) > 10_000:
+            # Bounded memory: forgetting only risks posting an Event again.
+            self.pod_reported = {}
 
     def healthy(self) -> bool:
         """Whether the last flush left nothing failed (or there was none)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from stockade.errors import InvalidObjectError
 from stockade.lint import EmptyRule
+from stockade.ownership import IPClaim
 from stockade.ruleset import CompiledPolicy, NodeRuleSet, PeerSet
 
 NORMAL = "Normal"
@@ -24,6 +25,10 @@ REASON_NAMED_PORT = "NamedPortNotFound"
 REASON_INVALID = "PolicyRejected"
 REASON_EMPTY_RULE = "RuleMatchesNothing"
 REASONS = (REASON_APPLIED, REASON_NAMED_PORT, REASON_INVALID, REASON_EMPTY_RULE)
+# Events on Pods (not seeded from the API on adoption: a repeat after a restart is
+# rare and harmless, where a missed one would hide a denied address).
+REASON_POD_IP_CONFLICT = "PodIPConflict"
+REASON_POD_REJECTED = "PodRejected"
 
 PortName = tuple[str, str]  # (name, protocol)
 
@@ -35,6 +40,24 @@ class EventSpec:
     type: str
     reason: str
     message: str
+
+
+def pod_events(
+    conflicts: Iterable[IPClaim], error: InvalidObjectError | None
+) -> tuple[EventSpec, ...]:
+    """Warnings for a pod: an address another pod claims too, or an object unread."""
+    out = [EventSpec(WARNING, REASON_POD_IP_CONFLICT, c.message()) for c in conflicts]
+    if error is not None:
+        problems = "; ".join(str(e) for e in error.errors[:3])
+        out.append(
+            EventSpec(
+                WARNING,
+                REASON_POD_REJECTED,
+                f"stockade cannot read this pod ({problems}); all traffic from and to its "
+                "addresses is denied until it is fixed",
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from stockade.compiler import Compiler, compile_policy
+from stockade.controller.reports import EventSpec, pod_events
 from stockade.errors import InvalidObjectError
 from stockade.lint import EmptyRule, empty_rules
-from stockade.model import parse_namespace, parse_pod, parse_policy
+from stockade.model import parse_namespace, parse_pod, parse_policy, untrusted_pod
 from stockade.ruleset import CompiledPolicy
 
 POD = "Pod"
@@ -57,6 +58,21 @@ def object_key(kind: str, body: Mapping[str, Any]) -> str:
     if kind in (NAMESPACE, NODE):
         return name
     return f"{meta.get('namespace') or 'default'}/{name}"
+
+
+def involved_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a Pod an Event about it needs."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": POD,
+        "metadata": {
+            "name": meta.get("name", ""),
+            "namespace": meta.get("namespace") or "default",
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+    }
 
 
 def involved_object(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,6 +117,8 @@ class ControllerState:
         self.nodes: set[str] = set()
         self._seen: set[tuple[str, str]] | None = set()
         self.events_seen = 0
+        # Warnings to post on Pods (address conflicts, unreadable pods), by pod key.
+        self.pod_reports: dict[str, tuple[dict[str, Any], tuple[EventSpec, ...]]] = {}
 
     def observe(
         self, kind: str, event_type: str | None, body: Mapping[str, Any]
@@ -126,12 +144,7 @@ class ControllerState:
                     self.policy_changes.setdefault(key, self.clock())
                 self.touched_policies.discard(key)
         elif kind == POD:
-            try:
-                self.compiler.upsert(parse_pod(body))
-            except InvalidObjectError as exc:
-                # A pod the engine cannot read takes no part (as if it had no IP).
-                self.compiler.delete(POD, key)
-                error = exc
+            error = self._observe_pod(key, body)
         elif kind == NAMESPACE:
             try:
                 self.compiler.upsert(parse_namespace(body))
@@ -142,6 +155,25 @@ class ControllerState:
             error = self._observe_policy(key, body)
         self.on_change()
         return error
+
+    def _observe_pod(self, key: str, body: Mapping[str, Any]) -> InvalidObjectError | None:
+        try:
+            pod = parse_pod(body)
+        except InvalidObjectError as exc:
+            # Taking no part would judge its addresses as outside the cluster, open
+            # to all: no pod owns them instead, and they are denied both ways.
+            held = untrusted_pod(body)
+            if held is None:
+                self.compiler.delete(POD, key)
+            else:
+                self.compiler.upsert(held)
+            self.pod_reports[key] = (involved_pod(body), pod_events((), exc))
+            return exc
+        self.compiler.upsert(pod)
+        conflicts = self.compiler.ip_conflicts_of(key)
+        if conflicts:
+            self.pod_reports[key] = (involved_pod(body), pod_events(conflicts, None))
+        return None
 
     def _observe_policy(self, key: str, body: Mapping[str, Any]) -> InvalidObjectError | None:
         involved = involved_object(body)

@@ -140,6 +140,8 @@ class Pod:
     # Addresses this pod claims but owns with another pod (stockade.ownership):
     # no pod owns them, and all forwarded traffic from or to them is denied.
     contested_ips: tuple[str, ...] = ()
+    # The object did not parse (see untrusted_pod): its addresses are denied.
+    untrusted: bool = False
 
     @property
     def host_ip(self) -> str:
@@ -527,6 +529,34 @@ def parse_pod(obj: Mapping[str, Any], source: str | None = None) -> Pod:
         host_ips=host_ips,
         deleting=deleted is not None,
         created=created,
+    )
+
+
+def untrusted_pod(obj: Mapping[str, Any]) -> Pod | None:
+    """What can be read of a Pod that does not parse: its key, node and addresses.
+
+    The controller cannot judge such a pod by its policies, and letting it take no
+    part would judge its addresses as outside the cluster, open to all. Instead
+    no pod owns its addresses and they are denied both ways (stockade.ownership),
+    until the object is fixed. None when no address can be read either.
+    """
+    meta = obj.get("metadata")
+    spec = obj.get("spec")
+    status = obj.get("status")
+    if not (isinstance(meta, Mapping) and isinstance(status, Mapping)):
+        return None
+    ips = _pod_ips(status, [])
+    name, namespace = meta.get("name"), meta.get("namespace") or "default"
+    if not ips or not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    node = spec.get("nodeName") if isinstance(spec, Mapping) else None
+    return Pod(
+        namespace=namespace,
+        name=name,
+        labels=MappingProxyType({}),
+        node_name=node if isinstance(node, str) else "",
+        ips=ips,
+        untrusted=True,
     )
 
 

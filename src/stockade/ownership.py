@@ -62,6 +62,8 @@ def decide(ip: str, claimants: Iterable[Pod]) -> IPClaim:
     """The owner of ``ip`` among two or more ``claimants`` (see the module's rule)."""
     pods = sorted(claimants, key=lambda p: p.key)
     keys = tuple(p.key for p in pods)
+    if any(p.untrusted for p in pods):
+        return IPClaim(ip, keys, None, "one of them could not be read")
     alive = [p for p in pods if not p.deleting]
     if len(alive) == 1:
         return IPClaim(ip, keys, alive[0].key, "the others are being deleted")
@@ -81,7 +83,13 @@ def decide(ip: str, claimants: Iterable[Pod]) -> IPClaim:
 
 
 def effective_pod(pod: Pod, decided: dict[str, IPClaim]) -> Pod:
-    """``pod`` with only the addresses it owns; contested ones in ``contested_ips``."""
+    """``pod`` with only the addresses it owns; contested ones in ``contested_ips``.
+
+    An untrusted pod (one that did not parse) owns nothing: all its addresses are
+    contested, denied both ways.
+    """
+    if pod.untrusted:
+        return replace(pod, ips=(), contested_ips=pod.ips)
     if not claims(pod) or not any(ip in decided for ip in pod.ips):
         return pod if not pod.contested_ips else replace(pod, contested_ips=())
     owned = tuple(ip for ip in pod.ips if ip not in decided or decided[ip].owner == pod.key)

@@ -205,7 +205,8 @@ def test_the_tracker_follows_a_reuse_and_its_end() -> None:
     assert changed == {"x/new": ("10.0.0.9",), "x/old": ()}
     assert {p.key: p.ips for p in tracker.delete("x/new")} == {"x/old": ("10.0.0.9",)}
     effective, conflicts = resolve([old, new])
-    assert effective["x/old"].ips == () and conflicts[0].owner == "x/new"
+    assert effective["x/old"].ips == ()
+    assert conflicts[0].owner == "x/new"
 
 
 # ------------------------------------------------------------------ 3. pods without a node
@@ -301,7 +302,8 @@ spec: {podSelector: {}}
     path.write_text(text)
     assert main(["matrix", "-f", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "metadata.name" in err and "metadata.namespace" in err
+    assert "metadata.name" in err
+    assert "metadata.namespace" in err
     assert "defined more than once" not in err
 
 
@@ -312,7 +314,8 @@ def test_an_unknown_api_version_is_refused(kind: str, version: str) -> None:
     doc = deny_all("d", {}, ["Ingress"]) if kind == "NetworkPolicy" else pod("a", "10.0.0.2")
     doc["apiVersion"] = version
     result = parse_documents([doc])
-    assert result.errors and result.errors[0].errors[0].path == "apiVersion"
+    assert result.errors
+    assert result.errors[0].errors[0].path == "apiVersion"
 
 
 def test_selector_and_cidr_syntax() -> None:

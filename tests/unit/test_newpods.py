@@ -305,3 +305,31 @@ def test_a_refused_rule_set_does_not_stop_isolation(tmp_path: Path) -> None:
         await agent.stop(task)
 
     asyncio.run(go())
+
+
+def _raw_pod(name: str, ip: str, *, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "x"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running", "podIP": ip},
+    }
+
+
+def test_a_terminating_pod_does_not_hold_its_successor_pending() -> None:
+    pods = LocalPods()
+    pods.replace([_raw_pod("old", "10.0.0.9", deleting=True), _raw_pod("new", "10.0.0.9")])
+    # The controller's rule set gives the address to the new pod (stockade.ownership).
+    assert pods.pending([KnownPod("x/new", ("10.0.0.9",))]) == {}
+    # Until the rule set says so, the new pod is pending, whatever the old one was.
+    assert pods.pending([KnownPod("x/old", ("10.0.0.9",))]) == {"10.0.0.9": "x/new"}
+
+
+def test_an_address_two_live_pods_claim_stays_pending() -> None:
+    pods = LocalPods()
+    pods.replace([_raw_pod("a", "10.0.0.9"), _raw_pod("b", "10.0.0.9")])
+    known = [KnownPod("x/a", ("10.0.0.9",)), KnownPod("x/b", ("10.0.0.9",))]
+    assert set(pods.pending(known)) == {"10.0.0.9"}

@@ -691,3 +691,43 @@ def test_warm_up_waits_for_every_listed_object() -> None:
 
     asyncio.run(go())
     assert state.missing({("Pod", "default/x")}) == set()
+
+
+def test_a_reused_address_is_reported_on_the_pod_once() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    flush(pub)
+    old = pod("web-1", "n1", "10.0.1.1")
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    feed(state, old, event="MODIFIED")
+    newcomer = pod("vault", "n1", "10.0.1.1", {"app": "vault"})
+    newcomer["metadata"]["uid"] = "uid-vault"
+    feed(state, newcomer)
+    flush(pub)
+    warned = [e for e in api.events if e["reason"] == "PodIPConflict"]
+    assert [e["involvedObject"]["name"] for e in warned] == ["vault"]
+    assert "belongs to default/vault" in warned[0]["message"]
+    # The address left web-1's peer and target sets: it is the vault's now.
+    spec = api.objects[("noderulesets", "n1")]["spec"]
+    assert {p["name"]: p["ips"] for p in spec["pods"]} == {}
+    feed(state, newcomer, event="MODIFIED")
+    flush(pub)
+    assert len([e for e in api.events if e["reason"] == "PodIPConflict"]) == 1
+
+
+def test_an_unreadable_pod_is_denied_not_opened() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    base_cluster(state)
+    bad = pod("web-1", "n1", "10.0.1.1")
+    bad["spec"]["hostNetwork"] = "false"
+    error = state.observe("Pod", "MODIFIED", bad)
+    assert error is not None
+    flush(pub)
+    spec = api.objects[("noderulesets", "n1")]["spec"]
+    assert spec["contestedIps"] == ["10.0.1.1"]
+    assert all(p["name"] != "default/web-1" for p in spec["pods"])
+    rejected = [e for e in api.events if e["reason"] == "PodRejected"]
+    assert len(rejected) == 1
+    assert "spec.hostNetwork" in rejected[0]["message"]
