@@ -86,13 +86,23 @@ class SandboxDriver:
             self._docs.pop(_key(doc), None)
 
     def matrix(self, port: int, protocol: str) -> Matrix:
-        """Real probes between every ordered pair of pods."""
-        return self.sandbox.matrix(port, protocol)
+        """Real probes between every ordered pair of pods.
+
+        Raises when a cell could not be measured (None): unknown is not denied.
+        """
+        report = self.sandbox.measure_matrix(port, protocol)
+        if report.unknown:
+            raise AssertionError(f"{protocol} {port}: {report.why()}")
+        return {
+            src: {dst: ok is True for dst, ok in row.items()} for src, row in report.matrix.items()
+        }
 
     def probe(self, src: str, dst_ip: str, port: int, protocol: str) -> bool:
-        """One real connection attempt from pod ``src``."""
-        (result,) = self.sandbox.probe([(src, dst_ip, port, protocol)])
-        return bool(result)
+        """One real connection attempt from pod ``src``; raises if it could not be made."""
+        (result,), (reason,) = self.sandbox.probe_explained([(src, dst_ip, port, protocol)])
+        if result is None:
+            raise AssertionError(f"{src} -> {dst_ip} {protocol} {port} not measured: {reason}")
+        return result
 
     def external_hosts(self) -> dict[str, str]:
         """The sandbox's two outside hosts."""

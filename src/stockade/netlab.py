@@ -857,7 +857,9 @@ class Lab:
     ) -> str | None:
         """Connect (TCP/SCTP) or send a datagram (UDP); return the reply, None if none.
 
-        A refused connection, an ICMP error or a timeout gives None.
+        A refused connection, an ICMP error or a timeout gives None. When no socket
+        can be opened at all (SCTP or IPv6 missing from the kernel), nothing was
+        measured: :class:`MissingFeatureError` (or :class:`NetlabError`) is raised.
         """
         proto = protocol.upper()
         if proto not in _PROTOCOLS:
@@ -866,12 +868,23 @@ class Lab:
             raise MissingFeatureError("sctp", "this kernel has no SCTP sockets")
         family = socket.AF_INET6 if ipaddress.ip_address(dst_ip).version == 6 else socket.AF_INET
         with in_netns(_ns_of(src)):
-            if proto == "UDP":
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-            elif proto == "TCP":
-                sock = socket.socket(family, socket.SOCK_STREAM)
-            else:
-                sock = socket.socket(family, socket.SOCK_STREAM, _IPPROTO_SCTP)
+            try:
+                if proto == "UDP":
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
+                elif proto == "TCP":
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                else:
+                    sock = socket.socket(family, socket.SOCK_STREAM, _IPPROTO_SCTP)
+            except OSError as exc:
+                # No socket, no probe: not a refusal, so not None (which means denied).
+                what = f"no IPv{6 if family == socket.AF_INET6 else 4} {proto} socket"
+                if exc.errno in (
+                    errno.EPROTONOSUPPORT,
+                    errno.ESOCKTNOSUPPORT,
+                    errno.EAFNOSUPPORT,
+                ):
+                    raise MissingFeatureError(proto.lower(), f"this kernel has {what}") from exc
+                raise NetlabError(f"{what} in {_ns_of(src)}: {exc.strerror or exc}") from exc
         deadline = time.monotonic() + timeout
         with sock:
             try:
@@ -900,7 +913,11 @@ class Lab:
         protocol: str = "TCP",
         timeout: float = 1.0,
     ) -> bool:
-        """True when ``dst_ip:port`` answers from ``src``; refused or timeout is False."""
+        """True when ``dst_ip:port`` answers from ``src``; refused or timeout is False.
+
+        Raises :class:`NetlabError` (:class:`MissingFeatureError` for a protocol the
+        kernel lacks) when the probe cannot be made, rather than answer False.
+        """
         return self.ask(src, dst_ip, port, protocol, timeout) is not None
 
     def probe_many(

@@ -3,6 +3,14 @@
 Every function here is pure: it takes data (a matrix, a :class:`~stockade.verdict.Verdict`,
 the cluster snapshot for looking up policies) and returns a string. Deciding whether
 to colour (is stdout a terminal?) and writing belong to :mod:`stockade.cli`.
+
+Names, labels and every other value that comes from a manifest may hold control
+characters (ESC sequences, NUL, a right-to-left override) or rich markup
+(``[bold red]``). The human-readable outputs pass them through
+:func:`stockade.safetext.printable` and hand them to rich as plain
+:class:`~rich.text.Text`, never as markup, so a manifest cannot recolour or rewrite
+the reader's terminal. The JSON outputs stay exact: :func:`json.dumps` (with its
+default ``ensure_ascii``) writes every such character as a ``\\uXXXX`` escape.
 """
 
 from __future__ import annotations
@@ -20,9 +28,12 @@ from rich.text import Text
 
 from stockade.cluster import Cluster
 from stockade.model import EGRESS, NetworkPolicy, Peer, PolicyPort, Rule
+from stockade.safetext import printable
 from stockade.verdict import DirectionVerdict, RuleRef, Verdict
 
-Matrix = Mapping[str, Mapping[str, bool]]
+Matrix = Mapping[str, Mapping[str, bool | None]]
+"""``{src: {dst: allowed}}``. The engine's cells are True or False; a matrix of real
+packets (``stockade sandbox probe``) may also hold None: not measured, unknown."""
 
 
 # --------------------------------------------------------------------------- matrix
@@ -34,6 +45,8 @@ class Glyphs:
 
     allow: str
     deny: str
+    # A cell nobody measured (only real-packet matrices have such cells).
+    unknown: str = "?"
 
 
 UNICODE_GLYPHS = Glyphs("✓", "✗")
@@ -42,7 +55,11 @@ ASCII_GLYPHS = Glyphs("+", "X")
 
 
 def matrix_json(matrix: Matrix, port: int, protocol: str) -> str:
-    """The matrix as JSON: ``{"port", "protocol", "matrix": {src: {dst: bool}}}``, sorted."""
+    """The matrix as JSON: ``{"port", "protocol", "matrix": {src: {dst: bool}}}``, sorted.
+
+    An unknown cell (None) is ``null``. Names are written exactly; ``json.dumps``
+    escapes their control characters (``\\u001b``), so the text is safe to print.
+    """
     ordered = {
         src: {dst: matrix[src][dst] for dst in sorted(matrix[src])} for src in sorted(matrix)
     }
@@ -50,14 +67,23 @@ def matrix_json(matrix: Matrix, port: int, protocol: str) -> str:
 
 
 def matrix_summary(matrix: Matrix, port: int, protocol: str) -> str:
-    """One line: how many pods, and how many ordered pairs (self excluded) are allowed."""
+    """One line: how many pods, and how many ordered pairs (self excluded) are allowed.
+
+    When cells are unknown (None, not measured), the line ends with how many.
+    """
     pods = len(matrix)
     pairs = [ok for src, row in matrix.items() for dst, ok in row.items() if src != dst]
+    allowed = sum(1 for ok in pairs if ok is True)
+    unknown = sum(1 for row in matrix.values() for ok in row.values() if ok is None)
+    cells = sum(len(row) for row in matrix.values())
     noun = "pod" if pods == 1 else "pods"
-    return (
-        f"{pods} {noun}, {sum(pairs)} of {len(pairs)} pairs allowed on {protocol} port {port}"
-        " (a pod to itself not counted)"
+    line = (
+        f"{pods} {noun}, {allowed} of {len(pairs)} pairs allowed on {printable(protocol)} "
+        f"port {port} (a pod to itself not counted)"
     )
+    if unknown:
+        line += f"; {unknown} of {cells} cells unknown (not measured)"
+    return line
 
 
 def matrix_table(
@@ -74,7 +100,8 @@ def matrix_table(
     Sources are rows, destinations columns. Pod names can be long, so columns are
     headed by the row numbers instead of names: the table stays narrow for 30 pods.
     With ``color`` False the text carries no ANSI escape codes at all. ``notes``
-    are printed as ``note:`` lines after the summary.
+    are printed as ``note:`` lines after the summary. Pod names and notes are shown
+    escaped (:func:`~stockade.safetext.printable`) and never read as rich markup.
     """
     keys = sorted(matrix)
     summary = matrix_summary(matrix, port, protocol)
@@ -85,12 +112,16 @@ def matrix_table(
     legend = Text.assemble(
         (glyphs.allow, "bold green"), " allowed   ", (glyphs.deny, "bold red"), " denied"
     )
+    if any(ok is None for row in matrix.values() for ok in row.values()):
+        legend.append("   ")
+        legend.append(glyphs.unknown, "bold yellow")
+        legend.append(" unknown (not measured)")
     rendered = _render(
         [table, legend], color=color, width=_table_width(keys), ascii_only=ascii_only
     )
     # A title inside the table would be wrapped to the table's width; keep it whole.
-    heading = f"{protocol} port {port}: may the row's pod connect to the column's pod?"
-    return f"{heading}\n\n{rendered}{summary}\n" + "".join(f"note: {n}\n" for n in notes)
+    heading = f"{printable(protocol)} port {port}: may the row's pod connect to the column's pod?"
+    return f"{heading}\n\n{rendered}{summary}\n" + "".join(f"note: {printable(n)}\n" for n in notes)
 
 
 # rich's SIMPLE_HEAD (a rule under the header, spaces between columns) in ASCII.
@@ -117,11 +148,14 @@ def _build_table(matrix: Matrix, keys: Sequence[str], glyphs: Glyphs) -> Table:
         table.add_column(str(number), justify="center", no_wrap=True)
     for number, src in enumerate(keys, start=1):
         cells = [_cell(matrix[src][dst], src == dst, glyphs) for dst in keys]
-        table.add_row(str(number), src, *cells)
+        # Text, not str: rich would read "[bold red]" in a name as markup.
+        table.add_row(str(number), Text(printable(src)), *cells)
     return table
 
 
-def _cell(allowed: bool, self_pair: bool, glyphs: Glyphs) -> Text:
+def _cell(allowed: bool | None, self_pair: bool, glyphs: Glyphs) -> Text:
+    if allowed is None:
+        return Text(glyphs.unknown, style="bold yellow")
     if not allowed:
         return Text(glyphs.deny, style="bold red")
     # A pod reaching itself says nothing about policy; dimmed so the eye skips the
@@ -133,7 +167,7 @@ def _table_width(keys: Sequence[str]) -> int:
     # Wide enough that rich never wraps or crops a row; a terminal narrower than
     # the table wraps lines itself, which is still readable, unlike cropped names.
     index = len(str(len(keys)))
-    names = max(len(k) for k in keys)
+    names = max(len(printable(k)) for k in keys)
     return max(80, 2 * index + names + (index + 3) * len(keys) + 16)
 
 
@@ -200,15 +234,18 @@ def explain_text(verdict: Verdict, cluster: Cluster) -> str:
     """The verdict and its reasons for people.
 
     ``cluster`` is only read, to describe the endpoints and to show the content of
-    each allowing rule; the reasons themselves come from ``verdict`` alone.
+    each allowing rule; the reasons themselves come from ``verdict`` alone. Every
+    line is escaped (:func:`~stockade.safetext.printable`): names, labels and
+    values echoed from the manifests cannot reach the terminal raw.
     """
     lines = [_headline(verdict), ""]
     if verdict.note:
         lines.append(f"note: {verdict.note}; no policy is consulted")
-        return "\n".join(lines) + "\n"
-    lines += _direction_lines(verdict.egress, EGRESS, verdict.src, verdict.dst_ip, cluster)
-    lines += _direction_lines(verdict.ingress, "Ingress", verdict.dst, verdict.src_ip, cluster)
-    return "\n".join(lines) + "\n"
+    else:
+        lines += _direction_lines(verdict.egress, EGRESS, verdict.src, verdict.dst_ip, cluster)
+        lines += _direction_lines(verdict.ingress, "Ingress", verdict.dst, verdict.src_ip, cluster)
+    # Per line, so the newlines between them stay newlines.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _headline(v: Verdict) -> str:

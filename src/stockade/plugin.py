@@ -50,6 +50,7 @@ from stockade.kube import (
     Resource,
 )
 from stockade.lint import policy_warnings
+from stockade.safetext import printable
 from stockade.verdict import Dataplane
 
 EXIT_OK = 0
@@ -361,8 +362,12 @@ def _age(seconds: float | None) -> str:
 
 
 def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns three spaces apart, as ``kubectl get`` prints them."""
-    table = [list(header), *[list(r) for r in rows]]
+    """Left-aligned columns three spaces apart, as ``kubectl get`` prints them.
+
+    Every cell is escaped (:func:`~stockade.safetext.printable`): names, states and
+    agents' error messages come from the cluster and must not reach the terminal raw.
+    """
+    table = [[printable(c) for c in r] for r in (header, *rows)]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     return "\n".join(lines) + "\n"
@@ -412,7 +417,7 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
     try:
         config = load_config(args.kubeconfig, args.context)
     except (KubeError, OSError) as exc:
-        print(f"error: cannot load the kubeconfig: {exc}", file=sys.stderr)
+        print(f"error: cannot load the kubeconfig: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     status = args.command == "status"
     try:
@@ -420,7 +425,8 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
             read_snapshot(config, pods=not status, rule_sets=args.command != "explain")
         )
     except KubeError as exc:
-        print(f"error: cannot read the cluster at {config.server}: {exc}", file=sys.stderr)
+        reason = printable(f"{config.server}: {exc}")
+        print(f"error: cannot read the cluster at {reason}", file=sys.stderr)
         return EXIT_API
     finally:
         config.cleanup()
@@ -437,14 +443,14 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
         else:
             cluster, warnings = build_cluster(snap)
             for line in warnings:
-                print(f"warning: {line}", file=sys.stderr)
+                print(f"warning: {printable(line)}", file=sys.stderr)
             if args.command == "matrix":
                 text = run_matrix(args, cluster, snap.rule_sets, namespace, sys.stdout)
             else:
                 text = run_explain(args, cluster, namespace)
     except cli.CliError as exc:
         for line in exc.lines:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         return EXIT_USAGE
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -230,6 +230,43 @@ def test_restarts_and_added_node(sandbox: Sandbox) -> None:
     assert copy.deepcopy(pods)  # the example itself is untouched
 
 
+def test_unmeasurable_probes_are_unknown_not_denied(sandbox: Sandbox) -> None:
+    """A probe that cannot be made is None with a reason, never False; the probe
+    command exits 3 and says why, failing fast for a protocol the kernel lacks."""
+    pods, _ = _three_tier()
+    sandbox.apply(pods)
+    results, reasons = sandbox.probe_explained(
+        # A pod to itself answers whatever policy says.
+        [("shop/web", "10.244.1.10", 80, "TCP"), ("shop/no-such-pod", "10.244.1.10", 80, "TCP")]
+    )
+    assert results == [True, None]
+    assert reasons[0] is None
+    assert "shop/no-such-pod" in str(reasons[1])
+    stockade = str(ROOT / ".venv" / "bin" / "stockade")
+    if sandbox.status().get("has_sctp"):
+        pytest.skip("this kernel has SCTP sockets; the rest is about one without")
+    assert sandbox.unmeasurable("SCTP") == "this kernel has no SCTP sockets"
+    real = sandbox.probe_matrix(80, "SCTP")
+    assert len(real) >= 3
+    assert all(ok is None for row in real.values() for ok in row.values())
+    diff = differences(real, sandbox.expected_matrix(80, "SCTP"))
+    assert len(diff) == len(real) ** 2
+    assert all("real packets unknown (not measured)" in line for line in diff)
+    for extra in ([], ["-o", "json"], ["--expect"]):
+        start = time.monotonic()
+        proc = subprocess.run(
+            [stockade, "sandbox", "--name", sandbox.name, "probe", "--protocol", "sctp", *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr == "error: SCTP cannot be measured: this kernel has no SCTP sockets\n"
+        assert time.monotonic() - start < 10
+
+
 def test_uninstall_leaves_the_nodes_as_they_were(sandbox: Sandbox) -> None:
     """Stop the agents, run the node cleanup: no stockade chain, rule or set is left,
     and traffic flows as if stockade had never been there. (Runs last of the

@@ -52,6 +52,10 @@ from stockade.sandbox.common import (
 )
 
 Matrix = dict[str, dict[str, bool]]
+"""The engine's prediction (:meth:`Sandbox.expected_matrix`): every cell is known."""
+ProbeMatrix = dict[str, dict[str, bool | None]]
+"""Real packets (:meth:`Sandbox.probe_matrix`): True answered, False refused or timed
+out, None not measured (unknown; never to be read as denied)."""
 ObjectsOrFiles = Iterable[Mapping[str, Any] | str | Path]
 PROBE_TIMEOUT = 1.0
 """Seconds a probe waits: allowed probes answer in milliseconds, a DROP times out."""
@@ -67,6 +71,27 @@ class Converged:
 
     seconds: float
     checks: int
+
+
+@dataclass
+class ProbeReport:
+    """A matrix of real packets, and why each of its unknown cells is unknown."""
+
+    matrix: ProbeMatrix
+    unknown: dict[tuple[str, str], str] = field(default_factory=dict)
+    """``(src, dst)`` -> the reason that cell was not measured."""
+
+    def why(self) -> str:
+        """One line: how many cells are unknown, and the reasons (most frequent first)."""
+        cells = sum(len(row) for row in self.matrix.values())
+        counts: dict[str, int] = {}
+        for reason in self.unknown.values():
+            counts[reason] = counts.get(reason, 0) + 1
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        reasons = "; ".join(f"{reason} ({n})" for reason, n in ranked[:3])
+        if len(ranked) > 3:
+            reasons += f"; and {len(ranked) - 3} other reasons"
+        return f"{len(self.unknown)} of {cells} cells could not be measured: {reasons}"
 
 
 @dataclass
@@ -497,45 +522,92 @@ class Sandbox:
         """Real packets: ``(source, dst_ip, port, protocol)`` each, in parallel.
 
         A source is a pod (``ns/name``), ``node:NAME`` or ``external:NAME``. True: it
-        answered; False: refused or timed out; None: unknown source or no such
-        protocol in this kernel.
+        answered; False: refused or timed out; None: not measured (an unknown source,
+        no such protocol in this kernel): unknown, never a denial.
         """
+        return self.probe_explained(probes, timeout)[0]
+
+    def probe_explained(
+        self,
+        probes: Sequence[tuple[str, str, int, str]],
+        timeout: float = PROBE_TIMEOUT,
+    ) -> tuple[list[bool | None], list[str | None]]:
+        """:meth:`probe`, and for each None the supervisor's reason (else None)."""
+        if not probes:
+            return [], []
         request = {"op": "probe", "probes": [list(p) for p in probes], "timeout": timeout}
         answer = control_call(self.layout, request, timeout=timeout * 4 + 30)
-        return list(answer["results"])
+        results: list[bool | None] = list(answer["results"])
+        # A supervisor started by an older stockade sends no reasons.
+        reasons: list[str | None] = list(answer.get("reasons") or [None] * len(results))
+        reasons = [
+            (r or "the supervisor gave no reason") if ok is None else None
+            for ok, r in zip(results, reasons, strict=True)
+        ]
+        return results, reasons
+
+    def unmeasurable(self, protocol: str) -> str | None:
+        """Why no probe over ``protocol`` can be made in this sandbox at all (None: it can).
+
+        The supervisor finds out at start whether the kernel has SCTP sockets.
+        """
+        state = self.layout.read_state() or {}
+        if protocol.upper() == "SCTP" and state.get("has_sctp") is False:
+            return "this kernel has no SCTP sockets"
+        return None
 
     def probe_matrix(
         self, port: int = 80, protocol: str = "TCP", family: int | None = None
-    ) -> Matrix:
+    ) -> ProbeMatrix:
         """Who reaches whom, from real packets between every ordered pair of pods.
 
         The pods are the engine's (:meth:`Cluster.active_pods`); each probe goes to
         the destination's address of the source's family, as ``stockade matrix``.
+        A cell is None when it could not be measured (see :meth:`measure_matrix`
+        for why); callers must not read None as denied.
         """
+        return self.measure_matrix(port, protocol, family).matrix
+
+    def measure_matrix(
+        self, port: int = 80, protocol: str = "TCP", family: int | None = None
+    ) -> ProbeReport:
+        """:meth:`probe_matrix` with the reason for every unknown cell."""
         cluster = self.snapshot().cluster
         return self._probe_pods(cluster.active_pods(), port, protocol.upper(), family)
 
     def _probe_pods(
         self, pods: Sequence[Pod], port: int, protocol: str, family: int | None
-    ) -> Matrix:
+    ) -> ProbeReport:
         jobs: list[tuple[str, str, int, str]] = []
         where: list[tuple[str, str]] = []
-        matrix: Matrix = {s.key: {} for s in pods}
+        report = ProbeReport({s.key: {} for s in pods})
+        matrix = report.matrix
         for src in pods:
             fam = family or ipaddress.ip_address(src.ips[0]).version
             for dst in pods:
                 ip = next((i for i in dst.ips if ipaddress.ip_address(i).version == fam), None)
                 if ip is None or not any(ipaddress.ip_address(i).version == fam for i in src.ips):
+                    # No address of the family at one end: no path exists, as the
+                    # engine says too (stockade matrix --family); not a probe.
                     matrix[src.key][dst.key] = False
                     continue
                 jobs.append((src.key, ip, port, protocol))
                 where.append((src.key, dst.key))
-        for (s, d), ok in zip(where, self.probe(jobs), strict=True):
-            matrix[s][d] = bool(ok)
-        return matrix
+        missing = self.unmeasurable(protocol)
+        if missing is not None:
+            # Nothing to send: every probe would be unknown for the same reason.
+            results: list[bool | None] = [None] * len(jobs)
+            reasons: list[str | None] = [missing] * len(jobs)
+        else:
+            results, reasons = self.probe_explained(jobs)
+        for (s, d), ok, why in zip(where, results, reasons, strict=True):
+            matrix[s][d] = ok
+            if ok is None:
+                report.unknown[(s, d)] = why or "not measured"
+        return report
 
-    def matrix(self, port: int, protocol: str = "TCP") -> Matrix:
-        """The e2e driver protocol's name for :meth:`probe_matrix`."""
+    def matrix(self, port: int, protocol: str = "TCP") -> ProbeMatrix:
+        """The e2e driver protocol's name for :meth:`probe_matrix` (None: unknown)."""
         return self.probe_matrix(port, protocol)
 
     def serving(self) -> dict[str, set[tuple[int, str]]]:
@@ -563,16 +635,41 @@ class Sandbox:
         }
 
 
-def differences(real: Matrix, expected: Matrix) -> list[str]:
-    """One line per pair where real packets and the prediction disagree."""
+_UNKNOWN = "unknown (not measured)"
+
+
+def _word(matrix: Mapping[str, Mapping[str, bool | None]], src: str, dst: str) -> str:
+    row = matrix.get(src, {})
+    if dst not in row:
+        return "missing"
+    ok = row[dst]
+    return _UNKNOWN if ok is None else "allowed" if ok else "denied"
+
+
+def differences(
+    real: Mapping[str, Mapping[str, bool | None]],
+    expected: Mapping[str, Mapping[str, bool | None]],
+) -> list[str]:
+    """One line per pair where real packets and the prediction disagree.
+
+    An unknown cell (None: not measured) is always listed, whatever the other side
+    says: it is never a match.
+    """
     lines: list[str] = []
     for src in sorted(set(real) | set(expected)):
         for dst in sorted(set(real.get(src, {})) | set(expected.get(src, {}))):
-            got, want = real.get(src, {}).get(dst), expected.get(src, {}).get(dst)
-            if got != want:
-                word = {True: "allowed", False: "denied", None: "missing"}
-                lines.append(f"{src} -> {dst}: real packets {word[got]}, engine {word[want]}")
+            got, want = _word(real, src, dst), _word(expected, src, dst)
+            if got != want or _UNKNOWN in (got, want):
+                lines.append(f"{src} -> {dst}: real packets {got}, engine {want}")
     return lines
 
 
-__all__ = ["Converged", "Sandbox", "SandboxError", "differences", "process_start"]
+__all__ = [
+    "Converged",
+    "ProbeMatrix",
+    "ProbeReport",
+    "Sandbox",
+    "SandboxError",
+    "differences",
+    "process_start",
+]

@@ -1,7 +1,12 @@
 """``stockade sandbox``: a whole cluster on this machine, in network namespaces.
 
 Exit codes: 0 done; 1 ``probe --expect`` found differences; 2 bad input or the
-sandbox could not do what was asked (the reason is on stderr).
+sandbox could not do what was asked (the reason is on stderr); 3 ``probe`` could not
+measure every cell (a protocol this kernel lacks, a source that is gone): the
+matrix shows such cells as ``?`` (``null`` in JSON) and stderr says why.
+
+Everything printed for people passes through :func:`stockade.safetext.printable`:
+pod, node and namespace names come from the API and may hold control characters.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from stockade import output
 from stockade.cli import port_number, protocol_name
+from stockade.safetext import printable
 from stockade.sandbox.api import Matrix, Sandbox, differences
 from stockade.sandbox.common import DEFAULT_NAME, SERVE_PORTS_DEFAULT, SandboxError
 
 EXIT_DIFF = 1
 EXIT_ERROR = 2
+EXIT_UNKNOWN = 3
+"""``probe``: at least one cell could not be measured (never reported as denied)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--expect", action="store_true", help="compare with the engine; exit 1 on a difference"
     )
+    probe.epilog = (
+        "A cell that could not be measured is shown as ? (null in JSON) and the "
+        "command exits with 3, saying why on stderr."
+    )
     probe.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     wait = sub.add_parser("wait", help="wait until every node enforces the current objects")
     wait.add_argument("--timeout", type=float, default=30.0)
@@ -93,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except SandboxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -105,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     sandbox = Sandbox(args.name)
     if args.command == "down":
         for line in sandbox.down() or ["nothing to clean"]:
-            print(line)
+            print(printable(line))
         return 0
     if args.command == "kubeconfig":
         if not sandbox.is_up():
@@ -162,39 +175,53 @@ def cmd_up(args: argparse.Namespace) -> int:
         sandbox.up(timeout=args.timeout, on_phase=phase)
     state = sandbox.layout.read_state() or {}
     nodes = state.get("nodes") or {}
+    # Values are escaped for rich's markup too: "[red]" in a name stays text.
     console.print(
-        f"[bold]sandbox {args.name!r} is up[/] in {time.monotonic() - start:.1f} s: "
-        f"{len(nodes)} node(s), agents in {state.get('agent_mode')} mode"
+        f"[bold]sandbox {escape(repr(args.name))} is up[/] in {time.monotonic() - start:.1f} s: "
+        f"{len(nodes)} node(s), agents in {_safe(state.get('agent_mode'))} mode"
     )
     for name, info in sorted(nodes.items()):
         cidrs = ", ".join(c for c in (info.get("cidr4"), info.get("cidr6")) if c)
-        console.print(f"  {name}: address {info['ip4']}, pods {cidrs}")
-    print(f"export KUBECONFIG={sandbox.kubeconfig}")
+        console.print(f"  {_safe(name)}: address {_safe(info['ip4'])}, pods {_safe(cidrs)}")
+    print(printable(f"export KUBECONFIG={sandbox.kubeconfig}"))
     if args.files:
         seconds = sandbox.apply(args.files)
-        print(f"applied {', '.join(args.files)}; every node enforces it after {seconds:.2f} s")
+        applied = printable(", ".join(args.files))
+        print(f"applied {applied}; every node enforces it after {seconds:.2f} s")
     return 0
+
+
+def _safe(value: object) -> str:
+    """``value`` for rich's console: control characters and markup escaped."""
+    return escape(printable(str(value)))
 
 
 def cmd_status(sandbox: Sandbox, mode: str) -> int:
     """Print the supervisor's view."""
     state = sandbox.status()
     if mode == "json":
+        # json.dumps escapes control characters (ensure_ascii): exact and safe.
         print(json.dumps(state, indent=2, sort_keys=True))
         return 0
-    print(f"sandbox {sandbox.name!r}: {state.get('phase')}, run id {state.get('run_id')}")
-    print(f"kubeconfig: {sandbox.kubeconfig}")
+    lines = [
+        f"sandbox {sandbox.name!r}: {state.get('phase')}, run id {state.get('run_id')}",
+        f"kubeconfig: {sandbox.kubeconfig}",
+    ]
     for name, info in sorted((state.get("nodes") or {}).items()):
-        print(f"node {name}: {info['ip4']} pods {info['cidr4']} (namespace {info['ns']})")
+        lines.append(f"node {name}: {info['ip4']} pods {info['cidr4']} (namespace {info['ns']})")
     for name, info in sorted((state.get("externals") or {}).items()):
-        print(f"external {name}: {info['ip4']}" + (f", {info['ip6']}" if info.get("ip6") else ""))
+        ip6 = f", {info['ip6']}" if info.get("ip6") else ""
+        lines.append(f"external {name}: {info['ip4']}{ip6}")
     for name, info in sorted((state.get("processes") or {}).items()):
         word = "running" if info["running"] else "EXITED"
-        print(f"process {name}: pid {info['pid']} {word}")
+        lines.append(f"process {name}: pid {info['pid']} {word}")
     for key, info in sorted((state.get("pods") or {}).items()):
-        print(f"pod {key}: {', '.join(info['ips'])} on {info['node']}")
+        lines.append(f"pod {key}: {', '.join(info['ips'])} on {info['node']}")
     problems = sandbox.problems()
-    print("converged" if not problems else "not converged: " + "; ".join(problems[:3]))
+    lines.append("converged" if not problems else "not converged: " + "; ".join(problems[:3]))
+    # Pod names and problems come from the API: escaped, line by line.
+    for line in lines:
+        print(printable(line))
     return 0
 
 
@@ -217,9 +244,19 @@ def _plain(text: str) -> str:
 
 
 def cmd_probe(sandbox: Sandbox, args: argparse.Namespace) -> int:
-    """Probe every ordered pod pair; with --expect compare with the engine."""
+    """Probe every ordered pod pair; with --expect compare with the engine.
+
+    A cell that could not be measured is unknown (``?``, JSON ``null``), never
+    denied; any such cell makes the exit code :data:`EXIT_UNKNOWN`, with one
+    ``error:`` line saying why. A protocol the kernel lacks fails before probing.
+    """
+    missing = sandbox.unmeasurable(args.protocol)
+    if missing is not None:
+        print(f"error: {args.protocol} cannot be measured: {printable(missing)}", file=sys.stderr)
+        return EXIT_UNKNOWN
     start = time.monotonic()
-    real = sandbox.probe_matrix(args.port, args.protocol, args.family)
+    report = sandbox.measure_matrix(args.port, args.protocol, args.family)
+    real = report.matrix
     seconds = time.monotonic() - start
     expected: Matrix | None = None
     if args.expect:
@@ -242,12 +279,18 @@ def cmd_probe(sandbox: Sandbox, args: argparse.Namespace) -> int:
                 )
             )
         print(f"({len(real) ** 2} probes in {seconds:.2f} s)")
+    code = 0
     if expected is not None:
         diff = differences(real, expected)
         stream = sys.stderr if args.output == "json" else sys.stdout
         for line in diff:
-            print(f"difference: {line}", file=stream)
+            print(f"difference: {printable(line)}", file=stream)
         if diff:
-            return EXIT_DIFF
-        print("real packets match the engine's prediction", file=stream)
-    return 0
+            code = EXIT_DIFF
+        else:
+            print("real packets match the engine's prediction", file=stream)
+    if report.unknown:
+        # Unknown outranks a difference: the matrix itself is incomplete.
+        print(f"error: {printable(report.why())}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    return code

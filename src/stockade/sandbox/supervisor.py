@@ -383,7 +383,9 @@ class Supervisor:
         if op == "status":
             return self.status()
         if op == "probe":
-            return {"results": await self.probe(request["probes"], float(request["timeout"]))}
+            answers = await self.probe(request["probes"], float(request["timeout"]))
+            # "results" as ever (True/False/None); "reasons": why each None is unknown.
+            return {"results": [a for a, _ in answers], "reasons": [r for _, r in answers]}
         if op == "add_node":
             return await self.add_node(request.get("name"))
         if op == "restart_agent":
@@ -444,26 +446,37 @@ class Supervisor:
         pods = self.kubelet.describe() if self.kubelet is not None else {}
         return {**self.state, "processes": procs, "pods": pods}
 
-    async def probe(self, probes: list[list[Any]], timeout: float) -> list[bool | None]:
-        """Probe ``[src, dst_ip, port, protocol]`` in parallel; None: unknown source."""
+    async def probe(
+        self, probes: list[list[Any]], timeout: float
+    ) -> list[tuple[bool | None, str | None]]:
+        """Probe ``[src, dst_ip, port, protocol]`` in parallel.
+
+        Each answer is ``(result, reason)``: True answered, False refused or timed out,
+        None not measured, with ``reason`` saying why (an unknown source, a protocol
+        this kernel lacks, a probe that could not be made). None is never a denial.
+        """
         assert self.lab is not None
         assert self.kubelet is not None
         lab = self.lab
         places: list[str | None] = [self.kubelet.namespace_of(str(p[0])) for p in probes]
 
-        def one(ns: str | None, dst: str, port: int, proto: str) -> bool | None:
+        def one(
+            src: str, ns: str | None, dst: str, port: int, proto: str
+        ) -> tuple[bool | None, str | None]:
             if ns is None:
-                return None
+                return None, f"{src} is not a running pod, node or external host of the sandbox"
             if proto == "SCTP" and not lab.has_sctp:
-                return None
+                return None, "this kernel has no SCTP sockets"
             try:
-                return lab.probe(ns, dst, port, proto, timeout)
-            except NetlabError:
-                return None
+                return lab.probe(ns, dst, port, proto, timeout), None
+            except (NetlabError, ValueError) as exc:
+                return None, str(exc)
 
         loop = asyncio.get_running_loop()
         futures = [
-            loop.run_in_executor(self.probex, one, ns, str(p[1]), int(p[2]), str(p[3]).upper())
+            loop.run_in_executor(
+                self.probex, one, str(p[0]), ns, str(p[1]), int(p[2]), str(p[3]).upper()
+            )
             for ns, p in zip(places, probes, strict=True)
         ]
         return list(await asyncio.gather(*futures))
