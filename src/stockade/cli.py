@@ -29,6 +29,7 @@ from stockade.errors import InvalidObjectError
 from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
 from stockade.ownership import resolve
+from stockade.safetext import bounded, printable, short
 from stockade.verdict import Dataplane, Endpoint
 
 EXIT_OK = 0
@@ -313,20 +314,21 @@ def resolve_endpoint(text: str, cluster: Cluster, role: str) -> Endpoint:
 def _resolve_pod(text: str, cluster: Cluster, role: str) -> Pod:
     if _is_cidr(text):
         # A namespace name has no dots, so "10.0.0.0/8" cannot be ns/pod.
-        raise CliError([f"{role} {text!r}: a single address, not a CIDR"])
+        raise CliError([f"{role} {short(text)}: a single address, not a CIDR"])
     namespace, sep, name = text.partition("/")
     if not sep or not namespace or not name or "/" in name:
         hint = "expected ns/pod or an IP address"
-        raise CliError([f"{role} {text!r}: {hint}{_did_you_mean(text, cluster)}"])
+        raise CliError([f"{role} {short(text)}: {hint}{_did_you_mean(text, cluster)}"])
     pod = cluster.pods.get(text)
     if pod is None:
         known = sorted(p.name for p in cluster.pods.values() if p.namespace == namespace)
+        shown = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
         where = (
-            f"pods in namespace {namespace}: {', '.join(known)}"
+            f"pods in namespace {bounded(namespace)}: {shown}"
             if known
-            else f"no pods in namespace {namespace} in the files"
+            else f"no pods in namespace {bounded(namespace)} in the files"
         )
-        raise CliError([f"{role} {text}: unknown pod ({where})"])
+        raise CliError([f"{role} {bounded(text)}: unknown pod ({where})"])
     return pod
 
 
@@ -417,9 +419,6 @@ def main(argv: list[str] | None = None) -> int:
         # --help, --version and usage errors; return the code rather than exit, so
         # that callers (tests, the kubectl plugin) get an int as from any command.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    # Imported here to keep this change inside main(); safetext is cheap and pure.
-    from stockade.safetext import printable  # noqa: PLC0415
-
     loaded = load(args.files)
     # Warnings and errors echo names and values from the files: escaped, so a
     # manifest cannot write control sequences to the user's terminal.

@@ -9,15 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stockade.safetext import printable
-
-# Names are echoed in every message: bounded, so a 100k-character name is one line.
-_NAME_ECHO = 80
-
-
-def _shown(text: str) -> str:
-    cut = text[:_NAME_ECHO]
-    return printable(cut) + ("..." if len(text) > _NAME_ECHO else "")
+from stockade.safetext import bounded as _shown
 
 
 @dataclass(frozen=True, slots=True)

@@ -362,15 +362,21 @@ def _parse_ip(raw: Any, path: str, errors: list[FieldError]) -> str | None:
         errors.append(FieldError(path, f"must be an IP address string, got {short(raw)}"))
         return None
     try:
-        return str(ipaddress.ip_address(raw))
+        addr = ipaddress.ip_address(raw)
     except ValueError:
+        addr = None
+    if addr is None or (isinstance(addr, ipaddress.IPv6Address) and addr.scope_id):
+        # A zone (fe80::1%eth0) names an interface of one host: never a pod address.
         errors.append(FieldError(path, f"invalid IP address {short(raw)}"))
         return None
+    return str(addr)
 
 
 def _pod_ips(status: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, ...]:
     ips: list[str] = []
     pod_ips = status.get("podIPs")
+    if pod_ips is not None and not isinstance(pod_ips, list):
+        errors.append(FieldError("status.podIPs", f"must be a list, got {short(pod_ips)}"))
     if isinstance(pod_ips, list) and pod_ips:
         for i, item in enumerate(pod_ips):
             raw = item.get("ip") if isinstance(item, Mapping) else None
@@ -397,6 +403,8 @@ def _host_ips(status: Mapping[str, Any], errors: list[FieldError]) -> tuple[str,
         if ip is not None:
             ips.append(ip)
     raw = status.get("hostIPs")
+    if raw is not None and not isinstance(raw, list):
+        errors.append(FieldError("status.hostIPs", f"must be a list, got {short(raw)}"))
     if isinstance(raw, list):
         for i, item in enumerate(raw):
             value = item.get("ip") if isinstance(item, Mapping) else None

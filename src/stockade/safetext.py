@@ -46,6 +46,11 @@ def printable(text: str) -> str:
     return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in text)
 
 
+def bounded(text: str, limit: int = 80) -> str:
+    """``text`` printable and cut to ``limit`` characters (unquoted, for names)."""
+    return printable(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 def short(value: Any, limit: int = ECHO_LIMIT) -> str:
     """A bounded, printable rendering of an untrusted value for an error message.
 
