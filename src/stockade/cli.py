@@ -18,19 +18,17 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import yaml
-
 from stockade import __version__, output
-from stockade.cluster import SUPPORTED_KINDS, Cluster, iter_documents
+from stockade.cluster import SUPPORTED_KINDS, Cluster, UnreadableList, iter_documents
 from stockade.errors import InvalidObjectError
 from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
 from stockade.ownership import resolve
 from stockade.safetext import bounded, printable, short
 from stockade.verdict import Dataplane, Endpoint
+from stockade.yamlload import MAX_INPUT_BYTES, YamlLoadError, load_documents
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -200,35 +198,41 @@ def load(paths: Iterable[str]) -> Loaded:
 
 
 def _read_documents(path: str, errors: list[str]) -> list[Any] | None:
+    # Bytes, at most one more than the loader takes (so /dev/zero or an endless pipe
+    # is refused, not read forever), decoded by the loader: a file and the same
+    # bytes on stdin read the same, with the same messages.
     try:
         # "-" is stdin, for `kubectl get pods,netpol -A -o yaml | stockade matrix -f -`.
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        data = _read_stdin() if path == "-" else _read_file(path)
     except FileNotFoundError:
         errors.append(f"{path}: no such file")
         return None
     except IsADirectoryError:
         errors.append(f"{path}: is a directory, not a file")
         return None
-    except UnicodeDecodeError:
-        errors.append(f"{path}: not UTF-8 text")
-        return None
     except OSError as exc:
         errors.append(f"{path}: cannot read: {exc.strerror or exc}")
         return None
     try:
-        return list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        errors.append(_yaml_error(path, exc))
+        return load_documents(data, path)
+    except YamlLoadError as exc:
+        errors.append(str(exc))
         return None
 
 
-def _yaml_error(path: str, exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    detail = f"{problem} ({context})" if context else problem
-    return f"{path}: {where}not valid YAML: {detail}"
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read(MAX_INPUT_BYTES + 1)
+
+
+def _read_stdin() -> bytes:
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is not None:
+        data: bytes = binary.read(MAX_INPUT_BYTES + 1)
+        return data
+    # A text stream without bytes underneath (an embedding, a test's StringIO):
+    # its text, as UTF-8; a lone surrogate stays invalid for the loader to report.
+    return sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogatepass")
 
 
 def _parse_file(
@@ -240,6 +244,9 @@ def _parse_file(
 ) -> None:
     for number, doc in enumerate(docs, start=1):
         for item in iter_documents(doc):
+            if isinstance(item, UnreadableList):
+                errors.append(f"{path}: document {number} ({item.ref}): {item.problem}")
+                continue
             if not isinstance(item, Mapping):
                 errors.append(f"{path}: document {number}: not a Kubernetes object (a mapping)")
                 continue

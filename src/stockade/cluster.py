@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, TypeGuard
 
 from stockade.errors import FieldError, InvalidObjectError, ObjectRef
-from stockade.model import ClusterObject, Namespace, NetworkPolicy, Pod, parse_object
+from stockade.model import ClusterObject, Namespace, NetworkPolicy, Pod, object_ref, parse_object
+from stockade.yamlload import MAX_DEPTH, MAX_INPUT_BYTES, YamlLoadError, load_documents
 
 SUPPORTED_KINDS = ("Namespace", "Pod", "NetworkPolicy")
 
@@ -66,19 +65,83 @@ class LoadResult:
         return Cluster.of(self.objects)
 
 
+@dataclass(frozen=True)
+class UnreadableList:
+    """A ``kind: List`` (or ``PodList``, ...) whose items cannot be read.
+
+    :func:`iter_documents` yields it in place of the items, for the caller to report
+    as ``{ref}: {problem}``.
+    """
+
+    ref: ObjectRef
+    problem: str  # e.g. "items must be a list, not a map"
+
+    def error(self, source: str | None) -> InvalidObjectError:
+        """The problem as an object error (``PodList x: items: must be a list, ...``)."""
+        field_name, _, message = self.problem.partition(" ")
+        return InvalidObjectError(self.ref, [FieldError(field_name, message)], source)
+
+
+_DONE = object()
+
+
+def _list_kind(raw: Any) -> TypeGuard[Mapping[str, Any]]:
+    if not isinstance(raw, Mapping):
+        return False
+    kind = raw.get("kind")
+    return isinstance(kind, str) and kind.endswith("List")
+
+
 def iter_documents(raw: Any) -> Iterator[Any]:
-    """Flatten a document that may be a ``v1 List`` (as ``kubectl get -o yaml`` prints)."""
-    if raw is None:
-        return
-    if (
-        isinstance(raw, Mapping)
-        and isinstance(raw.get("items"), list)
-        and (str(raw.get("kind", "")).endswith("List"))
-    ):
-        for item in raw["items"]:
-            yield from iter_documents(item)
-        return
-    yield raw
+    """Flatten a document that may be a ``v1 List`` (as ``kubectl get -o yaml`` prints).
+
+    Any kind ending in ``List`` is one, and its ``items`` must be a list (``null``
+    is an empty one); a List whose items cannot be read, one nested in Lists more
+    than :data:`~stockade.yamlload.MAX_DEPTH` deep, or one inside itself is yielded
+    as an :class:`UnreadableList`. Empty documents and items (``None``) are skipped.
+    The walk is iterative and bounded, whatever ``raw`` is.
+    """
+    inside: list[int] = []  # ids of the Lists being flattened, outermost first
+    pending: list[Iterator[Any]] = [iter((raw,))]
+    while pending:
+        item = next(pending[-1], _DONE)
+        if item is _DONE:
+            pending.pop()
+            if inside:
+                inside.pop()
+            continue
+        if item is None:
+            continue
+        if not _list_kind(item):
+            yield item
+            continue
+        items = item.get("items", _DONE)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            shown = "it is missing" if items is _DONE else f"not {_kind_name(items)}"
+            yield UnreadableList(object_ref(item), f"items must be a list, {shown}")
+        elif id(item) in inside:
+            yield UnreadableList(object_ref(item), "items contain this List itself")
+        elif len(inside) >= MAX_DEPTH:
+            yield UnreadableList(
+                object_ref(item), f"items nest Lists in Lists more than {MAX_DEPTH} deep"
+            )
+        else:
+            inside.append(id(item))
+            pending.append(iter(items))
+
+
+def _kind_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a map"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
 
 
 def parse_documents(docs: Iterable[Any], source: str | None = None) -> LoadResult:
@@ -87,6 +150,9 @@ def parse_documents(docs: Iterable[Any], source: str | None = None) -> LoadResul
     errors: list[InvalidObjectError] = []
     for index, doc in enumerate(docs):
         for item in iter_documents(doc):
+            if isinstance(item, UnreadableList):
+                errors.append(item.error(source))
+                continue
             if not isinstance(item, Mapping):
                 errors.append(
                     InvalidObjectError(
@@ -103,24 +169,38 @@ def parse_documents(docs: Iterable[Any], source: str | None = None) -> LoadResul
     return LoadResult(tuple(objects), tuple(errors))
 
 
+class UnreadableFileError(InvalidObjectError):
+    """A file that is not a readable stream of manifests (:mod:`stockade.yamlload`).
+
+    Its one line is the loader's message, the same the CLI prints:
+    ``FILE: line 9, column 7: spec.ingress[0]: duplicate key 'from' (first at line 8)``.
+    """
+
+    def __init__(self, error: YamlLoadError) -> None:
+        self.message = str(error)
+        super().__init__(ObjectRef("<file>", None, error.source), [], error.source)
+
+    def lines(self) -> list[str]:
+        """The loader's message, as it is."""
+        return [self.message]
+
+
 def load_files(paths: Iterable[str | Path]) -> LoadResult:
-    """Load multi-document YAML (or JSON) files; ``-`` is not special here."""
+    """Load multi-document YAML (or JSON) files; ``-`` is not special here.
+
+    Files are read as :func:`stockade.yamlload.load_documents` reads them (strict,
+    bounded); a file it refuses is one :class:`UnreadableFileError`. A file that
+    cannot be opened raises :class:`OSError`.
+    """
     objects: list[ClusterObject] = []
     errors: list[InvalidObjectError] = []
     for path in paths:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_INPUT_BYTES + 1)
         try:
-            docs = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark is not None else "document"
-            errors.append(
-                InvalidObjectError(
-                    ObjectRef("<yaml>", None, "document"),
-                    [FieldError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")],
-                    str(path),
-                )
-            )
+            docs = load_documents(data, str(path))
+        except YamlLoadError as exc:
+            errors.append(UnreadableFileError(exc))
             continue
         result = parse_documents(docs, str(path))
         objects.extend(result.objects)
