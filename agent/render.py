@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -371,15 +371,7 @@ def render_pending_sets(pending: Collection[str]) -> dict[IPFamily, IPSet]:
 
     Also the agent's fast path: a change of pending pods only is a member delta.
     """
-    cache = _IPCache()
-    by_family: dict[IPFamily, list[Member]] = {4: [], 6: []}
-    for text in pending:
-        family, ip = cache.parse(text, "pending pod address")
-        by_family[family].append(Member(ip))
-    return {
-        family: make_set(pending_set_name(family), "hash:ip", family, members)
-        for family, members in by_family.items()
-    }
+    return _address_sets(pending, pending_set_name, "pending pod address")
 
 
 def contested_set_name(family: IPFamily) -> str:
@@ -389,13 +381,20 @@ def contested_set_name(family: IPFamily) -> str:
 
 def render_contested_sets(contested: Collection[str]) -> dict[IPFamily, IPSet]:
     """The contested-address sets of both families (see stockade.ownership)."""
+    return _address_sets(contested, contested_set_name, "contested address")
+
+
+def _address_sets(
+    addresses: Collection[str], name: Callable[[IPFamily], str], what: str
+) -> dict[IPFamily, IPSet]:
+    """One ``hash:ip`` set per family holding ``addresses``."""
     cache = _IPCache()
     by_family: dict[IPFamily, list[Member]] = {4: [], 6: []}
-    for text in contested:
-        family, ip = cache.parse(text, "contested address")
+    for text in addresses:
+        family, ip = cache.parse(text, what)
         by_family[family].append(Member(ip))
     return {
-        family: make_set(contested_set_name(family), "hash:ip", family, members)
+        family: make_set(name(family), "hash:ip", family, members)
         for family, members in by_family.items()
     }
 

@@ -62,25 +62,19 @@ def object_key(kind: str, body: Mapping[str, Any]) -> str:
 
 def involved_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a Pod an Event about it needs."""
-    meta = body.get("metadata") or {}
-    return {
-        "apiVersion": "v1",
-        "kind": POD,
-        "metadata": {
-            "name": meta.get("name", ""),
-            "namespace": meta.get("namespace") or "default",
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta.get("resourceVersion", ""),
-        },
-    }
+    return _involved("v1", POD, body)
 
 
 def involved_object(body: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a NetworkPolicy an Event about it needs."""
+    return _involved("networking.k8s.io/v1", NETWORK_POLICY, body)
+
+
+def _involved(api_version: str, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata") or {}
     return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": NETWORK_POLICY,
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": {
             "name": meta.get("name", ""),
             "namespace": meta.get("namespace") or "default",

@@ -326,3 +326,28 @@ def test_selector_and_cidr_syntax() -> None:
         parse_policy(doc)
     paths = sorted(e.path for e in exc.value.errors)
     assert paths == ["spec.ingress[0].from[0].ipBlock.cidr", "spec.podSelector.matchLabels"]
+
+
+def test_contested_addresses_are_dropped_both_ways_by_the_rendered_rules() -> None:
+    from stockade.agent.iptables import Drop, SetMatch  # noqa: PLC0415
+    from stockade.agent.render import (  # noqa: PLC0415
+        FORWARD_CHAIN,
+        RenderOptions,
+        contested_set_name,
+        render,
+    )
+
+    cluster = load([pod("a", "10.0.0.9"), pod("b", "10.0.0.9"), pod("c", "10.0.0.3")])
+    rules = compile_cluster(cluster).node_rule_sets["n1"]
+    v4 = render(rules, {}, options=RenderOptions()).v4
+    dup = contested_set_name(4)
+    [contested] = [s for s in v4.ipsets if s.name == dup]
+    assert [m.value for m in contested.members] == ["10.0.0.9"]
+    forward = next(c for c in v4.chains if c.name == FORWARD_CHAIN)
+    drops = [
+        r for r in forward.rules if isinstance(r.action, Drop) and SetMatch(dup, "src") in r.matches
+    ]
+    drops += [
+        r for r in forward.rules if isinstance(r.action, Drop) and SetMatch(dup, "dst") in r.matches
+    ]
+    assert len(drops) == 2
