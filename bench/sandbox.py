@@ -691,7 +691,10 @@ def probe_matrix_rows(
     for src in pods:
         t = time.perf_counter()
         answers = sb.probe([(src.key, d.ips[0], port, protocol) for d in pods])
-        real[src.key] = {d.key: bool(a) for d, a in zip(pods, answers, strict=True)}
+        if any(a is None for a in answers):
+            # A cell the probe could not measure is no verdict: never count it as denied.
+            raise RuntimeError(f"probes from {src.key} could not be measured")
+        real[src.key] = {d.key: a is True for d, a in zip(pods, answers, strict=True)}
         time.sleep(max(0.0, row_seconds - (time.perf_counter() - t)))
     predicted = sb.expected_matrix(port, protocol)
     ips = {p.key: p.ips[0] for p in pods}
@@ -702,7 +705,7 @@ def probe_matrix_rows(
         time.sleep(row_seconds)
         again = sb.probe([(s, ips[d], port, protocol) for s, d in batch])
         persisting += sum(
-            1 for (s, d), a in zip(batch, again, strict=True) if bool(a) != predicted[s][d]
+            1 for (s, d), a in zip(batch, again, strict=True) if a is None or a != predicted[s][d]
         )
     return real, predicted, persisting
 

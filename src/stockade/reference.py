@@ -86,8 +86,15 @@ def _takes_part(cluster: Cluster, endpoint: Endpoint) -> bool:
         # It uses its node's address, which no pod owns.
         return endpoint.active
     return endpoint.active and any(
-        _is(_owner(cluster, ipaddress.ip_address(ip)), endpoint) for ip in endpoint.ips
+        _usable(cluster, endpoint, ipaddress.ip_address(ip)) for ip in endpoint.ips
     )
+
+
+def _usable(cluster: Cluster, pod: Pod, addr: IPAddress) -> bool:
+    """The pod owns ``addr``, or nobody does: a contested address is still the pod's
+    for loopback and its own node (traffic that never meets a policy); every other
+    connection from or to it is denied."""
+    return _is(_owner(cluster, addr), pod) or _contested(cluster, addr)
 
 
 def _is(pod: Pod | None, endpoint: Pod) -> bool:
@@ -134,7 +141,7 @@ def _contested(cluster: Cluster, addr: IPAddress) -> bool:
 
 
 def _owned_address(cluster: Cluster, endpoint: Endpoint, family: int) -> IPAddress | None:
-    """The endpoint's first address of ``family``; for a pod, the first it owns.
+    """The endpoint's first address of ``family``; for a pod, the first it can use.
 
     A host-network pod has its node's address, which it never owns: it uses it.
     """
@@ -143,7 +150,7 @@ def _owned_address(cluster: Cluster, endpoint: Endpoint, family: int) -> IPAddre
             continue
         if not isinstance(endpoint, Pod) or endpoint.host_network:
             return addr
-        if _is(_owner(cluster, addr), endpoint):
+        if _usable(cluster, endpoint, addr):
             return addr
     return None
 

@@ -92,7 +92,8 @@ def _label(ep: Endpoint) -> str:
 
 
 def _address(ep: Endpoint, family: int) -> str | None:
-    ips = ep.ips if isinstance(ep, Pod) else (ep,)
+    # A contested pod still has its address for loopback and its own node.
+    ips = (*ep.ips, *ep.contested_ips) if isinstance(ep, Pod) else (ep,)
     for ip in ips:
         if ipaddress.ip_address(ip).version == family:
             return ip
@@ -224,6 +225,8 @@ class Dataplane:
         self._pods, self.conflicts = resolve(cluster.pods.values())
         self._claims: dict[str, IPClaim] = {c.ip: c for c in self.conflicts}
         self._places: dict[str, _Place] = {}
+        # Where the claimants of each contested address run: it is local there.
+        self._contested_nodes: dict[str, set[str]] = {}
         self._locate()
         sets = SetIndex(self.compiled.peer_sets.values())
         self._nodes = {
@@ -238,6 +241,11 @@ class Dataplane:
             for ip in pod.host_ips:
                 self._places.setdefault(ip, _Place(pod.node_name, None))
         for pod in self._pods.values():
+            # A contested address stays where its claimants are, for own-node traffic
+            # (which never crosses FORWARD); all else to and from it is denied below.
+            for ip in pod.contested_ips:
+                self._contested_nodes.setdefault(ip, set()).add(pod.node_name)
+        for pod in self._pods.values():
             if not pod.active:
                 continue
             for ip in pod.ips:
@@ -245,6 +253,16 @@ class Dataplane:
                     self._places[ip] = _Place(pod.node_name, None)
                 else:
                     self._places[ip] = _Place(pod.node_name, pod.key)
+
+    def _place(self, ep: Endpoint, ip: str, other: _Place) -> _Place:
+        if isinstance(ep, Pod) and ip in ep.contested_ips:
+            # The pod itself, wherever the address's other claimants are.
+            return _Place(ep.node_name, ep.key)
+        nodes = self._contested_nodes.get(ip, ())
+        if other.pod is None and other.node in nodes:
+            # A contested address by address, seen from a node one claimant runs on.
+            return _Place(other.node, "")
+        return self._places.get(ip, _Place(None, None))
 
     def _seen(self, ep: Endpoint) -> Endpoint:
         """A pod of the cluster as the engine sees it (owned addresses only)."""
@@ -274,22 +292,22 @@ class Dataplane:
         raw_ends = (src, dst)
         src, dst = self._seen(src), self._seen(dst)
         for raw, ep in zip(raw_ends, (src, dst), strict=True):
-            if isinstance(ep, Pod) and not ep.active:
+            if isinstance(ep, Pod) and not ep.active and not ep.contested_ips:
                 assert isinstance(raw, Pod)
                 return replace(base, note=self._inactive_note(raw, ep))
         if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
             return replace(base, allowed=True, note="same pod (loopback)")
         if family is None:
-            first = src.ips[0] if isinstance(src, Pod) else src
+            first = (*src.ips, *src.contested_ips)[0] if isinstance(src, Pod) else src
             family = ipaddress.ip_address(first).version
         src_ip, dst_ip = _address(src, family), _address(dst, family)
         base = replace(base, src_ip=src_ip, dst_ip=dst_ip)
         if src_ip is None or dst_ip is None:
             return replace(base, note=f"no IPv{family} path")
-        if src_ip == dst_ip:
+        if src_ip == dst_ip and src_ip not in self._contested:
             return replace(base, allowed=True, note="same endpoint (loopback)")
-        src_at = self._places.get(src_ip, _Place(None, None))
-        dst_at = self._places.get(dst_ip, _Place(None, None))
+        src_at = self._place(src, src_ip, self._places.get(dst_ip, _Place(None, None)))
+        dst_at = self._place(dst, dst_ip, src_at)
         if (
             # A pod without a node ("") is on no node: nothing is its own node.
             src_at.node

@@ -15,8 +15,8 @@
    Real packets to and from the address are then dropped on the real pod's node
    (``contestedIps``, the agent's ``stk-dup4`` set), although no policy selects
    either pod; once the ghost is gone the address is open again.
-3. (xfail, an engine bug) that tied pod and its own node still talk, as the kernel
-   lets them (no FORWARD), but the engine and the reference deny it.
+3. That tied pod and its own node still talk, as the kernel lets them (no FORWARD),
+   and the engine predicts it.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _split_off(
     give ``at``'s column there, while the engine denies a pod that owns no address
     everything. Both are checked here, then the rest can be compared cell by cell.
     """
-    assert set(real[gone].values()) == {None}
+    assert set(real[gone].values()) == {None}, real[gone]
     for src, row in real.items():
         if src != gone:
             assert row[gone] == row[at], (src, row)
@@ -206,10 +206,13 @@ def _assert_vault_owns_x(sb: Sandbox, old_lingers: bool) -> None:
     assert rules.contested_ips == ()
     # The whole matrix of real packets is the engine's (but for old's row and
     # column, see _split_off).
+    # A pod whose address another owns has no path of its own: the probe matrix
+    # says so without sending (as the engine does), so old's cells match too.
     real = sb.probe_matrix(80)
     expected = sb.expected_matrix(80)
     if old_lingers:
-        real, expected = _split_off(real, expected, "reuse/old", at="reuse/vault")
+        assert not any(real["reuse/old"].values())
+        assert not any(row["reuse/old"] for row in real.values())
     assert differences(real, expected) == []
 
 
@@ -330,16 +333,12 @@ def test_tied_claim_is_denied_both_ways(sandbox: Sandbox) -> None:
             assert not dp.verdict(src, dst, 80, "TCP").allowed, (src, dst)
         assert not reference.allowed(dp.cluster, client, twin, 80, "TCP")
         assert not reference.allowed(dp.cluster, twin, client, 80, "TCP")
-        # The matrix (the ghost's row and column: see _split_off). The engine denies
-        # a pod that owns no address everything, even itself (docs/semantics.md, "One
-        # address, two pods"), while twin's own probe to Y goes over its loopback and
-        # never crosses FORWARD: the one documented difference.
+        # The matrix (the ghost's row and column: see _split_off). twin still
+        # reaches itself over loopback, which never meets a policy, engine included.
         real, expected = _split_off(
             sandbox.probe_matrix(80), sandbox.expected_matrix(80), "reuse/ghost", at="reuse/twin"
         )
-        assert differences(real, expected) == [
-            "reuse/twin -> reuse/twin: real packets allowed, engine denied"
-        ]
+        assert differences(real, expected) == []
         # The ghost goes: twin owns Y alone, open again.
         sandbox.delete([GHOST])
         assert _rule_set(sandbox, LOST_NODE) is None
@@ -352,15 +351,6 @@ def test_tied_claim_is_denied_both_ways(sandbox: Sandbox) -> None:
         _remove_pair(sandbox)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: verdict.Dataplane (and reference.allowed) deny a pod that owns no "
-        "address (here: contested) everything, also traffic with its own node, which "
-        "never crosses FORWARD and which the kernel lets through (docs/semantics.md: "
-        "'Traffic between a pod and its own node is still allowed')"
-    ),
-)
 def test_contested_pod_and_its_own_node(sandbox: Sandbox) -> None:
     host = _pod("hostnet", "node-1", None, app="host")
     host["spec"]["hostNetwork"] = True
@@ -383,6 +373,11 @@ def test_contested_pod_and_its_own_node(sandbox: Sandbox) -> None:
             dp.verdict(src, dst, 80, "TCP").allowed
             for src, dst in ((twin, node_ip), (node_ip, Y), (hostnet, twin), (twin, hostnet))
         ] == [True, True, True, True]
+        assert reference.allowed(dp.cluster, hostnet, twin, 80, "TCP")
+        assert reference.allowed(dp.cluster, twin, hostnet, 80, "TCP")
+        client = pods["reuse/client"]
+        assert not dp.verdict(client, twin, 80, "TCP").allowed
+        assert not reference.allowed(dp.cluster, client, twin, 80, "TCP")
     finally:
         _remove_pair(sandbox)
         sandbox.delete([host], wait=False)

@@ -175,8 +175,8 @@ def test_a_truly_ambiguous_address_is_denied_both_ways() -> None:
     assert resolve_endpoint("10.0.0.9", cluster, "DST") == "10.0.0.9"
     assert not both(cluster, client, "10.0.0.9")
     assert not both(cluster, "10.0.0.9", client)
-    # A pod that owns no address takes no part, as one with no IP yet.
-    assert not both(cluster, a, a)
+    # Loopback never meets a policy: a contested pod still reaches itself.
+    assert both(cluster, a, a)
     # The agents are told: the node's rule set lists the address as contested.
     rules = compile_cluster(cluster).node_rule_sets["n1"]
     assert rules.contested_ips == ("10.0.0.9",)
@@ -351,3 +351,26 @@ def test_contested_addresses_are_dropped_both_ways_by_the_rendered_rules() -> No
         r for r in forward.rules if isinstance(r.action, Drop) and SetMatch(dup, "dst") in r.matches
     ]
     assert len(drops) == 2
+
+
+def test_a_contested_pod_still_talks_with_its_own_node() -> None:
+    docs = [
+        pod("a", "10.0.0.9", labels={"app": "vault"}),
+        pod("b", "10.0.0.9", node="n2"),
+        pod("host", "192.168.0.1", host_network=True),
+        pod("other", "192.168.0.2", node="n2", host_network=True),
+        deny_all("vault", {"app": "vault"}, ["Ingress", "Egress"]),
+    ]
+    for doc in docs[:4]:
+        doc["status"]["hostIP"] = (
+            "192.168.0.1" if doc["spec"]["nodeName"] == "n1" else "192.168.0.2"
+        )
+    cluster = load(docs)
+    a, b, host, other = (cluster.pods[f"x/{n}"] for n in ("a", "b", "host", "other"))
+    # Traffic between a pod and its own node never crosses FORWARD.
+    assert both(cluster, host, a)
+    assert both(cluster, a, host)
+    assert both(cluster, other, b)
+    # Another node is policy's business: the contested address is denied.
+    assert not both(cluster, other, a)
+    assert not both(cluster, a, other)

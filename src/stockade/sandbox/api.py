@@ -30,6 +30,7 @@ from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.errors import InvalidObjectError
 from stockade.model import ClusterObject, Pod, parse_object
 from stockade.netlab import NETNS_DIR, PREFIX, RECORD_DIR, cleanup_leftovers
+from stockade.ownership import resolve
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
 from stockade.sandbox.common import (
     DEFAULT_NAME,
@@ -582,9 +583,15 @@ class Sandbox:
         where: list[tuple[str, str]] = []
         report = ProbeReport({s.key: {} for s in pods})
         matrix = report.matrix
+        # A pod whose address another pod owns (stockade.ownership) has no path of its
+        # own: probing its address would measure the owner. Contested pods are probed.
+        owners, _ = resolve(pods)
         for src in pods:
             fam = family or ipaddress.ip_address(src.ips[0]).version
             for dst in pods:
+                if not all(_uses(owners[p.key]) for p in (src, dst)):
+                    matrix[src.key][dst.key] = False
+                    continue
                 ip = next((i for i in dst.ips if ipaddress.ip_address(i).version == fam), None)
                 if ip is None or not any(ipaddress.ip_address(i).version == fam for i in src.ips):
                     # No address of the family at one end: no path exists, as the
@@ -644,6 +651,11 @@ def _word(matrix: Mapping[str, Mapping[str, bool | None]], src: str, dst: str) -
         return "missing"
     ok = row[dst]
     return _UNKNOWN if ok is None else "allowed" if ok else "denied"
+
+
+def _uses(pod: Pod) -> bool:
+    """Whether a pod has an address of its own to be probed at (owned or contested)."""
+    return bool(pod.ips or pod.contested_ips)
 
 
 def differences(
