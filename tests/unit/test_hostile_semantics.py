@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stockade import reference
 from stockade.cli import main, pod_warnings, resolve_endpoint
@@ -15,6 +17,7 @@ from stockade.errors import InvalidObjectError
 from stockade.model import Pod, parse_pod, parse_policy
 from stockade.ownership import OwnershipTracker, decide, resolve
 from stockade.verdict import Dataplane
+from tests.unit import strategies
 
 Doc = dict[str, Any]
 
@@ -374,3 +377,45 @@ def test_a_contested_pod_still_talks_with_its_own_node() -> None:
     # Another node is policy's business: the contested address is denied.
     assert not both(cluster, other, a)
     assert not both(cluster, a, other)
+
+
+# ------------------------------------------------------------------ properties
+
+NOT_A_BOOLEAN = st.one_of(
+    st.text(max_size=6), st.integers(), st.floats(allow_nan=False), st.lists(st.booleans())
+)
+NOT_A_STRING = st.one_of(st.booleans(), st.integers(), st.none(), st.lists(st.text(max_size=3)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=strategies.pod(0), value=NOT_A_BOOLEAN)
+def test_anything_but_a_boolean_host_network_is_refused(raw: Doc, value: object) -> None:
+    raw["spec"]["hostNetwork"] = value
+    with pytest.raises(InvalidObjectError) as exc:
+        parse_pod(raw)
+    assert "spec.hostNetwork" in [e.path for e in exc.value.errors]
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=strategies.pod(0), value=NOT_A_STRING)
+def test_anything_but_a_string_label_value_is_refused(raw: Doc, value: object) -> None:
+    raw["metadata"]["labels"] = {"app": value}
+    with pytest.raises(InvalidObjectError) as exc:
+        parse_pod(raw)
+    assert "metadata.labels.app" in [e.path for e in exc.value.errors]
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=strategies.pod(0), value=NOT_A_BOOLEAN)
+def test_an_unreadable_pod_never_opens_its_address(raw: Doc, value: object) -> None:
+    from stockade.controller.state import ControllerState  # noqa: PLC0415
+
+    raw["spec"]["hostNetwork"] = value
+    state = ControllerState()
+    state.observe("Pod", None, raw)
+    ip = raw["status"].get("podIP")
+    contested = {
+        a for rs in state.compiler.result().node_rule_sets.values() for a in rs.contested_ips
+    }
+    if ip is not None:
+        assert ip in contested
