@@ -24,9 +24,15 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from stockade.agent.backend import Tools, detect_backend
+from stockade.agent.backend import (
+    DEFAULT_XTABLES_WAIT,
+    Tools,
+    detect_backend,
+    detect_families,
+    restore_wait_args,
+)
 from stockade.agent.executor import Executor
-from stockade.agent.ipsets import IPSet
+from stockade.agent.ipsets import IPFamily, IPSet
 from stockade.agent.live import (
     LiveSet,
     LiveTable,
@@ -38,6 +44,7 @@ from stockade.agent.netlink import ConntrackTable, Flow, MemberChange, NetlinkSe
 from stockade.agent.plan import DEFAULT_CHURN_LIMIT, Plan, cleanup_plan, make_plan
 from stockade.agent.render import (
     FORWARD_JUMP,
+    RenderedFamily,
     RenderedNode,
     RenderOptions,
     referenced_peer_sets,
@@ -107,8 +114,12 @@ class Applier:
         tools: Tools | None = None,
         cut_conntrack: bool = True,
         churn_limit: int = DEFAULT_CHURN_LIMIT,
+        xtables_wait: int = DEFAULT_XTABLES_WAIT,
+        families: tuple[int, ...] | None = None,
     ) -> None:
         self.executor = executor
+        # Seconds iptables-restore waits for the xtables lock kube-proxy may hold.
+        self.xtables_wait = xtables_wait
         self.netns = netns
         self.options = options or RenderOptions()
         self._tools = tools
@@ -117,6 +128,8 @@ class Applier:
         self.netlink = NetlinkSets(netns)
         self.conntrack = ConntrackTable(netns, executor)
         self.last: Desired | None = None
+        self._families = families
+        self.conntrack.families = families or (4, 6)
 
     @property
     def tools(self) -> Tools:
@@ -126,6 +139,23 @@ class Applier:
             log.info("iptables backend: %s", self._tools.backend)
         return self._tools
 
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The IP families the node has, detected on first use (see ``detect_families``).
+
+        A missing family is skipped entirely: not rendered (a rule set's addresses of
+        that family are left out), not read, not written, not cleaned up.
+        """
+        if self._families is None:
+            found, why = detect_families(self.executor, self.tools)
+            if why is None:
+                log.info("IP families: IPv4 and IPv6")
+            else:
+                log.warning("IP families: IPv4 only; skipping IPv6 entirely, as %s", why)
+            self._families = found
+            self.conntrack.families = found
+        return self._families
+
     # ------------------------------------------------------------------ reading
 
     def read_live(self) -> tuple[dict[int, LiveTable], dict[str, LiveSet]]:
@@ -134,7 +164,7 @@ class Applier:
             family: parse_iptables_save(
                 self.executor.run([self.tools.save(family), "-t", "filter"])
             )
-            for family in (4, 6)
+            for family in self.families
         }
         sets = parse_ipset_save(self.executor.run(["ipset", "save"]))
         return tables, sets
@@ -151,6 +181,7 @@ class Applier:
             rendered = render(node, peer_sets, options=self.options, pending=held)
         except ValueError as exc:  # RenderError, model errors: the input is at fault
             raise RefusedError(f"rule set for node {node.node!r} refused: {exc}") from exc
+        rendered = only_families(rendered, self.families)
         return Desired(node, _snapshot(node, peer_sets), rendered, held)
 
     def _pending(self, pending: Collection[str]) -> frozenset[str]:
@@ -306,7 +337,8 @@ class Applier:
             self.netlink.apply(plan.member_changes)
             report.member_changes = len(plan.member_changes)
         for family, text in sorted(plan.iptables.items()):
-            self.executor.run([self.tools.restore(family), "--noflush"], text)
+            argv = [self.tools.restore(family), *restore_wait_args(self.xtables_wait)]
+            self.executor.run([*argv, "--noflush"], text)
             report.iptables_restores += 1
         if plan.destroy_sets:
             lines = [f"destroy {name}" for name in plan.destroy_sets]
@@ -355,6 +387,19 @@ class Applier:
         deleted = self.conntrack.delete(doomed)
         log.info("cut %d connection(s) the new rules deny", deleted)
         return deleted
+
+
+def only_families(rendered: RenderedNode, families: Collection[int]) -> RenderedNode:
+    """``rendered`` with the families the node lacks emptied (no chains, no sets)."""
+    if 4 in families and 6 in families:
+        return rendered
+    both: tuple[IPFamily, ...] = (4, 6)
+    empty = {f: RenderedFamily(f, (), ()) for f in both if f not in families}
+    return replace(
+        rendered,
+        v4=empty.get(4, rendered.v4),
+        v6=empty.get(6, rendered.v6),
+    )
 
 
 def _patch_sets(rendered: RenderedNode, sets: Mapping[str, IPSet]) -> RenderedNode:

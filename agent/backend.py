@@ -11,11 +11,13 @@ filters in a meaningful order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from stockade.agent.executor import CommandError, Executor
 
 Backend = Literal["legacy", "nft"]
+IF_INET6 = Path("/proc/net/if_inet6")
 CANARIES = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 
 
@@ -32,6 +34,21 @@ class Tools:
     def restore(self, family: int) -> str:
         """``iptables-<backend>-restore`` or ``ip6tables-<backend>-restore``."""
         return f"{_base(family)}-{self.backend}-restore"
+
+
+# kube-proxy's values (pkg/util/iptables): wait up to 5 s for the xtables lock,
+# polling every 100 ms. Only the legacy backend has the lock (/run/xtables.lock);
+# iptables-nft-restore accepts -w and ignores it, and 1.8.8+ accept -W and ignore it
+# with a warning on stderr. The save commands take no lock (and reject -w).
+DEFAULT_XTABLES_WAIT = 5
+XTABLES_WAIT_INTERVAL_USEC = 100_000
+
+
+def restore_wait_args(seconds: int) -> list[str]:
+    """``iptables-restore`` options to wait ``seconds`` for the xtables lock (0: fail at once)."""
+    if seconds <= 0:
+        return []
+    return ["-w", str(seconds), "-W", str(XTABLES_WAIT_INTERVAL_USEC)]
 
 
 def _base(family: int) -> str:
@@ -73,3 +90,22 @@ def detect_backend(ex: Executor) -> Tools:
         _rule_count(_save(ex, [f"{b}-legacy-save"])) for b in ("iptables", "ip6tables")
     )
     return Tools(choose_backend(nft_mangle, legacy_mangle, nft_rules, legacy_rules))
+
+
+def detect_families(
+    ex: Executor, tools: Tools, if_inet6: Path = IF_INET6
+) -> tuple[tuple[int, ...], str | None]:
+    """The IP families the node has: ``((4, 6), None)``, or ``((4,), why IPv6 is skipped)``.
+
+    IPv6 is there when ``if_inet6`` exists (absent on a kernel booted with
+    ``ipv6.disable=1``; the kernel-wide switch, so the host's file says it for every
+    network namespace too) and the backend's ``ip6tables-save`` works. IPv4 is always
+    taken: without it nothing could be enforced, and its failures show as kernel errors.
+    """
+    if not if_inet6.exists():
+        return (4,), f"{if_inet6} does not exist (IPv6 disabled in the kernel)"
+    try:
+        ex.run([tools.save(6), "-t", "filter"])
+    except (CommandError, FileNotFoundError, OSError) as exc:
+        return (4,), f"{tools.save(6)} fails: {exc}"
+    return (4, 6), None

@@ -5,8 +5,11 @@ keeps the watched objects; :meth:`WatchCache.assemble` turns them into what the 
 loop does next:
 
 - :class:`Ready`: the rule set and every shard of every set it names; apply it.
-  With no NodeRuleSet for the node (the controller publishes none, or deleted it,
-  because no pod of the node exists for it) the rule set is the empty one.
+  A NodeRuleSet that exists with no policies is the explicit empty rule set (the
+  controller publishes one for every Node): applying it opens the node.
+- :class:`Missing`: there is no NodeRuleSet for the node (deleted by accident, the
+  CRD deleted, an empty list). Absence is not "no policy": keep enforcing what is
+  applied (fail static) and say so.
 - :class:`Waiting`: some named set is not complete yet (the controller writes sets
   before the rule sets that name them, but the shards of one set, or a set being
   resharded, can arrive in any order); keep enforcing what is applied.
@@ -90,6 +93,13 @@ class Waiting:
 
 
 @dataclass(frozen=True)
+class Missing:
+    """No NodeRuleSet for the node: keep what is applied; ``reason`` says why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Invalid:
     """The NodeRuleSet (or a shard of a set it names) cannot be used."""
 
@@ -97,7 +107,7 @@ class Invalid:
     error: str
 
 
-Outcome = Ready | Waiting | Invalid
+Outcome = Ready | Waiting | Invalid | Missing
 
 
 @dataclass(frozen=True)
@@ -292,8 +302,7 @@ class WatchCache:
         generation = self.generation
         parsed = self._parsed
         if self.node_object is None or parsed is None:
-            node = empty_rule_set(self.node_name)
-            return Ready(node, {}, bundle_hash(node, {}), None)
+            return Missing(f"NodeRuleSet {self.node_name} not found")
         if isinstance(parsed, str):
             return Invalid(generation, parsed)
         found: dict[str, tuple[PeerSet, ...]] = {}

@@ -30,9 +30,16 @@ import yaml
 from pydantic import ValidationError
 
 from stockade.agent.applier import Applier, RefusedError
-from stockade.agent.backend import Tools
+from stockade.agent.backend import DEFAULT_XTABLES_WAIT, Tools
 from stockade.agent.executor import CommandError, SubprocessExecutor
-from stockade.agent.health import Health, default_deadline, serve
+from stockade.agent.health import (
+    BIND_ENV,
+    LOOPBACK,
+    Health,
+    default_deadline,
+    parse_bind_addresses,
+    serve_all,
+)
 from stockade.agent.metrics import AgentMetrics, parse_counters
 from stockade.agent.plan import PlanError
 from stockade.agent.render import RenderOptions, RenderOptionsError
@@ -123,8 +130,8 @@ def read_bundle(args: argparse.Namespace) -> Bundle:
     return parse_bundle(docs, args.node)
 
 
-def make_applier(args: argparse.Namespace) -> Applier:
-    """An applier configured from the command line."""
+def make_applier(args: argparse.Namespace, families: tuple[int, ...] | None = None) -> Applier:
+    """An applier configured from the command line (``families``: None detects them)."""
     options = RenderOptions(
         drop_action="REJECT" if args.reject else "DROP",
         log_denied=args.log_denied is not None,
@@ -139,6 +146,8 @@ def make_applier(args: argparse.Namespace) -> Applier:
         options=options,
         tools=tools,
         cut_conntrack=not args.no_conntrack_cut,
+        xtables_wait=args.xtables_wait,
+        families=families,
     )
 
 
@@ -182,7 +191,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Print what would be programmed (restore text and sets), touching nothing."""
     bundle = read_bundle(args)
-    desired = make_applier(args).desire(bundle.node, bundle.peer_sets)
+    # Offline: both families, whatever this machine has (nothing is detected or read).
+    desired = make_applier(args, families=(4, 6)).desire(bundle.node, bundle.peer_sets)
     for family in (4, 6):
         if args.family in (None, family):
             print(f"# IPv{family} iptables-restore --noflush input")
@@ -202,6 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     applier = make_applier(args)
     metrics = AgentMetrics()
     health = _serve_health(args, metrics)
+    _detect_families(applier, metrics, health)
     stop = False
 
     def _stop(*_: object) -> None:
@@ -248,6 +259,7 @@ def run_api(args: argparse.Namespace, node: str) -> int:
     applier = make_applier(args)
     metrics = AgentMetrics()
     health = _serve_health(args, metrics)
+    _detect_families(applier, metrics, health)
     options = WatchOptions(
         node=node,
         state_dir=Path(args.state_dir) if args.state_dir else None,
@@ -280,12 +292,41 @@ def run_api(args: argparse.Namespace, node: str) -> int:
     return 0
 
 
+def bind_addresses(args: argparse.Namespace) -> list[str]:
+    """Where to serve: ``--bind-address``, else ``$STOCKADE_BIND_ADDRESS``, else loopback.
+
+    The DaemonSet sets the variable from the downward API (``status.hostIPs``): the
+    node's own addresses, one socket each, rather than every interface.
+    """
+    given = args.bind_address or [os.environ.get(BIND_ENV, "")]
+    try:
+        hosts = parse_bind_addresses(given)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if not hosts:
+        log.warning(
+            "no --bind-address and no $%s: serving /metrics, /healthz and /readyz on %s only",
+            BIND_ENV,
+            LOOPBACK,
+        )
+        hosts = [LOOPBACK]
+    return hosts
+
+
 def _serve_health(args: argparse.Namespace, metrics: AgentMetrics) -> Health:
     """The loop's health, served with the metrics on --metrics-port (unless 0)."""
     health = Health(args.liveness_deadline or default_deadline(args.resync_interval))
     if args.metrics_port:
-        serve(health, metrics.registry, args.metrics_port, args.metrics_host)
+        serve_all(health, metrics.registry, args.metrics_port, bind_addresses(args))
     return health
+
+
+def _detect_families(applier: Applier, metrics: AgentMetrics, health: Health) -> None:
+    """Detect the node's IP families at start (logged by the applier) and show them."""
+    families = applier.families
+    for family in (4, 6):
+        metrics.families.labels(str(family)).set(1 if family in families else 0)
+    health.set_families([f"IPv{f}" for f in families])
 
 
 def _record_counters(applier: Applier, metrics: AgentMetrics) -> None:
@@ -298,7 +339,7 @@ def _record_counters(applier: Applier, metrics: AgentMetrics) -> None:
                 target = getattr(rule.action, "chain", None)
                 if target and rule.comment and ":" in rule.comment:
                     groups[target] = rule.comment.split(": ", 1)[-1]
-    for family in (4, 6):
+    for family in applier.families:
         out = applier.executor.run([applier.tools.save(family), "-c", "-t", "filter"])
         metrics.record_counters(parse_counters(out), groups)
 
@@ -327,6 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep established flows that a change denies",
     )
+    common.add_argument(
+        "--xtables-wait",
+        type=int,
+        default=DEFAULT_XTABLES_WAIT,
+        metavar="S",
+        help="seconds iptables-restore waits for the xtables lock (legacy backend; "
+        f"kube-proxy's value, {DEFAULT_XTABLES_WAIT}, by default; 0: fail at once)",
+    )
     common.add_argument("-v", "--verbose", action="store_true")
     source = _Parser(add_help=False)
     source.add_argument("-f", "--file", help="NodeRuleSet and PeerSet objects; - for stdin")
@@ -349,9 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resync-interval", type=float, default=30.0)
             p.add_argument("--poll-interval", type=float, default=1.0)
             p.add_argument(
-                "--metrics-port", type=int, default=0, help="/metrics, /healthz, /readyz (0: off)"
+                "--metrics-port",
+                type=int,
+                default=0,
+                help="/metrics, /healthz, /readyz (0: off; the DaemonSet's is 9977)",
             )
-            p.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+            p.add_argument(
+                "--bind-address",
+                "--metrics-host",
+                action="append",
+                metavar="IP[,IP]",
+                help="address(es) to serve them on, one socket each (repeatable, or "
+                f"comma-separated; default ${BIND_ENV}, else {LOOPBACK}; '::' is every "
+                "address of both families, '0.0.0.0' every IPv4 one)",
+            )
             p.add_argument(
                 "--liveness-deadline",
                 type=float,

@@ -20,16 +20,19 @@ event loop: a stuck loop stops beating and shows as 503, instead of taking the
 endpoint down with it. It serves ``/metrics`` (the agent's registry, in the format
 the scraper asks for), ``/healthz`` and ``/readyz`` (200 ``ok``, or 503 and the
 reason); ``?verbose`` answers the detail as JSON, with the same status code.
+:func:`serve_all` serves the same on several addresses (one socket each: the
+node's addresses from the downward API, ``status.hostIPs``), on one port.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +47,10 @@ log = logging.getLogger("stockade.agent.health")
 MIN_DEADLINE = 60.0
 DEADLINE_RESYNCS = 3
 NOT_READY = "no rule set applied yet"
+
+BIND_ENV = "STOCKADE_BIND_ADDRESS"
+"""The addresses to serve on, comma-separated (the DaemonSet sets it from ``status.hostIPs``)."""
+LOOPBACK = "127.0.0.1"
 
 
 def default_deadline(resync_interval: float) -> float:
@@ -86,6 +93,8 @@ class Health:
         self._last_sync: float | None = None
         self._error: str | None = None
         self._api: bool | None = None
+        self._rule_set_missing: str | None = None
+        self._families: list[str] | None = None
 
     def beat(
         self,
@@ -94,6 +103,7 @@ class Health:
         last_sync: float | None = None,
         error: str | None = None,
         api_reachable: bool | None = None,
+        rule_set_missing: str | None = None,
     ) -> None:
         """The loop completed an iteration; the keywords say what it knows now.
 
@@ -101,7 +111,8 @@ class Health:
         there (None: nothing yet; readiness, once reached, is kept). ``last_sync``:
         Unix time of the last successful apply or resync. ``error``: why the wanted
         state is not enforced now (None: nothing wrong). ``api_reachable``: None in
-        file mode.
+        file mode. ``rule_set_missing``: why the node has no NodeRuleSet (the
+        applied rules stay in force; shown, not judged: readiness is unchanged).
         """
         with self._lock:
             self._last_beat = self.clock()
@@ -112,6 +123,12 @@ class Health:
                 self._last_sync = last_sync
             self._error = error
             self._api = api_reachable
+            self._rule_set_missing = rule_set_missing
+
+    def set_families(self, families: list[str]) -> None:
+        """The IP families the agent programs (detected at start), for ``?verbose``."""
+        with self._lock:
+            self._families = list(families)
 
     def _liveness(self, now: float) -> Check:
         since = self._last_beat if self._last_beat is not None else self._started
@@ -160,6 +177,8 @@ class Health:
                 ),
                 "last_error": self._error,
                 "api_reachable": self._api,
+                "rule_set_missing": self._rule_set_missing,
+                "families": self._families,
             }
 
 
@@ -189,10 +208,23 @@ class _Server(ThreadingHTTPServer):
     registry: CollectorRegistry
 
     def __init__(self, host: str, port: int) -> None:
-        # IPv4 or IPv6 as the address says ("::" takes both where the kernel lets it).
+        # IPv4 or IPv6 as the address says.
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         self.address_family = info[0][0]
-        super().__init__((host, port), _Handler)
+        super().__init__((host, port), _Handler, bind_and_activate=False)
+        try:
+            if self.address_family == socket.AF_INET6:
+                # One address, one family: "::1" or a host's IPv6 address is IPv6 only;
+                # "::" also takes IPv4 (asked for explicitly, never the default).
+                wildcard = ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
+                self.socket.setsockopt(
+                    socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if wildcard else 1
+                )
+            self.server_bind()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A scraper or prober that hung up early is not worth a traceback on stderr.
@@ -238,7 +270,7 @@ class HealthServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` in a daemon thread; :meth:`close` ends it."""
 
     def __init__(
-        self, health: Health, registry: CollectorRegistry, port: int, host: str = "0.0.0.0"
+        self, health: Health, registry: CollectorRegistry, port: int, host: str = LOOPBACK
     ) -> None:
         self._server = _Server(host, port)
         self._server.health = health
@@ -267,9 +299,45 @@ class HealthServer:
 
 
 def serve(
-    health: Health, registry: CollectorRegistry, port: int, host: str = "0.0.0.0"
+    health: Health, registry: CollectorRegistry, port: int, host: str = LOOPBACK
 ) -> HealthServer:
     """Start serving (``port`` 0: an ephemeral one, see :attr:`HealthServer.port`)."""
     server = HealthServer(health, registry, port, host)
-    log.info("serving /metrics, /healthz and /readyz on %s:%d", host, server.port)
+    log.info("serving /metrics, /healthz and /readyz on %s", server.url)
     return server
+
+
+def parse_bind_addresses(values: Iterable[str]) -> list[str]:
+    """IP addresses from values that may each be comma-separated; raises ValueError.
+
+    ``status.hostIPs`` through the downward API reads ``10.0.0.5,fd00::5``; an
+    IPv6 address may be given bare or in brackets. Duplicates are dropped.
+    """
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            text = part.strip().removeprefix("[").removesuffix("]")
+            if not text:
+                continue
+            try:
+                address = str(ipaddress.ip_address(text))
+            except ValueError:
+                raise ValueError(f"bind address {part.strip()!r} is not an IP address") from None
+            if address not in out:
+                out.append(address)
+    return out
+
+
+def serve_all(
+    health: Health, registry: CollectorRegistry, port: int, hosts: Iterable[str]
+) -> list[HealthServer]:
+    """Serve on every address of ``hosts`` (one socket each), on ``port``; all or none."""
+    servers: list[HealthServer] = []
+    try:
+        for host in hosts:
+            servers.append(serve(health, registry, port, host))
+    except OSError as exc:
+        for server in servers:
+            server.close()
+        raise OSError(f"cannot serve /metrics on {host} port {port}: {exc}") from exc
+    return servers

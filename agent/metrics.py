@@ -73,6 +73,17 @@ class AgentMetrics:
             "Local pods isolated until the rule set lists them (--isolate-new-pods)",
             registry=r,
         )
+        self.rule_set_missing = Gauge(
+            "stockade_agent_rule_set_missing",
+            "1 while the node's NodeRuleSet (or its CRD) is absent; the applied rules stay",
+            registry=r,
+        )
+        self.families = Gauge(
+            "stockade_agent_family_enabled",
+            "1 for each IP family the node has and the agent programs, 0 for a skipped one",
+            ["family"],
+            registry=r,
+        )
         self.rule_packets = Gauge(
             "stockade_agent_policy_rule_packets",
             "New connections allowed, per policy rule",

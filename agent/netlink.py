@@ -156,6 +156,7 @@ class ConntrackTable:
     def __init__(self, netns: str | None = None, runner: Executor | None = None) -> None:
         self.netns = netns
         self.runner = runner if runner is not None and shutil.which("conntrack") else None
+        self.families: tuple[int, ...] = (4, 6)  # the node's (the applier sets it)
 
     def flows(self) -> list[Flow]:
         """Every TCP, UDP and SCTP entry of both families."""
@@ -163,6 +164,7 @@ class ConntrackTable:
             return [
                 flow
                 for version, name in ((4, "ipv4"), (6, "ipv6"))
+                if version in self.families
                 for flow in parse_conntrack_list(
                     self.runner.run(["conntrack", "-L", "-f", name]), version
                 )
@@ -172,7 +174,8 @@ class ConntrackTable:
     def netlink_flows(self) -> list[Flow]:
         """:meth:`flows` by a netlink dump, decoded by pyroute2."""
         out: list[Flow] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
+        wanted = [(4, socket.AF_INET), (6, socket.AF_INET6)]
+        for family in [af for version, af in wanted if version in self.families]:
             with in_netns(self.netns):
                 ct = _Conntrack(nfgen_family=family)
                 try:

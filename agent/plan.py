@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stockade.agent.ipsets import TMP_SUFFIX, IPFamily, IPSet, temp_name
+from stockade.agent.ipsets import TMP_SUFFIX, IPSet, temp_name
 from stockade.agent.iptables import Rule, render_rule
 from stockade.agent.live import (
     LiveSet,
@@ -161,11 +161,13 @@ def make_plan(
     sets: Mapping[str, LiveSet],
     churn_limit: int = DEFAULT_CHURN_LIMIT,
 ) -> Plan:
-    """Everything needed to go from the live state to ``rendered``."""
+    """What goes from the live state to ``rendered``, for the families in ``tables``."""
     plan = Plan()
-    desired_sets = {s.name: s for fam in (rendered.v4, rendered.v6) for s in fam.ipsets}
+    # A family the node lacks (not in ``tables``: the applier did not read it) is
+    # skipped entirely, its sets too.
+    families = tuple(f for f in (rendered.v4.family, rendered.v6.family) if f in tables)
+    desired_sets = {s.name: s for f in families for s in rendered.family(f).ipsets}
     plan_sets(desired_sets, sets, churn_limit, plan)
-    families: tuple[IPFamily, ...] = (4, 6)
     for family in families:
         fam = rendered.family(family)
         text, why = plan_table(family, desired_table(fam), tables[family], rendered.forward_jump)

@@ -21,9 +21,12 @@
 
 Fail static: nothing here ever removes rules because the API server is unreachable
 or answers errors. The kernel changes only when a complete, renderable bundle
-arrives that differs from the applied one. When the NodeRuleSet does not exist (the
-controller deletes it once no pod of the node is left for it) the empty rule set
-is applied: that is the controller's decision, not an outage.
+arrives that differs from the applied one. Absence is not "no policy" either: when
+the node's NodeRuleSet disappears (a DELETED event, a relist without it, the CRD
+itself gone: 404) the agent keeps enforcing what it applied, logs a WARNING once,
+sets ``stockade_agent_rule_set_missing`` to 1 and says so in ``/readyz?verbose``.
+Only an explicit empty rule set (a NodeRuleSet with no policies, which the
+controller publishes for every Node) or ``stockade-agent cleanup`` opens a node.
 
 At start, if nothing could be applied from the API within ``restore_after``
 seconds (API down, or its bundle incomplete or invalid), the bundle saved on disk is
@@ -48,6 +51,7 @@ from typing import Any, Protocol
 from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.cache import (
     Invalid,
+    Missing,
     Ready,
     StateError,
     Waiting,
@@ -351,9 +355,10 @@ class AgentWatcher:
         self._status_dirty = asyncio.Event()
         self.nodes = self._reflector(
             NODE_RULE_SETS,
-            self.cache.replace_nodes,
+            self._list_nodes,
             self.cache.node_event,
             field_selector=f"metadata.name={options.node}",
+            on_error=self._node_api_error,
         )
         self.peers = self._reflector(PEER_SETS, self.cache.replace_peers, self.cache.peer_event)
         self.local_pods: LocalPods | None = None
@@ -379,6 +384,10 @@ class AgentWatcher:
         self._waiting: tuple[Any, float] | None = None  # (what is missing, since)
         self._retry_at: float | None = None
         self._refused: tuple[str, str] | None = None  # (hash, error) of a refused bundle
+        # Why the node's NodeRuleSet is absent (None: it is there, or not looked yet);
+        # the applied state stays in force meanwhile (fail static).
+        self.rule_set_missing: str | None = None
+        self._crd_missing = False  # the last list of NodeRuleSets answered 404
         self._kernel_backoff = Backoff(options.backoff_min, options.backoff_max)
         self._sync_written_at: float | None = None
         self._stop: asyncio.Event | None = None
@@ -390,6 +399,7 @@ class AgentWatcher:
         on_list: Callable[[list[JsonObject]], None],
         on_event: Callable[[str, JsonObject], None],
         field_selector: str | None = None,
+        on_error: Callable[[KubeError], None] | None = None,
     ) -> Reflector:
         return Reflector(
             self.client,
@@ -400,8 +410,20 @@ class AgentWatcher:
             field_selector=field_selector,
             backoff=Backoff(self.options.backoff_min, self.options.backoff_max),
             watch_timeout=self.options.watch_timeout,
-            on_error=self._api_error,
+            on_error=on_error or self._api_error,
         )
+
+    def _list_nodes(self, objs: list[JsonObject]) -> None:
+        self._crd_missing = False
+        self.cache.replace_nodes(objs)
+
+    def _node_api_error(self, exc: KubeError) -> None:
+        self._api_error(exc)
+        if isinstance(exc, NotFound) and not self._crd_missing:
+            # The resource itself is gone (the CRD was deleted): so is the object.
+            self._crd_missing = True
+            self.cache.set_node(None)
+            self._changed.set()
 
     def _report_health(self) -> None:
         """One sync-loop iteration done: beat, with what the loop knows now."""
@@ -418,6 +440,7 @@ class AgentWatcher:
             api_reachable=all(
                 r.connected for r in (self.nodes, self.peers, self.pods) if r is not None
             ),
+            rule_set_missing=self.rule_set_missing,
         )
 
     def _api_error(self, exc: KubeError) -> None:
@@ -480,6 +503,8 @@ class AgentWatcher:
                 self._retry_at = None
             if self.nodes.synced and self.peers.synced and self._retry_at is None:
                 await self.sync_once()
+            elif self._crd_missing:
+                self._rule_set_gone(self._crd_reason)
             if self.applied is None and not self._restore_done and now >= restore_at:
                 await self.restore()
             if now >= next_resync:
@@ -492,6 +517,11 @@ class AgentWatcher:
         """Look at the cache and act: apply a new complete bundle, or record why not."""
         self._looked = True
         outcome = self.cache.assemble()
+        if isinstance(outcome, Missing):
+            self._waiting = None
+            self._rule_set_gone(self._crd_reason if self._crd_missing else outcome.reason)
+        else:
+            self._rule_set_back()
         if isinstance(outcome, Ready):
             self._waiting = None
             await self._apply(outcome)
@@ -508,6 +538,36 @@ class AgentWatcher:
                 log.error("%s; keeping the last applied state", outcome.error)
         if not isinstance(outcome, Ready) and self.applied is not None:
             await self._repend(self.applied)
+
+    @property
+    def _crd_reason(self) -> str:
+        return (
+            f"NodeRuleSet {self.node} not found: "
+            "the noderulesets resource answers 404 (CRD deleted?)"
+        )
+
+    def _rule_set_gone(self, reason: str) -> None:
+        """No rule set for the node: keep what is applied, and say so (once)."""
+        if self.rule_set_missing is None:
+            if self.applied is not None:
+                log.warning(
+                    "%s: keeping the applied rule set (generation %s, hash %s) in force; "
+                    "only an explicit empty NodeRuleSet or `stockade-agent cleanup` opens "
+                    "the node",
+                    reason,
+                    self.applied.generation,
+                    self.applied.hash,
+                )
+            else:
+                log.warning("%s: nothing applied, nothing enforced until one exists", reason)
+        self.rule_set_missing = reason
+        self.metrics.rule_set_missing.set(1)
+
+    def _rule_set_back(self) -> None:
+        if self.rule_set_missing is not None:
+            log.info("NodeRuleSet %s is back", self.node)
+        self.rule_set_missing = None
+        self.metrics.rule_set_missing.set(0)
 
     def pending(self, node: NodeRuleSet) -> dict[str, str]:
         """Addresses of local pods ``node`` does not list yet (empty unless isolating)."""

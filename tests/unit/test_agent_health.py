@@ -21,6 +21,7 @@ import pytest
 
 from stockade.agent.cli import _serve_health, build_parser
 from stockade.agent.health import (
+    BIND_ENV,
     NOT_READY,
     Check,
     Health,
@@ -139,6 +140,8 @@ def test_detail() -> None:
         "last_successful_sync_seconds_ago": None,
         "last_error": None,
         "api_reachable": None,
+        "rule_set_missing": None,
+        "families": None,
     }
     clock.now += 2
     health.beat(applied_from="api", last_sync=wall.now - 1, api_reachable=True)
@@ -286,7 +289,7 @@ def test_close_releases_the_port() -> None:
 
 
 def test_ipv6() -> None:
-    """An IPv6 address (``--metrics-host ::`` on an IPv6 or dual-stack node) works too."""
+    """An IPv6 address (a node's, from ``status.hostIPs``) works too."""
     try:
         server = serve(Health(60), AgentMetrics().registry, 0, "::1")
     except OSError as exc:
@@ -375,7 +378,7 @@ def test_the_watcher_beats_each_round(tmp_path: Path) -> None:
 
 def test_run_options() -> None:
     args = build_parser().parse_args(["run", "--node", "n1"])
-    assert (args.metrics_port, args.metrics_host, args.liveness_deadline) == (0, "0.0.0.0", 0.0)
+    assert (args.metrics_port, args.bind_address, args.liveness_deadline) == (0, None, 0.0)
     assert _serve_health(args, AgentMetrics()).deadline == 90  # 3 x 30 s
     args = build_parser().parse_args(["run", "--resync-interval", "5"])
     assert _serve_health(args, AgentMetrics()).deadline == 60
@@ -391,8 +394,12 @@ def test_the_daemonset_probes_the_agents_endpoints() -> None:
     (container,) = ds["spec"]["template"]["spec"]["containers"]
     args = build_parser().parse_args([*container["command"][1:], *container["args"]])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports["metrics"] == args.metrics_port
-    assert args.metrics_host == "0.0.0.0", "the kubelet probes the node's address"
+    assert ports["metrics"] == args.metrics_port  # one port, named, used by the probes
+    assert args.metrics_port not in (9100, 9101, 9091, 9099, *range(9962, 9966))
+    # Bound to the node's own addresses (the kubelet probes the pod IP: the node's).
+    assert args.bind_address is None
+    env = {e["name"]: e for e in container["env"]}
+    assert env[BIND_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIPs"
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         http = container[probe]["httpGet"]
         assert http["path"] == path, probe

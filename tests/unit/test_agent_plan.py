@@ -409,7 +409,7 @@ class _FakeConntrack:
 
 
 def _churn_applier(monkeypatch: pytest.MonkeyPatch) -> tuple[Applier, _FakeNetlink, _FakeConntrack]:
-    applier = Applier(_NoKernel(), tools=Tools("nft"))
+    applier = Applier(_NoKernel(), tools=Tools("nft"), families=(4, 6))
     netlink, conntrack = _FakeNetlink(), _FakeConntrack()
     monkeypatch.setattr(applier, "netlink", netlink)
     monkeypatch.setattr(applier, "conntrack", conntrack)

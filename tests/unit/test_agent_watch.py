@@ -22,6 +22,7 @@ from stockade.agent.applier import Applier, ApplyReport, RefusedError
 from stockade.agent.cache import (
     SET_LABEL,
     Invalid,
+    Missing,
     Ready,
     StateError,
     Waiting,
@@ -211,18 +212,27 @@ def test_unrelated_sets_do_not_matter(compiled: CompiledCluster) -> None:
     assert cache.peer_count == len(compiled.peer_sets) + 1
 
 
-def test_no_node_rule_set_means_the_empty_rule_set(compiled: CompiledCluster) -> None:
+def test_no_node_rule_set_is_missing_not_empty(compiled: CompiledCluster) -> None:
+    """Absence is not "no policy": the cache says Missing, never the empty rule set."""
     cache = _filled(compiled)
     node_obj, _ = objects_for("n1", compiled)
     cache.node_event("DELETED", node_obj)
     outcome = cache.assemble()
-    assert isinstance(outcome, Ready)
-    assert outcome.node == empty_rule_set("n1")
-    assert outcome.generation is None
-    assert outcome.peer_sets == {}
+    assert isinstance(outcome, Missing)
+    assert "not found" in outcome.reason
     fresh = WatchCache("n1")
     fresh.replace_nodes([])
     assert fresh.assemble() == outcome
+
+
+def test_an_explicit_empty_rule_set_is_ready() -> None:
+    cache = WatchCache("n1")
+    cache.replace_nodes([node_object(empty_rule_set("n1"), generation=3)])
+    cache.replace_peers([])
+    outcome = cache.assemble()
+    assert isinstance(outcome, Ready)
+    assert outcome.node == empty_rule_set("n1")
+    assert outcome.generation == 3
 
 
 def test_other_nodes_are_ignored(compiled: CompiledCluster) -> None:
