@@ -18,12 +18,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import kopf
 
 from stockade.compiler import DEFAULT_SHARD_SIZE, Compiler
+from stockade.controller.discovery import CrdGate, client_fetch
 from stockade.controller.handlers import build_registry, operator_settings
 from stockade.controller.leader import LeaderElector
 from stockade.controller.metrics import ControllerMetrics, serve_http
@@ -116,6 +118,8 @@ class Controller:
     publisher: Publisher
     metrics: ControllerMetrics
     elector: LeaderElector | None
+    # Polls discovery until the CRDs are served; nothing else starts before.
+    gate: CrdGate
 
 
 def assemble(
@@ -144,7 +148,7 @@ def assemble(
             duration=options.lease_duration,
             on_change=publisher.set_leader,
         )
-    return Controller(state, publisher, metrics, elector)
+    return Controller(state, publisher, metrics, elector, CrdGate(client_fetch(client)))
 
 
 async def run(
@@ -156,77 +160,123 @@ async def run(
 ) -> None:
     """Run until ``stop`` is set (or SIGINT/SIGTERM in the main thread).
 
-    ``started`` is set once the parts run; ``on_start`` (a list) receives the
-    :class:`Controller`, so an in-process test can read its state and metrics.
+    First waits until the CRDs are served (``Controller.gate``; /readyz answers 503
+    meanwhile), then runs kopf, the publisher and the election. ``started`` is set
+    once the HTTP endpoint is up, before that wait; ``on_start`` (a list) receives
+    the :class:`Controller`, so an in-process test can read its state and metrics.
     """
     config = KubeConfig.load(options.kubeconfig)
     async with KubeClient(config) as client:
         controller = assemble(options, config, client, metrics)
         if on_start is not None:
             on_start.append(controller)
-        state, publisher, metrics, elector = (
-            controller.state,
-            controller.publisher,
-            controller.metrics,
-            controller.elector,
-        )
-        registry = build_registry(state, config, metrics, publisher.observe_rule_set)
-        settings = operator_settings()
-        settings.process.ultimate_exiting_timeout = None
-        kopf_stop = asyncio.Event()
+        gate = controller.gate
+        tasks: list[asyncio.Task[None]] = []
 
         def healthy() -> bool:
             return not any(t.done() for t in tasks)
 
+        def ready() -> bool:
+            return gate.served
+
         runner = None
         if options.metrics_port:
-            runner = await serve_http(metrics, options.metrics_port, healthy, options.metrics_host)
-        tasks = [asyncio.create_task(publisher.run(), name="publisher")]
-        if elector is not None:
-            tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
-        # The collector's schedule is the process's: only a controller that is the
-        # process (main thread) takes it over, not one embedded in a test's thread.
-        if options.gc_idle_interval > 0 and threading.current_thread() is threading.main_thread():
-            pacer = GcPacer(
-                lambda: not publisher.coalescer.dirty and not publisher.pending,
-                options.gc_idle_interval,
+            runner = await serve_http(
+                controller.metrics, options.metrics_port, healthy, options.metrics_host, ready
             )
-            tasks.append(asyncio.create_task(pacer.run(), name="gc-pacer"))
-        kopf_task = asyncio.create_task(
-            kopf.operator(
-                registry=registry,
-                settings=settings,
-                standalone=True,
-                clusterwide=True,
-                stop_flag=kopf_stop,
-            ),
-            name="kopf",
-        )
-        watchers = [*tasks, kopf_task]
-        if stop is not None:
-            watchers.append(asyncio.create_task(_wait_thread_event(stop), name="stop-flag"))
         if started is not None:
             started.set()
         try:
-            done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.get_name() != "stop-flag" and not task.cancelled() and task.exception():
-                    log.error("%s failed", task.get_name(), exc_info=task.exception())
+            # kopf resolves its resources once (scanning is off): start nothing before
+            # the CRDs are served, or NodeRuleSets would never be watched.
+            if not await _unless_stopped(gate.wait(), stop):
+                return
+            await _run_parts(options, config, controller, tasks, stop)
         finally:
-            kopf_stop.set()
-            for task in watchers:
-                if task is not kopf_task:
-                    task.cancel()
-            for task in watchers:
-                if task is not kopf_task:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(kopf_task, 30)
-            if elector is not None:
-                await elector.release()
             if runner is not None:
                 await runner.cleanup()
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: threading.Event | None) -> bool:
+    """Run ``work`` to its end (True), or until ``stop`` is set (False; it is cancelled)."""
+    task = asyncio.create_task(work, name="crd-wait")
+    if stop is None:
+        await task
+        return True
+    flag = asyncio.create_task(_wait_thread_event(stop), name="stop-flag")
+    await asyncio.wait([task, flag], return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, flag):
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+    if task.cancelled():
+        return False
+    error = task.exception()
+    if error is not None:
+        raise error
+    return True
+
+
+async def _run_parts(
+    options: Options,
+    config: KubeConfig,
+    controller: Controller,
+    tasks: list[asyncio.Task[None]],
+    stop: threading.Event | None,
+) -> None:
+    """kopf, the publisher, the election (and the GC pacer) until one ends or ``stop``."""
+    state, publisher, metrics, elector = (
+        controller.state,
+        controller.publisher,
+        controller.metrics,
+        controller.elector,
+    )
+    registry = build_registry(state, config, metrics, publisher.observe_rule_set)
+    settings = operator_settings()
+    settings.process.ultimate_exiting_timeout = None
+    kopf_stop = asyncio.Event()
+    tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
+    if elector is not None:
+        tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
+    # The collector's schedule is the process's: only a controller that is the
+    # process (main thread) takes it over, not one embedded in a test's thread.
+    if options.gc_idle_interval > 0 and threading.current_thread() is threading.main_thread():
+        pacer = GcPacer(
+            lambda: not publisher.coalescer.dirty and not publisher.pending,
+            options.gc_idle_interval,
+        )
+        tasks.append(asyncio.create_task(pacer.run(), name="gc-pacer"))
+    kopf_task = asyncio.create_task(
+        kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=True,
+            clusterwide=True,
+            stop_flag=kopf_stop,
+        ),
+        name="kopf",
+    )
+    watchers: list[asyncio.Task[Any]] = [*tasks, kopf_task]
+    if stop is not None:
+        watchers.append(asyncio.create_task(_wait_thread_event(stop), name="stop-flag"))
+    try:
+        done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.get_name() != "stop-flag" and not task.cancelled() and task.exception():
+                log.error("%s failed", task.get_name(), exc_info=task.exception())
+    finally:
+        kopf_stop.set()
+        for task in watchers:
+            if task is not kopf_task:
+                task.cancel()
+        for task in watchers:
+            if task is not kopf_task:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(kopf_task, 30)
+        if elector is not None:
+            await elector.release()
 
 
 class GcPacer:

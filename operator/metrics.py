@@ -1,4 +1,4 @@
-"""The controller's metrics (on a registry of its own) and its /healthz and /metrics.
+"""The controller's metrics (on a registry of its own) and its /metrics, /healthz, /readyz.
 
 Nothing is registered at import time: every controller instance (two in the
 fail-over test, in one process) has its own :class:`ControllerMetrics`.
@@ -127,9 +127,18 @@ class ControllerMetrics:
 
 
 async def serve_http(
-    metrics: ControllerMetrics, port: int, healthy: Callable[[], bool], host: str = "0.0.0.0"
+    metrics: ControllerMetrics,
+    port: int,
+    healthy: Callable[[], bool],
+    host: str = "0.0.0.0",
+    ready: Callable[[], bool] | None = None,
 ) -> web.AppRunner:
-    """Serve /metrics and /healthz until the returned runner is cleaned up."""
+    """Serve /metrics, /healthz and /readyz until the returned runner is cleaned up.
+
+    ``/healthz`` (liveness) fails only when ``healthy()`` is false; ``/readyz``
+    (readiness) also while ``ready()`` is false, e.g. while the controller waits for
+    its CRDs to be served (``ready`` None: the same as /healthz).
+    """
 
     async def metrics_handler(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -138,9 +147,17 @@ async def serve_http(
         ok = healthy()
         return web.Response(text="ok\n" if ok else "unhealthy\n", status=200 if ok else 503)
 
+    async def ready_handler(_request: web.Request) -> web.Response:
+        if not healthy():
+            return web.Response(text="unhealthy\n", status=503)
+        if ready is not None and not ready():
+            return web.Response(text="not ready\n", status=503)
+        return web.Response(text="ok\n")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health_handler)
+    app.router.add_get("/readyz", ready_handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

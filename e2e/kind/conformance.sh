@@ -11,19 +11,62 @@ need_kind
 need_kubectl
 need curl "to download the Kubernetes test binaries"
 need_cluster
+need_installed
+echo "kind cluster $CLUSTER: node image $(cluster_node_image || echo unknown)"
 
 version="$(kctl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+# ginkgo and e2e.test run on this host (they only talk to the API server and exec
+# into pods), so the binaries are the host's OS and architecture, not the nodes'.
+case "$(uname -s)" in
+  Linux) os=linux ;;
+  Darwin) os=darwin ;;
+  *) die "no Kubernetes test binaries for $(uname -s) (Linux and macOS only)" ;;
+esac
 case "$(uname -m)" in
-  x86_64) arch=amd64 ;;
+  x86_64 | amd64) arch=amd64 ;;
   aarch64 | arm64) arch=arm64 ;;
   *) die "no Kubernetes test binaries for $(uname -m)" ;;
 esac
-WORK="${WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/stockade/conformance/$version-$arch}"
+WORK="${WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/stockade/conformance/$version-$os-$arch}"
+BIN="$WORK/kubernetes/test/bin"
 mkdir -p "$WORK"
-if [[ ! -x "$WORK/kubernetes/test/bin/e2e.test" ]]; then
-  url="https://dl.k8s.io/$version/kubernetes-test-linux-$arch.tar.gz"
+
+sha512() {
+  if command -v sha512sum > /dev/null 2>&1; then
+    sha512sum "$1" | cut -d' ' -f1
+  else
+    shasum -a 512 "$1" | cut -d' ' -f1
+  fi
+}
+
+# Download to a temporary directory beside the cache, verify the tarball against the
+# published SHA-512 and the extracted binaries, then move them in with one rename:
+# an interrupted run leaves no truncated e2e.test behind (only a temp dir, removed).
+# The marker .sha512 is written last, inside the temp directory: a cache without it
+# (an older script's, which streamed into place) is downloaded again.
+rm -rf "$WORK"/.download.* # left by a run that was killed outright
+if [[ ! -f "$WORK/kubernetes/.sha512" || ! -x "$BIN/e2e.test" || ! -x "$BIN/ginkgo" ]]; then
+  url="https://dl.k8s.io/$version/kubernetes-test-$os-$arch.tar.gz"
+  tmp="$(mktemp -d "$WORK/.download.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
   echo "downloading $url"
-  curl -fsSL "$url" | tar -xz -C "$WORK" kubernetes/test/bin/e2e.test kubernetes/test/bin/ginkgo
+  curl -fsSL --retry 3 -o "$tmp/test.tar.gz" "$url"
+  # The published file holds the hex digest (possibly followed by a file name).
+  want="$(curl -fsSL --retry 3 "$url.sha512" | awk '{ print $1; exit }')"
+  have="$(sha512 "$tmp/test.tar.gz")"
+  [[ -n "$want" && "$have" == "$want" ]] || die "checksum mismatch for $url (got $have, published $want)"
+  tar -xzf "$tmp/test.tar.gz" -C "$tmp" kubernetes/test/bin/e2e.test kubernetes/test/bin/ginkgo
+  for bin in e2e.test ginkgo; do
+    [[ -s "$tmp/kubernetes/test/bin/$bin" && -x "$tmp/kubernetes/test/bin/$bin" ]] \
+      || die "$url has no usable kubernetes/test/bin/$bin"
+  done
+  "$tmp/kubernetes/test/bin/ginkgo" version > /dev/null 2>&1 \
+    || die "the downloaded ginkgo does not run on this host ($os/$arch)"
+  echo "$want" > "$tmp/kubernetes/.sha512"
+  rm -rf "$WORK/kubernetes" # an incomplete cache, if any
+  mv "$tmp/kubernetes" "$WORK/kubernetes"
+  rm -rf "$tmp"
+  trap - EXIT
 fi
 
 sctp="${STOCKADE_SCTP:-}"
@@ -48,8 +91,8 @@ kind get kubeconfig --name "$CLUSTER" > "$kubeconfig"
 report="$WORK/report"
 mkdir -p "$report"
 echo "running e2e.test $version: focus '$focus', skip '$skip' (report in $report)"
-"$WORK/kubernetes/test/bin/ginkgo" --nodes="${NODES:-4}" --timeout=3h \
-  "$WORK/kubernetes/test/bin/e2e.test" -- \
+"$BIN/ginkgo" --nodes="${NODES:-4}" --timeout=3h \
+  "$BIN/e2e.test" -- \
   --kubeconfig="$kubeconfig" \
   --provider=skeleton \
   --report-dir="$report" \

@@ -7,6 +7,8 @@ need_docker
 need_kind
 need_kubectl
 need_cluster
+need_installed
+echo "kind cluster $CLUSTER: node image $(cluster_node_image || echo unknown)"
 
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [[ -x "$PYTHON" ]] || die "no $PYTHON: create the virtualenv first (scripts/test.sh does)"

@@ -9,7 +9,16 @@ need_kind
 need_kubectl
 
 if kind get clusters 2> /dev/null | grep -qx "$CLUSTER"; then
-  echo "kind cluster $CLUSTER exists; reusing it"
+  # Reused: the node containers (so their kernel modules, images and files) and
+  # whatever else runs in the cluster. Re-applied from this checkout below: the CNI
+  # (e2e/kind/kindnet.yaml) and everything in manifests/ (CRDs, namespace, RBAC,
+  # controller, agents), so stockade is this checkout's whatever was there before.
+  need_node_image
+  for node in "$CLUSTER-control-plane" "$CLUSTER-worker" "$CLUSTER-worker2"; do
+    kind get nodes --name "$CLUSTER" | grep -qx "$node" \
+      || die "kind cluster $CLUSTER has no node $node (not made from e2e/kind/cluster.yaml): delete it with e2e/kind/down.sh"
+  done
+  echo "kind cluster $CLUSTER exists (node image $NODE_IMAGE); reusing its nodes, re-applying the CNI and stockade from this checkout"
 else
   kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --config "$KIND_DIR/cluster.yaml" --wait 0s
 fi
@@ -46,6 +55,7 @@ fi
 kctl -n stockade-system rollout restart deployment/stockade-controller daemonset/stockade-agent
 kctl -n stockade-system rollout status deployment/stockade-controller --timeout=180s
 kctl -n stockade-system rollout status daemonset/stockade-agent --timeout=180s
+need_installed
 
 echo "starting the external hosts ${EXT_HOSTS[*]}"
 for host in "${EXT_HOSTS[@]}"; do

@@ -131,10 +131,11 @@ NODE_RULE_SET_STATUS: dict[str, Any] = {
     },
 }
 
-PEER_SET_STATUS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"members": {"type": "integer"}},
-}
+# Nothing writes a PeerSet's status: the controller writes specs only (a status
+# write per shard would double its writes) and agents only read PeerSets. The
+# status subresource stays (removing it would be a breaking CRD change) but
+# declares no field, so no column can promise one.
+PEER_SET_STATUS: dict[str, Any] = {"type": "object"}
 
 
 def node_rule_set_crd() -> dict[str, Any]:
@@ -153,12 +154,15 @@ def node_rule_set_crd() -> dict[str, Any]:
 
 
 def peer_set_crd() -> dict[str, Any]:
-    """The PeerSet CRD: cluster-scoped, shared, content-addressed, sharded."""
+    """The PeerSet CRD: cluster-scoped, shared, content-addressed, sharded.
+
+    Its columns read the spec only (set, shard, shards): no status is written, and a
+    member count is not expressible in JSONPath (``.spec.members`` is a list).
+    """
     columns = [
         {"name": "Set", "type": "string", "jsonPath": ".spec.setName"},
         {"name": "Shard", "type": "integer", "jsonPath": ".spec.shard"},
         {"name": "Shards", "type": "integer", "jsonPath": ".spec.shards"},
-        {"name": "Members", "type": "integer", "jsonPath": ".status.members"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return _crd("PeerSet", "peersets", peer_set_schema(), columns, PEER_SET_STATUS)

@@ -379,6 +379,8 @@ def test_metrics_and_health(emu: EmulatorThread, tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
             assert resp.status == 200
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+            assert resp.status == 200  # the CRDs are served (test_controller_crds.py)
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert 'stockade_controller_writes_total{kind="NodeRuleSet",verb="create"} 2.0' in text

@@ -166,6 +166,15 @@ def _kustomization(folder: Path) -> Obj:
     return doc
 
 
+def image_settings(folder: Path) -> list[Obj]:
+    """The kustomization's ``images``, with those of the components it lists."""
+    kust = _kustomization(folder)
+    images: list[Obj] = list(kust.get("images") or [])
+    for component in kust.get("components") or []:
+        images += image_settings((folder / component).resolve())
+    return images
+
+
 def load_files(folder: Path) -> list[Obj]:
     """The objects of the files the kustomization lists, with its image tags applied."""
     kust = _kustomization(folder)
@@ -173,7 +182,7 @@ def load_files(folder: Path) -> list[Obj]:
     for name in kust["resources"]:
         text = (folder / name).read_text(encoding="utf-8")
         docs += [d for d in yaml.safe_load_all(text) if d]
-    tags = {i["name"]: i.get("newTag") for i in kust.get("images") or []}
+    tags = {i["name"]: i.get("newTag") for i in image_settings(folder)}
     for container in _all_containers(docs):
         repo, _, _tag = container["image"].partition(":")
         if tags.get(repo):
@@ -550,9 +559,10 @@ def test_controller_deployment() -> None:
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == options.metrics_port
-    for probe in ("livenessProbe", "readinessProbe"):
+    # Liveness: the tasks run; readiness: also the CRDs are served (operator/discovery.py).
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         http = container[probe]["httpGet"]
-        assert http["path"] == "/healthz", probe
+        assert http["path"] == path, probe
         assert http["port"] in ("metrics", options.metrics_port), probe
 
 
@@ -623,10 +633,15 @@ def test_cleanup_daemonset_runs_cleanup_with_the_agents_privileges() -> None:
 # --------------------------------------------------------------------------- images
 
 
+IMAGE_COMPONENT = MANIFESTS / "image"
+
+
 def test_images_are_stockade_with_an_overridable_tag() -> None:
+    component = _kustomization(IMAGE_COMPONENT)
+    assert component["kind"] == "Component"
+    assert component["images"] == [{"name": "stockade", "newTag": "dev"}]
     for folder in KUSTOMIZATIONS:
-        kust = _kustomization(folder)
-        assert {"name": "stockade", "newTag": "dev"} in kust["images"], folder
+        assert image_settings(folder) == component["images"], folder
         for container in _all_containers(objects(folder)):
             repo, _, tag = container["image"].partition(":")
             assert repo == "stockade", container["name"]
@@ -653,3 +668,86 @@ def test_the_documented_isolate_overlay_enables_the_flag(tmp_path: Path) -> None
     _spec, container = _agent(docs)
     args = agent_parser().parse_args([*container["command"][1:], *container["args"]])
     assert args.isolate_new_pods is True
+
+
+def test_install_and_cleanup_take_the_image_from_one_setting() -> None:
+    """Both trees list the one image component and set no image of their own."""
+    for folder in KUSTOMIZATIONS:
+        kust = _kustomization(folder)
+        assert "images" not in kust, f"{folder}: set the image in manifests/image/ only"
+        listed = [(folder / c).resolve() for c in kust.get("components") or []]
+        assert listed == [IMAGE_COMPONENT], folder
+    install = {c["image"] for c in _all_containers(objects(MANIFESTS))}
+    cleanup = {c["image"] for c in _all_containers(objects(MANIFESTS / "cleanup"))}
+    assert install == cleanup == {"stockade:dev"}
+
+
+def _doc_block(text: str, header: str) -> str:
+    block = re.search(rf"```yaml\n(# {re.escape(header)}\n.*?)```", text, re.S)
+    assert block is not None, f"the overlay {header} is gone from docs/deploy.md"
+    return block.group(1)
+
+
+def test_the_documented_image_overlays_give_both_trees_the_same_image(tmp_path: Path) -> None:
+    """docs/deploy.md's image component and its two overlays, rendered: one image."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the overlays are not rendered")
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    root = tmp_path / "my-stockade"
+    files = {
+        "image": "my-stockade/image/kustomization.yaml",
+        "install": "my-stockade/kustomization.yaml",
+        "cleanup": "my-stockade/cleanup/kustomization.yaml",
+    }
+    docs = {key: yaml.safe_load(_doc_block(text, header)) for key, header in files.items()}
+    # The documented layout names the checkout ../stockade; point it at this one.
+    docs["install"]["resources"] = [os.path.relpath(MANIFESTS, root)]
+    docs["cleanup"]["resources"] = [os.path.relpath(MANIFESTS / "cleanup", root / "cleanup")]
+    for key, header in files.items():
+        path = tmp_path / header
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(docs[key]))
+    want = {"registry.example/stockade:v0.1.0"}
+    for folder in (root, root / "cleanup"):
+        out = subprocess.run(
+            [kubectl, "kustomize", str(folder)], capture_output=True, text=True, check=True
+        ).stdout
+        rendered = [d for d in yaml.safe_load_all(out) if d]
+        assert {c["image"] for c in _all_containers(rendered)} == want, folder
+
+
+# --------------------------------------------------------------------------- priority quota
+
+CRITICAL = ["system-node-critical", "system-cluster-critical"]
+
+
+@pytest.mark.parametrize(
+    ("folder", "namespace"),
+    [(MANIFESTS, NAMESPACE), (MANIFESTS / "cleanup", "stockade-cleanup")],
+    ids=["install", "cleanup"],
+)
+def test_critical_priority_classes_come_with_their_quota(folder: Path, namespace: str) -> None:
+    """GKE admits system-*-critical pods outside kube-system only with a scoped quota."""
+    docs = objects(folder)
+    quotas = [d for d in docs if d["kind"] == "ResourceQuota"]
+    assert len(quotas) == 1, [_ident(q) for q in quotas]
+    quota = quotas[0]
+    assert quota["metadata"]["namespace"] == namespace
+    (expr,) = quota["spec"]["scopeSelector"]["matchExpressions"]
+    assert expr["scopeName"] == "PriorityClass"
+    assert expr["operator"] == "In"
+    assert sorted(expr["values"]) == sorted(CRITICAL)
+    assert set(quota["spec"]["hard"]) == {"pods"}
+    # Every critical pod of this tree is in the quota's namespace and scope.
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "DaemonSet"):
+            klass = doc["spec"]["template"]["spec"].get("priorityClassName")
+            if klass and klass.startswith("system-"):
+                assert klass in expr["values"], _ident(doc)
+                assert doc["metadata"]["namespace"] == namespace, _ident(doc)
+    # kustomize puts the quota before the workloads (applied first).
+    order = [d["kind"] for d in docs]
+    assert order.index("ResourceQuota") < min(
+        order.index(k) for k in ("Deployment", "DaemonSet") if k in order
+    )
