@@ -21,6 +21,12 @@ if [ "${CI:-}" = "true" ]; then
   # In CI a root-only test may not skip: a missing capability must fail loudly.
   export STOCKADE_REQUIRE_ROOT=1
 fi
+if [ "$(id -u)" -eq 0 ]; then
+  # The shipped image, built with Debian's podman (no registry); the image tests in
+  # tests/integration run it with the manifests' security contexts.
+  echo "== image"
+  bash scripts/image.sh
+fi
 # Unit, integration, and the e2e scenarios on the offline engine driver.
 .venv/bin/pytest "${args[@]}" tests e2e
 if [ "$(id -u)" -eq 0 ]; then
