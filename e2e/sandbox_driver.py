@@ -9,6 +9,7 @@ check), and every probe is a real connection between network namespaces.
 from __future__ import annotations
 
 import copy
+import os
 import socket
 from typing import Any
 
@@ -153,7 +154,9 @@ class SandboxDriver:
 
 def make_driver() -> SandboxDriver:
     """Bring a two-node sandbox up (cleaning a crashed one first) for the scenarios."""
-    sandbox = Sandbox(SANDBOX_NAME)
+    # STOCKADE_SANDBOX_IMAGE: agents and controller from the shipped image.
+    image = os.environ.get("STOCKADE_SANDBOX_IMAGE") or None
+    sandbox = Sandbox(SANDBOX_NAME, agent_mode="api" if image else "auto", image=image)
     sandbox.cleanup()
     sandbox.up()
     assert len(NODES) == 2

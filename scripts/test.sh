@@ -32,6 +32,13 @@ fi
 if [ "$(id -u)" -eq 0 ]; then
   echo "== e2e on the sandbox (real namespaces, processes and packets)"
   STOCKADE_E2E_DRIVER=sandbox .venv/bin/pytest "${args[@]}" e2e
+  echo "== e2e through the shipped image (the sandbox's image mode)"
+  # Agents and controller as containers with the manifests' security contexts:
+  # default deny, ipBlock excepts, named ports, agent and controller restarts.
+  STOCKADE_E2E_DRIVER=sandbox STOCKADE_SANDBOX_IMAGE=localhost/stockade:dev \
+    .venv/bin/pytest "${args[@]}" e2e -k "default-deny-all or default-deny-ingress \
+      or egress-cidr-except-clause or ingress-cidr-except-pod or ingress-on-one-named-port \
+      or egress-on-one-named-port or agent-restarted or controller-restarted"
 fi
 echo "== leftovers"
 bash scripts/check-leftovers.sh

@@ -115,9 +115,11 @@ class Sandbox:
         serve_ports: Sequence[int] = SERVE_PORTS_DEFAULT,
         agent_mode: str = "auto",
         isolate_new_pods: bool = False,
+        image: str | None = None,
     ) -> None:
         self.name = name
         self.isolate_new_pods = isolate_new_pods
+        self.image = image
         self.layout = Layout.named(name)
         self.nodes = nodes
         self.dual_stack = dual_stack
@@ -182,6 +184,8 @@ class Sandbox:
             argv.append("--dual-stack")
         if self.isolate_new_pods:
             argv.append("--isolate-new-pods")
+        if self.image:
+            argv += ["--image", self.image]
         with open(self.layout.logs / "supervisor.log", "ab") as logfile:
             proc = subprocess.Popen(
                 argv,
@@ -240,6 +244,11 @@ class Sandbox:
         if leftovers:
             terminate(leftovers)
             done.append(f"killed leftover processes: {', '.join(sorted(leftovers))}")
+        if state.get("image"):
+            # Containers of a crashed image-mode sandbox go before their namespaces.
+            from stockade.sandbox.containers import remove_leftovers  # noqa: PLC0415
+
+            remove_leftovers()
         done += self._remove_namespaces(state.get("run_id"))
         if self.layout.dir.exists():
             remove_dir(self.layout)

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the agents with --isolate-new-pods (API mode)",
     )
+    up.add_argument(
+        "--image",
+        default=None,
+        help="run the agents and the controller from this image, with the manifests' "
+        "security contexts (docs/sandbox.md, 'Image mode')",
+    )
     up.add_argument("--timeout", type=float, default=90.0)
     for name, text in (("apply", "create or update objects"), ("delete", "delete objects")):
         p = sub.add_parser(name, help=f"{text}, then wait until every node enforces it")
@@ -158,6 +164,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         serve_ports=ports,
         agent_mode=args.agent_mode,
         isolate_new_pods=args.isolate_new_pods,
+        image=args.image,
     )
     console = Console(stderr=True)
     start = time.monotonic()

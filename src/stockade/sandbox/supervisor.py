@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,8 +42,9 @@ from stockade.agent.executor import CommandError, SubprocessExecutor
 from stockade.crd import node_rule_set_crd, peer_set_crd
 from stockade.kube import NODE_RULE_SETS, NODES, PEER_SETS, KubeClient, KubeConfig, KubeError
 from stockade.kube import Resource as KubeResource
-from stockade.netlab import Host, Lab, NetlabError, Node
+from stockade.netlab import Host, Lab, NetlabError, Node, in_netns
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
+from stockade.sandbox import containers
 from stockade.sandbox.common import (
     SERVE_PORTS_DEFAULT,
     JsonObject,
@@ -100,8 +102,14 @@ class Supervisor:
         serve_ports: Sequence[int],
         agent_mode: str,
         isolate_new_pods: bool = False,
+        image: str | None = None,
     ) -> None:
         self.layout = layout
+        # Image mode (stockade.sandbox.containers): agents and controller as containers.
+        self.image = image
+        self.relays: list[asyncio.AbstractServer] = []
+        # Process name -> the name of its container (image mode).
+        self.containers: dict[str, str] = {}
         self.isolate_new_pods = isolate_new_pods
         self.node_count = nodes
         self.dual_stack = dual_stack
@@ -120,6 +128,7 @@ class Supervisor:
             "externals": {},
             "agent_mode": agent_mode,
             "isolate_new_pods": isolate_new_pods,
+            "image": image,
             "serve_ports": list(self.serve_ports),
         }
         self.stop = asyncio.Event()
@@ -165,22 +174,93 @@ class Supervisor:
         objects; it keeps no state worth the wait here.)
         """
         procs = {n: self.procs.pop(n) for n in names if n in self.procs}
+        # A container outlives its podman client's SIGKILL: remove it for good.
+        containers.remove([self.containers.pop(n) for n in names if n in self.containers])
         terminate({n: (p.pid, process_start(p.pid)) for n, p in procs.items()}, grace=1.5)
         for name, proc in procs.items():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
             forget_process(self.layout, name)
 
-    def controller_argv(self) -> list[str]:
+    def start_controller(self) -> None:
+        """The controller: a process, or in image mode a container in node-1's namespace."""
+        if self.image is None:
+            self.start_process("controller", self.controller_argv())
+            return
+        assert self.lab is not None
+        first = self.lab.nodes[min(self.lab.nodes)]
+        argv = containers.podman_args(
+            containers.read_manifest("controller.yaml"),
+            image=self.image,
+            name=self._container_name("controller"),
+            netns=first.ns,
+            host_dirs={},
+            args=self._controller_args("/etc/stockade/kubeconfig"),
+        )
+        self.start_process("controller", self._with_kubeconfig(argv))
+
+    def _container_name(self, process: str) -> str:
+        name = f"{self.state.get('run_id', 'run')}-{process}"
+        self.containers[process] = name
+        return name
+
+    def _controller_args(self, kubeconfig: str) -> list[str]:
         return [
-            *console_script("stockade-controller", "stockade.controller.main"),
             "--kubeconfig",
-            str(self.layout.kubeconfig),
+            kubeconfig,
             "--flush-interval",
             "50",
             "--metrics-port",
             "0",
             "--standalone",
+        ]
+
+    def _with_kubeconfig(self, argv: list[str]) -> list[str]:
+        """Mount the sandbox's kubeconfig read-only where the container's args expect it."""
+        at = argv.index("run") + 1
+        mount = f"--volume={self.layout.kubeconfig}:/etc/stockade/kubeconfig:ro"
+        return [*argv[:at], mount, *argv[at:]]
+
+    async def relay_api(self, ns: str) -> None:
+        """Listen on 127.0.0.1 in ``ns`` at the API server's port and relay to it.
+
+        Containers in a sandbox namespace reach the API server (on the host's
+        loopback) with the sandbox's own kubeconfig, unchanged, and no route leads
+        from the namespace to the host's network.
+        """
+        server = str(
+            yaml.safe_load(self.layout.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        )
+        port = int(server.rsplit(":", 1)[1].strip("/"))
+        with in_netns(ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.setblocking(False)
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            with contextlib.suppress(OSError):
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        self.relays.append(await asyncio.start_server(handle, sock=sock))
+
+    def controller_argv(self) -> list[str]:
+        return [
+            *console_script("stockade-controller", "stockade.controller.main"),
+            *self._controller_args(str(self.layout.kubeconfig)),
         ]
 
     def agent_argv(self, node: Node) -> list[str]:
@@ -251,8 +331,38 @@ class Supervisor:
         write_json(self.layout.state, self.state)
         if self.agent_mode == "file" and self.bridge is not None:
             self.bridge.nodes[name] = node
-        self.start_process(f"agent-{name}", self.agent_argv(node))
+        if self.image is None:
+            self.start_process(f"agent-{name}", self.agent_argv(node))
+        else:
+            await self.relay_api(node.ns)
+            self.start_process(f"agent-{name}", self.agent_container_argv(node))
         return {"node": name, **info}
+
+    def agent_container_argv(self, node: Node) -> list[str]:
+        """``podman run`` of the agent in the node's namespace, as manifests/agent.yaml says."""
+        assert self.image is not None
+        state_dir = self.layout.agent_dir(node.name)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            "--node",
+            node.name,
+            "--backend",
+            BACKEND,
+            "--kubeconfig",
+            "/etc/stockade/kubeconfig",
+            "--state-dir",
+            "/var/lib/stockade",
+            *(["--isolate-new-pods"] if self.isolate_new_pods else []),
+        ]
+        argv = containers.podman_args(
+            containers.read_manifest("agent.yaml"),
+            image=self.image,
+            name=self._container_name(f"agent-{node.name}"),
+            netns=node.ns,
+            host_dirs={"/var/lib/stockade": state_dir},
+            args=args,
+        )
+        return self._with_kubeconfig(argv)
 
     async def add_external(self, name: str, ip4: str, ip6: str | None) -> None:
         host: Host = await self.in_lab(lambda: self.lab.add_external(name, ip4, ip6))  # type: ignore[union-attr]
@@ -326,11 +436,15 @@ class Supervisor:
         )
         if self.agent_mode == "file":
             self.bridge = FileBridge(self.client, self.layout)
-        self.phase("starting the controller")
-        self.start_process("controller", self.controller_argv())
+        if self.image is None:
+            self.phase("starting the controller")
+            self.start_controller()
         for i in range(self.node_count):
             self.phase(f"creating node-{i + 1} and its agent")
             await self.add_node()
+        if self.image is not None:
+            self.phase(f"starting the controller from {self.image}")
+            self.start_controller()
         self.phase("starting the kubelet stand-in")
         self.tasks.append(asyncio.create_task(self.kubelet.run(), name="kubelet"))
         if self.bridge is not None:
@@ -348,6 +462,10 @@ class Supervisor:
         # Everything that talks to the API first, all at once; then the API server.
         log.info("stopping the controller and the agents")
         self.stop_processes([n for n in self.procs if n != "emulator"])
+        if self.image is not None:
+            containers.remove_leftovers()
+        for relay in self.relays:
+            relay.close()
         log.info("stopping the API server")
         self.stop_processes(["emulator"])
         if self.client is not None:
@@ -394,20 +512,24 @@ class Supervisor:
             if node not in self.lab.nodes:
                 raise ValueError(f"no node {node}")
             self.stop_process(f"agent-{node}")
-            self.start_process(f"agent-{node}", self.agent_argv(self.lab.nodes[node]))
+            where = self.lab.nodes[node]
+            argv = (
+                self.agent_argv(where) if self.image is None else self.agent_container_argv(where)
+            )
+            self.start_process(f"agent-{node}", argv)
             return {"restarted": f"agent-{node}"}
         if op == "uninstall":
             return await self.uninstall()
         if op == "restart_controller":
             self.stop_process("controller")
-            self.start_process("controller", self.controller_argv())
+            self.start_controller()
             return {"restarted": "controller"}
         if op == "stop_controller":
             self.stop_process("controller")
             return {"stopped": "controller"}
         if op == "start_controller":
             if "controller" not in self.procs:
-                self.start_process("controller", self.controller_argv())
+                self.start_controller()
             return {"started": "controller"}
         if op == "shutdown":
             self.stop.set()
@@ -602,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve-ports", type=_ports, default=list(SERVE_PORTS_DEFAULT))
     parser.add_argument("--agent-mode", choices=("auto", "api", "file"), default="auto")
     parser.add_argument("--isolate-new-pods", action="store_true")
+    parser.add_argument("--image", default=None, help="run agents and controller from IMAGE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
@@ -612,8 +735,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ipaddress.ip_address("127.0.0.1")  # the API server listens on loopback only
     if args.isolate_new_pods and mode != "api":
         parser.error("--isolate-new-pods needs the agents' API mode")
+    if args.image and mode != "api":
+        parser.error("--image needs the agents' API mode")
     supervisor = Supervisor(
-        layout, args.nodes, args.dual_stack, args.serve_ports, mode, args.isolate_new_pods
+        layout,
+        args.nodes,
+        args.dual_stack,
+        args.serve_ports,
+        mode,
+        args.isolate_new_pods,
+        args.image,
     )
     asyncio.run(supervisor.run())
     return 1 if layout.failed.exists() else 0
