@@ -20,15 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from stockade.sandbox.containers import podman_env, read_manifest, security_args
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("STOCKADE_IMAGE", "localhost/stockade:dev")
-ENV = {
-    **os.environ,
-    "CONTAINERS_CONF": str(ROOT / "scripts" / "podman" / "containers.conf"),
-    "CONTAINERS_STORAGE_CONF": str(ROOT / "scripts" / "podman" / "storage.conf"),
-}
+ENV = podman_env()
 REQUIRED = os.environ.get("CI") == "true" or os.environ.get("STOCKADE_REQUIRE_ROOT") == "1"
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
@@ -61,30 +58,13 @@ def podman(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _container(manifest: str) -> dict[str, Any]:
-    """The workload's first container, its securityContext merged over the pod's."""
-    for doc in yaml.safe_load_all((ROOT / "manifests" / manifest).read_text()):
-        if doc and doc.get("kind") in ("Deployment", "DaemonSet"):
-            pod = doc["spec"]["template"]["spec"]
-            container = dict(pod["containers"][0])
-            merged = {**(pod.get("securityContext") or {})}
-            merged.update(container.get("securityContext") or {})
-            container["securityContext"] = merged
-            return container
-    raise AssertionError(f"no workload in {manifest}")
+    """The workload's container as the sandbox's image mode reads it."""
+    return read_manifest(manifest)
 
 
 def _security_args(container: dict[str, Any]) -> list[str]:
-    """podman flags for a container's securityContext, as the manifest writes it."""
-    ctx = container["securityContext"]
-    caps = ctx.get("capabilities") or {}
-    args = [f"--cap-drop={c}" for c in caps.get("drop", [])]
-    args += [f"--cap-add={c}" for c in caps.get("add", [])]
-    if ctx.get("readOnlyRootFilesystem"):
-        args.append("--read-only")
-    if "runAsUser" in ctx:
-        group = ctx.get("runAsGroup", ctx["runAsUser"])
-        args.append(f"--user={ctx['runAsUser']}:{group}")
-    return args
+    """podman flags for the container's securityContext (the sandbox's translation)."""
+    return security_args(container["securityContext"])
 
 
 @pytest.fixture
