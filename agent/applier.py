@@ -349,6 +349,11 @@ class Applier:
     def cut_denied_flows(self, desired: Desired, involving: set[str] | None = None) -> int:
         """Delete conntrack entries of forwarded flows that the new state denies.
 
+        A flow is judged as the FORWARD hook saw it (:class:`Flow`'s seen view): its
+        original source, and its destination after kube-proxy's DNAT (a ClusterIP or
+        NodePort connection is judged by the backend it reached, not the Service
+        address, which is no pod); the entry is deleted by its original tuple.
+
         ``involving``: judge only flows from or to these addresses (after a member
         removal or a pod turning pending, the only flows whose verdict can have
         changed). Flows of pending pods are denied whatever the policies say; the
@@ -364,27 +369,48 @@ class Applier:
         candidates = [
             flow
             for flow in self.conntrack.flows()
-            if (flow.src in targets or flow.dst in targets)
-            and (involving is None or flow.src in involving or flow.dst in involving)
+            if (flow.seen_src in targets or flow.seen_dst in targets)
+            and (involving is None or flow.seen_src in involving or flow.seen_dst in involving)
         ]
         if not candidates:
             return 0
         local = local_addresses(self.netns)
-        # Traffic between a pod and its own node never crosses FORWARD.
-        candidates = [f for f in candidates if f.src not in local and f.dst not in local]
+        # Traffic between a pod and its own node never crosses FORWARD: by the seen
+        # addresses, so a NodePort connection to this node's address DNATed to a pod
+        # is judged (it was forwarded), and a pod's connection to a ClusterIP DNATed
+        # to a host-network endpoint (this node's address) is not (it went to INPUT).
+        candidates = [f for f in candidates if f.seen_src not in local and f.seen_dst not in local]
         if not candidates:
             return 0
         # Addresses several pods claim (stockade.ownership) are denied like pending ones.
+        # STK-FORWARD drops them before its hairpin return, so even a pending or
+        # contested pod reaching itself through its Service is cut.
         pending = desired.pending | frozenset(desired.node.contested_ips)
-        doomed: list[Flow] = [f for f in candidates if f.src in pending or f.dst in pending]
-        judged = [f for f in candidates if f.src not in pending and f.dst not in pending]
+        doomed: list[Flow] = [
+            f for f in candidates if f.seen_src in pending or f.seen_dst in pending
+        ]
+        judged = [
+            f
+            for f in candidates
+            if f.seen_src not in pending
+            and f.seen_dst not in pending
+            # A pod reaching itself through its own Service (hairpin: DNAT back to
+            # itself, seen source == seen destination) is a pod reaching itself,
+            # which is always allowed (semantics rule 12; STK-FORWARD's src == dst
+            # return): never cut it, whatever the evaluator says of the pair.
+            and f.seen_src != f.seen_dst
+        ]
         if judged:
             shards = [ps for group in desired.peer_sets.values() for ps in group]
             evaluator = NodeEvaluator(desired.node, SetIndex(shards))
-            doomed += [f for f in judged if not evaluator.allows(f.src, f.dst, f.dport, f.protocol)]
+            doomed += [
+                f
+                for f in judged
+                if not evaluator.allows(f.seen_src, f.seen_dst, f.seen_dport, f.protocol)
+            ]
         if not doomed:
             return 0
-        deleted = self.conntrack.delete(doomed)
+        deleted = self.conntrack.delete(doomed)  # by the original tuple, conntrack's key
         log.info("cut %d connection(s) the new rules deny", deleted)
         return deleted
 

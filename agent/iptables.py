@@ -244,7 +244,45 @@ class LimitMatch:
         return ("-m", "limit", "--limit", canonical_rate(self.rate), *burst)
 
 
-Match = SetMatch | ProtoMatch | PortRange | ConntrackState | MarkMatch | LimitMatch
+def _same_address_program(family: int) -> str:
+    """Classic BPF, as ``-m bpf --bytecode`` takes it: return 1 when source == destination.
+
+    xt_bpf runs the program on the packet from its network header, so the addresses
+    are at offsets 12 and 16 (IPv4) or 8 and 24 (IPv6, four 32-bit words each). For
+    each word: ``ld [src]; tax; ld [dst]; jeq x, next, fail``; then ``ret #1``,
+    ``ret #0``. Opcodes: 0x20 ld word absolute, 0x07 tax, 0x1d jeq x, 0x06 ret k.
+    """
+    src, dst, words = (12, 16, 1) if family == 4 else (8, 24, 4)
+    code: list[str] = []
+    for i in range(words):
+        fail = 4 * (words - i) - 3  # instructions to skip to reach "ret #0"
+        code += [f"32 0 0 {src + 4 * i}", "7 0 0 0", f"32 0 0 {dst + 4 * i}", f"29 0 {fail} 0"]
+    code += ["6 0 0 1", "6 0 0 0"]
+    return ",".join([str(len(code)), *code])
+
+
+@dataclass(frozen=True, slots=True)
+class SameAddress:
+    """``-m bpf --bytecode "..."``: the packet's source address equals its destination.
+
+    No ipset type available everywhere compares two addresses of a packet with each
+    other (``hash:net,net`` would, but kernels built without
+    ``CONFIG_IP_SET_HASH_NETNET`` refuse it), so a tiny classic BPF program does;
+    iptables-save prints the bytecode back exactly as written here.
+    """
+
+    family: Literal[4, 6]
+
+    def __post_init__(self) -> None:
+        if self.family not in (4, 6):
+            raise IptablesModelError(f"family must be 4 or 6, got {self.family!r}")
+
+    def to_fragment(self) -> tuple[Token, ...]:
+        """The match's arguments."""
+        return ("-m", "bpf", "--bytecode", Text(_same_address_program(self.family)))
+
+
+Match = SetMatch | ProtoMatch | PortRange | ConntrackState | MarkMatch | LimitMatch | SameAddress
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,17 @@ class NetlinkSets:
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """A conntrack entry's original direction: who opened what."""
+    """A conntrack entry: its original tuple, and what the filter FORWARD chain saw.
+
+    ``src``, ``dst``, ``sport`` and ``dport`` are the original tuple (who opened
+    what, as sent): the key conntrack deletes an entry by. ``seen_dst`` and
+    ``seen_dport`` are the destination the FORWARD hook judged: kube-proxy DNATs a
+    ClusterIP or NodePort to a backend in PREROUTING, before FORWARD, so FORWARD saw
+    the backend, which is the reply tuple's source (address and port). The source
+    FORWARD saw is the original one (``src``, :attr:`seen_src`): SNAT and MASQUERADE
+    run in POSTROUTING, after FORWARD. Without NAT both views are the same; left out
+    (``""`` and ``-1``), the seen destination is the original one.
+    """
 
     family: int
     protocol: str
@@ -109,14 +119,45 @@ class Flow:
     dst: str
     sport: int
     dport: int
+    seen_dst: str = ""
+    seen_dport: int = -1
+
+    def __post_init__(self) -> None:
+        if not self.seen_dst:
+            object.__setattr__(self, "seen_dst", self.dst)
+        if self.seen_dport < 0:
+            object.__setattr__(self, "seen_dport", self.dport)
+
+    @property
+    def seen_src(self) -> str:
+        """The source FORWARD saw: the original one (SNAT comes after FORWARD)."""
+        return self.src
+
+    @property
+    def seen(self) -> tuple[str, str, int]:
+        """(source, destination, destination port) as the FORWARD hook judged them."""
+        return self.src, self.seen_dst, self.seen_dport
+
+    @property
+    def natted(self) -> bool:
+        """Whether the destination was translated (DNAT) before FORWARD."""
+        return (self.seen_dst, self.seen_dport) != (self.dst, self.dport)
+
+
+_TUPLE_KEYS = ("src", "dst", "sport", "dport")
 
 
 def parse_conntrack_list(text: str, family: int) -> list[Flow]:
     """The TCP, UDP and SCTP flows of ``conntrack -L -f ipv4|ipv6`` output.
 
     A line reads ``tcp 6 431999 ESTABLISHED src=A dst=B sport=P dport=Q [flags]
-    src=B dst=A ...``: the protocol first, then the original tuple (the first
-    ``src``/``dst``/``sport``/``dport``), then the reply tuple.
+    src=B' dst=A' sport=Q' dport=P' [ASSURED] mark=0 use=1``: the protocol first,
+    then the original tuple (the first ``src``/``dst``/``sport``/``dport``), then the
+    reply tuple (the second), then other fields (``mark=``, ``zone=``, ``use=`` ...),
+    which are ignored. The reply tuple's source gives the destination FORWARD saw
+    (:class:`Flow`); an entry without a complete one (a line cut short) is taken as
+    not translated. A line without a complete original tuple is skipped: it could
+    be neither judged nor deleted.
     """
     out: list[Flow] = []
     for line in text.splitlines():
@@ -124,20 +165,34 @@ def parse_conntrack_list(text: str, family: int) -> list[Flow]:
         if not parts or parts[0].upper() not in _PROTO_NAMES.values():
             continue
         orig: dict[str, str] = {}
+        reply: dict[str, str] = {}
         for part in parts[1:]:
             key, sep, value = part.partition("=")
-            if sep and key in ("src", "dst", "sport", "dport") and key not in orig:
+            if not sep or key not in _TUPLE_KEYS:
+                continue
+            if key not in orig:
                 orig[key] = value
-        if "src" not in orig or "dst" not in orig:
+            elif key not in reply:
+                reply[key] = value
+        if any(key not in orig for key in _TUPLE_KEYS):
             continue
+        replied = "src" in reply and "sport" in reply
+        try:
+            sport, dport = int(orig["sport"]), int(orig["dport"])
+            seen_dport = int(reply["sport"]) if replied else dport
+        except ValueError:
+            continue
+        seen_dst = reply["src"] if replied else orig["dst"]
         out.append(
             Flow(
                 family,
                 parts[0].upper(),
                 orig["src"],
                 orig["dst"],
-                int(orig.get("sport", 0)),
-                int(orig.get("dport", 0)),
+                sport,
+                dport,
+                seen_dst,
+                seen_dport,
             )
         )
     return out
@@ -187,6 +242,12 @@ class ConntrackTable:
                 proto = _PROTO_NAMES.get(t.proto)
                 if proto is None or t.saddr is None or t.daddr is None:
                     continue
+                # The reply tuple's source is what FORWARD saw as destination (Flow).
+                r = getattr(entry, "tuple_reply", None)
+                if r is not None and r.saddr is not None:
+                    seen_dst, seen_dport = r.saddr, r.sport or 0
+                else:
+                    seen_dst, seen_dport = t.daddr, t.dport or 0
                 out.append(
                     Flow(
                         4 if family == socket.AF_INET else 6,
@@ -195,6 +256,8 @@ class ConntrackTable:
                         t.daddr,
                         t.sport or 0,
                         t.dport or 0,
+                        seen_dst,
+                        seen_dport,
                     )
                 )
         return out

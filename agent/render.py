@@ -8,8 +8,9 @@ to write. docs/dataplane.md explains the layout with worked examples.
 Chain layout, per IP family (``<h>`` is a content hash, ``<id>`` a policy id)::
 
     FORWARD      -j STK-FORWARD              (forward_jump, inserted by the applier)
-    STK-FORWARD  ESTABLISHED,RELATED -> RETURN; clear our mark bits;
-                 -j STK-EGRESS; -j STK-INGRESS; clear our mark bits
+    STK-FORWARD  ESTABLISHED,RELATED -> RETURN; [pending and contested drops];
+                 src == dst -> RETURN (a pod reaching itself through a Service);
+                 clear our mark bits; -j STK-EGRESS; -j STK-INGRESS; clear our mark bits
     STK-EGRESS   the root of the egress dispatch tree (same shape as ingress)
     STK-INGRESS  dst not in stk-it4-<root> -> RETURN      (no policy isolates the pod)
                  then per child: dst in stk-ig4-<h> -> -g STK-IG-<h>   (a group)
@@ -72,6 +73,7 @@ from stockade.agent.iptables import (
     RejectWith,
     Return,
     Rule,
+    SameAddress,
     SetDirs,
     SetMark,
     SetMatch,
@@ -691,6 +693,7 @@ class _FamilyRenderer:
                 ),
                 *self._pending_rules(),
                 *self._contested_rules(),
+                *self._self_rules(),
                 # Someone else may have used our bits: start from zero, with our mask only.
                 Rule((), ClearMark(mask), comment("clear stockade mark bits")),
                 *(
@@ -738,6 +741,26 @@ class _FamilyRenderer:
         return [
             Rule((SetMatch(contested.name, d),), verdict, comment(f"{d} address owned by no pod"))
             for d in ("src", "dst")
+        ]
+
+    def _self_rules(self) -> list[Rule]:
+        """A pod reaching itself through a Service (hairpin) passes: semantics rule 12.
+
+        kube-proxy DNATs pod -> ClusterIP to pod -> pod in PREROUTING, so the packet
+        crosses FORWARD with source == destination == the pod's address (the hairpin
+        MASQUERADE comes later, in POSTROUTING). One rule whatever the number of pods:
+        the source equals the destination (:class:`SameAddress`, a BPF match; the
+        ``hash:net,net`` set of (ip, ip) pairs that would do it is missing from
+        kernels built without it). No pod set is needed: a packet from an address to
+        itself either is a local pod's own or isolates nobody on this node. After the
+        pending and contested drops, so those addresses keep only loopback.
+        """
+        return [
+            Rule(
+                (SameAddress(self.family),),
+                Return(),
+                comment("a pod reaching itself (hairpin through a Service)"),
+            )
         ]
 
     def _verdict(self) -> Drop | Reject:

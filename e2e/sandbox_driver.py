@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from e2e.model import NAMESPACES, NODES, model_objects
+from e2e.model import NAMESPACES, NODES, POD_KEYS, PORTS, model_objects, port_name
 from stockade.sandbox.api import Sandbox
 
 Doc = dict[str, Any]
@@ -21,6 +21,11 @@ Matrix = dict[str, dict[str, bool]]
 
 SANDBOX_NAME = "e2e"
 EXTERNAL_HOSTS = {"ext-1": "203.0.113.10", "ext-2": "203.0.113.11"}
+# Through Services, every model pod has its own, selecting it by this label (which
+# the driver keeps on the pod whatever labels a scenario gives it), as the upstream
+# suite gives every pod a Service and connects to its cluster IP.
+SERVICE_LABEL = "e2e.stockade.dev/service"
+VIA = ("pod", "service")
 
 
 def _kernel_has_sctp() -> bool:
@@ -36,19 +41,58 @@ def _key(doc: Doc) -> tuple[str, str, str]:
     return (str(doc.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
 
 
-class SandboxDriver:
-    """:class:`e2e.driver.ClusterDriver` over a running :class:`Sandbox`."""
+def service_name(key: str) -> str:
+    """The Service of model pod ``ns/pod``: ``s-<ns>-<pod>``, in the pod's namespace."""
+    namespace, pod = key.split("/")
+    return f"s-{namespace}-{pod}"
 
-    def __init__(self, sandbox: Sandbox) -> None:
+
+def service_manifest(key: str, protocols: tuple[str, ...]) -> Doc:
+    """A ClusterIP Service for one model pod: each port by its named target port."""
+    namespace, _ = key.split("/")
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service_name(key), "namespace": namespace},
+        "spec": {
+            "selector": {SERVICE_LABEL: service_name(key)},
+            "ports": [
+                {
+                    "name": f"service-port-{proto.lower()}-{port}",
+                    "port": port,
+                    "protocol": proto,
+                    # The container port's name: the backend's number comes from it.
+                    "targetPort": port_name(port, proto),
+                }
+                for port in PORTS
+                for proto in protocols
+            ],
+        },
+    }
+
+
+class SandboxDriver:
+    """:class:`e2e.driver.ClusterDriver` over a running :class:`Sandbox`.
+
+    ``via="service"``: matrices connect to each destination pod's Service cluster IP
+    (kube-proxy's DNAT in every node, then stockade's FORWARD), and an answer counts
+    only when it comes from that pod.
+    """
+
+    def __init__(self, sandbox: Sandbox, via: str = "pod") -> None:
+        if via not in VIA:
+            raise ValueError(f"via must be one of {VIA}, got {via!r}")
         self.sandbox = sandbox
+        self.via = via
         self._sctp = _kernel_has_sctp()
         self._docs: dict[tuple[str, str, str], Doc] = {}
         self._model_keys = {_key(d) for d in model_objects(sctp=self._sctp)}
+        self._cluster_ips: dict[str, str] = {}
 
     @property
     def name(self) -> str:
-        """``sandbox``."""
-        return "sandbox"
+        """``sandbox`` (``sandbox-via-service`` through Services)."""
+        return "sandbox" if self.via == "pod" else "sandbox-via-service"
 
     def supports_protocol(self, protocol: str) -> bool:
         """TCP and UDP always; SCTP when this kernel has SCTP sockets."""
@@ -64,6 +108,16 @@ class SandboxDriver:
         if extra:
             self.delete(extra)
         self.apply(model_objects(sctp=self._sctp))
+        if self.via == "service" and not self._cluster_ips:
+            protocols = ("TCP", "UDP", "SCTP") if self._sctp else ("TCP", "UDP")
+            self.sandbox.apply([service_manifest(key, protocols) for key in POD_KEYS])
+            for key in POD_KEYS:
+                namespace, _ = key.split("/")
+                svc = self.sandbox.api.get("Service", service_name(key), namespace)
+                ip = ((svc or {}).get("spec") or {}).get("clusterIP")
+                if not ip or ip == "None":
+                    raise AssertionError(f"service {namespace}/{service_name(key)} has no IP")
+                self._cluster_ips[key] = ip
 
     def close(self) -> None:
         """Take the sandbox down."""
@@ -76,6 +130,10 @@ class SandboxDriver:
             if doc.get("kind") == "Namespace":
                 labels = doc.setdefault("metadata", {}).setdefault("labels", {})
                 labels["kubernetes.io/metadata.name"] = doc["metadata"]["name"]
+            if self.via == "service" and _key(doc) in self._model_keys and doc["kind"] == "Pod":
+                meta = doc["metadata"]
+                key = f"{meta['namespace']}/{meta['name']}"
+                meta.setdefault("labels", {})[SERVICE_LABEL] = service_name(key)
         self.sandbox.apply(docs)
         for doc in docs:
             self._docs[_key(doc)] = doc
@@ -91,12 +149,34 @@ class SandboxDriver:
 
         Raises when a cell could not be measured (None): unknown is not denied.
         """
+        if self.via == "service":
+            return self._matrix_via_services(port, protocol)
         report = self.sandbox.measure_matrix(port, protocol)
         if report.unknown:
             raise AssertionError(f"{protocol} {port}: {report.why()}")
         return {
             src: {dst: ok is True for dst, ok in row.items()} for src, row in report.matrix.items()
         }
+
+    def _matrix_via_services(self, port: int, protocol: str) -> Matrix:
+        """Every model pod to every model pod's cluster IP; the answer must name the pod."""
+        if port not in PORTS:
+            raise AssertionError(f"the model's Services carry ports {PORTS}, not {port}")
+        jobs = [(s, self._cluster_ips[d], port, protocol) for s in POD_KEYS for d in POD_KEYS]
+        answers = iter(self.sandbox.probe_replies(jobs))
+        matrix: Matrix = {}
+        for src in POD_KEYS:
+            matrix[src] = {}
+            for dst in POD_KEYS:
+                ok, reply = next(answers)
+                if ok is None:
+                    raise AssertionError(f"{src} -> service of {dst} {protocol} {port}: unknown")
+                if ok and reply != dst:
+                    raise AssertionError(
+                        f"{src} -> service of {dst} {protocol} {port}: answered by {reply!r}"
+                    )
+                matrix[src][dst] = bool(ok)
+        return matrix
 
     def probe(self, src: str, dst_ip: str, port: int, protocol: str) -> bool:
         """One real connection attempt from pod ``src``; raises if it could not be made."""
@@ -161,4 +241,5 @@ def make_driver() -> SandboxDriver:
     sandbox.up()
     assert len(NODES) == 2
     assert NAMESPACES
-    return SandboxDriver(sandbox)
+    # STOCKADE_E2E_VIA=service: every matrix through the pods' Services.
+    return SandboxDriver(sandbox, via=os.environ.get("STOCKADE_E2E_VIA") or "pod")

@@ -108,6 +108,10 @@ NETWORK_POLICIES = Resource(
     "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", namespaced=True
 )
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
+SERVICES = Resource("", "v1", "services", "Service", namespaced=True)
+ENDPOINT_SLICES = Resource(
+    "discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced=True
+)
 NODE_RULE_SETS = Resource("stockade.dev", "v1alpha1", "noderulesets", "NodeRuleSet", False)
 PEER_SETS = Resource("stockade.dev", "v1alpha1", "peersets", "PeerSet", namespaced=False)
 

@@ -26,7 +26,13 @@ TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 # The apiVersion each kind is read as; a file may leave it out (hand-written
 # manifests often do), but another version is not silently read as this one.
-API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
+API_VERSIONS = {
+    "Namespace": "v1",
+    "Pod": "v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
+    "Service": "v1",
+    "EndpointSlice": "discovery.k8s.io/v1",
+}
 # YAML 1.1 reads these unquoted words as booleans: say so when a string was meant.
 _YAML_BOOL_HINT = " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it)"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -294,6 +300,9 @@ _NAME_RULES: dict[str, _NameCheck] = {
     "Namespace": dns1123_label,
     "Pod": dns1123_subdomain,
     "NetworkPolicy": dns1123_subdomain,
+    # Service names are DNS labels (they become DNS names under the namespace).
+    "Service": dns1123_label,
+    "EndpointSlice": dns1123_subdomain,
 }
 
 
@@ -326,6 +335,21 @@ def _metadata(
         namespace = _checked_name(raw_ns, "metadata.namespace", dns1123_label, errors)
     labels = _frozen_labels(meta.get("labels"), "metadata.labels", errors)
     return namespace, name, labels
+
+
+def parse_metadata(
+    obj: Mapping[str, Any], errors: list[FieldError], *, namespaced: bool
+) -> tuple[str, str, Labels]:
+    """``(namespace, name, labels)`` of any object, checked as the API server checks them.
+
+    Problems are appended to ``errors``; the values are then empty.
+    """
+    return _metadata(obj, errors, namespaced)
+
+
+def parse_ip(raw: Any, path: str, errors: list[FieldError]) -> str | None:
+    """An IP address string in canonical form; a problem is appended to ``errors``."""
+    return _parse_ip(raw, path, errors)
 
 
 def _timestamp(raw: Any, path: str, errors: list[FieldError]) -> float | None:

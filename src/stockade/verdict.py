@@ -143,9 +143,18 @@ class NodeEvaluator:
                             )
 
     def allows(self, src_ip: str, dst_ip: str, port: int, protocol: str) -> bool:
-        """Whether this node's FORWARD hook lets a new connection through (both checks)."""
+        """Whether this node's FORWARD hook lets a new connection through (both checks).
+
+        In the order of STK-FORWARD: a contested address is denied, then a packet
+        from an address to itself passes (a pod reaching itself through its own
+        Service: kube-proxy's DNAT makes it cross FORWARD with source == destination;
+        semantics rule 12), then the egress and ingress checks. A contested address
+        keeps only loopback, which never meets FORWARD.
+        """
         if src_ip in self._contested or dst_ip in self._contested:
             return False
+        if src_ip == dst_ip:
+            return True
         return all(
             v is None or v.allowed
             for v in (
@@ -305,6 +314,8 @@ class Dataplane:
         if src_ip is None or dst_ip is None:
             return replace(base, note=f"no IPv{family} path")
         if src_ip == dst_ip and src_ip not in self._contested:
+            # Loopback, or through its own Service (hairpin), which FORWARD lets pass
+            # too (NodeEvaluator.allows): allowed either way.
             return replace(base, allowed=True, note="same endpoint (loopback)")
         src_at = self._place(src, src_ip, self._places.get(dst_ip, _Place(None, None)))
         dst_at = self._place(dst, dst_ip, src_at)

@@ -5,6 +5,7 @@ It walks the typed chains (never the text) the way netfilter would for one packe
 back to the last ``-j``; MARK, LOG and NFLOG do not stop evaluation. Sets are looked
 up as the kernel does: hash:ip by address, hash:net by the most specific entry
 (a ``nomatch`` entry means "not in the set"), hash:ip,port by (address, proto, port).
+The BPF "source equals destination" match (:class:`SameAddress`) compares addresses.
 
 Only what stockade renders is supported; anything else raises, so a new match kind
 cannot be silently ignored here.
@@ -34,6 +35,7 @@ from stockade.agent.iptables import (
     ProtoMatch,
     Reject,
     Return,
+    SameAddress,
     SetMark,
     SetMatch,
 )
@@ -133,6 +135,10 @@ class Dataplane:
             return ((trace.mark & match.mask) == match.value) != match.negate
         if isinstance(match, LimitMatch):
             return True  # tests send few packets; the limit never bites
+        if isinstance(match, SameAddress):
+            # The BPF program compares the raw address bytes of the packet's family.
+            src, dst = ipaddress.ip_address(packet.src), ipaddress.ip_address(packet.dst)
+            return src.version == dst.version == match.family and src == dst
         raise TypeError(f"unknown match {match!r}")  # pragma: no cover
 
     def _in_set(self, match: SetMatch, packet: Packet) -> bool:

@@ -35,6 +35,8 @@ from stockade.agent.render import (
 )
 from stockade.ruleset import (
     KnownPod,
+    LocalPod,
+    NodeRuleSet,
     PeerMember,
     PeerSet,
     node_rule_set_to_dict,
@@ -378,6 +380,51 @@ def test_full_length_hash_net_members_compare_equal_to_what_was_rendered() -> No
     sets = parse_ipset_save(text)
     assert sets["stk-c"].members == frozenset({"10.0.1.0/24", "10.0.1.12/32 nomatch"})
     assert sets["stk-c6"].members == frozenset({"fd00::5/128"})
+
+
+# The hairpin rule of STK-FORWARD exactly as iptables-nft-save and iptables-legacy-save
+# print it (read back from a kernel; tests/integration/test_hairpin.py checks it live).
+HAIRPIN_SAVE = {
+    4: '-A STK-FORWARD -m bpf --bytecode "6,32 0 0 12,7 0 0 0,32 0 0 16,29 0 1 0,6 0 0 1,'
+    '6 0 0 0" -m comment --comment "stockade:a pod reaching itself (hairpin through a '
+    'Service)" -j RETURN',
+    6: '-A STK-FORWARD -m bpf --bytecode "18,32 0 0 8,7 0 0 0,32 0 0 24,29 0 13 0,'
+    "32 0 0 12,7 0 0 0,32 0 0 28,29 0 9 0,32 0 0 16,7 0 0 0,32 0 0 32,29 0 5 0,"
+    '32 0 0 20,7 0 0 0,32 0 0 36,29 0 1 0,6 0 0 1,6 0 0 0" -m comment --comment '
+    '"stockade:a pod reaching itself (hairpin through a Service)" -j RETURN',
+}
+
+
+def test_the_hairpin_rule_reads_back_as_rendered() -> None:
+    rendered = _rendered()
+    for family in (4, 6):
+        want = desired_table(rendered.family(family))["STK-FORWARD"]
+        assert HAIRPIN_SAVE[family] in want
+        live = parse_iptables_save(f"*filter\n:STK-FORWARD - [0:0]\n{HAIRPIN_SAVE[family]}\n")
+        assert live.chains["STK-FORWARD"] == [HAIRPIN_SAVE[family]]
+
+
+def _with_pods(rendered_node: NodeRuleSet, ips: Sequence[str]) -> NodeRuleSet:
+    """``rendered_node`` with its first policy also selecting new pods at ``ips``."""
+    pods = [LocalPod(f"x/new-{i}", (ip,)) for i, ip in enumerate(ips)]
+    first, *rest = rendered_node.policies
+    grown = replace(first, targets=tuple(sorted((*first.targets, *(p.name for p in pods)))))
+    return replace(rendered_node, pods=(*rendered_node.pods, *pods), policies=(grown, *rest))
+
+
+def test_pod_churn_is_a_set_change_and_never_touches_the_hairpin_rule() -> None:
+    bundle = compile_bundle([CLUSTER], "n1")
+    before = render(bundle.node, bundle.peer_sets, options=RenderOptions())
+    tables, sets = _as_live(before)
+    for ips in (["10.0.1.200"], ["10.0.1.200", "fd00::1:200", "10.0.1.201"]):
+        after = render(_with_pods(bundle.node, ips), bundle.peer_sets, options=RenderOptions())
+        for family in (4, 6):
+            assert after.restore_text(family) == before.restore_text(family)
+        plan = make_plan(after, tables, sets)
+        assert not plan.iptables  # the hairpin rule (and every other rule) stays as it is
+        assert not plan.set_restore
+        assert {c.value for c in plan.member_changes if c.add} >= set(ips)
+        assert all(c.add for c in plan.member_changes)
 
 
 # --- the applier's shortcuts: unchanged input, member-only churn ---------------------

@@ -169,10 +169,10 @@ def test_differences_report_unknown_cells_as_unknown() -> None:
 class FakeLab:
     has_sctp = False
 
-    def probe(self, ns: str, dst: str, port: int, proto: str, timeout: float) -> bool:
+    def ask(self, ns: str, dst: str, port: int, proto: str, timeout: float) -> str | None:
         if dst == "10.9.9.9":
             raise MissingFeatureError("ipv6", "this kernel has no IPv6 TCP socket")
-        return dst == "10.244.2.20"
+        return "shop/b" if dst == "10.244.2.20" else None
 
 
 class FakeKubelet:
@@ -204,6 +204,8 @@ def test_the_supervisor_says_why_a_probe_is_unknown(tmp_path: Path) -> None:
         "shop/gone is not a running pod, node or external host of the sandbox",
         "this kernel has no IPv6 TCP socket",
     ]
+    # what answered: through a Service, the backend kube-proxy picked
+    assert answer["replies"] == ["shop/b", None, None, None, None]
     json.dumps(answer)  # it goes over the control socket
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +40,7 @@ from stockade.agent.iptables import (
     ProtoMatch,
     Return,
     Rule,
+    SameAddress,
     SetMatch,
     quote,
     render_rule,
@@ -52,6 +55,8 @@ from stockade.agent.render import (
     RenderError,
     RenderOptions,
     RenderOptionsError,
+    contested_set_name,
+    pending_set_name,
     render,
 )
 from stockade.cluster import parse_documents
@@ -72,6 +77,7 @@ from stockade.ruleset import (
     SelectorRequirement,
     stable_hash,
 )
+from stockade.verdict import Dataplane as Engine
 from stockade.verdict import NodeEvaluator, SetIndex
 from tests.unit.iptables_sim import Dataplane, Packet, Verdict
 from tests.unit.strategies import EXTERNAL, PROBE_PORTS, PROTOCOLS, cluster_docs
@@ -854,3 +860,130 @@ def test_deep_dispatch_trees_agree_with_the_engine(data: st.DataObject, binary: 
             for port in range(79, 97):
                 got = plane.verdict(Packet(src, dst, "TCP", port)) == "RETURN"
                 assert got == engine.allows(src, dst, port, "TCP"), (src, dst, port)
+
+
+# --- a pod reaching itself through its own Service (hairpin) ---------------------------
+
+SELF_COMMENT = "stockade:a pod reaching itself (hairpin through a Service)"
+
+
+def _hairpin_node(*, contested: tuple[str, ...] = ()) -> NodeRuleSet:
+    """Two pods isolated both ways by a policy that allows nothing (default deny)."""
+    deny = policy("shop/deny", ingress=[], egress=[])
+    pods = [lpod("web", "10.0.1.10", "fd00::10"), lpod("cli", "10.0.1.11", "fd00::11")]
+    return replace(node(pods, (deny, ["web", "cli"])), contested_ips=contested)
+
+
+def _forward_chain(out: RenderedNode, family: IPFamily) -> Chain:
+    return next(c for c in out.family(family).chains if c.name == "STK-FORWARD")
+
+
+def test_a_pod_reaching_itself_passes_after_the_drops_and_before_the_dispatch() -> None:
+    out = render(
+        _hairpin_node(contested=("10.0.1.99",)),
+        {},
+        options=RenderOptions(isolate_new_pods=True),
+        pending=("10.0.1.98",),
+    )
+    for family in (4, 6):
+        rules = _forward_chain(out, family).rules
+        own = [i for i, r in enumerate(rules) if r.comment == SELF_COMMENT]
+        assert len(own) == 1
+        hairpin = rules[own[0]]
+        assert hairpin.matches == (SameAddress(family),)
+        assert isinstance(hairpin.action, Return)
+        # after the established return and the pending and contested drops...
+        drops = {m.set_name for r in rules[: own[0]] for m in r.matches if isinstance(m, SetMatch)}
+        assert drops == {pending_set_name(family), contested_set_name(family)}
+        # ...and before any mark or policy dispatch
+        assert [r.comment for r in rules[own[0] + 1 :]] == [
+            "stockade:clear stockade mark bits",
+            "stockade:egress policy",
+            "stockade:ingress policy",
+            "stockade:clear stockade mark bits",
+        ]
+    # one rule, spelled as iptables-save prints it back (checked against the kernel
+    # by tests/integration/test_hairpin.py); no set: the BPF program compares addresses
+    v4 = render_rule("STK-FORWARD", _forward_chain(out, 4).rules[own[0]])
+    assert v4 == (
+        '-A STK-FORWARD -m bpf --bytecode "6,32 0 0 12,7 0 0 0,32 0 0 16,29 0 1 0,6 0 0 1,'
+        f'6 0 0 0" -m comment --comment "{SELF_COMMENT}" -j RETURN'
+    )
+    v6 = render_rule("STK-FORWARD", _forward_chain(out, 6).rules[own[0]])
+    assert '--bytecode "18,32 0 0 8,7 0 0 0,32 0 0 24,29 0 13 0,' in v6
+    assert v6.count("29 0 ") == 4  # all four words of the addresses are compared
+
+
+def test_the_hairpin_rule_is_there_without_pods_or_policies_and_never_grows() -> None:
+    empty = render(NodeRuleSet("node-a", (), (), ()), {}, options=RenderOptions())
+    many = render(_many_groups(40, 3), {}, options=RenderOptions())
+    for family in (4, 6):
+        for out in (empty, many):
+            rules = _forward_chain(out, family).rules
+            assert [r.comment for r in rules].count(SELF_COMMENT) == 1
+    assert not empty.v4.ipsets  # no set behind it either
+    assert not empty.v6.ipsets
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_hairpin_verdicts_in_the_simulator_and_the_engine(family: IPFamily) -> None:
+    web, cli = ("10.0.1.10", "10.0.1.11") if family == 4 else ("fd00::10", "fd00::11")
+    rules = _hairpin_node()
+    plane = _dataplane(render(rules, {}, options=RenderOptions()), family)
+    engine = NodeEvaluator(rules, SetIndex([]))
+    for proto in ("TCP", "UDP"):
+        # after kube-proxy's DNAT: pod -> itself, whichever port the Service maps
+        assert plane.verdict(Packet(web, web, proto, 80)) == "RETURN"
+        assert engine.allows(web, web, 80, proto)
+        # another pod through the same Service is still judged by policy
+        assert plane.verdict(Packet(cli, web, proto, 80)) == "DROP"
+        assert not engine.allows(cli, web, 80, proto)
+    # the hairpin rule does not leak into other traffic: only src == dst matches
+    trace = plane.evaluate(Packet(cli, web))
+    assert trace.verdict == "DROP"
+    assert trace.chains[1] == "STK-EGRESS"  # it went on to the policy dispatch
+
+
+def test_a_contested_or_pending_address_does_not_reach_itself() -> None:
+    """A contested address keeps only loopback; a pending pod gets nothing yet."""
+    rules = _hairpin_node(contested=("10.0.1.10",))
+    rules = replace(rules, pods=(lpod("web", "fd00::10"), rules.pods[1]))
+    out = render(rules, {}, options=RenderOptions(isolate_new_pods=True), pending=("10.0.1.11",))
+    plane = _dataplane(out, 4)
+    engine = NodeEvaluator(rules, SetIndex([]))
+    assert plane.verdict(Packet("10.0.1.10", "10.0.1.10")) == "DROP"
+    assert not engine.allows("10.0.1.10", "10.0.1.10", 80, "TCP")
+    assert plane.verdict(Packet("10.0.1.11", "10.0.1.11")) == "DROP"  # pending: agent-side only
+    # the same pod's uncontested IPv6 address still reaches itself
+    assert _dataplane(out, 6).verdict(Packet("fd00::10", "fd00::10")) == "RETURN"
+    assert engine.allows("fd00::10", "fd00::10", 80, "TCP")
+
+
+def test_the_engine_agrees_with_itself_on_a_pod_and_its_own_address() -> None:
+    """Dataplane.verdict (same pod) and NodeEvaluator.allows (hairpin) say the same."""
+    docs = yaml.safe_load_all(
+        textwrap.dedent(
+            """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web, namespace: shop, labels: {app: web}}
+        spec: {nodeName: n1, containers: [{name: c}]}
+        status: {phase: Running, podIP: 10.0.1.10, podIPs: [{ip: 10.0.1.10}, {ip: fd00::10}]}
+        ---
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: deny, namespace: shop}
+        spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
+        """
+        )
+    )
+    parsed = parse_documents([d for d in docs if d])
+    assert not parsed.errors
+    compiled = compile_cluster(parsed.cluster)
+    engine = Engine(parsed.cluster, compiled)
+    pod = parsed.cluster.pods["shop/web"]
+    node_engine = NodeEvaluator(compiled.node_rule_sets["n1"], SetIndex([]))
+    for family, ip in ((4, "10.0.1.10"), (6, "fd00::10")):
+        assert engine.verdict(pod, pod, 80, "TCP", family).allowed
+        assert engine.verdict(ip, ip, 80, "TCP", family).allowed
+        assert node_engine.allows(ip, ip, 80, "TCP")

@@ -1,4 +1,9 @@
-"""``python -m stockade.emulator --port N --kubeconfig PATH``: run the emulator standalone."""
+"""``python -m stockade.emulator --port N --kubeconfig PATH``: run the emulator standalone.
+
+``--service-cidr 10.96.0.0/16[,fd00:10:96::/112]`` sets the Service range (one CIDR, or
+two of different IP families for dual-stack, the first the primary), as kube-apiserver's
+``--service-cluster-ip-range``; ``--service-node-port-range 30000-32767`` the node ports.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import contextlib
 import signal
 import sys
 
+from stockade.emulator.allocation import DEFAULT_SERVICE_CIDRS, PortRange, parse_service_cidrs
 from stockade.emulator.server import Emulator
 
 
@@ -16,6 +22,8 @@ async def _serve(args: argparse.Namespace) -> None:
         log_limit=args.log_limit,
         bookmark_interval=args.bookmark_interval,
         request_log=args.request_log,
+        service_cidrs=args.service_cidr,
+        node_port_range=args.service_node_port_range,
     )
     url = await emulator.start(args.host, args.port)
     if args.kubeconfig:
@@ -30,6 +38,21 @@ async def _serve(args: argparse.Namespace) -> None:
     await emulator.stop()
 
 
+def _service_cidrs(text: str) -> list[str]:
+    try:
+        return [r.cidr for r in parse_service_cidrs(text)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        ports = PortRange.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return ports.low, ports.high
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the options and serve until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -42,6 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bookmark-interval", type=float, default=5.0)
     parser.add_argument(
         "--request-log", type=int, default=2000, help="requests kept for /_emulator/requests"
+    )
+    parser.add_argument(
+        "--service-cidr",
+        "--service-cluster-ip-range",
+        default=",".join(DEFAULT_SERVICE_CIDRS),
+        type=_service_cidrs,
+        help="one CIDR, or two (IPv4 and IPv6) comma-separated, the first the primary family "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--service-node-port-range",
+        default="30000-32767",
+        type=_port_range,
+        help="the node ports handed out (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     asyncio.run(_serve(args))

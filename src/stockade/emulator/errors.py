@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -72,3 +73,31 @@ def invalid(kind: str, name: str, message: str) -> ApiError:
     return ApiError(
         422, "Invalid", f'{kind} "{name}" is invalid: {message}', {"name": name, "kind": kind}
     )
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One field error of a 422 ``Invalid`` (a ``StatusCause``)."""
+
+    reason: str  # FieldValueInvalid, FieldValueRequired...
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def invalid_fields(kind: str, name: str, causes: list[Cause], group: str = "") -> ApiError:
+    """A 422 ``Invalid`` listing field errors the way kube-apiserver words them.
+
+    ``Service "web" is invalid: spec.clusterIP: Invalid value: "x": field is immutable``;
+    several errors are listed in brackets, comma-separated. ``details.causes`` names
+    each field.
+    """
+    what = f"{kind}.{group}" if group else kind
+    text = str(causes[0]) if len(causes) == 1 else "[" + ", ".join(map(str, causes)) + "]"
+    details: dict[str, Any] = {"name": name, "group": group, "kind": kind}
+    details["causes"] = [
+        {"reason": c.reason, "message": c.message, "field": c.field} for c in causes
+    ]
+    return ApiError(422, "Invalid", f'{what} "{name}" is invalid: {text}', details)

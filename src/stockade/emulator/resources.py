@@ -124,6 +124,7 @@ BUILTIN_RESOURCES: tuple[ResourceDef, ...] = (
     _builtin("", "v1", "resourcequotas", "ResourceQuota", True, ("quota",), status=True),
     _builtin("", "v1", "limitranges", "LimitRange", True, ("limits",)),
     _builtin("events.k8s.io", "v1", "events", "Event", True, ("ev",)),
+    _builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     _builtin("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
     _builtin(
         "apiextensions.k8s.io",

@@ -21,7 +21,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,14 @@ import yaml
 from aiohttp import web
 
 from stockade.emulator import patching, tables
+from stockade.emulator.allocation import (
+    DEFAULT_NODE_PORT_RANGE,
+    DEFAULT_SERVICE_CIDRS,
+    Transaction,
+)
 from stockade.emulator.errors import ApiError, already_exists, conflict, invalid, not_found
 from stockade.emulator.faults import Faults
+from stockade.emulator.networking import ServiceNetwork, admit_endpointslice
 from stockade.emulator.resources import (
     BUILTIN_RESOURCES,
     ResourceDef,
@@ -61,6 +67,8 @@ ADMIN_PREFIX = "/_emulator/"
 # Resources whose spec the server defaults (``Emulator._default`` writes into it).
 _DEFAULTED = frozenset({("", "pods"), ("", "services"), ("networking.k8s.io", "networkpolicies")})
 _NS_KEY = ("", "namespaces")
+_SVC_KEY = ("", "services")
+_SLICE_KEY = ("discovery.k8s.io", "endpointslices")
 
 
 def _now() -> str:
@@ -95,6 +103,10 @@ class Emulator:
     ``request_log`` is how many ``(method, path?query)`` pairs ``requests`` keeps.
     A deleted namespace stays Terminating for ``namespace_cleanup_delay`` seconds before
     its contents and then itself are deleted, as the namespace controller does it.
+    Services get cluster IPs from ``service_cidrs`` (one or two CIDRs of different IP
+    families, the first the primary; a comma-separated string or a sequence) and node
+    ports from ``node_port_range``, as kube-apiserver's ``--service-cluster-ip-range``
+    and ``--service-node-port-range`` (see :mod:`stockade.emulator.networking`).
     """
 
     def __init__(
@@ -106,8 +118,11 @@ class Emulator:
         namespace_cleanup_delay: float = 0.5,
         namespaces: Iterable[str] = DEFAULT_NAMESPACES,
         request_log: int = 2000,
+        service_cidrs: str | Sequence[str] = DEFAULT_SERVICE_CIDRS,
+        node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE,
     ) -> None:
         self.faults = Faults()
+        self.network = ServiceNetwork(service_cidrs, node_port_range)
         self.bookmark_interval = bookmark_interval
         self.require_namespaces = require_namespaces
         self.namespace_cleanup_delay = namespace_cleanup_delay
@@ -437,9 +452,12 @@ class Emulator:
             meta.pop(key, None)
         self._prepare_create(rd, obj, raw=raw)
         self._default(rd, obj)
+        txn = self._admit(rd, namespace, name, obj, None)
         if dry_run:
+            txn.rollback()
             meta["resourceVersion"] = str(self._rv)
             return obj
+        txn.commit()
         meta["resourceVersion"] = self._next_rv()
         store[(namespace or "", name)] = obj
         self._record("ADDED", rd, obj, None)
@@ -454,6 +472,8 @@ class Emulator:
             obj["status"] = {**status, "phase": "Active"}
         elif key == ("", "pods") and not raw:
             obj["status"] = {"phase": "Pending"}
+        elif key == _SVC_KEY and not raw:
+            obj["status"] = {"loadBalancer": {}}
         elif key == _CRD_KEY:
             names = (obj.get("spec") or {}).get("names") or {}
             versions = (obj.get("spec") or {}).get("versions") or []
@@ -497,9 +517,6 @@ class Emulator:
                 for container in spec.get(field) or []:
                     for port in container.get("ports") or []:
                         port.setdefault("protocol", "TCP")
-        elif key == ("", "services"):
-            for port in spec.get("ports") or []:
-                port.setdefault("protocol", "TCP")
         elif key == ("networking.k8s.io", "networkpolicies"):
             for direction in ("ingress", "egress"):
                 for rule in spec.get(direction) or []:
@@ -507,6 +524,22 @@ class Emulator:
                         port.setdefault("protocol", "TCP")
             if not spec.get("policyTypes"):
                 spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+
+    def _admit(
+        self, rd: ResourceDef, namespace: str | None, name: str, obj: Obj, old: Obj | None
+    ) -> Transaction:
+        """What kube-apiserver does to a Service or an EndpointSlice on a write.
+
+        Services are defaulted and get their cluster IPs and node ports (the returned
+        transaction is committed once the write is stored, rolled back on a dry run);
+        EndpointSlices are validated. Raises a 422 ``ApiError`` for an invalid object.
+        """
+        key = rd.storage_key
+        if key == _SVC_KEY:
+            return self.network.admit(namespace or "", name, obj, old)
+        if key == _SLICE_KEY:
+            admit_endpointslice(obj, old)
+        return Transaction()
 
     @staticmethod
     def _own(rd: ResourceDef, body: Obj) -> Obj:
@@ -584,6 +617,7 @@ class Emulator:
         new["apiVersion"] = rd.api_version
         new["kind"] = rd.kind
         self._default(rd, new)
+        txn = Transaction() if status_only else self._admit(rd, namespace, name, new, current)
         meta = new.setdefault("metadata", {})
         old_meta = current["metadata"]
         for key in (
@@ -601,11 +635,14 @@ class Emulator:
                 meta.pop(key, None)
         meta["resourceVersion"] = old_meta["resourceVersion"]
         if self._comparable(new) == self._comparable(current):
+            txn.commit()  # the same values as stored: nothing taken, nothing given back
             return current
         if self._spec_part(rd, new) != self._spec_part(rd, current):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         if dry_run:
+            txn.rollback()
             return new
+        txn.commit()
         meta["resourceVersion"] = self._next_rv()
         self._store(rd)[(namespace or "", name)] = new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
@@ -667,6 +704,8 @@ class Emulator:
         meta = obj["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
         self._store(rd).pop(key, None)
+        if rd.storage_key == _SVC_KEY:
+            self.network.release(obj)
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = self._next_rv()
         self._record("DELETED", rd, gone, obj)
@@ -1492,12 +1531,27 @@ def write_kubeconfig(path: str | Path, url: str, namespace: str = "default") -> 
 
 
 class EmulatorThread:
-    """Runs an Emulator on its own event loop in a background thread (a context manager)."""
+    """Runs an Emulator on its own event loop in a background thread (a context manager).
+
+    Without ``emulator``, a default one is made with ``service_cidrs`` (one or two
+    CIDRs, comma-separated or a sequence; the emulator's default when None).
+    """
 
     def __init__(
-        self, emulator: Emulator | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        emulator: Emulator | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        service_cidrs: str | Sequence[str] | None = None,
     ) -> None:
-        self.emulator = emulator if emulator is not None else Emulator()
+        if emulator is not None and service_cidrs is not None:
+            raise ValueError("service_cidrs is for the emulator the thread makes itself")
+        if emulator is None:
+            emulator = (
+                Emulator(service_cidrs=service_cidrs) if service_cidrs is not None else Emulator()
+            )
+        self.emulator = emulator
         self._host = host
         self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None

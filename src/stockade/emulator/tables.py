@@ -206,6 +206,75 @@ def _event_cells(ev: Obj, now: datetime.datetime) -> list[Cell]:
     ]
 
 
+def _service_external_ip(svc: Obj) -> str:
+    """kubectl's EXTERNAL-IP of a Service (``getServiceExternalIP``)."""
+    spec = svc.get("spec") or {}
+    external = [str(ip) for ip in spec.get("externalIPs") or []]
+    kind = spec.get("type") or "ClusterIP"
+    if kind in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    if kind == "LoadBalancer":
+        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        found = [i.get("ip") or i.get("hostname") for i in ingress if isinstance(i, dict)]
+        result = [str(v) for v in found if v] + external
+        return ",".join(result) or "<pending>"
+    if kind == "ExternalName":
+        return str(spec.get("externalName") or "")
+    return "<unknown>"
+
+
+def _service_cells(svc: Obj, now: datetime.datetime) -> list[Cell]:
+    spec = svc.get("spec") or {}
+    cluster_ips = spec.get("clusterIPs") or []
+    ports = []
+    for port in spec.get("ports") or []:
+        text = f"{port.get('port')}/{port.get('protocol') or 'TCP'}"
+        if port.get("nodePort"):
+            text = f"{port.get('port')}:{port['nodePort']}/{port.get('protocol') or 'TCP'}"
+        ports.append(text)
+    selector = spec.get("selector") or {}
+    return [
+        svc["metadata"]["name"],
+        spec.get("type") or "",
+        cluster_ips[0] if cluster_ips else "<none>",
+        _service_external_ip(svc),
+        ",".join(ports) or "<none>",
+        age(svc["metadata"].get("creationTimestamp"), now),
+        ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>",
+    ]
+
+
+def _list_with_more(items: list[str], limit: int = 3) -> str:
+    """kubectl's ``a,b,c + 2 more...`` (``<unset>`` when empty)."""
+    text = ",".join(items[:limit])
+    if len(items) > limit:
+        return f"{text} + {len(items) - limit} more..."
+    return text or "<unset>"
+
+
+def _endpointslice_cells(eps: Obj, now: datetime.datetime) -> list[Cell]:
+    ports = []
+    for port in eps.get("ports") or []:
+        if port.get("port") is not None:
+            ports.append(str(port["port"]))
+        elif port.get("name") is not None:
+            ports.append(str(port["name"]))
+        else:
+            ports.append("*")
+    addresses = [
+        str(address)
+        for endpoint in eps.get("endpoints") or []
+        for address in endpoint.get("addresses") or []
+    ]
+    return [
+        eps["metadata"]["name"],
+        eps.get("addressType") or "",
+        _list_with_more(ports),
+        _list_with_more(addresses),
+        age(eps["metadata"].get("creationTimestamp"), now),
+    ]
+
+
 _Builtin = tuple[list[Obj], Callable[[Obj, datetime.datetime], list[Cell]]]
 
 
@@ -240,6 +309,13 @@ def _builtin_table(rd: ResourceDef) -> _Builtin | None:
         ]
         defs += [_definition("Container-Runtime", priority=1)]
         return defs, _node_cells
+    if key == ("", "services"):
+        defs = [name] + [_definition(t) for t in ("Type", "Cluster-IP", "External-IP")]
+        defs += [_definition("Port(s)"), _definition("Age"), _definition("Selector", priority=1)]
+        return defs, _service_cells
+    if key == ("discovery.k8s.io", "endpointslices"):
+        defs = [name] + [_definition(t) for t in ("AddressType", "Ports", "Endpoints", "Age")]
+        return defs, _endpointslice_cells
     if key == ("networking.k8s.io", "networkpolicies"):
         return [name, _definition("Pod-Selector"), _definition("Age")], lambda o, now: [
             o["metadata"]["name"],

@@ -51,6 +51,8 @@ from stockade.sandbox.common import (
     remove_dir,
     terminate,
 )
+from stockade.sandbox.servicectl import content_digest
+from stockade.services import desired_slices, parse_service
 
 Matrix = dict[str, dict[str, bool]]
 """The engine's prediction (:meth:`Sandbox.expected_matrix`): every cell is known."""
@@ -63,7 +65,7 @@ PROBE_TIMEOUT = 1.0
 BACKEND: Backend = "nft"
 
 # Applied in this order; deleted in the reverse.
-_ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2}
+_ORDER = {"Namespace": 0, "Pod": 1, "Service": 2, "EndpointSlice": 2, "NetworkPolicy": 2}
 
 
 @dataclass
@@ -447,6 +449,9 @@ class Sandbox:
                 out.append(f"pod {meta.get('namespace')}/{meta['name']} is not running yet")
         if out:
             return out
+        out += self._service_problems(state, list(snap.cluster.pods.values()))
+        if out:
+            return out
         compiled = compile_cluster(snap.cluster)
         out += self._published_problems(compiled)
         if out:
@@ -471,6 +476,35 @@ class Sandbox:
                 out.append(f"node {node}: the kernel differs ({len(diff)}): {diff[0]}")
         return out
 
+    def _service_problems(self, state: Mapping[str, Any], pods: list[Pod]) -> list[str]:
+        """EndpointSlices written and every node's kube-proxy rules current (the stand-ins).
+
+        The stand-ins publish a digest of the Service and EndpointSlice versions their
+        last complete pass programmed; it must equal the API's, and every slice the
+        EndpointSlice controller should write must be written.
+        """
+        if not state.get("services"):
+            return []  # a sandbox from before the stand-ins
+        services = self.api.list("Service")
+        slices = self.api.list("EndpointSlice")
+        out: list[str] = []
+        written = {_ns_name(o) for o in slices}
+        for obj in services:
+            try:
+                service = parse_service(obj)
+            except InvalidObjectError:
+                continue
+            for body in desired_slices(service, pods):
+                if f"{service.namespace}/{body['metadata']['name']}" not in written:
+                    out.append(f"the EndpointSlices of service {service.key} are not written yet")
+                    break
+        if out:
+            return out
+        status = self.status().get("services") or {}
+        if status.get("digest") != content_digest(services, slices):
+            out.append("kube-proxy has not programmed the current Services yet")
+        return out
+
     def _published_problems(self, compiled: CompiledCluster) -> list[str]:
         out: list[str] = []
         published = {o["metadata"]["name"]: o for o in self.api.list("NodeRuleSet")}
@@ -491,8 +525,10 @@ class Sandbox:
             generation = obj["metadata"].get("generation")
             if status.get("applied") is not True or status.get("appliedGeneration") != generation:
                 out.append(f"NodeRuleSet {node}: the agent has not applied generation {generation}")
-        for node in by_node:
-            if node not in compiled.node_rule_sets:
+        for node, obj in by_node.items():
+            if node not in compiled.node_rule_sets and not _empty_rule_set(obj):
+                # The controller keeps an empty rule set for every Node (a node whose
+                # pods all left has one); the engine compiles none for it.
                 out.append(f"NodeRuleSet {node} is stale")
         peer_sets = {o["metadata"]["name"]: o for o in self.api.list("PeerSet")}
         for name, ps in compiled.peer_sets.items():
@@ -555,6 +591,24 @@ class Sandbox:
             for ok, r in zip(results, reasons, strict=True)
         ]
         return results, reasons
+
+    def probe_replies(
+        self,
+        probes: Sequence[tuple[str, str, int, str]],
+        timeout: float = PROBE_TIMEOUT,
+    ) -> list[tuple[bool | None, str | None]]:
+        """:meth:`probe` with what answered: ``(result, reply)``, reply ``ns/name`` of a pod.
+
+        Through a Service the reply names the backend kube-proxy picked, so a test can
+        check that the connection reached the pod it judged.
+        """
+        if not probes:
+            return []
+        request = {"op": "probe", "probes": [list(p) for p in probes], "timeout": timeout}
+        answer = control_call(self.layout, request, timeout=timeout * 4 + 30)
+        results: list[bool | None] = list(answer["results"])
+        replies: list[str | None] = list(answer.get("replies") or [None] * len(results))
+        return list(zip(results, replies, strict=True))
 
     def unmeasurable(self, protocol: str) -> str | None:
         """Why no probe over ``protocol`` can be made in this sandbox at all (None: it can).
@@ -652,6 +706,19 @@ class Sandbox:
 
 
 _UNKNOWN = "unknown (not measured)"
+
+
+def _empty_rule_set(obj: Mapping[str, Any]) -> bool:
+    try:
+        rules = node_rule_set_from_dict(obj.get("spec"))
+    except ValueError:
+        return False
+    return not (rules.pods or rules.policies or rules.peer_sets or rules.contested_ips)
+
+
+def _ns_name(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def _word(matrix: Mapping[str, Mapping[str, bool | None]], src: str, dst: str) -> str:

@@ -264,6 +264,8 @@ KINDS: dict[str, Kind] = {
         Kind("Pod", "", "v1", "pods", True),
         Kind("Node", "", "v1", "nodes", False),
         Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True),
+        Kind("Service", "", "v1", "services", True),
+        Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True),
         Kind("NodeRuleSet", "stockade.dev", "v1alpha1", "noderulesets", False),
         Kind("PeerSet", "stockade.dev", "v1alpha1", "peersets", False),
         Kind(

@@ -56,6 +56,7 @@ from stockade.sandbox.common import (
     write_json,
 )
 from stockade.sandbox.kubelet import Kubelet
+from stockade.sandbox.servicectl import ServiceStandIns
 
 log = logging.getLogger("stockade.sandbox")
 
@@ -64,6 +65,10 @@ EXTERNALS: tuple[tuple[str, str, str], ...] = (
     ("ext-2", "203.0.113.11", "2001:db8::11"),
 )
 BACKEND: Backend = "nft"
+# The emulator's Service range (its --service-cidr) and every pod address of the
+# sandbox (kube-proxy's --cluster-cidr: sources outside it are masqueraded).
+SERVICE_CIDRS = {4: "10.96.0.0/16", 6: "fd00:10:96::/112"}
+CLUSTER_CIDRS = {4: "10.244.0.0/16", 6: "fd00:10:244::/48"}
 CRDS = KubeResource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CRD", False)
 
 
@@ -134,6 +139,7 @@ class Supervisor:
         self.stop = asyncio.Event()
         self.client: KubeClient | None = None
         self.kubelet: Kubelet | None = None
+        self.services: ServiceStandIns | None = None
         self.bridge: FileBridge | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.next_index = 1
@@ -301,6 +307,7 @@ class Supervisor:
         await self.in_lab(lambda: lab.serve(node, ports, reply=f"node {name}"))
         if self.kubelet is not None:
             self.kubelet.add_node(node)
+        await self.add_proxy(node)
         addresses = [{"type": "InternalIP", "address": node.fabric_ip4}]
         if self.dual_stack:
             addresses.append({"type": "InternalIP", "address": node.fabric_ip6})
@@ -337,6 +344,25 @@ class Supervisor:
             await self.relay_api(node.ns)
             self.start_process(f"agent-{name}", self.agent_container_argv(node))
         return {"node": name, **info}
+
+    async def add_proxy(self, node: Node) -> None:
+        """kube-proxy on the node: a route to the Service range, then its rules.
+
+        Programmed before the node's agent starts, as kube-proxy runs before a policy
+        agent in a cluster: kube-proxy prepends its jumps to FORWARD when they are
+        missing, and stockade then inserts its own jump above them.
+        """
+        if self.services is None:
+            return
+        assert self.lab is not None
+        lab = self.lab
+        routes = [["ip", "route", "replace", SERVICE_CIDRS[4], "dev", "eth0"]]
+        if self.dual_stack:
+            routes.append(["ip", "-6", "route", "replace", SERVICE_CIDRS[6], "dev", "eth0"])
+        for argv in routes:
+            await self.in_lab(lambda argv=argv: lab.run(node, argv))
+        self.services.add_node(node.name, node.ns)
+        await self.services.sync()
 
     def agent_container_argv(self, node: Node) -> list[str]:
         """``podman run`` of the agent in the node's namespace, as manifests/agent.yaml says."""
@@ -434,6 +460,13 @@ class Supervisor:
         self.kubelet = Kubelet(
             self.client, self.lab, self.in_lab, self.serve_ports, self.dual_stack
         )
+        families = (4, 6) if self.dual_stack else (4,)
+        self.services = ServiceStandIns(self.client, BACKEND, CLUSTER_CIDRS, families)
+        await self.services.start()
+        self.state["services"] = {
+            "serviceCIDRs": [SERVICE_CIDRS[f] for f in families],
+            "clusterCIDRs": [CLUSTER_CIDRS[f] for f in families],
+        }
         if self.agent_mode == "file":
             self.bridge = FileBridge(self.client, self.layout)
         if self.image is None:
@@ -447,6 +480,7 @@ class Supervisor:
             self.start_controller()
         self.phase("starting the kubelet stand-in")
         self.tasks.append(asyncio.create_task(self.kubelet.run(), name="kubelet"))
+        self.tasks.append(asyncio.create_task(self.services.run(), name="services"))
         if self.bridge is not None:
             self.tasks.append(asyncio.create_task(self.bridge.run(), name="bridge"))
 
@@ -503,7 +537,11 @@ class Supervisor:
         if op == "probe":
             answers = await self.probe(request["probes"], float(request["timeout"]))
             # "results" as ever (True/False/None); "reasons": why each None is unknown.
-            return {"results": [a for a, _ in answers], "reasons": [r for _, r in answers]}
+            return {
+                "results": [a for a, _, _ in answers],
+                "reasons": [r for _, r, _ in answers],
+                "replies": [t for _, _, t in answers],
+            }
         if op == "add_node":
             return await self.add_node(request.get("name"))
         if op == "restart_agent":
@@ -566,16 +604,22 @@ class Supervisor:
             name: {"pid": p.pid, "running": p.poll() is None} for name, p in self.procs.items()
         }
         pods = self.kubelet.describe() if self.kubelet is not None else {}
-        return {**self.state, "processes": procs, "pods": pods}
+        services = {
+            **(self.state.get("services") or {}),
+            **(self.services.describe() if self.services is not None else {}),
+        }
+        return {**self.state, "processes": procs, "pods": pods, "services": services}
 
     async def probe(
         self, probes: list[list[Any]], timeout: float
-    ) -> list[tuple[bool | None, str | None]]:
+    ) -> list[tuple[bool | None, str | None, str | None]]:
         """Probe ``[src, dst_ip, port, protocol]`` in parallel.
 
-        Each answer is ``(result, reason)``: True answered, False refused or timed out,
-        None not measured, with ``reason`` saying why (an unknown source, a protocol
-        this kernel lacks, a probe that could not be made). None is never a denial.
+        Each answer is ``(result, reason, reply)``: True answered, False refused or
+        timed out, None not measured, with ``reason`` saying why (an unknown source, a
+        protocol this kernel lacks, a probe that could not be made). None is never a
+        denial. ``reply`` is what answered (a pod's ``ns/name``): through a Service it
+        names the backend kube-proxy picked.
         """
         assert self.lab is not None
         assert self.kubelet is not None
@@ -584,15 +628,17 @@ class Supervisor:
 
         def one(
             src: str, ns: str | None, dst: str, port: int, proto: str
-        ) -> tuple[bool | None, str | None]:
+        ) -> tuple[bool | None, str | None, str | None]:
             if ns is None:
-                return None, f"{src} is not a running pod, node or external host of the sandbox"
+                why = f"{src} is not a running pod, node or external host of the sandbox"
+                return None, why, None
             if proto == "SCTP" and not lab.has_sctp:
-                return None, "this kernel has no SCTP sockets"
+                return None, "this kernel has no SCTP sockets", None
             try:
-                return lab.probe(ns, dst, port, proto, timeout), None
+                reply = lab.ask(ns, dst, port, proto, timeout)
             except (NetlabError, ValueError) as exc:
-                return None, str(exc)
+                return None, str(exc), None
+            return reply is not None, None, reply
 
         loop = asyncio.get_running_loop()
         futures = [
