@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from stockade import crd_cnp
 from stockade.ruleset import GROUP, VERSION, node_rule_set_schema, peer_set_schema
 
 _DROP = ("title", "description", "default")
@@ -180,5 +181,33 @@ def render_crds() -> str:
     return header + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
 
 
+# The ClusterNetworkPolicy CRD is built in stockade.crd_cnp (from network-policy-api's
+# Go types) and kept in its own file, manifests/cnp-crd.yaml (`--cnp` below).
+
+
+def cluster_network_policy_crd() -> dict[str, Any]:
+    """The ClusterNetworkPolicy CRD (policy.networking.k8s.io/v1alpha2): see crd_cnp."""
+    return crd_cnp.cluster_network_policy_crd()
+
+
+def render_cnp_crd() -> str:
+    """The ClusterNetworkPolicy CRD as kept in manifests/cnp-crd.yaml (a file of its own)."""
+    return crd_cnp.render_cnp_crd()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m stockade.crd [--cnp]``: print crds.yaml, or with --cnp cnp-crd.yaml."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m stockade.crd")
+    parser.add_argument(
+        "--cnp",
+        action="store_true",
+        help="print the ClusterNetworkPolicy CRD (manifests/cnp-crd.yaml) instead",
+    )
+    args = parser.parse_args(argv)
+    print(render_cnp_crd() if args.cnp else render_crds(), end="")
+
+
 if __name__ == "__main__":
-    print(render_crds(), end="")
+    main()

@@ -9,14 +9,32 @@ values being obviously right over being fast.
 Purely computational: no I/O, no clock, no globals. The choices the spec leaves open
 (host-network pods, pods with no IP, own-node traffic, named ports, ...) are written
 down, with their reasons, in ``docs/semantics.md``; the docstrings below name them.
+
+:func:`allowed_with_tiers` adds the ClusterNetworkPolicy tiers (Admin, then
+NetworkPolicy, then Baseline) around the same NetworkPolicy step; its choices are
+in ``docs/tiers.md``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from stockade.cluster import Cluster
-from stockade.model import NetworkPolicy, Peer, Pod, PolicyPort, Rule
+from stockade.cnp import (
+    ACCEPT,
+    DENY,
+    PASS,
+    ClusterNetworkPolicy,
+    ClusterPeer,
+    ClusterRule,
+    NamespacedPods,
+    NodeInfo,
+    ProtocolMatch,
+)
+from stockade.model import IPNetwork, NetworkPolicy, Peer, Pod, PolicyPort, Rule
+from stockade.selectors import LabelSelector
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -339,3 +357,393 @@ def port_matches(pp: PolicyPort, dst: Endpoint, port: int, protocol: str) -> boo
         return True
     end = pp.end_port if pp.end_port is not None else pp.port
     return pp.port <= port <= end
+
+
+# === ClusterNetworkPolicy tiers ====================================================
+#
+# ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2, network-policy-api
+# v0.2.0) adds two tiers around NetworkPolicy. Each direction of a connection is
+# judged on its own, by the side it belongs to (egress by the source pod, ingress
+# by the destination pod), and the connection is allowed only when both sides
+# allow it:
+#
+#   Admin tier    CNPs with tier Admin selecting the pod, by (priority, name), their
+#                 rules of this direction in order; the first rule that matches
+#                 decides: Accept or Deny is final, Pass leaves the Admin tier.
+#   NetworkPolicy when NetworkPolicies isolate the pod in this direction, they decide
+#                 (allowed when some rule allows), finally.
+#   Baseline tier as the Admin tier; Pass leaves the Baseline tier.
+#   default       allowed.
+#
+# The reasons for every choice the spec leaves open are in docs/tiers.md.
+
+TIER_ADMIN = "Admin"
+TIER_NETWORK_POLICY = "NetworkPolicy"
+TIER_BASELINE = "Baseline"
+TIER_DEFAULT = "Default"
+# The outcome of a direction that nothing in the tiers decided.
+ALLOW = "Allow"
+EGRESS_SIDE = "egress"
+INGRESS_SIDE = "ingress"
+
+
+@dataclass(frozen=True, slots=True)
+class TierStep:
+    """One point of a direction's evaluation: the rule (or tier) that acted, and how.
+
+    ``action`` is Accept, Deny or Pass for a CNP rule; Accept or Deny for the
+    NetworkPolicy tier; Allow for the default. ``policy`` is the CNP's name, or the
+    ``ns/name`` of the isolating NetworkPolicies joined by ``,``; ``rule`` the index
+    of the rule in its list (None for the NetworkPolicy tier and the default).
+    """
+
+    tier: str
+    action: str
+    policy: str = ""
+    rule: int | None = None
+    rule_name: str = ""
+    note: str = ""
+
+    @property
+    def allows(self) -> bool:
+        """Whether this step lets the direction through (Accept or the default)."""
+        return self.action in (ACCEPT, ALLOW)
+
+
+@dataclass(frozen=True, slots=True)
+class SideVerdict:
+    """How one direction (``egress`` at the source, ``ingress`` at the destination) ended.
+
+    ``passed`` lists the Pass rules met on the way, in order.
+    """
+
+    direction: str
+    decided_by: TierStep
+    passed: tuple[TierStep, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        """Whether this direction allows the connection."""
+        return self.decided_by.allows
+
+
+@dataclass(frozen=True, slots=True)
+class TieredVerdict:
+    """The answer of :func:`explain_with_tiers`.
+
+    ``egress``/``ingress`` are None when a special case decided before any tier
+    (``reason`` says which); otherwise ``allowed`` is both sides allowing.
+    """
+
+    allowed: bool
+    reason: str
+    egress: SideVerdict | None = None
+    ingress: SideVerdict | None = None
+
+
+def allowed_with_tiers(
+    cluster: Cluster,
+    cnps: Iterable[ClusterNetworkPolicy],
+    nodes: Iterable[NodeInfo],
+    src: Endpoint,
+    dst: Endpoint,
+    port: int,
+    protocol: str,
+    family: int | None = None,
+) -> bool:
+    """Whether a new connection is allowed by the Admin, NetworkPolicy and Baseline tiers.
+
+    With no ClusterNetworkPolicy this is exactly :func:`allowed`. See
+    :func:`explain_with_tiers` for the special cases and the deciding rules.
+    """
+    return explain_with_tiers(cluster, cnps, nodes, src, dst, port, protocol, family).allowed
+
+
+def explain_with_tiers(
+    cluster: Cluster,
+    cnps: Iterable[ClusterNetworkPolicy],
+    nodes: Iterable[NodeInfo],
+    src: Endpoint,
+    dst: Endpoint,
+    port: int,
+    protocol: str,
+    family: int | None = None,
+) -> TieredVerdict:
+    """:func:`allowed_with_tiers`, with the rule or special case that decided.
+
+    The special cases of :func:`allowed`, and how each meets the tiers:
+
+    * an endpoint that takes part in nothing (a pod with no IP, or finished), or
+      has no address of the family: no path, denied, before any tier;
+    * same pod: allowed, before any tier ("a pod reaching its own IP is not
+      subject to CNP"; "a pod cannot block access to itself");
+    * from a pod's own node to the pod (the kubelet's probes, host-network pods on
+      that node): allowed, before any tier. No CNP ingress peer can select a node
+      anyway (ingress peers are namespaces and pods, which never match a node or a
+      host-network pod);
+    * from a pod to its own node: judged by the pod's egress in the CNP tiers, so
+      an Admin Deny to a ``nodes`` (or ``networks``) peer denies it, as the use case
+      "block access from cluster workloads to specific ports on cluster nodes"
+      needs (the pod's own node is one of those nodes). Only the NetworkPolicy
+      tier keeps its rule "traffic to the pod's own node is always allowed": a
+      pod isolated for egress by NetworkPolicies may reach its own node there
+      (a final Accept), whatever the Baseline tier says. The reply traffic of the
+      kubelet's connections is part of those connections, so probes keep working;
+    * a contested address (claimed by several pods, owned by none): denied both
+      ways, before any tier, even against an Admin Accept, except for the same pod
+      and own-node traffic above; a pod going to its own node from a contested
+      address is judged as the pod it is (the reference is told which pod sent).
+    """
+    policies = tuple(cnps)
+    node_list = tuple(nodes)
+    if not (_takes_part(cluster, src) and _takes_part(cluster, dst)):
+        return TieredVerdict(False, "no path: an endpoint has no usable address or has finished")
+    if _same_pod(src, dst):
+        return TieredVerdict(True, "same pod: not subject to any policy")
+    fam = family if family is not None else _primary_family(src)
+    src_addr = _owned_address(cluster, src, fam)
+    dst_addr = _owned_address(cluster, dst, fam)
+    if src_addr is None or dst_addr is None:
+        return TieredVerdict(False, f"no path: an endpoint has no IPv{fam} address")
+    if _is_node_of(src, dst, src_addr):
+        return TieredVerdict(True, "from the destination pod's own node: always allowed")
+    to_own_node = _is_node_of(dst, src, dst_addr)
+    if not to_own_node and (_contested(cluster, src_addr) or _contested(cluster, dst_addr)):
+        return TieredVerdict(False, "contested address: owned by no pod, denied both ways")
+    flow = _Flow(
+        cluster=cluster,
+        cnps=policies,
+        nodes=node_list,
+        src=src,
+        dst=dst,
+        src_addr=src_addr,
+        dst_addr=dst_addr,
+        port=port,
+        protocol=protocol,
+        to_own_node=to_own_node,
+    )
+    egress = _side_verdict(flow, EGRESS_SIDE)
+    ingress = _side_verdict(flow, INGRESS_SIDE)
+    allowed_both = egress.allowed and ingress.allowed
+    reason = "allowed by both sides" if allowed_both else _denied_reason(egress, ingress)
+    return TieredVerdict(allowed_both, reason, egress, ingress)
+
+
+def _denied_reason(egress: SideVerdict, ingress: SideVerdict) -> str:
+    side = egress if not egress.allowed else ingress
+    step = side.decided_by
+    where = f" {step.policy}" if step.policy else ""
+    rule = f" rule {step.rule}" if step.rule is not None else ""
+    return f"denied at {side.direction} by the {step.tier} tier{where}{rule}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Flow:
+    """One connection being judged: both ends, their addresses, port and protocol."""
+
+    cluster: Cluster
+    cnps: tuple[ClusterNetworkPolicy, ...]
+    nodes: tuple[NodeInfo, ...]
+    src: Endpoint
+    dst: Endpoint
+    src_addr: IPAddress
+    dst_addr: IPAddress
+    port: int
+    protocol: str
+    to_own_node: bool
+
+
+# --- one direction through the tiers -----------------------------------------------
+
+
+def _side_verdict(flow: _Flow, direction: str) -> SideVerdict:
+    """Admin tier, then NetworkPolicy, then Baseline tier, then the default (allow)."""
+    passed: list[TierStep] = []
+    for tier in (TIER_ADMIN, TIER_NETWORK_POLICY, TIER_BASELINE):
+        if tier == TIER_NETWORK_POLICY:
+            step = _network_policy_step(flow, direction)
+        else:
+            step = _cnp_tier_step(flow, direction, tier)
+        if step is None:
+            continue  # nothing in this tier matched: the next tier evaluates
+        if step.action == PASS:
+            passed.append(step)  # the rest of this tier is skipped
+            continue
+        return SideVerdict(direction, step, tuple(passed))
+    return SideVerdict(direction, TierStep(TIER_DEFAULT, ALLOW), tuple(passed))
+
+
+def _subject_pod(flow: _Flow, direction: str) -> Endpoint:
+    """The end a direction belongs to: the source for egress, the destination for ingress."""
+    return flow.src if direction == EGRESS_SIDE else flow.dst
+
+
+def ordered_tier(cnps: Iterable[ClusterNetworkPolicy], tier: str) -> list[ClusterNetworkPolicy]:
+    """The CNPs of ``tier`` in evaluation order: priority ascending, then name.
+
+    The spec leaves the order of equal priorities undefined; stockade orders them by
+    name so that every evaluation agrees.
+    """
+    return sorted((p for p in cnps if p.tier == tier), key=lambda p: (p.priority, p.name))
+
+
+def _cnp_tier_step(flow: _Flow, direction: str, tier: str) -> TierStep | None:
+    """The first matching rule of the tier's CNPs that select the subject, or None."""
+    subject = _subject_pod(flow, direction)
+    if not isinstance(subject, Pod):
+        return None
+    for policy in ordered_tier(flow.cnps, tier):
+        if not cnp_selects(flow.cluster, policy, subject):
+            continue
+        rules = policy.egress if direction == EGRESS_SIDE else policy.ingress
+        for index, rule in enumerate(rules):
+            action = _rule_action(flow, direction, rule)
+            if action is not None:
+                note = "fail closed: unsupported peer" if rule.unsupported else ""
+                return TierStep(tier, action, policy.name, index, rule.name, note)
+    return None
+
+
+def cnp_selects(cluster: Cluster, policy: ClusterNetworkPolicy, pod: Pod) -> bool:
+    """Whether the CNP's subject selects ``pod``.
+
+    Host-network pods, and pods with no IP or finished, are never subjects.
+    """
+    if not pod.selectable:
+        return False
+    subject = policy.subject
+    ns_labels = cluster.namespace(pod.namespace).labels
+    if subject.namespaces is not None:
+        return subject.namespaces.matches(ns_labels)
+    pods = subject.pods
+    return (
+        pods is not None
+        and pods.namespace_selector.matches(ns_labels)
+        and pods.pod_selector.matches(pod.labels)
+    )
+
+
+def _rule_action(flow: _Flow, direction: str, rule: ClusterRule) -> str | None:
+    """The action the rule takes on this connection, or None when it does not match.
+
+    A rule with a peer stockade does not enforce (``domainNames``) fails closed, in
+    the spec's words: 'For "Accept" rules, "fail closed" means: "treat the rule as
+    matching no traffic". For "Deny" and "Pass" rules, "fail closed" means: "treat
+    the rule as a 'Deny all' rule"' -- so a Pass rule then denies, and matches every
+    connection of its direction whatever its other peers and protocols.
+    """
+    if rule.unsupported:
+        return None if rule.action == ACCEPT else DENY
+    if not any(_cnp_peer_matches(flow, direction, peer) for peer in rule.peers):
+        return None
+    if rule.protocols and not any(_protocol_matches(flow, pm) for pm in rule.protocols):
+        return None
+    return rule.action
+
+
+def _cnp_peer_matches(flow: _Flow, direction: str, peer: ClusterPeer) -> bool:
+    """Whether one ``from``/``to`` item matches the far end of the connection."""
+    other = flow.dst if direction == EGRESS_SIDE else flow.src
+    other_addr = flow.dst_addr if direction == EGRESS_SIDE else flow.src_addr
+    if peer.namespaces is not None:
+        return _namespaces_peer_matches(flow.cluster, peer.namespaces, other)
+    if peer.pods is not None:
+        return _pods_peer_matches(flow.cluster, peer.pods, other)
+    if peer.networks:
+        return _networks_peer_matches(peer.networks, other_addr)
+    if peer.nodes is not None:
+        return _nodes_peer_matches(flow.nodes, peer.nodes, other_addr)
+    return False  # domainNames: handled as a whole rule by _rule_action
+
+
+def _namespaces_peer_matches(cluster: Cluster, selector: LabelSelector, other: Endpoint) -> bool:
+    """Every pod of the selected namespaces; never a host-network pod or an address."""
+    if not isinstance(other, Pod) or not other.selectable:
+        return False
+    return selector.matches(cluster.namespace(other.namespace).labels)
+
+
+def _pods_peer_matches(cluster: Cluster, pods: NamespacedPods, other: Endpoint) -> bool:
+    """Pods matching the pod selector in namespaces matching the namespace selector."""
+    if not isinstance(other, Pod) or not other.selectable:
+        return False
+    ns_labels = cluster.namespace(other.namespace).labels
+    return pods.namespace_selector.matches(ns_labels) and pods.pod_selector.matches(other.labels)
+
+
+def _networks_peer_matches(networks: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
+    """By address, whatever is there: pods, nodes and host-network pods included."""
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+def _nodes_peer_matches(
+    nodes: tuple[NodeInfo, ...], selector: LabelSelector, addr: IPAddress
+) -> bool:
+    """The address is one of ``status.addresses`` of a Node matching the selector.
+
+    That is the node itself and every host-network pod on it.
+    """
+    return any(
+        selector.matches(node.labels)
+        and any(ipaddress.ip_address(a) == addr for a in node.addresses)
+        for node in nodes
+    )
+
+
+def _protocol_matches(flow: _Flow, pm: ProtocolMatch) -> bool:
+    """One ``protocols`` item against the destination port and protocol.
+
+    A ``destinationNamedPort`` resolves on the destination pod's declared container
+    ports, with the connection's protocol (as a NetworkPolicy named port does); a
+    destination that is not a selectable pod (an address, a host-network pod) has
+    no named ports.
+    """
+    if pm.named_port is not None:
+        dst = flow.dst
+        return (
+            isinstance(dst, Pod)
+            and dst.selectable
+            and dst.named_port(pm.named_port, flow.protocol) == flow.port
+        )
+    return pm.protocol == flow.protocol and pm.port <= flow.port <= pm.end_port
+
+
+def _network_policy_step(flow: _Flow, direction: str) -> TierStep | None:
+    """The NetworkPolicy tier: final for a pod its NetworkPolicies isolate, else None.
+
+    "v1.NetworkPolicy always makes a final decision for selected pods. Further
+    evaluation only happens for Pods not selected by a v1.NetworkPolicy" -- per
+    direction: a pod isolated for ingress only is decided here for ingress, and its
+    egress goes on to the Baseline tier. The decision is the one :func:`allowed`
+    makes, own-node egress included (always allowed).
+    """
+    subject = _subject_pod(flow, direction)
+    if not isinstance(subject, Pod):
+        return None
+    if direction == EGRESS_SIDE:
+        isolating = egress_policies(flow.cluster, subject)
+        if not isolating:
+            return None
+        ok = flow.to_own_node or _egress_allows(
+            flow.cluster,
+            flow.src,
+            flow.dst,
+            dst_addr=flow.dst_addr,
+            port=flow.port,
+            protocol=flow.protocol,
+        )
+    else:
+        isolating = ingress_policies(flow.cluster, subject)
+        if not isolating:
+            return None
+        ok = _ingress_allows(
+            flow.cluster,
+            flow.src,
+            flow.dst,
+            src_addr=flow.src_addr,
+            port=flow.port,
+            protocol=flow.protocol,
+        )
+    keys = ",".join(sorted(p.key for p in isolating))
+    note = "own node" if direction == EGRESS_SIDE and flow.to_own_node else ""
+    return TierStep(TIER_NETWORK_POLICY, ACCEPT if ok else DENY, keys, note=note)
