@@ -16,7 +16,11 @@ COPY operator ./operator
 COPY agent ./agent
 # The symlinks src/stockade/{controller,agent} resolve inside the build context.
 # Wheels for stockade and every dependency, so the runtime stage needs no compiler.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# STOCKADE_SOURCE: see the runtime stage; both steps follow the same digest, so the
+# install step never mounts the wheels of a build stage the cache skipped.
+ARG STOCKADE_SOURCE=unknown
+RUN echo "stockade sources ${STOCKADE_SOURCE}" \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE}
@@ -34,9 +38,13 @@ RUN apt-get update \
  && ip6tables-legacy --version && ip6tables-nft --version \
  && ipset help > /dev/null && conntrack --version && ip -V
 # The wheels are mounted from the build stage for this one step, never copied into
-# a layer (a later `rm` would leave them in the COPY's layer).
+# a layer (a later `rm` would leave them in the COPY's layer). STOCKADE_SOURCE (a
+# digest of the sources, from scripts/image.sh) is part of the step so that a layer
+# cache that does not look into the mount (podman's) rebuilds it when the code changes.
+ARG STOCKADE_SOURCE=unknown
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir /wheels/*.whl \
+    echo "stockade sources ${STOCKADE_SOURCE}" \
+ && pip install --no-cache-dir /wheels/*.whl \
  && stockade --version \
  && stockade-controller --help > /dev/null && stockade-agent --help > /dev/null
 # The controller runs as this user and group, both 65532 with a name (the

@@ -59,8 +59,15 @@ fi
 base_done=$(date +%s)
 
 step "building $IMAGE on $BASE"
+# podman's layer cache keys a RUN step by its text, not by what a `--mount ...
+# from=build` brings in, so the install step would be reused with the old wheels
+# after a source change. The digest of the sources, passed as a build argument the
+# step uses, makes the cache follow the code.
+source_digest=$(tar -c --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+  pyproject.toml README.md src operator agent | sha256sum | cut -c1-16)
 # The host's network for the build's downloads: no bridge, no engine-made rules.
-podman build --network=host --build-arg "PYTHON_IMAGE=$BASE" -t "$IMAGE" . \
+podman build --network=host --build-arg "PYTHON_IMAGE=$BASE" \
+  --build-arg "STOCKADE_SOURCE=$source_digest" -t "$IMAGE" . \
   || die "podman build failed"
 done_at=$(date +%s)
 
