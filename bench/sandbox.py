@@ -7,6 +7,7 @@ namespaces, and it is taken down at the end, also after an error)::
     .venv/bin/python -m bench.sandbox                 # everything, about 10 minutes
     .venv/bin/python -m bench.sandbox --flips 20      # fewer policy flips
     .venv/bin/python -m bench.sandbox --skip-churn    # enforcement latency only
+    .venv/bin/python -m bench.sandbox --via-service   # every probe through a Service
 
 What is measured (docs/performance.md, "Sandbox", says more):
 
@@ -34,6 +35,19 @@ What is measured (docs/performance.md, "Sandbox", says more):
 With ``--isolate-new-pods`` the agents run with that option, and a reused-IP pod let
 into a vault becomes a miss (target 0) instead of information.
 
+With ``--via-service`` every probe goes through a Service, as most traffic does in a
+cluster: after the set-up, one ClusterIP Service per destination pod the probes use
+(the flips' destinations, the fixed pairs' destinations and the vaults; a selector
+on the pod's ``pod`` label, unique in its namespace) is created, the sandbox waits
+until converged (:meth:`Sandbox.wait_converged` waits for the EndpointSlice and
+kube-proxy stand-ins too), and each Service is asked once from a pod the policies
+let in: the reply must name its pod. Then the latency prober connects to the
+destination's cluster IP instead of its pod IP (kube-proxy's DNAT on the source's
+node, the verdict on the destination's), and the churn's fixed pairs and vault
+probes go to the Services. The floor, the targets and the matrix after the churn
+(pod IPs) stay as they are. In every mode an allowed vault probe's reply must name
+the vault (target 0 answered by another pod).
+
 Results go to ``bench/results/sandbox.json``; the exit status is 1 when a target is
 missed.
 """
@@ -44,6 +58,7 @@ import argparse
 import contextlib
 import datetime
 import errno
+import ipaddress
 import itertools
 import json
 import math
@@ -220,6 +235,34 @@ def flip_policy(n: int, dst: BasePod) -> JsonObject:
         f"flip-{n}",
         {"podSelector": {"matchLabels": {"pod": dst.name}}, "policyTypes": ["Ingress"]},
     )
+
+
+def service_object(pod: BasePod) -> JsonObject:
+    """A ClusterIP Service in front of exactly ``pod`` (its ``pod`` label is unique in its ns)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"svc-{pod.name}", "namespace": pod.ns},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"pod": pod.name},
+            "ports": [{"name": "http", "protocol": "TCP", "port": PORT, "targetPort": PORT}],
+        },
+    }
+
+
+def probe_destinations(pods: Sequence[BasePod], flips: int, churn: bool) -> list[BasePod]:
+    """Every pod a probe goes to: the flips' destinations, the churn's fixed ones, vaults."""
+    wanted: dict[str, BasePod] = {p.key: p for p in latency_candidates(pods)[:flips]}
+    if churn:
+        wanted |= {d.key: d for _, d, _ in fixed_pairs(list(pods))}
+        wanted |= {p.key: p for p in pods if p.role == "vault"}
+    return sorted(wanted.values(), key=lambda p: p.key)
+
+
+def reply_source(pods: Sequence[BasePod], dst: BasePod) -> BasePod:
+    """A pod every background policy lets reach ``dst``: a web pod of its namespace."""
+    return next(p for p in pods if p.ns == dst.ns and p.role == "web" and p.key != dst.key)
 
 
 class Writer:
@@ -553,19 +596,28 @@ def agent_reported(sb: Sandbox, offsets: dict[str, int]) -> list[float]:
     return times
 
 
+def latency_candidates(pods: Sequence[BasePod]) -> list[BasePod]:
+    """The flips' destination pods, in the order the flips use them."""
+    return [p for p in pods if p.role in ("web", "other")]
+
+
 def run_latency(
     sb: Sandbox,
     writer: Writer,
     pods: list[BasePod],
     where: dict[str, tuple[str, str]],
+    addrs: dict[str, str],
     flips: int,
     args: argparse.Namespace,
     console: Console,
 ) -> dict[str, Any]:
-    """``flips`` applies, each followed by its delete, each on other pods."""
+    """``flips`` applies, each followed by its delete, each on other pods.
+
+    ``addrs`` is where a destination pod is probed: its own IP or its Service's.
+    """
     state = sb.layout.read_state() or {}
     spaces = FreshNamespaces(str(state["run_id"]))
-    candidates = [p for p in pods if p.role in ("web", "other")]
+    candidates = latency_candidates(pods)
     by_node = {node: [p for p in candidates if p.node == node] for node in NODES}
     if flips > len(candidates):
         raise SystemExit(f"at most {len(candidates)} flips (one destination pod each)")
@@ -575,7 +627,7 @@ def run_latency(
         dst = candidates[n]
         others = [p for p in by_node[NODES[1 - NODES.index(dst.node)]] if p.ns != dst.ns]
         src = others[n % len(others)]
-        src_ns, dst_ip = where[src.key][0], where[dst.key][1]
+        src_ns, dst_ip = where[src.key][0], addrs[dst.key]
         policy = flip_policy(n, dst)
         for action in ("apply", "delete"):
             flip = Flip(n, action, src.key, dst.key)
@@ -725,6 +777,7 @@ class PairStats:
     unknown: int = 0
     wrong: int = 0
     wrong_at_s: list[float] = field(default_factory=list)
+    wrong_reply: int = 0  # allowed, but the reply named another pod than the destination
 
 
 def fixed_pairs(pods: list[BasePod]) -> list[tuple[BasePod, BasePod, bool]]:
@@ -752,12 +805,15 @@ class ChurnedProbes:
     Churned pods' namespaces come and go, so the supervisor (which knows them) sends
     these probes; a source that is not running (yet, or any more) answers None.
     A ``role=other`` pod let into a vault is a wrong verdict (a reused address still
-    in the web pods' set); a ``role=web`` pod may be let in or not yet.
+    in the web pods' set); a ``role=web`` pod may be let in or not yet. ``vaults``
+    maps each probed address (a vault's IP or its Service's cluster IP) to the vault
+    that must answer there: the reply (the pod's ``ns/name``) is checked too.
     """
 
-    def __init__(self, sb: Sandbox, vault_ips: list[str], timeout: float, t0: float) -> None:
+    def __init__(self, sb: Sandbox, vaults: dict[str, str], timeout: float, t0: float) -> None:
         self.sb = sb
-        self.vault_ips = vault_ips
+        self.vaults = vaults
+        self.vault_ips = sorted(vaults)
         self.timeout = timeout
         self.t0 = t0
         self.roles: dict[str, str] = {}  # churned pod key -> role
@@ -794,13 +850,13 @@ class ChurnedProbes:
                 continue
             stamp = time.perf_counter() - self.t0
             try:
-                answers = self.sb.probe(jobs, timeout=self.timeout)
+                replies = self.sb.probe_replies(jobs, timeout=self.timeout)
             except SandboxError as exc:
                 self.errors.append(str(exc))
                 time.sleep(0.1)
                 continue
             self.rounds += 1
-            for (key, _ip, _port, _proto), answer in zip(jobs, answers, strict=True):
+            for (key, ip, _port, _proto), (answer, reply) in zip(jobs, replies, strict=True):
                 role = roles[key]
                 expected = None if role == "web" else False
                 st = self.stats.setdefault(
@@ -810,6 +866,8 @@ class ChurnedProbes:
                     st.unknown += 1
                 elif answer:
                     st.allowed += 1
+                    if reply != self.vaults[ip]:
+                        st.wrong_reply += 1
                     if expected is False:
                         st.wrong += 1
                         st.wrong_at_s.append(round(stamp, 3))
@@ -857,10 +915,14 @@ def run_churn(
     writer: Writer,
     pods: list[BasePod],
     where: dict[str, tuple[str, str]],
+    addrs: dict[str, str],
     args: argparse.Namespace,
     console: Console,
 ) -> dict[str, Any]:
-    """Two churn waves of 100 pods while fixed and churned pairs are probed."""
+    """Two churn waves of 100 pods while fixed and churned pairs are probed.
+
+    ``addrs``: where each destination is probed (its IP or its Service's cluster IP).
+    """
     fixed = fixed_pairs(pods)
     sources: dict[str, list[tuple[BasePod, bool]]] = {}
     for src, dst, expected in fixed:
@@ -871,15 +933,15 @@ def run_churn(
     probers = {
         key: Prober(
             where[key][0],
-            [(where[d.key][1], PORT) for d, _ in targets],
+            [(addrs[d.key], PORT) for d, _ in targets],
             args.churn_interval_ms / 1000,
             args.churn_probe_timeout,
             max_seconds=3600,
         ).start()
         for key, targets in sources.items()
     }
-    vault_ips = [where[p.key][1] for p in pods if p.role == "vault"]
-    churned = ChurnedProbes(sb, vault_ips, args.churn_probe_timeout, t_start).start()
+    vaults = {addrs[p.key]: p.key for p in pods if p.role == "vault"}
+    churned = ChurnedProbes(sb, vaults, args.churn_probe_timeout, t_start).start()
     try:
         time.sleep(1.0)  # a baseline of fixed-pair probes before the burst
         phases = churn_burst(sb, writer, churned)
@@ -928,6 +990,7 @@ def run_churn(
         "churned": {k: asdict(v) for k, v in churned.stats.items()},
         "churned_rounds": churned.rounds,
         "churned_wrong": sum(s.wrong for s in churned.stats.values()),
+        "churned_wrong_reply": sum(s.wrong_reply for s in churned.stats.values()),
         "churn_probe_errors": churned.errors[:10],
         "handshake_s": {
             "median": statistics.median(handshakes) if handshakes else None,
@@ -982,6 +1045,16 @@ def report_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"stockade sandbox benchmark ({result['machine']['cpus']} CPUs)")
     for col in ("figure", "value", "floor", "ratio", "target", "result"):
         table.add_column(col, justify="left" if col == "figure" else "right")
+    svc = result.get("services")
+    if svc:
+        table.add_row(
+            f"Services: {svc['count']} created, until converged",
+            _ms(svc["converged_s"]),
+            "",
+            "",
+            "",
+            f"{svc['reply_checks']} replies checked",
+        )
     lat = result.get("latency")
     if lat:
         floor = lat["floor_s"]
@@ -1068,6 +1141,15 @@ def report_table(result: dict[str, Any]) -> Table:
                 target,
                 verdict,
             )
+        wrong_reply = churn.get("churned_wrong_reply", 0)
+        table.add_row(
+            "churn: vault probes answered by another pod",
+            str(wrong_reply),
+            "",
+            "",
+            "0",
+            _verdict(wrong_reply == 0),
+        )
         m = churn["matrix"]
         table.add_row(
             f"churn: matrix after convergence ({m['pods']}x{m['pods']}, {m['allowed']:,} allowed)",
@@ -1092,6 +1174,7 @@ def checks(result: dict[str, Any]) -> dict[str, bool]:
     if churn:
         out["churn_fixed_pairs"] = churn["fixed_wrong"] == 0
         out["churn_matrix"] = churn["matrix"]["differences"] == 0
+        out["churn_replies"] = churn.get("churned_wrong_reply", 0) == 0
         other = churn["churned"].get("other")
         if result.get("isolate_new_pods") and other:
             # Isolated until covered: a pod on a reused address must never get in.
@@ -1124,12 +1207,59 @@ def setup(
     return pods, where, seconds
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    console = Console(width=None if sys.stdout.isatty() else 140)
-    if os.geteuid() != 0:
-        raise SystemExit("bench.sandbox needs root (network namespaces)")
-    started = time.perf_counter()
-    result: dict[str, Any] = {
+def setup_services(
+    sb: Sandbox, writer: Writer, pods: list[BasePod], dests: list[BasePod], console: Console
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """One ClusterIP Service per destination pod; converged; each answers as its pod.
+
+    Returns pod key -> cluster IP, and what it took. Each Service is asked once from
+    a pod the background policies let in, through the supervisor; the reply must
+    name the destination pod (kube-proxy's DNAT reached the pod the probes judge).
+    """
+    t = time.perf_counter()
+    for pod in dests:
+        writer.create(service_object(pod))
+    written_s = time.perf_counter() - t
+    conv = sb.wait_converged(120)
+    converged_s = time.perf_counter() - t
+    by_key = {
+        f"{o['metadata']['namespace']}/{o['metadata']['name']}": o for o in sb.api.list("Service")
+    }
+    vips: dict[str, str] = {}
+    for pod in dests:
+        obj = by_key.get(f"{pod.ns}/svc-{pod.name}")
+        vip = str(((obj or {}).get("spec") or {}).get("clusterIP") or "")
+        if not vip or vip == "None":
+            raise SandboxError(f"service {pod.ns}/svc-{pod.name} has no cluster IP")
+        vips[pod.key] = vip
+    jobs = [(reply_source(pods, d).key, vips[d.key], PORT, "TCP") for d in dests]
+    replies = sb.probe_replies(jobs, timeout=2.0)
+    wrong = [
+        f"{src} -> {vip} ({d.key}): {answer}, reply {reply!r}"
+        for (src, vip, _, _), d, (answer, reply) in zip(jobs, dests, replies, strict=True)
+        if answer is not True or reply != d.key
+    ]
+    if wrong:
+        raise RuntimeError(f"{len(wrong)} Service(s) do not answer as their pod: {wrong[:5]}")
+    first = min(vips.values(), key=ipaddress.ip_address)
+    console.print(
+        f"  {len(dests)} Services ({first} ..), converged in {converged_s:.1f} s; "
+        "every one answers with its pod's name"
+    )
+    info = {
+        "count": len(dests),
+        "write_s": written_s,
+        "converged_s": converged_s,
+        "wait_converged_checks": conv.checks,
+        "reply_checks": len(jobs),
+        "cluster_ips": vips,
+    }
+    return vips, info
+
+
+def new_result(args: argparse.Namespace) -> dict[str, Any]:
+    """The result's header: when, where, with which parameters and targets."""
+    return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
@@ -1151,9 +1281,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "targets": {"latency_p99_over_floor": LATENCY_TARGET, "wrong_verdicts": 0},
     }
+
+
+def measure(
+    sb: Sandbox, args: argparse.Namespace, result: dict[str, Any], console: Console
+) -> None:
+    """Set-up, (Services,) enforcement latency and churn in an up sandbox, into ``result``."""
+    writer = Writer(sb)
+    pods, where, setup_s = setup(sb, writer, console)
+    result["setup_s"] = setup_s
+    addrs = {key: ip for key, (_, ip) in where.items()}
+    if args.via_service:
+        console.print("a ClusterIP Service per probed pod ...")
+        dests = probe_destinations(pods, args.flips, not args.skip_churn)
+        vips, result["services"] = setup_services(sb, writer, pods, dests, console)
+        addrs |= vips
+    if args.flips:
+        console.print(f"enforcement latency: {args.flips} policies created and deleted ...")
+        result["latency"] = run_latency(sb, writer, pods, where, addrs, args.flips, args, console)
+    if not args.skip_churn:
+        console.print("churn: 200 pods created and deleted while probing ...")
+        result["churn"] = run_churn(sb, writer, pods, where, addrs, args, console)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    if os.geteuid() != 0:
+        raise SystemExit("bench.sandbox needs root (network namespaces)")
+    started = time.perf_counter()
+    result = new_result(args)
     result["isolate_new_pods"] = args.isolate_new_pods
+    result["via_service"] = args.via_service
     sb = Sandbox(args.name, nodes=len(NODES), isolate_new_pods=args.isolate_new_pods)
     isolated = ", agents with --isolate-new-pods" if args.isolate_new_pods else ""
+    isolated += ", probes through Services" if args.via_service else ""
     console.print(
         f"[bold]stockade sandbox benchmark[/bold]: sandbox {args.name!r}, 2 nodes{isolated}"
     )
@@ -1164,15 +1325,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         state = sb.layout.read_state() or {}
         result["agent_mode"] = state.get("agent_mode")
         console.print(f"  up in {result['up_s']:.1f} s (agents in {result['agent_mode']} mode)")
-        writer = Writer(sb)
-        pods, where, setup_s = setup(sb, writer, console)
-        result["setup_s"] = setup_s
-        if args.flips:
-            console.print(f"enforcement latency: {args.flips} policies created and deleted ...")
-            result["latency"] = run_latency(sb, writer, pods, where, args.flips, args, console)
-        if not args.skip_churn:
-            console.print("churn: 200 pods created and deleted while probing ...")
-            result["churn"] = run_churn(sb, writer, pods, where, args, console)
+        measure(sb, args, result, console)
     finally:
         if args.keep_logs:
             with contextlib.suppress(OSError):
@@ -1228,6 +1381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--isolate-new-pods",
         action="store_true",
         help="agents isolate pods their rule set does not list yet (reused IPs: target 0)",
+    )
+    parser.add_argument(
+        "--via-service",
+        action="store_true",
+        help="probe every destination through a ClusterIP Service of its own",
     )
     parser.add_argument("--keep-logs", default="", help="copy the sandbox's logs here first")
     parser.add_argument("--output", default=str(RESULTS / "sandbox.json"), help="the JSON result")
