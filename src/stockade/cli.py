@@ -16,7 +16,7 @@ import argparse
 import ipaddress
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
@@ -27,10 +27,17 @@ from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
 from stockade.ownership import resolve
 from stockade.safetext import bounded, printable, short
+from stockade.service_explain import ServiceLookupError, find_service, service_verdict
+from stockade.services import EndpointSlice, Service, parse_endpoint_slice, parse_service
 from stockade.verdict import Dataplane, Endpoint
 from stockade.yamlload import MAX_INPUT_BYTES, YamlLoadError, load_documents
 
 EXIT_OK = 0
+# Kinds read for routing, not policy: a Service destination and its endpoints.
+ROUTING_KINDS: dict[str, Callable[[Mapping[str, Any], str], Service | EndpointSlice]] = {
+    "Service": parse_service,
+    "EndpointSlice": parse_endpoint_slice,
+}
 EXIT_USAGE = 2
 
 
@@ -134,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", choices=("table", "json"), default="table", help="default: table"
     )
     matrix.add_argument(
+        "--services",
+        action="store_true",
+        help="columns are the Services with --port: each cell says whether all, some or "
+        "none of the ready backends allow the connection (kube-proxy picks one per "
+        "connection)",
+    )
+    matrix.add_argument(
         "--color",
         choices=("auto", "always", "never"),
         default="auto",
@@ -155,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     explain.add_argument("src", metavar="SRC", help="source: ns/pod, or an IP address")
-    explain.add_argument("dst", metavar="DST", help="destination: ns/pod, or an IP address")
+    explain.add_argument(
+        "dst",
+        metavar="DST",
+        help="destination: ns/pod, an IP address, or a Service: svc/ns/name or its cluster "
+        "IP (then --port is the service port, and each backend gets its verdict)",
+    )
     _common_options(explain, port_required=True)
     explain.add_argument(
         "-o", "--output", choices=("text", "json"), default="text", help="default: text"
@@ -173,6 +192,9 @@ class Loaded:
     cluster: Cluster
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Services and EndpointSlices: destinations of explain and matrix --services.
+    services: list[Service] = field(default_factory=list)
+    slices: list[EndpointSlice] = field(default_factory=list)
 
 
 def load(paths: Iterable[str]) -> Loaded:
@@ -186,15 +208,18 @@ def load(paths: Iterable[str]) -> Loaded:
     objects: list[ClusterObject] = []
     errors: list[str] = []
     warnings: list[str] = []
+    routing: list[Service | EndpointSlice] = []
     for path in paths:
         docs = _read_documents(path, errors)
         if docs is not None:
-            _parse_file(path, docs, objects, errors, warnings)
+            _parse_file(path, docs, objects, errors, warnings, routing)
     warnings += _duplicate_warnings(objects)
     cluster = Cluster.of(objects)
     warnings += policy_warnings(cluster.policies.values())
     warnings += pod_warnings(cluster)
-    return Loaded(cluster, errors, warnings)
+    services = [o for o in routing if isinstance(o, Service)]
+    slices = [o for o in routing if isinstance(o, EndpointSlice)]
+    return Loaded(cluster, errors, warnings, services, slices)
 
 
 def _read_documents(path: str, errors: list[str]) -> list[Any] | None:
@@ -241,6 +266,7 @@ def _parse_file(
     objects: list[ClusterObject],
     errors: list[str],
     warnings: list[str],
+    routing: list[Service | EndpointSlice],
 ) -> None:
     for number, doc in enumerate(docs, start=1):
         for item in iter_documents(doc):
@@ -257,6 +283,15 @@ def _parse_file(
                     f"{path}: document {number} ({ref.name}): kind: required, one of "
                     f"{', '.join(SUPPORTED_KINDS)}"
                 )
+                continue
+            if kind in ROUTING_KINDS:
+                # Not policy: what explain and matrix --services resolve a Service
+                # destination with. One that does not parse changes no verdict, so it
+                # is left out with a warning (as kube-proxy would not route by it).
+                try:
+                    routing.append(ROUTING_KINDS[kind](item, path))
+                except InvalidObjectError as exc:
+                    warnings.extend(f"ignoring {line}" for line in exc.lines())
                 continue
             if kind not in SUPPORTED_KINDS:
                 warnings.append(f"{path}: ignoring {object_ref(item)} (unsupported kind)")
@@ -379,8 +414,15 @@ def _family_notes(cluster: Cluster, family: int | None) -> list[str]:
     return [f"no IPv{family} address, so no IPv{family} path: {', '.join(lacking)}"]
 
 
-def run_explain(args: argparse.Namespace, cluster: Cluster) -> str:
-    """The ``explain`` command's output."""
+def run_explain(args: argparse.Namespace, loaded: Loaded) -> str:
+    """The ``explain`` command's output (a Service destination: one verdict per backend)."""
+    cluster = loaded.cluster
+    try:
+        target = find_service(args.dst, loaded.services, args.family)
+    except ServiceLookupError as exc:
+        raise CliError([str(exc)]) from None
+    if target is not None:
+        return _explain_service(args, loaded, *target)
     problems: list[str] = []
     ends: list[Endpoint] = []
     for text, role in ((args.src, "SRC"), (args.dst, "DST")):
@@ -394,6 +436,55 @@ def run_explain(args: argparse.Namespace, cluster: Cluster) -> str:
     if args.output == "json":
         return output.explain_json(verdict) + "\n"
     return output.explain_text(verdict, cluster)
+
+
+def _explain_service(args: argparse.Namespace, loaded: Loaded, svc: Service, ip: str) -> str:
+    src = resolve_endpoint(args.src, loaded.cluster, "SRC")
+    plane = Dataplane(loaded.cluster)
+    try:
+        result = service_verdict(
+            plane, loaded.cluster, src, svc, ip, args.port, args.protocol, loaded.slices
+        )
+    except ServiceLookupError as exc:
+        raise CliError([str(exc)]) from None
+    if args.output == "json":
+        return output.service_explain_json(result) + "\n"
+    return output.service_explain_text(result, loaded.cluster)
+
+
+def run_service_matrix(args: argparse.Namespace, loaded: Loaded, stdout: TextIO) -> str:
+    """``matrix --services``: every pod to every Service with the port, per backend."""
+    plane = Dataplane(loaded.cluster)
+    rows = sorted(loaded.cluster.active_pods(), key=lambda p: p.key)
+    columns = [
+        s
+        for s in sorted(loaded.services, key=lambda s: s.key)
+        if s.find_port(args.port, args.protocol) is not None
+        and s.type != "ExternalName"
+        and not s.headless
+    ]
+    cells: dict[str, dict[str, str]] = {}
+    for pod in rows:
+        cells[pod.key] = {}
+        for svc in columns:
+            ip = _family_ip(svc, args.family)
+            if ip is None:
+                cells[pod.key][svc.key] = "refused"
+                continue
+            result = service_verdict(
+                plane, loaded.cluster, pod, svc, ip, args.port, args.protocol, loaded.slices
+            )
+            cells[pod.key][svc.key] = result.outcome
+    if args.output == "json":
+        return output.service_matrix_json(cells, args.port, args.protocol) + "\n"
+    return output.service_matrix_text(cells, args.port, args.protocol)
+
+
+def _family_ip(svc: Service, family: int | None) -> str | None:
+    for ip in svc.cluster_ips:
+        if family is None or ipaddress.ip_address(ip).version == family:
+            return ip
+    return None
 
 
 def _use_color(mode: str, stream: TextIO) -> bool:
@@ -434,10 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if loaded.errors:
             raise CliError(loaded.errors)
-        if args.command == "matrix":
+        if args.command == "matrix" and args.services:
+            text = run_service_matrix(args, loaded, sys.stdout)
+        elif args.command == "matrix":
             text = run_matrix(args, loaded.cluster, sys.stdout)
         else:
-            text = run_explain(args, loaded.cluster)
+            text = run_explain(args, loaded)
     except CliError as exc:
         for line in exc.lines:
             print(f"error: {printable(line)}", file=sys.stderr)

@@ -29,6 +29,7 @@ from rich.text import Text
 from stockade.cluster import Cluster
 from stockade.model import EGRESS, NetworkPolicy, Peer, PolicyPort, Rule
 from stockade.safetext import printable
+from stockade.service_explain import ServiceVerdict
 from stockade.verdict import DirectionVerdict, RuleRef, Verdict
 
 Matrix = Mapping[str, Mapping[str, bool | None]]
@@ -352,3 +353,85 @@ def describe_port(port: PolicyPort) -> str:
     if port.end_port is not None and port.end_port != port.port:
         return f"{port.protocol} {port.port}-{port.end_port}"
     return f"{port.protocol} {port.port}"
+
+
+# --------------------------------------------------------------------------- Services
+
+_OUTCOME_MARK = {"all": ".", "none": "X", "some": "~", "refused": "-"}
+SERVICE_LEGEND = (
+    ". every ready backend allows   X none does   ~ some do (kube-proxy picks one per "
+    "connection)   - no ready backend (refused)"
+)
+
+
+def service_explain_dict(result: ServiceVerdict) -> dict[str, Any]:
+    """A Service destination's verdicts as a stable, JSON-ready dict."""
+    return {
+        "service": result.service.key,
+        "clusterIP": result.cluster_ip,
+        "port": result.port.port,
+        "portName": result.port.name,
+        "protocol": result.port.protocol,
+        "outcome": result.outcome,
+        "allowedBackends": result.allowed_count,
+        "endpointsDerived": result.derived,
+        "notes": list(result.notes),
+        "backends": [
+            {
+                "pod": b.backend.pod or None,
+                "node": b.backend.node_name or None,
+                "ip": b.backend.ip,
+                "port": b.backend.port,
+                "verdict": verdict_dict(b.verdict),
+            }
+            for b in result.backends
+        ],
+    }
+
+
+def service_explain_json(result: ServiceVerdict) -> str:
+    """:func:`service_explain_dict` as indented JSON."""
+    return json.dumps(service_explain_dict(result), indent=2)
+
+
+def service_explain_text(result: ServiceVerdict, cluster: Cluster) -> str:
+    """Per backend, the ordinary explanation; then the summary. Every line escaped."""
+    svc, sp = result.service, result.port
+    lines = [
+        f"Service {svc.key} {result.cluster_ip}:{sp.port}/{sp.protocol}"
+        + (f" (port {sp.name})" if sp.name else "")
+        + f": {len(result.backends)} ready backend(s); stockade judges each connection "
+        "on the backend kube-proxy sends it to",
+    ]
+    lines += [f"note: {n}" for n in result.notes]
+    text = "\n".join(printable(line) for line in lines) + "\n"
+    for i, b in enumerate(result.backends, start=1):
+        where = f" on {b.backend.node_name}" if b.backend.node_name else ""
+        at = f"{b.backend.ip}:{b.backend.port}"
+        head = f"backend {i}: {b.backend.pod or b.backend.ip}{where}, {at}"
+        text += "\n" + printable(head) + "\n"
+        text += "".join(f"  {line}\n" for line in explain_text(b.verdict, cluster).splitlines())
+    return text + "\n" + printable(f"summary: {result.summary()}") + "\n"
+
+
+def service_matrix_json(cells: Mapping[str, Mapping[str, str]], port: int, protocol: str) -> str:
+    """``matrix --services -o json``: outcome per source pod and service."""
+    payload = {"port": port, "protocol": protocol, "outcomes": cells}
+    return json.dumps(payload, indent=2, sort_keys=True)
+
+
+def service_matrix_text(cells: Mapping[str, Mapping[str, str]], port: int, protocol: str) -> str:
+    """Rows are source pods, columns services; a legend explains the marks."""
+    rows = sorted(cells)
+    columns = sorted({c for row in cells.values() for c in row})
+    if not rows or not columns:
+        return f"no Service with port {port}/{protocol} (or no pod) in the files\n"
+    width = max(len(r) for r in rows)
+    lines = [f"{port}/{protocol}, rows: source pods, columns: Services"]
+    lines += [f"  [{i}] {c}" for i, c in enumerate(columns, start=1)]
+    lines.append(" " * width + " " + " ".join(f"{i:>3}" for i in range(1, len(columns) + 1)))
+    for r in rows:
+        marks = " ".join(f"{_OUTCOME_MARK[cells[r][c]]:>3}" for c in columns)
+        lines.append(f"{r:<{width}} {marks}")
+    lines.append(SERVICE_LEGEND)
+    return "\n".join(printable(line) for line in lines) + "\n"

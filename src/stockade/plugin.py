@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -37,11 +38,14 @@ from typing import Any, NoReturn, TextIO
 
 from stockade import __version__, cli, output
 from stockade.cluster import Cluster, parse_documents
+from stockade.errors import InvalidObjectError
 from stockade.kube import (
+    ENDPOINT_SLICES,
     NAMESPACES,
     NETWORK_POLICIES,
     NODE_RULE_SETS,
     PODS,
+    SERVICES,
     JsonObject,
     KubeClient,
     KubeConfig,
@@ -51,6 +55,7 @@ from stockade.kube import (
 )
 from stockade.lint import policy_warnings
 from stockade.safetext import printable
+from stockade.services import parse_endpoint_slice, parse_service
 from stockade.verdict import Dataplane
 
 EXIT_OK = 0
@@ -161,12 +166,21 @@ class Snapshot:
     policies: list[JsonObject] = field(default_factory=list)
     # None when the NodeRuleSet resource does not exist (stockade not installed).
     rule_sets: list[JsonObject] | None = None
+    # For explain: a Service destination and its endpoints.
+    services: list[JsonObject] = field(default_factory=list)
+    slices: list[JsonObject] = field(default_factory=list)
 
 
 async def read_snapshot(
-    config: KubeConfig, *, pods: bool = True, policies: bool = True, rule_sets: bool = True
+    config: KubeConfig,
+    *,
+    pods: bool = True,
+    policies: bool = True,
+    rule_sets: bool = True,
+    services: bool = False,
 ) -> Snapshot:
-    """List what the command needs (Namespaces and Pods, NetworkPolicies, NodeRuleSets)."""
+    """List what the command needs (Namespaces and Pods, NetworkPolicies, NodeRuleSets,
+    and for ``services`` the Services and EndpointSlices)."""
     snap = Snapshot(config.server)
     async with KubeClient(config) as client:
 
@@ -189,6 +203,17 @@ async def read_snapshot(
             items(NETWORK_POLICIES) if policies else nothing(),
             node_rule_sets() if rule_sets else nothing(),
         )
+        if services:
+
+            async def optional(resource: Resource) -> list[JsonObject]:
+                try:
+                    return await items(resource)
+                except NotFound:  # an API server without the resource
+                    return []
+
+            snap.services, snap.slices = await asyncio.gather(
+                optional(SERVICES), optional(ENDPOINT_SLICES)
+            )
     return snap
 
 
@@ -267,11 +292,25 @@ def qualify(endpoint: str, namespace: str) -> str:
     return endpoint
 
 
-def run_explain(args: argparse.Namespace, cluster: Cluster, namespace: str) -> str:
-    """``stockade explain``'s output (raises :class:`cli.CliError` for bad endpoints)."""
+def run_explain(
+    args: argparse.Namespace, cluster: Cluster, namespace: str, snap: Snapshot | None = None
+) -> str:
+    """``stockade explain``'s output (raises :class:`cli.CliError` for bad endpoints).
+
+    A destination ``svc/ns/name`` or a cluster IP is resolved with the cluster's
+    Services and EndpointSlices (``snap``), one verdict per ready backend.
+    """
     offline = argparse.Namespace(**vars(args))
     offline.src, offline.dst = qualify(args.src, namespace), qualify(args.dst, namespace)
-    return cli.run_explain(offline, cluster)
+    loaded = cli.Loaded(cluster)
+    if snap is not None:
+        for obj in snap.services:
+            with contextlib.suppress(InvalidObjectError):  # kube-proxy skips it too
+                loaded.services.append(parse_service({"kind": "Service", **obj}))
+        for obj in snap.slices:
+            with contextlib.suppress(InvalidObjectError):
+                loaded.slices.append(parse_endpoint_slice({"kind": "EndpointSlice", **obj}))
+    return cli.run_explain(offline, loaded)
 
 
 # --------------------------------------------------------------------------- status
@@ -422,7 +461,12 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
     status = args.command == "status"
     try:
         snap = asyncio.run(
-            read_snapshot(config, pods=not status, rule_sets=args.command != "explain")
+            read_snapshot(
+                config,
+                pods=not status,
+                rule_sets=args.command != "explain",
+                services=args.command == "explain",
+            )
         )
     except KubeError as exc:
         reason = printable(f"{config.server}: {exc}")
@@ -447,7 +491,7 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
             if args.command == "matrix":
                 text = run_matrix(args, cluster, snap.rule_sets, namespace, sys.stdout)
             else:
-                text = run_explain(args, cluster, namespace)
+                text = run_explain(args, cluster, namespace, snap)
     except cli.CliError as exc:
         for line in exc.lines:
             print(f"error: {printable(line)}", file=sys.stderr)
