@@ -7,15 +7,11 @@ validation, their server-side Tables, and the real kubectl against all of it.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,50 +20,15 @@ import pytest
 import yaml
 
 from stockade.emulator import Emulator, EmulatorThread
+from tests.integration.test_emulator import KUBECTL, TABLE, Api, needs_kubectl
 
 Obj = dict[str, Any]
-TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 SERVICES = "/api/v1/namespaces/default/services"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(
-    KUBECTL is None, reason="kubectl is not installed (the kubectl tests need the real binary)"
-)
 
 
-class Api:
-    """A tiny JSON client over http.client."""
-
-    def __init__(self, url: str) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 80
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
-    ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            headers = {"Accept": accept}
-            if data is not None:
-                headers["Content-Type"] = content_type
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        return response.status, json.loads(raw) if raw else None
-
-    def ok(self, method: str, path: str, body: Any = None, **kwargs: str) -> Any:
-        status, result = self.call(method, path, body, **kwargs)
-        assert 200 <= status < 300, (status, result)
-        return result
+class ServicesApi(Api):
+    """test_emulator's client, and the 422 answers the Service checks give."""
 
     def invalid(self, method: str, path: str, body: Any = None, **kwargs: str) -> str:
         """The message of a 422 Invalid answer."""
@@ -102,17 +63,17 @@ def endpoint_slice(name: str, address_type: str = "IPv4", **fields: Any) -> Obj:
 
 
 @pytest.fixture
-def api(emu: EmulatorThread) -> Api:
-    return Api(emu.url)
+def api(emu: EmulatorThread) -> ServicesApi:
+    return ServicesApi(emu.url)
 
 
 @pytest.fixture
-def single_stack() -> Iterator[Api]:
+def single_stack() -> Iterator[ServicesApi]:
     with EmulatorThread(service_cidrs="10.0.0.0/24") as running:
-        yield Api(running.url)
+        yield ServicesApi(running.url)
 
 
-def create(api: Api, body: Obj) -> Obj:
+def create(api: ServicesApi, body: Obj) -> Obj:
     created: Obj = api.ok("POST", SERVICES, body)
     return created
 
@@ -120,7 +81,7 @@ def create(api: Api, body: Obj) -> Obj:
 # --- Services: defaulting and cluster IPs ---------------------------------------------------
 
 
-def test_service_defaults_and_first_cluster_ip(api: Api) -> None:
+def test_service_defaults_and_first_cluster_ip(api: ServicesApi) -> None:
     created = create(api, service("web"))
     spec = created["spec"]
     assert spec["type"] == "ClusterIP"
@@ -155,7 +116,7 @@ def test_service_defaults_and_first_cluster_ip(api: Api) -> None:
     )
 
 
-def test_dual_stack_policies(api: Api) -> None:
+def test_dual_stack_policies(api: ServicesApi) -> None:
     prefer = create(api, service("prefer", ipFamilyPolicy="PreferDualStack"))["spec"]
     assert prefer["ipFamilies"] == ["IPv4", "IPv6"]
     assert prefer["clusterIPs"] == ["10.96.0.2", "fd00:10:96::2"]
@@ -196,7 +157,7 @@ def test_dual_stack_policies(api: Api) -> None:
     )
 
 
-def test_single_stack_cluster(single_stack: Api) -> None:
+def test_single_stack_cluster(single_stack: ServicesApi) -> None:
     api = single_stack
     assert create(api, service("a", ipFamilyPolicy="PreferDualStack"))["spec"]["clusterIPs"] == [
         "10.0.0.2"
@@ -210,7 +171,7 @@ def test_single_stack_cluster(single_stack: Api) -> None:
     assert headless["ipFamilies"] == ["IPv4"]
 
 
-def test_requested_cluster_ips(emu: EmulatorThread, api: Api) -> None:
+def test_requested_cluster_ips(emu: EmulatorThread, api: ServicesApi) -> None:
     assert create(api, service("fixed", clusterIP="10.96.7.7"))["spec"]["clusterIPs"] == [
         "10.96.7.7"
     ]
@@ -255,7 +216,7 @@ def test_requested_cluster_ips(emu: EmulatorThread, api: Api) -> None:
     assert put["spec"]["clusterIP"] == "10.96.0.3"
 
 
-def test_headless_services(api: Api) -> None:
+def test_headless_services(api: ServicesApi) -> None:
     headless = create(api, service("headless", clusterIP="None"))["spec"]
     assert headless["clusterIP"] == "None"
     assert headless["clusterIPs"] == ["None"]
@@ -274,7 +235,7 @@ def test_headless_services(api: Api) -> None:
     assert create(api, service("next"))["spec"]["clusterIP"] == "10.96.0.2"
 
 
-def test_cluster_ip_kept_on_update_and_immutable(api: Api) -> None:
+def test_cluster_ip_kept_on_update_and_immutable(api: ServicesApi) -> None:
     created = create(api, service("web"))
     assert created["spec"]["clusterIP"] == "10.96.0.2"
     # A PUT that omits the cluster IP (as kubectl replace may) keeps it.
@@ -331,7 +292,7 @@ def test_cluster_ip_kept_on_update_and_immutable(api: Api) -> None:
     assert create(api, service("reuse"))["spec"]["clusterIP"] == "10.96.0.2"
 
 
-def test_delete_releases_addresses(emu: EmulatorThread, api: Api) -> None:
+def test_delete_releases_addresses(emu: EmulatorThread, api: ServicesApi) -> None:
     create(api, service("a", ipFamilyPolicy="PreferDualStack"))
     create(api, service("b"))
     api.ok("DELETE", f"{SERVICES}/a")
@@ -366,7 +327,7 @@ def test_delete_releases_addresses(emu: EmulatorThread, api: Api) -> None:
 # --- Services: node ports --------------------------------------------------------------------
 
 
-def test_node_ports(api: Api) -> None:
+def test_node_ports(api: ServicesApi) -> None:
     spec = create(api, service("np", type="NodePort"))["spec"]
     assert spec["ports"][0]["nodePort"] == 30000
     assert spec["externalTrafficPolicy"] == "Cluster"
@@ -431,7 +392,7 @@ def test_node_ports(api: Api) -> None:
 
 def test_node_port_range_full() -> None:
     with EmulatorThread(Emulator(node_port_range=(31000, 31001))) as running:
-        api = Api(running.url)
+        api = ServicesApi(running.url)
         create(api, service("a", type="NodePort"))
         create(api, service("b", type="NodePort"))
         status, result = api.call("POST", SERVICES, service("c", type="NodePort"))
@@ -444,7 +405,7 @@ def test_node_port_range_full() -> None:
 # --- EndpointSlices ----------------------------------------------------------------------------
 
 
-def test_endpointslices_served(api: Api) -> None:
+def test_endpointslices_served(api: ServicesApi) -> None:
     resources = api.ok("GET", "/apis/discovery.k8s.io/v1")["resources"]
     [entry] = [r for r in resources if r["name"] == "endpointslices"]
     assert entry["kind"] == "EndpointSlice"
@@ -522,7 +483,7 @@ def test_endpointslices_served(api: Api) -> None:
         ({"ports": [{"name": "a"}, {"name": "a"}]}, 'ports[1].name: Duplicate value: "a"'),
     ],
 )
-def test_endpointslice_validation(api: Api, fields: Obj, expected: str) -> None:
+def test_endpointslice_validation(api: ServicesApi, fields: Obj, expected: str) -> None:
     body = endpoint_slice("bad", **fields)
     if body["addressType"] is None:
         del body["addressType"]
@@ -532,7 +493,7 @@ def test_endpointslice_validation(api: Api, fields: Obj, expected: str) -> None:
     assert api.call("GET", f"{SLICES}/bad")[0] == 404
 
 
-def test_endpointslice_fqdn_must_be_a_dns_name(api: Api) -> None:
+def test_endpointslice_fqdn_must_be_a_dns_name(api: ServicesApi) -> None:
     body = endpoint_slice("bad", "FQDN", endpoints=[{"addresses": ["Not_A.Name"]}])
     assert "RFC 1123 subdomain" in api.invalid("POST", SLICES, body)
 
@@ -540,7 +501,7 @@ def test_endpointslice_fqdn_must_be_a_dns_name(api: Api) -> None:
 # --- Tables ------------------------------------------------------------------------------------
 
 
-def test_service_table(api: Api) -> None:
+def test_service_table(api: ServicesApi) -> None:
     create(api, service("web"))
     create(api, service("np", type="NodePort", ipFamilyPolicy="PreferDualStack"))
     create(api, service("lb", type="LoadBalancer", externalIPs=["192.0.2.1"]))
@@ -604,7 +565,7 @@ def test_standalone_service_cidr_flag(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
-        api = Api(f"http://127.0.0.1:{port}")
+        api = ServicesApi(f"http://127.0.0.1:{port}")
         spec = create(api, service("web", type="NodePort", ipFamilyPolicy="PreferDualStack"))[
             "spec"
         ]
