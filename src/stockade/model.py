@@ -87,7 +87,8 @@ def _frozen_labels(raw: Any, path: str, errors: list[FieldError]) -> Labels:
 def check_api_version(obj: Mapping[str, Any], errors: list[FieldError]) -> None:
     """A known kind under another apiVersion is refused, not read as the one we know."""
     kind = obj.get("kind")
-    if "apiVersion" not in obj or kind not in API_VERSIONS:
+    # A kind that is no string (a list, from hostile YAML) is not hashable: no lookup.
+    if "apiVersion" not in obj or not isinstance(kind, str) or kind not in API_VERSIONS:
         return
     version = obj.get("apiVersion")
     if version != API_VERSIONS[kind]:

@@ -213,11 +213,13 @@ def _service_port(raw: Any, path: str, errors: list[FieldError]) -> ServicePort 
     protocol = _protocol(raw.get("protocol"), f"{path}.protocol", errors)
     raw_target = raw.get("targetPort")
     target: int | str | None
-    if raw_target is None or raw_target == 0:
+    if raw_target is None or (type(raw_target) is int and raw_target == 0):
         target = port  # the API server defaults targetPort to port
     elif isinstance(raw_target, str):
-        if raw_target.isdigit():
-            target = _port_number(int(raw_target), f"{path}.targetPort", errors)
+        if raw_target.isascii() and raw_target.isdigit():
+            # At most 6 digits: int() of thousands of digits raises, "²" is a digit too.
+            number = int(raw_target) if len(raw_target) <= 6 else 10**6
+            target = _port_number(number, f"{path}.targetPort", errors)
         elif is_svc_name(raw_target):
             target = raw_target
         else:
@@ -258,7 +260,8 @@ def parse_service(obj: Mapping[str, Any], source: str | None = None) -> Service:
         if ip is not None and ip not in cluster_ips:
             cluster_ips.append(ip)
     ports: list[ServicePort] = []
-    raw_ports = spec.get("ports") or []
+    raw_ports = spec.get("ports")
+    raw_ports = [] if raw_ports is None else raw_ports
     if not isinstance(raw_ports, list):
         errors.append(FieldError("spec.ports", f"must be a list, got {short(raw_ports)}"))
         raw_ports = []
@@ -271,6 +274,9 @@ def parse_service(obj: Mapping[str, Any], source: str | None = None) -> Service:
         errors.append(FieldError("spec.ports", "a port and protocol appear twice"))
     if len(ports) > 1 and any(not p.name for p in ports):
         errors.append(FieldError("spec.ports", "every port needs a name when there are several"))
+    names = [p.name for p in ports if p.name]
+    if len(set(names)) != len(names):
+        errors.append(FieldError("spec.ports", "a port name appears twice"))
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     assert isinstance(meta, Mapping)
     uid = meta.get("uid") or ""
