@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TextIO
 
 from stockade import __version__, output
 from stockade.cluster import SUPPORTED_KINDS, Cluster, UnreadableList, iter_documents
+from stockade.cnp import parse_cluster_network_policy
 from stockade.errors import InvalidObjectError
 from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
@@ -293,6 +294,9 @@ def _parse_file(
                 except InvalidObjectError as exc:
                     warnings.extend(f"ignoring {line}" for line in exc.lines())
                 continue
+            if kind == "ClusterNetworkPolicy":
+                warnings.append(_cluster_policy_warning(path, item))
+                continue
             if kind not in SUPPORTED_KINDS:
                 warnings.append(f"{path}: ignoring {object_ref(item)} (unsupported kind)")
                 continue
@@ -300,6 +304,18 @@ def _parse_file(
                 objects.append(parse_object(item, source=path))
             except InvalidObjectError as exc:
                 errors.extend(exc.lines())
+
+
+def _cluster_policy_warning(path: str, item: Mapping[str, Any]) -> str:
+    """A ClusterNetworkPolicy is checked but not evaluated: say so, never silently."""
+    try:
+        parse_cluster_network_policy(item, source=path)
+    except InvalidObjectError as exc:
+        return f"ignoring {'; '.join(exc.lines())}"
+    return (
+        f"{path}: ignoring {object_ref(item)}: stockade does not evaluate or enforce "
+        "ClusterNetworkPolicy yet (docs/tiers.md); these verdicts leave it out"
+    )
 
 
 def _duplicate_warnings(objects: Sequence[ClusterObject]) -> list[str]:

@@ -476,3 +476,29 @@ def test_ascii_stdout_gets_ascii_table(monkeypatch: pytest.MonkeyPatch) -> None:
     text = pipe.getvalue()
     assert text.isascii()
     assert "1  shop/backend  +  +  X" in text
+
+
+def test_cluster_network_policies_are_named_as_not_evaluated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never silently: a ClusterNetworkPolicy is checked and said to be left out."""
+    good = (
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+        "metadata: {name: deny-legacy}\n"
+        "spec: {tier: Admin, priority: 10, subject: {namespaces: {}},\n"
+        "  egress: [{action: Deny, to: [{networks: [192.0.2.0/24]}]}]}\n"
+    )
+    bad = (
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+        "metadata: {name: bad}\nspec: {tier: Middle, priority: 10, subject: {namespaces: {}}}\n"
+    )
+    path = _write(tmp_path, "cnp.yaml", "---\n".join([good, bad, _pod("a", "10.0.0.1")]))
+    code, out, err = _run(capsys, "matrix", "-f", path, "-o", "json")
+    assert code == 0
+    assert json.loads(out)["matrix"] == {"demo/a": {"demo/a": True}}
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"warning: {path}: ignoring ClusterNetworkPolicy deny-legacy: stockade does not "
+        "evaluate or enforce ClusterNetworkPolicy yet (docs/tiers.md); these verdicts leave it out"
+    )
+    assert lines[1].startswith(f"warning: ignoring {path}: ClusterNetworkPolicy bad: spec.tier:")
