@@ -28,7 +28,12 @@ from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
 from stockade.ownership import resolve
 from stockade.safetext import bounded, printable, short
-from stockade.service_explain import ServiceLookupError, find_service, service_verdict
+from stockade.service_explain import (
+    ServiceLookupError,
+    cluster_ip_of,
+    find_service,
+    service_verdict,
+)
 from stockade.services import EndpointSlice, Service, parse_endpoint_slice, parse_service
 from stockade.verdict import Dataplane, Endpoint
 from stockade.yamlload import MAX_INPUT_BYTES, YamlLoadError, load_documents
@@ -483,7 +488,7 @@ def run_service_matrix(args: argparse.Namespace, loaded: Loaded, stdout: TextIO)
     for pod in rows:
         cells[pod.key] = {}
         for svc in columns:
-            ip = _family_ip(svc, args.family)
+            ip = cluster_ip_of(svc, args.family)
             if ip is None:
                 cells[pod.key][svc.key] = "refused"
                 continue
@@ -494,13 +499,6 @@ def run_service_matrix(args: argparse.Namespace, loaded: Loaded, stdout: TextIO)
     if args.output == "json":
         return output.service_matrix_json(cells, args.port, args.protocol) + "\n"
     return output.service_matrix_text(cells, args.port, args.protocol)
-
-
-def _family_ip(svc: Service, family: int | None) -> str | None:
-    for ip in svc.cluster_ips:
-        if family is None or ipaddress.ip_address(ip).version == family:
-            return ip
-    return None
 
 
 def _use_color(mode: str, stream: TextIO) -> bool:

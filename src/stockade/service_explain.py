@@ -126,14 +126,22 @@ def _cluster_ip(service: Service, family: int | None, text: str) -> str:
             f"DST {text}: a headless service (clusterIP: None) has no address of its own; "
             "clients connect to the pods: explain those (ns/pod)"
         )
-    ips = [
-        ip
-        for ip in service.cluster_ips
-        if family is None or ipaddress.ip_address(ip).version == family
-    ]
-    if not ips:
+    ip = cluster_ip_of(service, family)
+    if ip is None:
         raise ServiceLookupError(f"DST {text}: the service has no IPv{family} cluster IP")
-    return ips[0]
+    return ip
+
+
+def cluster_ip_of(service: Service, family: int | None) -> str | None:
+    """The service's first cluster IP of ``family`` (any family when None)."""
+    return next(
+        (
+            ip
+            for ip in service.cluster_ips
+            if family is None or ipaddress.ip_address(ip).version == family
+        ),
+        None,
+    )
 
 
 def service_verdict(

@@ -7,7 +7,6 @@ validation, their server-side Tables, and the real kubectl against all of it.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from stockade.emulator import Emulator, EmulatorThread
-from tests.integration.test_emulator import KUBECTL, TABLE, Api, needs_kubectl
+from tests.integration.test_emulator import TABLE, Api, Kubectl, needs_kubectl
 
 Obj = dict[str, Any]
 SERVICES = "/api/v1/namespaces/default/services"
@@ -580,31 +579,6 @@ def test_standalone_service_cidr_flag(tmp_path: Path) -> None:
 
 
 # --- real kubectl ------------------------------------------------------------------------------
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: Path, home: Path) -> None:
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "HOME": str(home),
-            "KUBECACHEDIR": str(home / "cache"),
-        }
-
-    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        assert KUBECTL is not None
-        done = subprocess.run(
-            [KUBECTL, *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if check:
-            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-        return done.stdout + done.stderr
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from stockade.sandbox.common import (
     is_alive,
     kind_of,
     load_objects,
+    object_key,
     process_start,
     record_process,
     recorded_processes,
@@ -488,7 +489,7 @@ class Sandbox:
         services = self.api.list("Service")
         slices = self.api.list("EndpointSlice")
         out: list[str] = []
-        written = {_ns_name(o) for o in slices}
+        written = {object_key(o) for o in slices}
         for obj in services:
             try:
                 service = parse_service(obj)
@@ -714,11 +715,6 @@ def _empty_rule_set(obj: Mapping[str, Any]) -> bool:
     except ValueError:
         return False
     return not (rules.pods or rules.policies or rules.peer_sets or rules.contested_ips)
-
-
-def _ns_name(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def _word(matrix: Mapping[str, Mapping[str, bool | None]], src: str, dst: str) -> str:

@@ -337,6 +337,12 @@ class Api:
             raise
 
 
+def object_key(obj: Mapping[str, Any]) -> str:
+    """``namespace/name`` of an API object (``/name`` for a cluster-scoped one)."""
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
 def kind_of(obj: Mapping[str, Any]) -> Kind:
     """The API location of an object by its ``kind`` (the kinds the sandbox handles)."""
     kind = str(obj.get("kind", ""))

@@ -33,7 +33,7 @@ from typing import Any
 
 from stockade.kube import PODS, Gone, KubeClient, KubeError, now_rfc3339
 from stockade.netlab import Lab, Node, PodNet, Server
-from stockade.sandbox.common import IP_ANNOTATION, JsonObject
+from stockade.sandbox.common import IP_ANNOTATION, JsonObject, object_key
 
 log = logging.getLogger("stockade.sandbox.kubelet")
 
@@ -176,7 +176,7 @@ class Kubelet:
                 await asyncio.sleep(0.5)
 
     async def resync(self, items: list[JsonObject]) -> None:
-        present = {_key(o): _uid(o) for o in items}
+        present = {object_key(o): _uid(o) for o in items}
         for key, pod in list(self.running.items()):
             if present.get(key) != pod.uid:
                 await self.stop_pod(pod)
@@ -184,12 +184,12 @@ class Kubelet:
             await self.seen(obj)
 
     async def removed(self, obj: JsonObject) -> None:
-        pod = self.running.get(_key(obj))
+        pod = self.running.get(object_key(obj))
         if pod is not None and pod.uid == _uid(obj):
             await self.stop_pod(pod)
 
     async def seen(self, obj: JsonObject) -> None:
-        key, uid = _key(obj), _uid(obj)
+        key, uid = object_key(obj), _uid(obj)
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         status = obj.get("status") or {}
@@ -338,11 +338,6 @@ class Kubelet:
             log.warning("could not write the status of %s: %s", pod.key, exc)
         else:
             log.info("pod %s runs on %s at %s", pod.key, pod.node, ", ".join(pod.ips))
-
-
-def _key(obj: JsonObject) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def _uid(obj: JsonObject) -> str:

@@ -21,16 +21,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.agent.backend import Backend, Tools
+from stockade.agent.executor import CommandError, SubprocessExecutor
 from stockade.errors import InvalidObjectError
 from stockade.kube import ENDPOINT_SLICES, PODS, SERVICES, Gone, KubeClient, KubeError, Resource
 from stockade.model import Pod, parse_pod
-from stockade.sandbox.common import JsonObject
+from stockade.sandbox.common import JsonObject, object_key
 from stockade.sandbox.kubeproxy import (
     JUMPS,
     ProxyNode,
@@ -58,7 +58,7 @@ DEBOUNCE = 0.02
 def content_digest(services: Iterable[JsonObject], slices: Iterable[JsonObject]) -> str:
     """A digest of which Service and EndpointSlice versions exist (the convergence mark)."""
     marks = sorted(
-        f"{kind}/{_key(o)}@{(o.get('metadata') or {}).get('resourceVersion')}"
+        f"{kind}/{object_key(o)}@{(o.get('metadata') or {}).get('resourceVersion')}"
         for kind, objs in (("svc", services), ("eps", slices))
         for o in objs
     )
@@ -71,26 +71,16 @@ class ProxiedNode:
 
     name: str
     ns: str
-    applied: dict[int, str] = field(default_factory=dict)  # family -> restore text
+    # family -> the tables last written (kube-proxy rewrites only on a change)
+    applied: dict[int, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
 
 
 class IptablesRunner:
-    """Runs the backend's tools inside a node's namespace (``ip netns exec``)."""
+    """Runs the backend's tools inside a node's namespace (the agent's executor)."""
 
     def __init__(self, backend: Backend) -> None:
         self.tools = Tools(backend)
         self.backend = backend
-
-    def _run(
-        self, ns: str, argv: list[str], text: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", ns, *argv],
-            input=text,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
 
     def binary(self, family: int) -> str:
         """``iptables-nft`` or ``ip6tables-legacy``, ..."""
@@ -98,35 +88,25 @@ class IptablesRunner:
 
     def save(self, ns: str, family: int) -> str:
         """``iptables-save`` of the namespace (every table)."""
-        proc = self._run(ns, [self.tools.save(family)])
-        if proc.returncode != 0:
-            raise RuntimeError(f"{self.tools.save(family)} in {ns}: {proc.stderr.strip()}")
-        return proc.stdout
+        return SubprocessExecutor(netns=ns).run([self.tools.save(family)])
 
     def apply(self, ns: str, family: int, rules: ProxyRules) -> str:
         """Write ``rules``: one atomic restore of kube-proxy's chains, then the jumps."""
         live = live_kube_chains(self.save(ns, family))
         text = restore_text(rules, live)
-        proc = self._run(ns, [self.tools.restore(family), "--noflush", "-w", "5"], text)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{self.tools.restore(family)} in {ns}: {proc.stderr.strip()}")
+        SubprocessExecutor(netns=ns).run([self.tools.restore(family), "--noflush", "-w", "5"], text)
         self.ensure_jumps(ns, family)
         return text
 
     def ensure_jumps(self, ns: str, family: int) -> None:
         """kube-proxy's ``EnsureRule(Prepend)``: insert at the top when missing, else leave."""
-        binary = self.binary(family)
+        ex = SubprocessExecutor(netns=ns)
         for jump in JUMPS:
-            check = self._run(
-                ns, [binary, "-w", "5", "-t", jump.table, "-C", jump.chain, *jump.args]
-            )
-            if check.returncode == 0:
-                continue
-            add = self._run(
-                ns, [binary, "-w", "5", "-t", jump.table, "-I", jump.chain, "1", *jump.args]
-            )
-            if add.returncode != 0:
-                raise RuntimeError(f"{binary} -I {jump.chain} in {ns}: {add.stderr.strip()}")
+            base = [self.binary(family), "-w", "5", "-t", jump.table]
+            try:
+                ex.run([*base, "-C", jump.chain, *jump.args])
+            except CommandError:  # missing: prepend it
+                ex.run([*base, "-I", jump.chain, "1", *jump.args])
 
 
 class ServiceStandIns:
@@ -196,7 +176,7 @@ class ServiceStandIns:
         items, version = await self.client.list(resource)
         store = self.objects[kind]
         store.clear()
-        store.update({_key(o): o for o in items})
+        store.update({object_key(o): o for o in items})
         self.dirty.set()
         return version
 
@@ -210,9 +190,9 @@ class ServiceStandIns:
                 async for event, obj in self.client.watch(resource, version, timeout_seconds=120):
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if event == "DELETED":
-                        store.pop(_key(obj), None)
+                        store.pop(object_key(obj), None)
                     elif event in ("ADDED", "MODIFIED"):
-                        store[_key(obj)] = obj
+                        store[object_key(obj)] = obj
                     else:
                         continue
                     self.dirty.set()
@@ -267,11 +247,10 @@ class ServiceStandIns:
             for family in self.families:
                 proxy_node = ProxyNode(node.name, family, self.cluster_cidrs[family])
                 rules = render_proxy(proxy_node, services, slices)
-                text = restore_text(rules, {})
-                if node.applied.get(family) == text:
+                if node.applied.get(family) == rules.tables:
                     continue
                 await loop.run_in_executor(None, self.runner.apply, node.ns, family, rules)
-                node.applied[family] = text
+                node.applied[family] = rules.tables
         self.digest = seen
         self.syncs += 1
 
@@ -325,8 +304,3 @@ def _same_slice(current: JsonObject, body: JsonObject) -> bool:
         and (current.get("ports") or []) == body["ports"]
         and labels.get(SERVICE_NAME_LABEL) == body["metadata"]["labels"][SERVICE_NAME_LABEL]
     )
-
-
-def _key(obj: JsonObject) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
