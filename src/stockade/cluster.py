@@ -7,45 +7,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from stockade.cnp import (
+    ClusterInput,
+    ClusterNetworkPolicy,
+    NodeInfo,
+    parse_cluster_network_policy,
+    parse_node,
+)
 from stockade.errors import FieldError, InvalidObjectError, ObjectRef
-from stockade.model import ClusterObject, Namespace, NetworkPolicy, Pod, object_ref, parse_object
+from stockade.model import Namespace, NetworkPolicy, Pod, object_ref, parse_object
 from stockade.yamlload import MAX_DEPTH, MAX_INPUT_BYTES, YamlLoadError, load_documents
 
-SUPPORTED_KINDS = ("Namespace", "Pod", "NetworkPolicy")
+SUPPORTED_KINDS = ("Namespace", "Pod", "NetworkPolicy", "ClusterNetworkPolicy", "Node")
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """Namespaces, Pods and NetworkPolicies by name (``ns/name`` for namespaced)."""
+    """The objects policy is judged on, by name (``ns/name`` for namespaced ones).
+
+    ``cluster_policies`` are the ClusterNetworkPolicies (by name) and ``nodes`` the
+    Nodes their ``nodes`` peers select (by name).
+    """
 
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     pods: Mapping[str, Pod] = field(default_factory=dict)
     policies: Mapping[str, NetworkPolicy] = field(default_factory=dict)
+    cluster_policies: Mapping[str, ClusterNetworkPolicy] = field(default_factory=dict)
+    nodes: Mapping[str, NodeInfo] = field(default_factory=dict)
 
     @staticmethod
-    def of(objects: Iterable[ClusterObject]) -> Cluster:
+    def of(objects: Iterable[ClusterInput]) -> Cluster:
         """Build a snapshot; a later object with the same name replaces an earlier one."""
         namespaces: dict[str, Namespace] = {}
         pods: dict[str, Pod] = {}
         policies: dict[str, NetworkPolicy] = {}
+        cluster_policies: dict[str, ClusterNetworkPolicy] = {}
+        nodes: dict[str, NodeInfo] = {}
         for obj in objects:
             if isinstance(obj, Namespace):
                 namespaces[obj.name] = obj
             elif isinstance(obj, Pod):
                 pods[obj.key] = obj
+            elif isinstance(obj, ClusterNetworkPolicy):
+                cluster_policies[obj.name] = obj
+            elif isinstance(obj, NodeInfo):
+                nodes[obj.name] = obj
             else:
                 policies[obj.key] = obj
-        return Cluster(namespaces, pods, policies)
+        return Cluster(namespaces, pods, policies, cluster_policies, nodes)
 
     def namespace(self, name: str) -> Namespace:
         """The namespace ``name``; one that was never declared has only its name label."""
         return self.namespaces.get(name) or Namespace.default(name)
 
-    def objects(self) -> Iterator[ClusterObject]:
-        """Every object, namespaces first."""
+    def objects(self) -> Iterator[ClusterInput]:
+        """Every object: namespaces, pods, NetworkPolicies, Nodes, ClusterNetworkPolicies."""
         yield from self.namespaces.values()
         yield from self.pods.values()
         yield from self.policies.values()
+        yield from self.nodes.values()
+        yield from self.cluster_policies.values()
 
     def active_pods(self) -> list[Pod]:
         """Pods that take part in policy (an IP, not finished), sorted by key."""
@@ -56,7 +77,7 @@ class Cluster:
 class LoadResult:
     """What a load produced: the parsed objects and every rejected object's error."""
 
-    objects: tuple[ClusterObject, ...]
+    objects: tuple[ClusterInput, ...]
     errors: tuple[InvalidObjectError, ...]
 
     @property
@@ -144,9 +165,19 @@ def _kind_name(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def parse_input(obj: Mapping[str, Any], source: str | None = None) -> ClusterInput:
+    """Parse one object of a kind in :data:`SUPPORTED_KINDS`; raises InvalidObjectError."""
+    kind = obj.get("kind")
+    if kind == "ClusterNetworkPolicy":
+        return parse_cluster_network_policy(obj, source)
+    if kind == "Node":
+        return parse_node(obj, source)
+    return parse_object(obj, source)
+
+
 def parse_documents(docs: Iterable[Any], source: str | None = None) -> LoadResult:
-    """Parse raw documents; kinds other than Namespace, Pod, NetworkPolicy are errors."""
-    objects: list[ClusterObject] = []
+    """Parse raw documents; kinds not in :data:`SUPPORTED_KINDS` are errors."""
+    objects: list[ClusterInput] = []
     errors: list[InvalidObjectError] = []
     for index, doc in enumerate(docs):
         for item in iter_documents(doc):
@@ -163,7 +194,7 @@ def parse_documents(docs: Iterable[Any], source: str | None = None) -> LoadResul
                 )
                 continue
             try:
-                objects.append(parse_object(item, source))
+                objects.append(parse_input(item, source))
             except InvalidObjectError as exc:
                 errors.append(exc)
     return LoadResult(tuple(objects), tuple(errors))
@@ -192,7 +223,7 @@ def load_files(paths: Iterable[str | Path]) -> LoadResult:
     bounded); a file it refuses is one :class:`UnreadableFileError`. A file that
     cannot be opened raises :class:`OSError`.
     """
-    objects: list[ClusterObject] = []
+    objects: list[ClusterInput] = []
     errors: list[InvalidObjectError] = []
     for path in paths:
         with open(path, "rb") as stream:

@@ -26,6 +26,7 @@ from typing import Any
 
 from stockade.errors import FieldError, InvalidObjectError, ObjectRef
 from stockade.model import (
+    ClusterObject,
     IPNetwork,
     Labels,
     expected_string,
@@ -177,6 +178,11 @@ class NodeInfo:
     name: str
     labels: Labels
     addresses: tuple[str, ...] = ()
+
+
+# Everything the compiler and the verdict engine read: the NetworkPolicy kinds, and
+# the ClusterNetworkPolicies with the Nodes their ``nodes`` peers select.
+ClusterInput = ClusterObject | ClusterNetworkPolicy | NodeInfo
 
 
 # --- common ------------------------------------------------------------------------

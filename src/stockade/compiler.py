@@ -19,9 +19,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from stockade.cluster import Cluster
+from stockade.cnp import (
+    ACCEPT,
+    ClusterInput,
+    ClusterNetworkPolicy,
+    ClusterPeer,
+    ClusterRule,
+    NodeInfo,
+    Subject,
+)
 from stockade.index import LabelIndex
 from stockade.model import (
-    ClusterObject,
     Namespace,
     NetworkPolicy,
     Peer,
@@ -31,12 +39,15 @@ from stockade.model import (
 )
 from stockade.ownership import IPClaim, OwnershipTracker
 from stockade.ruleset import (
+    DENY,
+    CompiledClusterPolicy,
     CompiledPolicy,
     CompiledRule,
     ContainerPortSpec,
     KnownPod,
     LocalPod,
     NamedPortRef,
+    NodeClusterPolicy,
     NodePolicy,
     NodeRuleSet,
     PeerMatch,
@@ -45,6 +56,7 @@ from stockade.ruleset import (
     PeerSet,
     PortMatch,
     SelectorRequirement,
+    TierRule,
     stable_hash,
 )
 from stockade.selectors import EVERYTHING, LabelSelector, Requirement
@@ -79,6 +91,9 @@ def peer_set_name(selector: PeerSelector) -> str:
         if selector.named_port is None
         else [selector.named_port.name, selector.named_port.protocol],
     }
+    if selector.node_selector is not None:
+        # Only present for node sets, so the names of pod sets stay as they were.
+        payload["nodes"] = [[r.key, r.operator, list(r.values)] for r in selector.node_selector]
     return "ps-" + stable_hash(payload)
 
 
@@ -114,20 +129,26 @@ def _compile_peers(
     return tuple(out)
 
 
-def _compile_port(port: PolicyPort, egress: bool, sets: dict[str, PeerSelector]) -> PortMatch:
-    if port.name is None:
-        return PortMatch(protocol=port.protocol, port=port.port, end_port=port.end_port)
+def _named_port_match(
+    name: str, protocol: str, egress: bool, sets: dict[str, PeerSelector]
+) -> PortMatch:
     if not egress:
         # Ingress: the destination is the local target, whose ports the node knows.
-        return PortMatch(protocol=port.protocol, name=port.name)
+        return PortMatch(protocol=protocol, name=name)
     # Egress: the destination may be any pod in the cluster; the set of every pod
     # declaring the port gives its number per pod.
     selector = PeerSelector(
-        pod_selector=(), namespace_selector=(), named_port=NamedPortRef(port.name, port.protocol)
+        pod_selector=(), namespace_selector=(), named_port=NamedPortRef(name, protocol)
     )
-    name = peer_set_name(selector)
-    sets[name] = selector
-    return PortMatch(protocol=port.protocol, name=port.name, named_port_set=name)
+    set_name = peer_set_name(selector)
+    sets[set_name] = selector
+    return PortMatch(protocol=protocol, name=name, named_port_set=set_name)
+
+
+def _compile_port(port: PolicyPort, egress: bool, sets: dict[str, PeerSelector]) -> PortMatch:
+    if port.name is None:
+        return PortMatch(protocol=port.protocol, port=port.port, end_port=port.end_port)
+    return _named_port_match(port.name, port.protocol, egress, sets)
 
 
 def _compile_rules(
@@ -162,6 +183,101 @@ def compile_policy(policy: NetworkPolicy) -> tuple[CompiledPolicy, dict[str, Pee
     return compiled, sets
 
 
+# --------------------------------------------------------------------------- cluster policies
+
+# A destinationNamedPort has no protocol of its own: it matches a connection of
+# any of these whose port is the destination pod's port of that name and protocol.
+_NAMED_PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def cluster_policy_id(name: str) -> str:
+    """A short stable id for a ClusterNetworkPolicy, used in chain and set names.
+
+    Hashed with a prefix, so it never equals the id of a NetworkPolicy (whose key
+    has a namespace) whatever the names.
+    """
+    return stable_hash("ClusterNetworkPolicy/" + name, 12)
+
+
+def _cluster_peer(peer: ClusterPeer, sets: dict[str, PeerSelector]) -> tuple[PeerMatch, ...]:
+    if peer.networks:
+        return tuple(PeerMatch(cidr=str(net)) for net in peer.networks)
+    if peer.namespaces is not None:
+        selector = PeerSelector(pod_selector=(), namespace_selector=_reqs(peer.namespaces))
+    elif peer.pods is not None:
+        selector = PeerSelector(
+            pod_selector=_reqs(peer.pods.pod_selector),
+            namespace_selector=_reqs(peer.pods.namespace_selector),
+        )
+    elif peer.nodes is not None:
+        selector = PeerSelector(node_selector=_reqs(peer.nodes))
+    else:  # domainNames: the rule fails closed as a whole (see _compile_tier_rules)
+        return ()
+    name = peer_set_name(selector)
+    sets[name] = selector
+    return (PeerMatch(peer_set=name),)
+
+
+def _compile_tier_rules(
+    rules: Iterable[ClusterRule], egress: bool, sets: dict[str, PeerSelector]
+) -> tuple[TierRule, ...]:
+    out: list[TierRule] = []
+    for index, rule in enumerate(rules):
+        if rule.unsupported:
+            # The spec's "fail closed": an Accept rule matches no traffic (left out);
+            # a Deny or Pass rule is a "Deny all" rule.
+            if rule.action != ACCEPT:
+                out.append(TierRule(DENY, index, name=rule.name, fail_closed=True))
+            continue
+        peers: list[PeerMatch] = []
+        for peer in rule.peers:
+            for match in _cluster_peer(peer, sets):
+                if match not in peers:
+                    peers.append(match)
+        ports: list[PortMatch] = []
+        for pm in rule.protocols:
+            if pm.named_port is not None:
+                found = [
+                    _named_port_match(pm.named_port, proto, egress, sets)
+                    for proto in _NAMED_PORT_PROTOCOLS
+                ]
+            else:
+                assert pm.protocol is not None
+                end = pm.end_port if pm.end_port != pm.port else None
+                found = [PortMatch(protocol=pm.protocol, port=pm.port, end_port=end)]
+            ports.extend(p for p in found if p not in ports)
+        out.append(TierRule(rule.action, index, tuple(peers), tuple(ports), rule.name))
+    return tuple(out)
+
+
+def compile_cluster_policy(
+    policy: ClusterNetworkPolicy,
+) -> tuple[CompiledClusterPolicy, dict[str, PeerSelector]]:
+    """Compile one ClusterNetworkPolicy, independently of any node.
+
+    Returns the compiled policy and the selector of every PeerSet it refers to.
+    Rule order and indexes are kept (an Accept rule that fails closed is left out,
+    so indexes may skip).
+    """
+    sets: dict[str, PeerSelector] = {}
+    compiled = CompiledClusterPolicy(
+        name=policy.name,
+        id=cluster_policy_id(policy.name),
+        tier=policy.tier,
+        priority=policy.priority,
+        ingress=_compile_tier_rules(policy.ingress, False, sets),
+        egress=_compile_tier_rules(policy.egress, True, sets),
+    )
+    return compiled, sets
+
+
+def _subject_namespace_selector(subject: Subject) -> LabelSelector:
+    if subject.namespaces is not None:
+        return subject.namespaces
+    assert subject.pods is not None
+    return subject.pods.namespace_selector
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -170,6 +286,15 @@ class _PolicyState:
     policy: NetworkPolicy
     compiled: CompiledPolicy
     sets: frozenset[str]
+    targets: set[str]
+
+
+@dataclass
+class _ClusterPolicyState:
+    policy: ClusterNetworkPolicy
+    compiled: CompiledClusterPolicy
+    sets: frozenset[str]
+    namespaces: set[str]  # namespaces the subject's namespace selector matches
     targets: set[str]
 
 
@@ -186,8 +311,12 @@ class _SetState:
     # Buckets changed since the last flush; None means rebuild every shard.
     dirty: set[int] | None = None
 
+    node_selector: LabelSelector | None = None
+
     def wants(self, pod: Pod) -> PeerMember | None:
         """The member ``pod`` would be, if the set selects it."""
+        if self.node_selector is not None:
+            return None  # a node set holds Nodes, never pods
         if not self.pod_selector.matches(pod.labels):
             return None
         named = self.selector.named_port
@@ -267,27 +396,41 @@ class Compiler:
         # Pods come in raw; the ownership rule decides which addresses each owns.
         self._ownership = OwnershipTracker()
         self._node_contested: dict[str, dict[str, tuple[str, ...]]] = {}
+        # ClusterNetworkPolicies, their subjects, and the Nodes for `nodes` peers.
+        self._cnps: dict[str, _ClusterPolicyState] = {}
+        self._ns_cnps: dict[str, set[str]] = {}  # namespace -> CNPs whose subject has it
+        self._pod_cnps: dict[str, set[str]] = {}
+        self._nodes: dict[str, NodeInfo] = {}
+        self._node_sets: set[str] = set()  # sets of Nodes (node_selector)
 
     # ------------------------------------------------------------------ events
 
-    def upsert(self, obj: ClusterObject) -> None:
-        """Add or replace a Namespace, Pod or NetworkPolicy.
+    def upsert(self, obj: ClusterInput) -> None:
+        """Add or replace a Namespace, Pod, NetworkPolicy, ClusterNetworkPolicy or Node.
 
         A pod is given as read; the compiler applies :mod:`stockade.ownership`, so a
-        pod that takes another's address changes what both pods own.
+        pod that takes another's address changes what both pods own. A Node
+        (:class:`~stockade.cnp.NodeInfo`) is also declared (see :meth:`upsert_node`).
         """
         if isinstance(obj, Pod):
             for pod in self._ownership.upsert(obj):
                 self._set_pod(pod.key, pod)
         elif isinstance(obj, Namespace):
             self._set_namespace(obj.name, obj)
+        elif isinstance(obj, ClusterNetworkPolicy):
+            self._set_cluster_policy(obj.name, obj)
+        elif isinstance(obj, NodeInfo):
+            self.upsert_node(obj.name)
+            self._set_node_info(obj.name, obj)
         else:
             self._set_policy(obj.key, obj)
 
     def delete(self, kind: str, key: str) -> None:
-        """Remove an object by kind (Pod, Namespace, NetworkPolicy) and key.
+        """Remove an object by kind and key.
 
-        Namespaced keys are ``namespace/name``. Unknown keys are ignored.
+        Kinds: Pod, Namespace, NetworkPolicy, ClusterNetworkPolicy, Node (which is
+        also undeclared, see :meth:`delete_node`). Namespaced keys are
+        ``namespace/name``. Unknown keys are ignored.
         """
         if kind == "Pod":
             self._set_pod(key, None)
@@ -297,6 +440,11 @@ class Compiler:
             self._set_namespace(key, None)
         elif kind == "NetworkPolicy":
             self._set_policy(key, None)
+        elif kind == "ClusterNetworkPolicy":
+            self._set_cluster_policy(key, None)
+        elif kind == "Node":
+            self._set_node_info(key, None)
+            self.delete_node(key)
         else:
             raise ValueError(f"unknown kind {kind!r}")
 
@@ -350,6 +498,7 @@ class Compiler:
         assert current is not None  # both None was caught by old == pod
         namespace = current.namespace
         self._retarget_pod(key, namespace, old, pod)
+        self._resubject_pod(key, namespace, old, pod)
         self._repeer_pod(key, namespace, old, pod)
 
     def _contest(self, key: str, old: Pod | None, pod: Pod | None) -> None:
@@ -409,6 +558,39 @@ class Compiler:
             if now and pod is not None:
                 self._dirty_nodes.add(pod.node_name)
 
+    def _resubject_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
+        """Keep the pod's place among the subjects of the ClusterNetworkPolicies."""
+        for name in self._ns_cnps.get(namespace, ()):
+            state = self._cnps[name]
+            was = key in state.targets
+            now = pod is not None and _subject_pod_matches(state.policy.subject, pod)
+            self._mark_subject(state, key, was, now, old, pod)
+
+    def _mark_subject(
+        self,
+        state: _ClusterPolicyState,
+        key: str,
+        was: bool,
+        now: bool,
+        old: Pod | None,
+        pod: Pod | None,
+    ) -> None:
+        if was and now and _same_local(old, pod):
+            return
+        if not was and not now:
+            return
+        name = state.policy.name
+        if now:
+            state.targets.add(key)
+            self._pod_cnps.setdefault(key, set()).add(name)
+        elif was:
+            state.targets.discard(key)
+            _discard(self._pod_cnps, key, name)
+        if was and old is not None:
+            self._dirty_nodes.add(old.node_name)
+        if now and pod is not None:
+            self._dirty_nodes.add(pod.node_name)
+
     def _repeer_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
         bucket = _bucket(key)
         for name in self._ns_sets.get(namespace, ()):
@@ -461,6 +643,7 @@ class Compiler:
     def _relabel_namespace(self, name: str, ns: Namespace) -> None:
         self._ns_index.remove(name)
         self._ns_index.add(name, ns.labels)
+        self._rescope_cluster_policies(name, ns)
         scoped = self._ns_sets.setdefault(name, set())
         for set_name in self._nssel_sets:
             state = self._sets[set_name]
@@ -475,6 +658,24 @@ class Compiler:
                 state.namespaces.discard(name)
                 scoped.discard(set_name)
             self._refill_namespace(state, name, now)
+
+    def _rescope_cluster_policies(self, name: str, ns: Namespace) -> None:
+        """A namespace's labels changed: which CNP subjects cover its pods."""
+        for cnp_name, state in self._cnps.items():
+            now = _subject_namespace_selector(state.policy.subject).matches(ns.labels)
+            if now == (name in state.namespaces):
+                continue
+            if now:
+                state.namespaces.add(name)
+                self._ns_cnps.setdefault(name, set()).add(cnp_name)
+            else:
+                state.namespaces.discard(name)
+                _discard(self._ns_cnps, name, cnp_name)
+            for key in self._ns_pods.get(name, ()):
+                pod = self._pods[key]
+                was = key in state.targets
+                selected = now and _subject_pod_matches(state.policy.subject, pod)
+                self._mark_subject(state, key, was, selected, pod, pod)
 
     def _refill_namespace(self, state: _SetState, namespace: str, include: bool) -> None:
         for key in self._ns_pods.get(namespace, ()):
@@ -514,6 +715,69 @@ class Compiler:
         touched = (old.targets if old else set()) | (new.targets if new else set())
         self._dirty_nodes.update(self._pods[p].node_name for p in touched)
 
+    # ------------------------------------------------------------------ cluster policies
+
+    def _set_cluster_policy(self, name: str, policy: ClusterNetworkPolicy | None) -> None:
+        old = self._cnps.get(name)
+        if (old.policy if old is not None else None) == policy:
+            return
+        user = "ClusterNetworkPolicy/" + name  # set users share one namespace of keys
+        new: _ClusterPolicyState | None = None
+        if policy is not None:
+            compiled, selectors = compile_cluster_policy(policy)
+            for set_name, selector in selectors.items():
+                self._acquire_set(set_name, selector, user)
+            namespaces = self._ns_index.select(_subject_namespace_selector(policy.subject))
+            targets = self._subjects(policy.subject, namespaces)
+            new = _ClusterPolicyState(policy, compiled, frozenset(selectors), namespaces, targets)
+            self._cnps[name] = new
+        else:
+            del self._cnps[name]
+        old_ns = old.namespaces if old else set()
+        new_ns = new.namespaces if new else set()
+        for ns in old_ns - new_ns:
+            _discard(self._ns_cnps, ns, name)
+        for ns in new_ns - old_ns:
+            self._ns_cnps.setdefault(ns, set()).add(name)
+        if old is not None:
+            for set_name in old.sets - (new.sets if new else frozenset()):
+                self._release_set(set_name, user)
+            for pod in old.targets - (new.targets if new else set()):
+                _discard(self._pod_cnps, pod, name)
+        if new is not None:
+            for pod in new.targets - (old.targets if old else set()):
+                self._pod_cnps.setdefault(pod, set()).add(name)
+        touched = (old.targets if old else set()) | (new.targets if new else set())
+        self._dirty_nodes.update(self._pods[p].node_name for p in touched)
+
+    def _subjects(self, subject: Subject, namespaces: set[str]) -> set[str]:
+        """The selectable pods a subject selects, among the given namespaces."""
+        within: set[str] = set()
+        for ns in namespaces:
+            within |= self._ns_pods.get(ns, set())
+        if not within:
+            return within
+        if subject.namespaces is not None:
+            return within
+        assert subject.pods is not None
+        return self._pod_index.select(subject.pods.pod_selector, within)
+
+    def _set_node_info(self, name: str, info: NodeInfo | None) -> None:
+        """A Node's labels or addresses changed: the node sets that hold it follow."""
+        if self._nodes.get(name) == info:
+            return
+        if info is None:
+            self._nodes.pop(name, None)
+        else:
+            self._nodes[name] = info
+        bucket = _bucket(name)
+        for set_name in self._node_sets:
+            state = self._sets[set_name]
+            before = state.buckets.get(bucket, {}).get(name)
+            after = _node_member(state, info)
+            if before != after:
+                self._put_member(state, bucket, name, after)
+
     def _acquire_set(self, name: str, selector: PeerSelector, user: str) -> None:
         state = self._sets.get(name)
         if state is None:
@@ -521,6 +785,8 @@ class Compiler:
         state.users.add(user)
 
     def _create_set(self, name: str, selector: PeerSelector) -> _SetState:
+        if selector.node_selector is not None:
+            return self._create_node_set(name, selector)
         ns_sel = (
             None if selector.namespace_selector is None else _selector(selector.namespace_selector)
         )
@@ -538,6 +804,21 @@ class Compiler:
             member = state.wants(self._pods[key])
             if member is not None:
                 state.buckets.setdefault(_bucket(key), {})[key] = member
+                state.size += 1
+        state.dirty = None
+        self._dirty_sets.add(name)
+        return state
+
+    def _create_node_set(self, name: str, selector: PeerSelector) -> _SetState:
+        assert selector.node_selector is not None
+        node_sel = _selector(selector.node_selector)
+        state = _SetState(name, selector, EVERYTHING, None, node_selector=node_sel)
+        self._sets[name] = state
+        self._node_sets.add(name)
+        for node_name, info in self._nodes.items():
+            member = _node_member(state, info)
+            if member is not None:
+                state.buckets.setdefault(_bucket(node_name), {})[node_name] = member
                 state.size += 1
         state.dirty = None
         self._dirty_sets.add(name)
@@ -567,6 +848,7 @@ class Compiler:
             return
         del self._sets[name]
         self._nssel_sets.discard(name)
+        self._node_sets.discard(name)
         for ns in state.namespaces:
             _discard(self._ns_sets, ns, name)
         self._dirty_sets.add(name)
@@ -613,6 +895,7 @@ class Compiler:
             targeted.update(targets)
             policies.append(NodePolicy(state.compiled, targets))
             set_names |= state.sets
+        cluster_policies = self._node_cluster_policies(node, set_names, targeted)
         pods = tuple(self._local_pod(k) for k in sorted(targeted))
         known = tuple(KnownPod(k, self._pods[k].ips) for k in sorted(self._node_pods.get(node, ())))
         contested = sorted(
@@ -625,7 +908,26 @@ class Compiler:
             tuple(sorted(set_names)),
             known_pods=known,
             contested_ips=tuple(contested),
+            cluster_policies=cluster_policies,
         )
+
+    def _node_cluster_policies(
+        self, node: str, set_names: set[str], targeted: set[str]
+    ) -> tuple[NodeClusterPolicy, ...]:
+        """The CNPs selecting a pod of ``node``, in evaluation order, with their subjects."""
+        by_cnp: dict[str, list[str]] = {}
+        for pod in self._node_pods.get(node, ()):
+            for name in self._pod_cnps.get(pod, ()):
+                by_cnp.setdefault(name, []).append(pod)
+        out: list[NodeClusterPolicy] = []
+        for name, pods in by_cnp.items():
+            state = self._cnps[name]
+            targets = tuple(sorted(pods))
+            targeted.update(targets)
+            set_names |= state.sets
+            out.append(NodeClusterPolicy(state.compiled, targets))
+        out.sort(key=lambda ncp: ncp.policy.order)
+        return tuple(out)
 
     def _local_pod(self, key: str) -> LocalPod:
         pod = self._pods[key]
@@ -693,6 +995,22 @@ class Compiler:
         )
 
 
+def _subject_pod_matches(subject: Subject, pod: Pod) -> bool:
+    """The pod half of a subject (its namespace already matches)."""
+    if not pod.selectable:
+        return False
+    return subject.pods is None or subject.pods.pod_selector.matches(pod.labels)
+
+
+def _node_member(state: _SetState, info: NodeInfo | None) -> PeerMember | None:
+    """The member a Node is in a node set: its addresses, if its labels match."""
+    if info is None or not info.addresses or state.node_selector is None:
+        return None
+    if not state.node_selector.matches(info.labels):
+        return None
+    return PeerMember(info.name, info.addresses)
+
+
 def _same_local(old: Pod | None, new: Pod | None) -> bool:
     """Whether a still-targeted pod looks the same to its node's rule set."""
     return (
@@ -730,7 +1048,7 @@ def _discard(mapping: dict[str, set[str]], key: str, value: str) -> None:
 
 
 def compile_cluster(
-    source: Cluster | Iterable[ClusterObject], shard_size: int = DEFAULT_SHARD_SIZE
+    source: Cluster | Iterable[ClusterInput], shard_size: int = DEFAULT_SHARD_SIZE
 ) -> CompiledCluster:
     """Compile a whole snapshot: the rule sets of every node and every peer set."""
     objects = source.objects() if isinstance(source, Cluster) else source

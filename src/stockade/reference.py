@@ -491,8 +491,10 @@ def explain_with_tiers(
       kubelet's connections is part of those connections, so probes keep working;
     * a contested address (claimed by several pods, owned by none): denied both
       ways, before any tier, even against an Admin Accept, except for the same pod
-      and own-node traffic above; a pod going to its own node from a contested
-      address is judged as the pod it is (the reference is told which pod sent).
+      and own-node traffic above; from a contested address to its own node:
+      allowed, not judged (the address is in no pod's subject set, so the node's
+      INPUT hook cannot tell which claimant sent it; before ClusterNetworkPolicy
+      own-node traffic was never judged at all).
     """
     policies = tuple(cnps)
     node_list = tuple(nodes)
@@ -505,9 +507,11 @@ def explain_with_tiers(
     dst_addr = _owned_address(cluster, dst, fam)
     if src_addr is None or dst_addr is None:
         return TieredVerdict(False, f"no path: an endpoint has no IPv{fam} address")
-    if _is_node_of(src, dst, src_addr):
+    if _is_node_of_tiers(node_list, src, dst, src_addr):
         return TieredVerdict(True, "from the destination pod's own node: always allowed")
-    to_own_node = _is_node_of(dst, src, dst_addr)
+    to_own_node = _is_node_of_tiers(node_list, dst, src, dst_addr)
+    if to_own_node and _contested(cluster, src_addr):
+        return TieredVerdict(True, "from a contested address to its own node: not judged")
     if not to_own_node and (_contested(cluster, src_addr) or _contested(cluster, dst_addr)):
         return TieredVerdict(False, "contested address: owned by no pod, denied both ways")
     flow = _Flow(
@@ -527,6 +531,22 @@ def explain_with_tiers(
     allowed_both = egress.allowed and ingress.allowed
     reason = "allowed by both sides" if allowed_both else _denied_reason(egress, ingress)
     return TieredVerdict(allowed_both, reason, egress, ingress)
+
+
+def _is_node_of_tiers(
+    nodes: tuple[NodeInfo, ...], node_side: Endpoint, pod_side: Endpoint, node_addr: IPAddress
+) -> bool:
+    """:func:`_is_node_of`, where the node is also known by its Node object: an
+    address in ``status.addresses`` of the Node the pod runs on."""
+    if _is_node_of(node_side, pod_side, node_addr):
+        return True
+    if isinstance(node_side, Pod) or not isinstance(pod_side, Pod) or pod_side.host_network:
+        return False
+    return any(
+        node.name == pod_side.node_name
+        and any(ipaddress.ip_address(a) == node_addr for a in node.addresses)
+        for node in nodes
+    )
 
 
 def _denied_reason(egress: SideVerdict, ingress: SideVerdict) -> str:

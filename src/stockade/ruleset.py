@@ -71,11 +71,18 @@ class PeerSelector:
     namespace: str | None = None
     namespace_selector: tuple[SelectorRequirement, ...] | None = None
     named_port: NamedPortRef | None = None
+    # A ClusterNetworkPolicy ``nodes`` peer: the set holds Nodes (not pods) whose
+    # labels match, each member a node name and the IPs of its status.addresses.
+    # Set, it excludes the pod fields.
+    node_selector: tuple[SelectorRequirement, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PeerMember:
-    """A pod in a PeerSet: its IPs, and the resolved number for a named-port set."""
+    """A pod in a PeerSet: its IPs, and the resolved number for a named-port set.
+
+    In a node set (``PeerSelector.node_selector``) ``pod`` is the Node's name.
+    """
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
     pod: str
@@ -163,6 +170,74 @@ class CompiledPolicy:
         return names
 
 
+ADMIN_TIER = "Admin"
+BASELINE_TIER = "Baseline"
+TIER_ORDER = {ADMIN_TIER: 0, BASELINE_TIER: 1}
+ACCEPT = "Accept"
+DENY = "Deny"
+PASS = "Pass"
+
+
+@dataclass(frozen=True, slots=True)
+class TierRule:
+    """One rule of a ClusterNetworkPolicy, compiled: ``action`` on a match.
+
+    It matches when one of ``peers`` matches the far end (empty: every peer) and
+    one of ``ports`` the destination (empty: all traffic). Empty peers happen only
+    for a rule that fails closed (``fail_closed``: a Deny or Pass rule with a peer
+    stockade does not enforce, compiled as "Deny all"); an Accept rule that fails
+    closed matches nothing and is left out. ``index`` is the rule's position in the
+    policy's ``ingress``/``egress`` list, ``name`` its optional name.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    action: str
+    index: int
+    peers: tuple[PeerMatch, ...] = ()
+    ports: tuple[PortMatch, ...] = ()
+    name: str = ""
+    fail_closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledClusterPolicy:
+    """A ClusterNetworkPolicy compiled independently of any node.
+
+    ``tier`` is Admin or Baseline, ``priority`` 0..1000 (lower first); rules keep the
+    order written. ``id`` is a short stable hash of the name, for chain and set names.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    name: str
+    id: str
+    tier: str
+    priority: int
+    ingress: tuple[TierRule, ...] = ()
+    egress: tuple[TierRule, ...] = ()
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        """The evaluation order: tier, then priority, then name (equal priorities)."""
+        return (TIER_ORDER.get(self.tier, len(TIER_ORDER)), self.priority, self.name)
+
+    def peer_sets(self) -> set[str]:
+        """Names of every PeerSet the rules refer to."""
+        names: set[str] = set()
+        for rule in (*self.ingress, *self.egress):
+            names.update(p.peer_set for p in rule.peers if p.peer_set)
+            names.update(p.named_port_set for p in rule.ports if p.named_port_set)
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class NodeClusterPolicy:
+    """A ClusterNetworkPolicy as one node enforces it: the rules and its local subjects."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    policy: CompiledClusterPolicy
+    targets: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerPortSpec:
     """A local pod's declared port (for ingress named ports)."""
@@ -220,6 +295,10 @@ class NodeRuleSet:
     # Local addresses several pods claim and none owns (stockade.ownership): the
     # agent denies all forwarded traffic from and to them.
     contested_ips: tuple[str, ...] = ()
+    # ClusterNetworkPolicies selecting a local pod, in evaluation order (tier,
+    # priority, name); their subjects are listed in ``pods`` like NetworkPolicy
+    # targets, and their PeerSets in ``peer_sets``.
+    cluster_policies: tuple[NodeClusterPolicy, ...] = ()
 
 
 _NODE_ADAPTER: TypeAdapter[NodeRuleSet] = TypeAdapter(NodeRuleSet)

@@ -2,9 +2,12 @@
 
 This is what ``stockade matrix`` and ``stockade explain`` run. It reads only what
 the agents receive (NodeRuleSets and PeerSets) plus where each address lives, and
-walks a packet through the FORWARD hooks it would cross: the source pod's node
-(egress) and the destination pod's node (ingress), once when both are on one node.
-Traffic that never crosses FORWARD (a pod and its own node) is never filtered.
+walks a packet through the hooks it would cross: FORWARD at the source pod's node
+(egress) and at the destination pod's node (ingress), once when both are on one
+node; INPUT at the node for a pod reaching its own node (egress only). Each
+direction runs the tiers: Admin ClusterNetworkPolicies, NetworkPolicy, Baseline
+ClusterNetworkPolicies, then the default (allowed). A node reaching its own pods
+(OUTPUT) is never filtered.
 
 The reference evaluator (:mod:`stockade.reference`) is the independent oracle the
 tests compare this with.
@@ -21,15 +24,23 @@ from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.model import EGRESS, INGRESS, Pod
 from stockade.ownership import IPClaim, resolve
 from stockade.ruleset import (
+    ACCEPT,
+    ADMIN_TIER,
+    BASELINE_TIER,
+    DENY,
+    PASS,
+    CompiledClusterPolicy,
     CompiledRule,
     LocalPod,
     NodeRuleSet,
     PeerMatch,
     PeerSet,
     PortMatch,
+    TierRule,
 )
 
 Endpoint = Pod | str
+NETWORK_POLICY_TIER = "NetworkPolicy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +56,60 @@ class RuleRef:
 
 
 @dataclass(frozen=True, slots=True)
+class TierHit:
+    """A tier's answer for one direction.
+
+    For a ClusterNetworkPolicy rule: ``tier`` Admin or Baseline, ``action`` Accept,
+    Deny or Pass, ``policy`` the CNP's name, ``rule`` its index in the direction's
+    list and ``rule_name`` its name; ``fail_closed`` when the rule is a "Deny all"
+    because of a peer stockade does not enforce. For the NetworkPolicy tier:
+    ``tier`` NetworkPolicy, ``action`` Accept or Deny, ``policy`` the isolating
+    policies joined by ``,``, ``rule`` None.
+    """
+
+    tier: str
+    action: str
+    policy: str
+    rule: int | None = None
+    rule_name: str = ""
+    fail_closed: bool = False
+
+    def __str__(self) -> str:
+        if self.rule is None:
+            return f"{self.tier} tier ({self.policy}): {self.action}"
+        named = f" ({self.rule_name})" if self.rule_name else ""
+        closed = ", fail closed" if self.fail_closed else ""
+        return f"{self.tier} {self.policy} rule {self.rule}{named}: {self.action}{closed}"
+
+
+@dataclass(frozen=True, slots=True)
 class DirectionVerdict:
-    """One direction's check on one pod: which policies isolate it, which rules allow."""
+    """One direction's check on one pod, through the tiers.
+
+    ``isolated_by``: the NetworkPolicies isolating the pod this way; ``allowed_by``
+    the rules of theirs that allow (only looked at when the NetworkPolicy tier is
+    reached). ``decided_by``: the tier step that decided (None: nothing did, the
+    default allows); ``passed``: the Pass rules met on the way, in order.
+    ``own_node``: the destination is the pod's own node (the INPUT hook).
+    """
 
     pod: str
     direction: str
     isolated_by: tuple[str, ...]
     allowed_by: tuple[RuleRef, ...]
+    decided_by: TierHit | None = None
+    passed: tuple[TierHit, ...] = ()
+    own_node: bool = False
 
     @property
     def allowed(self) -> bool:
-        """Not isolated, or some rule allows."""
-        return not self.isolated_by or bool(self.allowed_by)
+        """Nothing decided (the default allows), or the deciding step accepts."""
+        return self.decided_by is None or self.decided_by.action == ACCEPT
+
+    @property
+    def tier(self) -> str:
+        """The tier that decided: Admin, NetworkPolicy, Baseline, or "" (the default)."""
+        return self.decided_by.tier if self.decided_by is not None else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +183,8 @@ class NodeEvaluator:
         self._sets = sets
         self._pods_by_ip: dict[str, LocalPod] = {}
         self._policies: dict[str, dict[str, _Policies]] = {INGRESS: {}, EGRESS: {}}
+        # Local pod address -> the CNPs selecting it that have rules this way, in order.
+        self._cnps: dict[str, dict[str, list[CompiledClusterPolicy]]] = {INGRESS: {}, EGRESS: {}}
         self._contested = frozenset(rules.contested_ips)
         pods = {p.name: p for p in rules.pods}
         for np in rules.policies:
@@ -141,6 +196,16 @@ class NodeEvaluator:
                             self._policies[direction].setdefault(ip, []).append(
                                 (np.policy.name, rs)
                             )
+        for ncp in rules.cluster_policies:  # already in evaluation order
+            for target in ncp.targets:
+                for ip in pods[target].ips:
+                    self._pods_by_ip[ip] = pods[target]
+                    for direction, trs in (
+                        (INGRESS, ncp.policy.ingress),
+                        (EGRESS, ncp.policy.egress),
+                    ):
+                        if trs:
+                            self._cnps[direction].setdefault(ip, []).append(ncp.policy)
 
     def allows(self, src_ip: str, dst_ip: str, port: int, protocol: str) -> bool:
         """Whether this node's FORWARD hook lets a new connection through (both checks).
@@ -163,28 +228,89 @@ class NodeEvaluator:
             )
         )
 
+    def allows_input(self, src_ip: str, dst_ip: str, port: int, protocol: str) -> bool:
+        """Whether this node's INPUT hook lets a new connection from a local pod to the
+        node itself through: the pod's egress tiers, where a pod isolated for egress
+        by NetworkPolicies is allowed (its own node is always allowed there).
+        Anything else reaching the node is not stockade's to judge."""
+        verdict = self.check(src_ip, dst_ip, port, protocol, EGRESS, own_node=True)
+        return verdict is None or verdict.allowed
+
     def check(
-        self, src_ip: str, dst_ip: str, port: int, protocol: str, direction: str
+        self,
+        src_ip: str,
+        dst_ip: str,
+        port: int,
+        protocol: str,
+        direction: str,
+        own_node: bool = False,
     ) -> DirectionVerdict | None:
-        """One direction's check: None when the local end is not isolated that way."""
+        """One direction's check through the tiers; None when no policy of any tier
+        applies to the local end this way.
+
+        ``own_node``: the destination is this node (egress only): the NetworkPolicy
+        tier then accepts a pod it isolates, as "traffic to the pod's node is always
+        allowed".
+        """
         egress = direction == EGRESS
         local_ip, peer_ip = (src_ip, dst_ip) if egress else (dst_ip, src_ip)
         policies = self._policies[direction].get(local_ip)
-        if not policies:
+        cnps = self._cnps[direction].get(local_ip)
+        if not policies and not cnps:
             return None
         dst_local = None if egress else self._pods_by_ip[dst_ip]
-        allowed = [
-            RuleRef(name, direction, index)
-            for name, rules in policies
-            for index, rule in enumerate(rules)
-            if self._rule_matches(rule, peer_ip, dst_ip, port, protocol, dst_local)
-        ]
+        flow = (peer_ip, dst_ip, port, protocol, dst_local)
+        passed: list[TierHit] = []
+        decided = self._tier(cnps, ADMIN_TIER, direction, flow, passed)
+        allowed: list[RuleRef] = []
+        isolated_by = tuple(n for n, _ in policies or ())
+        if decided is None and policies:
+            if own_node:
+                decided = TierHit(NETWORK_POLICY_TIER, ACCEPT, ",".join(isolated_by))
+            else:
+                allowed = [
+                    RuleRef(name, direction, index)
+                    for name, rules in policies
+                    for index, rule in enumerate(rules)
+                    if self._rule_matches(rule, *flow)
+                ]
+                action = ACCEPT if allowed else DENY
+                decided = TierHit(NETWORK_POLICY_TIER, action, ",".join(isolated_by))
+        if decided is None:
+            decided = self._tier(cnps, BASELINE_TIER, direction, flow, passed)
         pod = self._pods_by_ip[local_ip].name
-        return DirectionVerdict(pod, direction, tuple(n for n, _ in policies), tuple(allowed))
+        return DirectionVerdict(
+            pod, direction, isolated_by, tuple(allowed), decided, tuple(passed), own_node
+        )
+
+    def _tier(
+        self,
+        cnps: list[CompiledClusterPolicy] | None,
+        tier: str,
+        direction: str,
+        flow: tuple[str, str, int, str, LocalPod | None],
+        passed: list[TierHit],
+    ) -> TierHit | None:
+        """The first matching rule of ``tier``; a Pass is recorded and ends the tier."""
+        for policy in cnps or ():
+            if policy.tier != tier:
+                continue
+            rules = policy.egress if direction == EGRESS else policy.ingress
+            for rule in rules:
+                if not self._rule_matches(rule, *flow):
+                    continue
+                hit = TierHit(
+                    tier, rule.action, policy.name, rule.index, rule.name, rule.fail_closed
+                )
+                if rule.action == PASS:
+                    passed.append(hit)
+                    return None
+                return hit
+        return None
 
     def _rule_matches(
         self,
-        rule: CompiledRule,
+        rule: CompiledRule | TierRule,
         peer_ip: str,
         dst_ip: str,
         port: int,
@@ -246,6 +372,9 @@ class Dataplane:
         )
 
     def _locate(self) -> None:
+        for info in self.cluster.nodes.values():
+            for ip in info.addresses:
+                self._places.setdefault(ip, _Place(info.name, None))
         for pod in self._pods.values():
             for ip in pod.host_ips:
                 self._places.setdefault(ip, _Place(pod.node_name, None))
@@ -325,7 +454,7 @@ class Dataplane:
             and src_at.node == dst_at.node
             and (src_at.pod is None or dst_at.pod is None)
         ):
-            return replace(base, allowed=True, note=f"a pod and its own node ({src_at.node})")
+            return self._own_node(base, src_at, src_ip, dst_ip, port, protocol)
         for ip in (src_ip, dst_ip):
             if ip in self._contested:
                 return replace(base, note=self._claims[ip].message() if ip in self._claims else "")
@@ -336,6 +465,23 @@ class Dataplane:
             ingress = self._nodes[dst_at.node].check(src_ip, dst_ip, port, protocol, INGRESS)
         allowed = all(v is None or v.allowed for v in (egress, ingress))
         return replace(base, allowed=allowed, egress=egress, ingress=ingress)
+
+    def _own_node(
+        self, base: Verdict, src_at: _Place, src_ip: str, dst_ip: str, port: int, protocol: str
+    ) -> Verdict:
+        """A pod and its own node: the node reaching its pod is never judged (OUTPUT);
+        a pod reaching its node is judged by its egress tiers at the INPUT hook.
+
+        A contested source address is in no subject set, so INPUT lets it through.
+        """
+        node = src_at.node
+        assert node is not None
+        note = f"a pod and its own node ({node})"
+        if src_at.pod is None or src_ip in self._contested or node not in self._nodes:
+            return replace(base, allowed=True, note=note)
+        egress = self._nodes[node].check(src_ip, dst_ip, port, protocol, EGRESS, own_node=True)
+        allowed = egress is None or egress.allowed
+        return replace(base, allowed=allowed, egress=egress, note=note)
 
     def matrix(
         self, port: int, protocol: str, pods: Iterable[Pod] | None = None, family: int | None = None

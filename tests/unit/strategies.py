@@ -211,3 +211,132 @@ def cluster_docs(draw: st.DrawFn, max_pods: int = 6, max_policies: int = 4) -> l
     docs += [draw(pod(i)) for i in range(draw(st.integers(2, max_pods)))]
     docs += [draw(policy(i)) for i in range(draw(st.integers(1, max_policies)))]
     return docs
+
+
+# --- ClusterNetworkPolicy and Node ---------------------------------------------------
+
+NODE_LABELS: Mapping[str, tuple[str, ...]] = {"role": ("worker", "infra"), "zone": ("z1", "z2")}
+CNP_CIDRS = ("10.0.1.0/24", "10.0.0.0/8", "192.168.0.0/24", "203.0.113.0/24", "0.0.0.0/0", "::/0")
+CNP_PORTS = ((53, 53), (80, 80), (80, 85), (8080, 9090))
+
+
+@st.composite
+def node(draw: st.DrawFn, name: str) -> Raw:
+    """A Node dict with random labels and the node's addresses (sometimes only v4)."""
+    v4, v6 = NODE_IPS[name]
+    addresses: list[Raw] = [
+        {"type": "InternalIP", "address": v4},
+        {"type": "Hostname", "address": name},
+    ]
+    if draw(st.booleans()):
+        addresses.append({"type": "InternalIP", "address": v6})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": draw(labels(NODE_LABELS))},
+        "status": {"addresses": addresses},
+    }
+
+
+def _often_all(vocab: Mapping[str, tuple[str, ...]]) -> st.SearchStrategy[Raw]:
+    """A selector that is empty (selects everything) half the time, so tiers often meet."""
+    return st.one_of(st.just({}), selector(vocab))
+
+
+@st.composite
+def cnp_peer(draw: st.DrawFn, egress: bool) -> Raw:
+    """One from/to item of a ClusterNetworkPolicy (domainNames rarely)."""
+    kinds = ("namespaces", "pods") + (
+        ("networks", "networks", "nodes", "domainNames") if egress else ()
+    )
+    kind = draw(st.sampled_from(kinds))
+    if kind == "namespaces":
+        return {"namespaces": draw(_often_all(NS_LABELS))}
+    if kind == "pods":
+        return {
+            "pods": {
+                "namespaceSelector": draw(_often_all(NS_LABELS)),
+                "podSelector": draw(_often_all(POD_LABELS)),
+            }
+        }
+    if kind == "networks":
+        return {
+            "networks": draw(
+                st.lists(st.sampled_from(CNP_CIDRS), min_size=1, max_size=2, unique=True)
+            )
+        }
+    if kind == "nodes":
+        return {"nodes": draw(_often_all(NODE_LABELS))}
+    return {"domainNames": ["example.com"]}
+
+
+@st.composite
+def cnp_protocol(draw: st.DrawFn, named_ok: bool) -> Raw:
+    """One protocols item: a port or range of a protocol, or a named port."""
+    if named_ok and draw(st.integers(0, 3)) == 0:
+        return {"destinationNamedPort": draw(st.sampled_from([n for n, _, _ in NAMED_PORTS]))}
+    start, end = draw(st.sampled_from(CNP_PORTS))
+    dest: Raw = {"number": start} if start == end else {"range": {"start": start, "end": end}}
+    return {draw(st.sampled_from(("tcp", "udp", "sctp"))): {"destinationPort": dest}}
+
+
+@st.composite
+def cnp_rule(draw: st.DrawFn, egress: bool) -> Raw:
+    """A ClusterNetworkPolicy rule with an action, peers and sometimes protocols."""
+    peers = draw(st.lists(cnp_peer(egress), min_size=1, max_size=2))
+    out: Raw = {
+        "action": draw(st.sampled_from(("Accept", "Deny", "Pass"))),
+        ("to" if egress else "from"): peers,
+    }
+    if draw(st.booleans()):
+        out["name"] = f"r{draw(st.integers(0, 9))}"
+    if draw(st.booleans()):
+        # The CEL rule: no named port with an address peer.
+        named_ok = not any(set(p) & {"networks", "nodes", "domainNames"} for p in peers)
+        out["protocols"] = draw(st.lists(cnp_protocol(named_ok), min_size=1, max_size=2))
+    return out
+
+
+@st.composite
+def cluster_network_policy(draw: st.DrawFn, index: int) -> Raw:
+    """A ClusterNetworkPolicy dict; priorities from a small set, so ties happen."""
+    if draw(st.booleans()):
+        subject: Raw = {"namespaces": draw(_often_all(NS_LABELS))}
+    else:
+        subject = {
+            "pods": {
+                "namespaceSelector": draw(_often_all(NS_LABELS)),
+                "podSelector": draw(_often_all(POD_LABELS)),
+            }
+        }
+    spec: Raw = {
+        "tier": draw(st.sampled_from(("Admin", "Baseline"))),
+        "priority": draw(st.sampled_from((0, 1, 5))),
+        "subject": subject,
+    }
+    if draw(st.booleans()):
+        spec["ingress"] = draw(st.lists(cnp_rule(False), min_size=1, max_size=2))
+    if draw(st.booleans()):
+        spec["egress"] = draw(st.lists(cnp_rule(True), min_size=1, max_size=2))
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": f"cnp{index}"},
+        "spec": spec,
+    }
+
+
+@st.composite
+def tiered_cluster_docs(
+    draw: st.DrawFn, max_pods: int = 6, max_policies: int = 3, max_cnps: int = 3
+) -> list[Raw]:
+    """A cluster of :func:`cluster_docs`, plus Nodes (some) and ClusterNetworkPolicies."""
+    docs: list[Raw] = []
+    for name in NAMESPACES:
+        if draw(st.booleans()):
+            docs.append(draw(namespace(name)))
+    docs += [draw(pod(i)) for i in range(draw(st.integers(2, max_pods)))]
+    docs += [draw(policy(i)) for i in range(draw(st.integers(0, max_policies)))]
+    docs += [draw(node(name)) for name in NODES if draw(st.booleans())]
+    docs += [draw(cluster_network_policy(i)) for i in range(draw(st.integers(1, max_cnps)))]
+    return docs

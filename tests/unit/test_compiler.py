@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stockade.cluster import Cluster, parse_documents
+from stockade.cnp import ClusterInput
 from stockade.compiler import CompiledCluster, Compiler, compile_cluster
 from stockade.model import ClusterObject, Namespace, NetworkPolicy, Pod, parse_object
 from stockade.ruleset import (
@@ -24,7 +25,7 @@ from tests.unit.strategies import NAMESPACES, cluster_docs, namespace, pod, poli
 Raw = dict[str, Any]
 
 
-def _objects(docs: list[Raw]) -> list[ClusterObject]:
+def _objects(docs: list[Raw]) -> list[ClusterInput]:
     result = parse_documents(docs)
     assert not result.errors
     return list(result.objects)
