@@ -44,6 +44,7 @@ from stockade.agent.netlink import ConntrackTable, Flow, MemberChange, NetlinkSe
 from stockade.agent.plan import DEFAULT_CHURN_LIMIT, Plan, cleanup_plan, make_plan
 from stockade.agent.render import (
     FORWARD_JUMP,
+    INPUT_JUMP,
     RenderedFamily,
     RenderedNode,
     RenderOptions,
@@ -309,7 +310,7 @@ class Applier:
         """Remove every chain, rule and set stockade owns, and nothing else."""
         start = time.perf_counter()
         tables, sets = self.read_live()
-        plan = cleanup_plan(tables, sets, FORWARD_JUMP)
+        plan = cleanup_plan(tables, sets, FORWARD_JUMP, INPUT_JUMP)
         report = self._execute(plan)
         self.last = None
         report.seconds = time.perf_counter() - start
@@ -347,12 +348,18 @@ class Applier:
         return report
 
     def cut_denied_flows(self, desired: Desired, involving: set[str] | None = None) -> int:
-        """Delete conntrack entries of forwarded flows that the new state denies.
+        """Delete conntrack entries of flows that the new state denies.
 
-        A flow is judged as the FORWARD hook saw it (:class:`Flow`'s seen view): its
-        original source, and its destination after kube-proxy's DNAT (a ClusterIP or
-        NodePort connection is judged by the backend it reached, not the Service
-        address, which is no pod); the entry is deleted by its original tuple.
+        A forwarded flow is judged as the FORWARD hook saw it (:class:`Flow`'s seen
+        view): its original source, and its destination after kube-proxy's DNAT (a
+        ClusterIP or NodePort connection is judged by the backend it reached, not the
+        Service address, which is no pod); the entry is deleted by its original tuple.
+        With ClusterNetworkPolicies on the node, a flow from a local pod to one of
+        the node's own addresses (seen destination local: it went to INPUT, STK-INPUT
+        judged it) is judged by ``NodeEvaluator.allows_input``; the node's own
+        addresses are the namespace's, from netlink (what the kernel routes to INPUT,
+        whatever the Node object lists). Flows the node opened to its pods are never
+        judged: they are allowed.
 
         ``involving``: judge only flows from or to these addresses (after a member
         removal or a pod turning pending, the only flows whose verdict can have
@@ -375,12 +382,26 @@ class Applier:
         if not candidates:
             return 0
         local = local_addresses(self.netns)
+        # A local pod's flows to this node went to INPUT (by the seen destination: a
+        # pod's connection to a ClusterIP DNATed to a host-network endpoint, this
+        # node's address, too). Only STK-INPUT judges them, and it exists only with
+        # ClusterNetworkPolicies; it denies nothing to pending or contested pods.
+        pod_ips = {ip for pod in desired.node.pods for ip in pod.ips}
+        to_node = (
+            [
+                f
+                for f in candidates
+                if f.seen_dst in local and f.seen_src not in local and f.seen_src in pod_ips
+            ]
+            if desired.node.cluster_policies
+            else []
+        )
         # Traffic between a pod and its own node never crosses FORWARD: by the seen
         # addresses, so a NodePort connection to this node's address DNATed to a pod
         # is judged (it was forwarded), and a pod's connection to a ClusterIP DNATed
         # to a host-network endpoint (this node's address) is not (it went to INPUT).
         candidates = [f for f in candidates if f.seen_src not in local and f.seen_dst not in local]
-        if not candidates:
+        if not candidates and not to_node:
             return 0
         # Addresses several pods claim (stockade.ownership) are denied like pending ones.
         # STK-FORWARD drops them before its hairpin return, so even a pending or
@@ -400,13 +421,18 @@ class Applier:
             # return): never cut it, whatever the evaluator says of the pair.
             and f.seen_src != f.seen_dst
         ]
-        if judged:
+        if judged or to_node:
             shards = [ps for group in desired.peer_sets.values() for ps in group]
             evaluator = NodeEvaluator(desired.node, SetIndex(shards))
             doomed += [
                 f
                 for f in judged
                 if not evaluator.allows(f.seen_src, f.seen_dst, f.seen_dport, f.protocol)
+            ]
+            doomed += [
+                f
+                for f in to_node
+                if not evaluator.allows_input(f.seen_src, f.seen_dst, f.seen_dport, f.protocol)
             ]
         if not doomed:
             return 0

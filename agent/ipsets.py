@@ -45,7 +45,29 @@ DEFAULT_MAXELEM = 65536
 SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
 SetFamily = Literal["inet", "inet6"]
 IPFamily = Literal[4, 6]
-SetKind = Literal["peer", "cidr", "tport", "pport", "ig", "eg", "it", "et", "new", "dup"]
+SetKind = Literal[
+    "peer",
+    "cidr",
+    "tport",
+    "pport",
+    "ig",
+    "eg",
+    "it",
+    "et",
+    "new",
+    "dup",
+    # ClusterNetworkPolicy tiers: Admin/Baseline groups and dispatch trees per direction,
+    # and the link-local/multicast addresses STK-INPUT leaves alone (IPv6).
+    "aig",
+    "aeg",
+    "ait",
+    "aet",
+    "big",
+    "beg",
+    "bit",
+    "bet",
+    "link",
+]
 
 SET_TYPES: tuple[SetType, ...] = ("hash:ip", "hash:net", "hash:ip,port")
 _NAME_RE = re.compile(r"^stk-[a-z0-9-]+$")

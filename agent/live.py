@@ -19,10 +19,11 @@ SET_PREFIX = "stk-"
 
 @dataclass
 class LiveTable:
-    """stockade's chains (name -> rule lines, as iptables-save prints them) and FORWARD."""
+    """stockade's chains (name -> rule lines, as iptables-save prints them), FORWARD and INPUT."""
 
     chains: dict[str, list[str]] = field(default_factory=dict)
     forward: list[str] = field(default_factory=list)
+    input: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class LiveSet:
 
 
 def parse_iptables_save(text: str, table: str = "filter") -> LiveTable:
-    """stockade's chains and the FORWARD chain of ``table`` in ``iptables-save`` output."""
+    """stockade's chains and the FORWARD and INPUT chains of ``table`` in ``iptables-save``."""
     live = LiveTable()
     current = None
     for raw in text.splitlines():
@@ -57,6 +58,8 @@ def parse_iptables_save(text: str, table: str = "filter") -> LiveTable:
                 live.chains.setdefault(name, []).append(line)
             elif name == "FORWARD":
                 live.forward.append(line)
+            elif name == "INPUT":
+                live.input.append(line)
     return live
 
 
@@ -124,11 +127,11 @@ def _member_text(member: Member) -> str:
     return f"{member.value} nomatch" if member.nomatch else member.value
 
 
-def jump_line(jump: Rule) -> str:
-    """The FORWARD jump as iptables-save prints it."""
-    return render_rule("FORWARD", jump)
+def jump_line(jump: Rule, chain: str = "FORWARD") -> str:
+    """The FORWARD (or INPUT) jump as iptables-save prints it."""
+    return render_rule(chain, jump)
 
 
 def forward_ok(forward: list[str], jump: str) -> bool:
-    """Whether the jump is FORWARD's first rule and appears exactly once."""
+    """Whether the jump is the hook chain's first rule and appears exactly once."""
     return bool(forward) and forward[0] == jump and forward.count(jump) == 1

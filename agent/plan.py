@@ -28,7 +28,7 @@ from stockade.agent.live import (
     set_members,
 )
 from stockade.agent.netlink import MemberChange, supports_churn
-from stockade.agent.render import RenderedNode
+from stockade.agent.render import INPUT_JUMP, RenderedNode
 
 DEFAULT_CHURN_LIMIT = 512
 
@@ -124,9 +124,18 @@ def restore_text(chains: Mapping[str, list[str]]) -> str:
 
 
 def plan_table(
-    family: int, chains: Mapping[str, list[str]], live: LiveTable, jump: Rule
+    family: int,
+    chains: Mapping[str, list[str]],
+    live: LiveTable,
+    jump: Rule,
+    input_jump: Rule | None = None,
 ) -> tuple[str | None, list[str]]:
-    """Phase 2 for one family: the restore text (None if nothing to do) and why."""
+    """Phase 2 for one family: the restore text (None if nothing to do) and why.
+
+    ``input_jump``: the INPUT hook (to STK-INPUT) the rendering wants, first in INPUT
+    and once; None: no INPUT hook (any of ours left there is deleted, before its
+    chain is).
+    """
     why: list[str] = []
     for name in sorted(set(chains) | set(live.chains)):
         if name not in live.chains:
@@ -139,6 +148,15 @@ def plan_table(
     jump_fine = forward_ok(live.forward, line)
     if not jump_fine:
         why.append(f"IPv{family} FORWARD: the jump to stockade is not the single first rule")
+    in_line = jump_line(input_jump or INPUT_JUMP, "INPUT")
+    stale_inputs = live.input.count(in_line)
+    input_fine = forward_ok(live.input, in_line) if input_jump else not stale_inputs
+    if not input_fine:
+        why.append(
+            f"IPv{family} INPUT: the jump to stockade is not the single first rule"
+            if input_jump
+            else f"IPv{family} INPUT: a jump to stockade is not wanted"
+        )
     if not why:
         return None, why
     stale = sorted(set(live.chains) - set(chains))
@@ -150,6 +168,11 @@ def plan_table(
         spec = line.split(" ", 2)[2]
         tail += [f"-D FORWARD {spec}"] * live.forward.count(line)
         tail.append(render_rule("FORWARD", jump, insert_at=1))
+    if not input_fine:
+        spec = in_line.split(" ", 2)[2]
+        tail += [f"-D INPUT {spec}"] * stale_inputs
+        if input_jump:
+            tail.append(render_rule("INPUT", input_jump, insert_at=1))
     tail += [f"-X {name}" for name in stale]
     text = "\n".join([body[0], *extra, *body[1:-1], *tail, "COMMIT"]) + "\n"
     return text, why
@@ -170,28 +193,41 @@ def make_plan(
     plan_sets(desired_sets, sets, churn_limit, plan)
     for family in families:
         fam = rendered.family(family)
-        text, why = plan_table(family, desired_table(fam), tables[family], rendered.forward_jump)
+        text, why = plan_table(
+            family, desired_table(fam), tables[family], rendered.forward_jump, rendered.input_jump
+        )
         plan.differences += why
         if text is not None:
             plan.iptables[family] = text
     return plan
 
 
-def cleanup_plan(tables: Mapping[int, LiveTable], sets: Mapping[str, LiveSet], jump: Rule) -> Plan:
+def cleanup_plan(
+    tables: Mapping[int, LiveTable],
+    sets: Mapping[str, LiveSet],
+    jump: Rule,
+    input_jump: Rule = INPUT_JUMP,
+) -> Plan:
     """Writes that remove every chain, rule and set stockade owns, and nothing else."""
     plan = Plan()
     line = jump_line(jump)
+    in_line = jump_line(input_jump, "INPUT")
     for family, live in tables.items():
         count = live.forward.count(line)
-        if not live.chains and not count:
+        in_count = live.input.count(in_line)
+        if not live.chains and not count and not in_count:
             continue
         spec = line.split(" ", 2)[2]
+        in_spec = in_line.split(" ", 2)[2]
         names = sorted(live.chains)
         lines = ["*filter", *[f":{n} - [0:0]" for n in names]]
         lines += [f"-D FORWARD {spec}"] * count
+        lines += [f"-D INPUT {in_spec}"] * in_count
         lines += [f"-X {n}" for n in names]
         lines.append("COMMIT")
         plan.iptables[family] = "\n".join(lines) + "\n"
-        plan.differences.append(f"IPv{family}: remove {len(names)} chains and {count} jumps")
+        plan.differences.append(
+            f"IPv{family}: remove {len(names)} chains and {count + in_count} jumps"
+        )
     plan.destroy_sets = sorted(sets)
     return plan

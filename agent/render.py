@@ -23,6 +23,16 @@ Chain layout, per IP family (``<h>`` is a content hash, ``<id>`` a policy id)::
 
 Ingress and egress are one code path, parametrised by :class:`_Direction`.
 
+With ClusterNetworkPolicies (``NodeRuleSet.cluster_policies``) each direction of
+STK-FORWARD becomes three tiers: ``-j STK-A-<DIR>`` (Admin), then, while the
+direction's bit is unset, ``-j STK-<DIR>`` (NetworkPolicy, as above) and
+``-j STK-B-<DIR>`` (Baseline); the tier chains dispatch like the NetworkPolicy ones
+to group chains ``STK-AEG-<h>``... that jump to each policy's ``STK-CE-<id>`` /
+``STK-CI-<id>`` in evaluation order (Accept: set the direction's bit; Pass: set the
+pass bit; Deny: drop). ``STK-INPUT`` (hooked at the top of INPUT) judges a local pod
+reaching its own node with the egress tiers. Without ClusterNetworkPolicies none of
+this is rendered. docs/dataplane.md, "Tiers".
+
 Cost discipline (a node carries thousands of policies and tens of thousands of set
 members): every address is parsed once per render (:class:`_IPCache`, with a cheap
 canonical check for IPv4), and a PeerSet's sets are built once per family however
@@ -35,7 +45,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from stockade.agent.ipsets import (
@@ -83,15 +93,22 @@ from stockade.agent.iptables import (
     split_multiport,
 )
 from stockade.ruleset import (
+    ACCEPT,
+    ADMIN_TIER,
+    BASELINE_TIER,
+    DENY,
     FORMAT_VERSION,
+    PASS,
     CompiledRule,
     LocalPod,
+    NodeClusterPolicy,
     NodePolicy,
     NodeRuleSet,
     PeerMatch,
     PeerSelector,
     PeerSet,
     PortMatch,
+    TierRule,
     stable_hash,
 )
 
@@ -130,8 +147,11 @@ class RenderOptions:
     """How denials look and which mark bits stockade may use.
 
     ``mark_mask`` holds stockade's mark bits: its lowest set bit means "ingress
-    allowed", the next one "egress allowed"; the rest are reserved. It must not
-    overlap kube-proxy's 0x4000/0x8000, and stockade clears only these bits.
+    allowed", the next one "egress allowed", the third "passed" (a
+    ClusterNetworkPolicy Pass rule matched; needed only when the node has
+    ClusterNetworkPolicies, and then a mask of two bits is refused at render time);
+    the rest are reserved. It must not overlap kube-proxy's 0x4000/0x8000, and
+    stockade clears only these bits.
     """
 
     drop_action: Literal["DROP", "REJECT"] = "DROP"
@@ -182,6 +202,20 @@ class RenderOptions:
         """The mark bit meaning "some egress rule allowed this packet"."""
         return _mask_bits(self.mark_mask)[1]
 
+    @property
+    def pass_bit(self) -> int:
+        """The mark bit meaning "a Pass rule ended this tier" (ClusterNetworkPolicy).
+
+        Raises :class:`RenderOptionsError` for a mask of two bits.
+        """
+        bits = _mask_bits(self.mark_mask)
+        if len(bits) < 3:
+            raise RenderOptionsError(
+                f"mark_mask {self.mark_mask:#x} needs 3 bits (ingress, egress, pass) "
+                "to render ClusterNetworkPolicies"
+            )
+        return bits[2]
+
 
 def _mask_bits(mask: int) -> list[int]:
     return [1 << i for i in range(32) if mask >> i & 1]
@@ -211,10 +245,25 @@ class _Direction:
     peer_dir: SetDirs
     group_kind: SetKind
     tree_kind: SetKind
+    # "" for the NetworkPolicy tier; "A" (Admin) or "B" (Baseline) for the
+    # ClusterNetworkPolicy tiers, whose groups and trees have chains and sets of their own.
+    tier: Literal["", "A", "B"] = ""
+
+    @property
+    def code(self) -> str:
+        """The letters naming this direction's group and tree chains (``I``, ``AE``...)."""
+        return f"{self.tier}{self.letter}"
+
+    @property
+    def label(self) -> str:
+        """For comments: ``ingress``, ``admin egress``, ``baseline ingress``."""
+        return f"{_TIER_LABEL[self.tier]}{self.name}"
 
     @property
     def dispatch_chain(self) -> str:
         """The chain that finds the packet's policy group."""
+        if self.tier:
+            return f"STK-{self.tier}-{self.name.upper()}"
         return f"STK-{self.name.upper()}"
 
     @property
@@ -237,6 +286,9 @@ class _Direction:
         return check_chain_name(f"STK-{self.letter}-{ident}")
 
 
+_TIER_LABEL = {"": "", "A": "admin ", "B": "baseline "}
+_TIER_OF = {ADMIN_TIER: "A", BASELINE_TIER: "B"}
+
 INGRESS = _Direction(
     "ingress", "I", target_dir="dst", peer_dir="src", group_kind="ig", tree_kind="it"
 )
@@ -246,6 +298,15 @@ EGRESS = _Direction(
 # Evaluation order in STK-FORWARD: a packet leaves its source before it reaches its
 # destination, so a denial is logged against the egress side first.
 DIRECTIONS = (EGRESS, INGRESS)
+# The ClusterNetworkPolicy tiers, per direction (only rendered when the node has some).
+A_EGRESS = replace(EGRESS, group_kind="aeg", tree_kind="aet", tier="A")
+A_INGRESS = replace(INGRESS, group_kind="aig", tree_kind="ait", tier="A")
+B_EGRESS = replace(EGRESS, group_kind="beg", tree_kind="bet", tier="B")
+B_INGRESS = replace(INGRESS, group_kind="big", tree_kind="bit", tier="B")
+TIER_DIRECTIONS = (A_EGRESS, A_INGRESS, B_EGRESS, B_INGRESS)
+
+
+AnyPolicy = NodePolicy | NodeClusterPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,14 +314,15 @@ class _Group:
     """Local pods isolated (in one direction) by exactly the same policies."""
 
     direction: _Direction
-    policies: tuple[NodePolicy, ...]  # sorted by policy id
+    # NetworkPolicies sorted by policy id; ClusterNetworkPolicies in evaluation order.
+    policies: tuple[AnyPolicy, ...]
     pod_ips: tuple[str, ...]
     hash: str
 
     @property
     def chain(self) -> str:
         """The group's chain: its policies' chains, then the verdict."""
-        return f"STK-{self.direction.letter}G-{self.hash}"
+        return f"STK-{self.direction.code}G-{self.hash}"
 
     def set_name(self, family: IPFamily) -> str:
         """The hash:ip set of the group's pods."""
@@ -303,11 +365,14 @@ class RenderedNode:
 
     ``forward_jump`` is the one rule stockade adds outside its own chains; the
     applier inserts it once at the top of FORWARD (both families) and leaves it.
+    ``input_jump`` (only with ClusterNetworkPolicies on the node, else None) is its
+    twin at the top of INPUT, to ``STK-INPUT``: a local pod reaching its own node.
     """
 
     v4: RenderedFamily
     v6: RenderedFamily
     forward_jump: Rule
+    input_jump: Rule | None = None
 
     def family(self, family: IPFamily) -> RenderedFamily:
         """The rendering for IPv4 (4) or IPv6 (6)."""
@@ -327,6 +392,14 @@ class RenderedNode:
 
 
 FORWARD_JUMP = Rule((), Jump(FORWARD_CHAIN), comment("enforce network policy"))
+INPUT_CHAIN = "STK-INPUT"
+INPUT_JUMP = Rule((), Jump(INPUT_CHAIN), comment("enforce cluster network policy to the node"))
+PASS_CHAIN = "STK-PASS"
+# IPv6 link-local and multicast destinations (neighbour discovery, router
+# solicitations): STK-INPUT never judges them, or a "deny all" would cut a pod off
+# its gateway. No ClusterNetworkPolicy peer names such an address (a node's
+# status.addresses are unicast, and the verdict engine knows of no other).
+LINK_NETS6 = ("fe80::/10", "ff00::/8")
 
 
 def render(
@@ -350,17 +423,32 @@ def render(
     if node.format_version != FORMAT_VERSION:
         raise RenderError(f"rule set format {node.format_version}, expected {FORMAT_VERSION}")
     policies = _check_policies(node)
+    cluster = _check_cluster_policies(node)
+    if cluster:
+        options.pass_bit  # noqa: B018 - raises for a mask without a pass bit
     cache = _IPCache()
-    views = _merge_peer_sets(policies, peer_sets, cache)
-    groups: dict[str, tuple[_Group, ...]] = {d.name: _groups(node, policies, d) for d in DIRECTIONS}
+    views = _merge_peer_sets((*policies, *cluster), peer_sets, cache)
+    groups: dict[str, tuple[_Group, ...]] = {
+        d.dispatch_chain: _groups(node, policies, d) for d in DIRECTIONS
+    }
+    if cluster:
+        for d in TIER_DIRECTIONS:
+            groups[d.dispatch_chain] = _tier_groups(node, cluster, d)
     pods = {p.name: p for p in node.pods}
     new_sets = render_pending_sets(pending) if options.isolate_new_pods else None
     contested = render_contested_sets(node.contested_ips) if node.contested_ips else None
     families = [
-        _FamilyRenderer(f, options, views, groups, pods, cache, new_sets, contested).render()
+        _FamilyRenderer(
+            f, options, views, groups, pods, cache, new_sets, contested, cluster
+        ).render()
         for f in FAMILIES
     ]
-    return RenderedNode(v4=families[0], v6=families[1], forward_jump=FORWARD_JUMP)
+    return RenderedNode(
+        v4=families[0],
+        v6=families[1],
+        forward_jump=FORWARD_JUMP,
+        input_jump=INPUT_JUMP if cluster else None,
+    )
 
 
 def pending_set_name(family: IPFamily) -> str:
@@ -401,7 +489,7 @@ def _address_sets(
     }
 
 
-def _check_port(np: NodePolicy, p: PortMatch) -> None:
+def _check_port(np: AnyPolicy, p: PortMatch) -> None:
     where = f"policy {np.policy.name}"
     if p.protocol not in PROTOCOLS:
         raise RenderError(f"{where}: unknown protocol {p.protocol!r}")
@@ -427,6 +515,46 @@ def _check_policies(node: NodeRuleSet) -> tuple[NodePolicy, ...]:
     if len(set(names)) != len(names):
         raise RenderError(f"node {node.node}: duplicate local pod names")
     return tuple(sorted(node.policies, key=lambda np: np.policy.id))
+
+
+_ACTIONS = (ACCEPT, DENY, PASS)
+
+
+def _check_cluster_policies(node: NodeRuleSet) -> tuple[NodeClusterPolicy, ...]:
+    """The node's ClusterNetworkPolicies in evaluation order (tier, priority, name, id)."""
+    cps = node.cluster_policies
+    ids = [c.policy.id for c in cps]
+    if len(set(ids)) != len(ids):
+        raise RenderError(f"node {node.node}: a cluster policy id appears twice")
+    names = [c.policy.name for c in cps]
+    if len(set(names)) != len(names):
+        raise RenderError(f"node {node.node}: a cluster policy name appears twice")
+    seen: dict[str, str] = {}
+    for c in cps:
+        p = c.policy
+        if p.tier not in _TIER_OF:
+            raise RenderError(f"cluster policy {p.name}: unknown tier {p.tier!r}")
+        for d in DIRECTIONS:
+            chain = _cluster_policy_chain(d, p.id)
+            if seen.setdefault(chain, p.id) != p.id:
+                raise RenderError(f"cluster policies {seen[chain]!r} and {p.id!r} share {chain}")
+            for r in _tier_rules(d, c):
+                if r.action not in _ACTIONS:
+                    raise RenderError(f"cluster policy {p.name}: unknown action {r.action!r}")
+    return tuple(sorted(cps, key=lambda c: (*c.policy.order, c.policy.id)))
+
+
+_CLUSTER_ID_RE = re.compile(r"^[0-9a-z]{1,21}$")  # "STK-CI-" + 21 = 28 characters
+
+
+def _cluster_policy_chain(d: _Direction, policy_id: str) -> str:
+    """The chain of one ClusterNetworkPolicy's rules of direction ``d`` (any tier)."""
+    ident = policy_id if _CLUSTER_ID_RE.match(policy_id) else stable_hash(policy_id, 16)
+    return check_chain_name(f"STK-C{d.letter}-{ident}")
+
+
+def _tier_rules(d: _Direction, c: NodeClusterPolicy) -> tuple[TierRule, ...]:
+    return c.policy.ingress if d.name == "ingress" else c.policy.egress
 
 
 class _IPCache:
@@ -458,11 +586,14 @@ class _IPCache:
 
 def referenced_peer_sets(node: NodeRuleSet) -> set[str]:
     """The names of the PeerSets the rules of ``node`` refer to (what render reads)."""
-    return set().union(*(np.policy.peer_sets() for np in node.policies))
+    return set().union(
+        *(np.policy.peer_sets() for np in node.policies),
+        *(c.policy.peer_sets() for c in node.cluster_policies),
+    )
 
 
 def _merge_peer_sets(
-    policies: tuple[NodePolicy, ...], peer_sets: Mapping[str, Sequence[PeerSet]], cache: _IPCache
+    policies: Sequence[AnyPolicy], peer_sets: Mapping[str, Sequence[PeerSet]], cache: _IPCache
 ) -> dict[str, _PeerSetView]:
     wanted = set().union(*(np.policy.peer_sets() for np in policies))
     missing: list[str] = []
@@ -580,6 +711,45 @@ def _groups(
     return tuple(sorted(groups, key=lambda g: g.hash))
 
 
+def _tier_groups(
+    node: NodeRuleSet, cluster: tuple[NodeClusterPolicy, ...], d: _Direction
+) -> tuple[_Group, ...]:
+    """Group local pods by the ordered list of tier ``d``'s ClusterNetworkPolicies
+    that have rules of ``d``'s direction and select them (``cluster`` is in order).
+
+    As for NetworkPolicy groups: one set lookup dispatches a packet to its group,
+    whose chain visits only its own policies' chains, in evaluation order.
+    """
+    tier = ADMIN_TIER if d.tier == "A" else BASELINE_TIER
+    pods = {p.name: p for p in node.pods}
+    by_pod: dict[str, list[NodeClusterPolicy]] = {}
+    for c in cluster:
+        if c.policy.tier != tier or not _tier_rules(d, c):
+            continue
+        for target in sorted(set(c.targets)):
+            if target not in pods:
+                raise RenderError(
+                    f"cluster policy {c.policy.name}: subject {target} is not a local pod"
+                )
+            by_pod.setdefault(target, []).append(c)
+    by_key: dict[tuple[str, ...], tuple[list[NodeClusterPolicy], list[str]]] = {}
+    for pod_name in sorted(by_pod):
+        cps = by_pod[pod_name]
+        key = tuple(c.policy.id for c in cps)
+        entry = by_key.setdefault(key, (cps, []))
+        entry[1].extend(pods[pod_name].ips)
+    groups = [
+        _Group(
+            d,
+            tuple(cps),
+            tuple(ips),
+            stable_hash({"direction": d.name, "tier": d.tier, "policies": key}, 16),
+        )
+        for key, (cps, ips) in by_key.items()
+    ]
+    return tuple(sorted(groups, key=lambda g: g.hash))
+
+
 # A node of the dispatch tree with at most DISPATCH_FANOUT groups tests each directly;
 # a bigger one splits on the next DISPATCH_BITS bits of the group hashes (<= 8 children).
 # 8 and 3 rather than 16 and 4: with ~330 groups a new connection averages 13.5 set
@@ -607,14 +777,17 @@ class _TreeNode:
     @property
     def hash(self) -> str:
         """Names the node's chain and set: a hash of what the node stands for."""
-        return stable_hash({"direction": self.direction.name, "tree": self.prefix}, 16)
+        payload = {"direction": self.direction.name, "tree": self.prefix}
+        if self.direction.tier:
+            payload["tier"] = self.direction.tier
+        return stable_hash(payload, 16)
 
     @property
     def chain(self) -> str:
         """The node's chain (the dispatch chain for the root)."""
         if not self.prefix:
             return self.direction.dispatch_chain
-        return f"STK-{self.direction.letter}T-{self.hash}"
+        return f"STK-{self.direction.code}T-{self.hash}"
 
     @property
     def label(self) -> str:
@@ -674,6 +847,8 @@ class _FamilyRenderer:
     cache: _IPCache
     new_sets: Mapping[IPFamily, IPSet] | None = None
     contested: Mapping[IPFamily, IPSet] | None = None
+    # The node's ClusterNetworkPolicies in evaluation order (empty: no tier chains).
+    cluster: tuple[NodeClusterPolicy, ...] = ()
     sets: dict[str, IPSet] = field(default_factory=dict)
     # PeerSet name -> its (peer, pport) sets in this family, made once per render.
     peer_sets: dict[str, tuple[IPSet, IPSet | None]] = field(default_factory=dict)
@@ -696,10 +871,7 @@ class _FamilyRenderer:
                 *self._self_rules(),
                 # Someone else may have used our bits: start from zero, with our mask only.
                 Rule((), ClearMark(mask), comment("clear stockade mark bits")),
-                *(
-                    Rule((), Jump(d.dispatch_chain), comment(f"{d.name} policy"))
-                    for d in DIRECTIONS
-                ),
+                *(self._tiered_dispatch() if self.cluster else self._dispatch()),
                 # Leave allowed packets' marks as we found them (minus our bits).
                 Rule((), ClearMark(mask), comment("clear stockade mark bits")),
             ),
@@ -707,9 +879,104 @@ class _FamilyRenderer:
         chains = [forward]
         for d in DIRECTIONS:
             chains.extend(self._direction_chains(d))
+        if self.cluster:
+            chains.append(self._input_chain())
+            chains.append(
+                Chain(
+                    PASS_CHAIN,
+                    (Rule((), SetMark(self.pass_bit, self.pass_bit), comment("tier passed")),),
+                )
+            )
+            for d in TIER_DIRECTIONS:
+                chains.extend(self._tier_chains(d))
+            for d in DIRECTIONS:
+                chains.extend(self._cluster_policy_chains(d))
         return RenderedFamily(
             self.family, tuple(chains), tuple(sorted(self.sets.values(), key=lambda s: s.name))
         )
+
+    @property
+    def pass_bit(self) -> int:
+        return self.options.pass_bit
+
+    def _dispatch(self) -> list[Rule]:
+        """Without ClusterNetworkPolicies: the NetworkPolicy check of each direction."""
+        return [Rule((), Jump(d.dispatch_chain), comment(f"{d.name} policy")) for d in DIRECTIONS]
+
+    def _tiered_dispatch(self) -> list[Rule]:
+        """Per direction: Admin tier, NetworkPolicy, Baseline tier (docs/dataplane.md, Tiers).
+
+        The direction's bit set means "decided and allowed" (an Admin Accept, or a
+        NetworkPolicy allowing): the later tiers of that direction are skipped. A
+        Pass sets the pass bit, which only ends the tier's group chain; it is
+        cleared after each tier.
+        """
+        clear_pass = Rule((), ClearMark(self.pass_bit), comment("clear the pass bit"))
+        rules: list[Rule] = []
+        for d, admin, baseline in ((EGRESS, A_EGRESS, B_EGRESS), (INGRESS, A_INGRESS, B_INGRESS)):
+            bit = d.mark_bit(self.options)
+            undecided = MarkMatch(0, bit)
+            rules += [
+                Rule((), Jump(admin.dispatch_chain), comment(f"{admin.label} tier")),
+                clear_pass,
+                Rule((undecided,), Jump(d.dispatch_chain), comment(f"{d.name} policy")),
+                Rule(
+                    (undecided,), Jump(baseline.dispatch_chain), comment(f"{baseline.label} tier")
+                ),
+                clear_pass,
+            ]
+        return rules
+
+    def _input_chain(self) -> Chain:
+        """STK-INPUT: a local pod reaching its own node, judged by its egress tiers.
+
+        Admin egress; a pod that NetworkPolicies isolate for egress is allowed to its
+        own node there (final); Baseline egress. The node's own traffic to its pods
+        goes out through OUTPUT and is never judged; its replies pass by conntrack.
+        """
+        mask = self.options.mark_mask
+        bit = EGRESS.mark_bit(self.options)
+        undecided = MarkMatch(0, bit)
+        rules = [
+            Rule(
+                (ConntrackState(("RELATED", "ESTABLISHED")),),
+                Return(),
+                comment("reply or related of an allowed connection"),
+            )
+        ]
+        if self.family == 6:
+            link = self._add_set(
+                "link",
+                "link-local and multicast",
+                "hash:net",
+                [Member(n) for n in LINK_NETS6],
+            )
+            rules.append(
+                Rule(
+                    (SetMatch(link, "dst"),),
+                    Return(),
+                    comment("link-local or multicast (neighbour discovery)"),
+                )
+            )
+        rules += [
+            Rule((), ClearMark(mask), comment("clear stockade mark bits")),
+            Rule((), Jump(A_EGRESS.dispatch_chain), comment(f"{A_EGRESS.label} tier")),
+            Rule((), ClearMark(self.pass_bit), comment("clear the pass bit")),
+        ]
+        if self.groups[EGRESS.dispatch_chain]:
+            root = _dispatch_tree(EGRESS, "", self.groups[EGRESS.dispatch_chain])
+            rules.append(
+                Rule(
+                    (undecided, SetMatch(root.set_name(self.family), "src")),
+                    SetMark(bit, bit),
+                    comment("egress isolated by policy: its own node is allowed"),
+                )
+            )
+        rules += [
+            Rule((undecided,), Jump(B_EGRESS.dispatch_chain), comment(f"{B_EGRESS.label} tier")),
+            Rule((), ClearMark(mask), comment("clear stockade mark bits")),
+        ]
+        return Chain(INPUT_CHAIN, tuple(rules))
 
     def _pending_rules(self) -> list[Rule]:
         """--isolate-new-pods: deny pods the rule set does not cover yet, both ways.
@@ -782,7 +1049,7 @@ class _FamilyRenderer:
         return made
 
     def _direction_chains(self, d: _Direction) -> list[Chain]:
-        groups = self.groups[d.name]
+        groups = self.groups[d.dispatch_chain]
         group_sets: dict[str, list[str]] = {}  # group hash -> its pods' addresses here
         for g in groups:
             ips = self._ips(g.pod_ips, f"{d.name} group")
@@ -805,9 +1072,115 @@ class _FamilyRenderer:
         chains = [Chain(d.dispatch_chain, (not_isolated, *root_rules)), allow]
         chains.extend(sorted(tree_chains, key=lambda c: c.name))
         chains.extend(self._group_chain(g) for g in groups)
-        in_groups = {np.policy.id: np for g in groups for np in g.policies}
+        in_groups = {
+            np.policy.id: np for g in groups for np in g.policies if isinstance(np, NodePolicy)
+        }
         chains.extend(self._policy_chain(d, in_groups[pid]) for pid in sorted(in_groups))
         return chains
+
+    def _tier_chains(self, d: _Direction) -> list[Chain]:
+        """One tier of one direction: its dispatch tree and group chains.
+
+        The dispatch is the NetworkPolicy one (hash:ip sets of groups, a tree beyond
+        DISPATCH_FANOUT groups); a group chain jumps to its ClusterNetworkPolicies'
+        chains in evaluation order and RETURNs as soon as one decided (the
+        direction's bit: Accept) or passed (the pass bit). Deny drops in the policy
+        chain itself. Nothing matched: the group chain ends, on to the next tier.
+        """
+        groups = self.groups[d.dispatch_chain]
+        if not groups:
+            return [Chain(d.dispatch_chain, ())]
+        group_sets: dict[str, list[str]] = {}
+        for g in groups:
+            ips = self._ips(g.pod_ips, f"{d.label} group")
+            group_sets[g.hash] = ips
+            name = g.set_name(self.family)
+            self.sets[name] = make_set(name, "hash:ip", self.family, [Member(ip) for ip in ips])
+        root = _dispatch_tree(d, "", groups)
+        tree_chains: list[Chain] = []
+        root_rules = self._tree_node(root, group_sets, tree_chains)
+        not_subject = Rule(
+            (SetMatch(root.set_name(self.family), d.target_dir, negate=True),),
+            Return(),
+            comment(f"{d.label}: pod not a subject"),
+        )
+        chains = [Chain(d.dispatch_chain, (not_subject, *root_rules))]
+        chains.extend(sorted(tree_chains, key=lambda c: c.name))
+        chains.extend(self._tier_group_chain(g) for g in groups)
+        return chains
+
+    def _tier_group_chain(self, g: _Group) -> Chain:
+        d = g.direction
+        stop = d.mark_bit(self.options) | self.pass_bit
+        rules: list[Rule] = []
+        for i, cp in enumerate(g.policies):
+            if i:
+                # The previous policy accepted or passed: this tier is over.
+                rules.append(
+                    Rule(
+                        (MarkMatch(0, stop, negate=True),),
+                        Return(),
+                        comment(f"{d.label}: accepted or passed"),
+                    )
+                )
+            rules.append(
+                Rule(
+                    (),
+                    Jump(_cluster_policy_chain(d, cp.policy.id)),
+                    comment(f"{cp.policy.name} {d.name}"),
+                )
+            )
+        return Chain(g.chain, tuple(rules))
+
+    def _cluster_policy_chains(self, d: _Direction) -> list[Chain]:
+        """The chains of the ClusterNetworkPolicies some group of ``d``'s direction uses."""
+        used: dict[str, NodeClusterPolicy] = {}
+        for td in TIER_DIRECTIONS:
+            if td.name != d.name:
+                continue
+            for g in self.groups[td.dispatch_chain]:
+                for cp in g.policies:
+                    assert isinstance(cp, NodeClusterPolicy)
+                    used[cp.policy.id] = cp
+        return [self._cluster_policy_chain(d, used[pid]) for pid in sorted(used)]
+
+    def _cluster_policy_chain(self, d: _Direction, cp: NodeClusterPolicy) -> Chain:
+        """A ClusterNetworkPolicy's rules of one direction, in the order written.
+
+        Accept: ``-g STK-ALLOW-<DIR>`` (sets the direction's bit: decided, allowed);
+        Pass: ``-g STK-PASS`` (sets the pass bit); Deny: the configured verdict,
+        after an optional rate-limited log. Each goto also ends the policy's scan.
+        """
+        tier = _TIER_OF[cp.policy.tier]
+        rules: list[Rule] = []
+        for rule in _tier_rules(d, cp):
+            peers = self._peer_matches(d, cp, rule.peers)
+            ports = self._port_matches(d, cp, rule.ports)
+            what = f"rule {rule.index}" + (f" ({rule.name})" if rule.name else "")
+            closed = " fails closed" if rule.fail_closed else ""
+            note = comment(f"{cp.policy.name} {d.name} {what} {rule.action}{closed}")
+            for peer in peers:
+                for port in ports:
+                    matches = peer + port
+                    if rule.action == ACCEPT:
+                        rules.append(Rule(matches, Goto(d.allow_chain), note))
+                    elif rule.action == PASS:
+                        rules.append(Rule(matches, Goto(PASS_CHAIN), note))
+                    else:
+                        rules.extend(self._tier_deny(d, tier, cp, matches, note))
+        return Chain(_cluster_policy_chain(d, cp.policy.id), tuple(rules))
+
+    def _tier_deny(
+        self, d: _Direction, tier: str, cp: NodeClusterPolicy, matches: tuple[Match, ...], note: str
+    ) -> list[Rule]:
+        opts = self.options
+        rules = []
+        if opts.log_denied:
+            prefix = f"stk deny {d.name} {tier}{cp.policy.id[:8]}: "
+            log = NFLog(opts.nflog_group, prefix) if opts.log_mode == "NFLOG" else Log(prefix)
+            rules.append(Rule((*matches, LimitMatch(opts.log_rate)), log, note))
+        rules.append(Rule(matches, self._verdict(), note))
+        return rules
 
     def _tree_node(
         self, node: _TreeNode, group_sets: Mapping[str, list[str]], out: list[Chain]
@@ -826,11 +1199,11 @@ class _FamilyRenderer:
         for child in node.children:
             if isinstance(child, _Group):
                 names = ", ".join(np.policy.name for np in child.policies)
-                note = comment(f"{d.name} group {child.hash}: {names}")
+                note = comment(f"{d.label} group {child.hash}: {names}")
             else:
                 inner = self._tree_node(child, group_sets, out)
                 out.append(Chain(child.chain, tuple(inner)))
-                note = comment(f"{d.name} groups with {child.label}")
+                note = comment(f"{d.label} groups with {child.label}")
             rules.append(
                 Rule(
                     (SetMatch(child.set_name(self.family), d.target_dir),), Goto(child.chain), note
@@ -881,7 +1254,7 @@ class _FamilyRenderer:
         return Chain(d.policy_chain(np.policy.id), tuple(rules))
 
     def _peer_matches(
-        self, d: _Direction, np: NodePolicy, peers: tuple[PeerMatch, ...]
+        self, d: _Direction, np: AnyPolicy, peers: tuple[PeerMatch, ...]
     ) -> list[tuple[Match, ...]]:
         if not peers:
             return [()]  # no peers: any peer
@@ -902,13 +1275,13 @@ class _FamilyRenderer:
         self.sets.setdefault(peer.name, peer)
         return peer.name
 
-    def _cidr_set(self, np: NodePolicy, peer: PeerMatch) -> str | None:
+    def _cidr_set(self, np: AnyPolicy, peer: PeerMatch) -> str | None:
         key = (peer.cidr, peer.excepts)
         if key not in self.cidr_sets:
             self.cidr_sets[key] = self._make_cidr_set(np, peer)
         return self.cidr_sets[key]
 
-    def _make_cidr_set(self, np: NodePolicy, peer: PeerMatch) -> str | None:
+    def _make_cidr_set(self, np: AnyPolicy, peer: PeerMatch) -> str | None:
         assert peer.cidr is not None
         try:
             cidr = ipaddress.ip_network(peer.cidr, strict=False)
@@ -930,7 +1303,7 @@ class _FamilyRenderer:
         return self._add_set("cidr", key, "hash:net", members)
 
     def _port_matches(
-        self, d: _Direction, np: NodePolicy, ports: tuple[PortMatch, ...]
+        self, d: _Direction, np: AnyPolicy, ports: tuple[PortMatch, ...]
     ) -> list[tuple[Match, ...]]:
         if not ports:
             return [()]  # no ports: any port, any protocol
@@ -956,7 +1329,7 @@ class _FamilyRenderer:
         return out
 
     def _named_port_set(
-        self, d: _Direction, np: NodePolicy, port: PortMatch, proto: Protocol
+        self, d: _Direction, np: AnyPolicy, port: PortMatch, proto: Protocol
     ) -> str:
         """The hash:ip,port set resolving a named port for this direction.
 
@@ -990,5 +1363,5 @@ class _FamilyRenderer:
         self.sets.setdefault(pport.name, pport)
         return pport.name
 
-    def _targets(self, np: NodePolicy) -> list[LocalPod]:
+    def _targets(self, np: AnyPolicy) -> list[LocalPod]:
         return [self.pods[t] for t in sorted(np.targets)]
