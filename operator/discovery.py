@@ -9,6 +9,14 @@ controller first polls discovery (``GET /apis/stockade.dev/v1alpha1``, which eve
 authenticated user may read) with a capped exponential back-off, logging what it
 waits for, and starts kopf, the publisher and the election only once both kinds are
 served. Meanwhile ``/readyz`` answers 503 and ``/healthz`` 200 (waiting is not dead).
+
+ClusterNetworkPolicy's CRD is optional (:data:`OPTIONAL`): a cluster may run stockade
+without it. Once the required kinds are served, :meth:`CrdGate.optional_served` looks
+whether it is served too (a few more seconds when the gate had to wait, as on a fresh
+install where it is being established with the others); when it is not, the
+controller runs without ClusterNetworkPolicies and says so once; it then looks every
+30 s (:meth:`CrdGate.until_served`) and, once the CRD is served, stops so that it
+starts again watching them (kopf cannot add a watch to a running operator).
 """
 
 from __future__ import annotations
@@ -24,6 +32,21 @@ log = logging.getLogger("stockade.controller")
 
 # What the controller publishes and watches: both must be served before it starts.
 REQUIRED: tuple[Resource, ...] = (NODE_RULE_SETS, PEER_SETS)
+# network-policy-api's ClusterNetworkPolicy (manifests/cnp-crd.yaml, or the upstream
+# CRD): watched when served, else the controller runs without it.
+CLUSTER_NETWORK_POLICIES = Resource(
+    "policy.networking.k8s.io",
+    "v1alpha2",
+    "clusternetworkpolicies",
+    "ClusterNetworkPolicy",
+    namespaced=False,
+)
+OPTIONAL: tuple[Resource, ...] = (CLUSTER_NETWORK_POLICIES,)
+# How long to look again for an optional CRD when the required ones were not served
+# at the first look (an install in progress).
+OPTIONAL_GRACE = 5.0
+# How often to look whether an absent optional CRD has been installed since.
+OPTIONAL_RECHECK = 30.0
 
 FIRST_DELAY = 0.5  # seconds before the second look
 MAX_DELAY = 10.0  # the back-off's cap
@@ -167,3 +190,63 @@ class CrdGate:
                 )
                 logged, logged_at = what, now
             await self.sleep(delay)
+
+    async def _absent(self, resources: Sequence[Resource]) -> tuple[list[Resource], str]:
+        """One look: which of ``resources`` are not served, and why discovery failed."""
+        served: dict[str, set[str]] = {}
+        try:
+            for gv in group_versions(resources):
+                document = await self.fetch(gv)
+                served[gv] = served_names(document) if document is not None else set()
+        except KubeError as exc:
+            return list(resources), str(exc) or type(exc).__name__
+        return missing(resources, served), ""
+
+    async def optional_served(
+        self, optional: Sequence[Resource] = OPTIONAL, grace: float = OPTIONAL_GRACE
+    ) -> tuple[Resource, ...]:
+        """Which of ``optional`` are served (call after :meth:`wait`).
+
+        When the gate had to wait (the CRDs were being installed), absent ones are
+        looked for again during ``grace`` seconds, since they are likely installed
+        with the others. What stays absent is logged once: the controller runs
+        without it (see :meth:`until_served`).
+        """
+        started = self.clock()
+        delay = 0.0
+        while True:
+            absent, error = await self._absent(optional)
+            if not absent or self.checks <= 1 or self.clock() - started >= grace:
+                break
+            delay = next_delay(delay, self.first, self.cap)
+            await self.sleep(delay)
+        for resource in absent:
+            why = f"discovery failed ({error})" if error else "not served by the API server"
+            log.warning(
+                "CustomResourceDefinition %s: %s; running without %s (install "
+                "manifests/cnp-crd.yaml or the upstream CRD: the controller restarts to "
+                "watch them once served)",
+                describe(resource),
+                why,
+                resource.plural,
+            )
+        return tuple(r for r in optional if r not in absent)
+
+    async def until_served(
+        self, absent: Sequence[Resource], every: float = OPTIONAL_RECHECK
+    ) -> Resource:
+        """Look every ``every`` seconds; return the first of ``absent`` found served.
+
+        kopf cannot add a watch to a running operator (its scanning is off), so the
+        controller ends when this returns and starts again (the container restarts)
+        watching it: a CRD installed after stockade is enforced without anyone
+        having to restart the controller. A failed look is tried again quietly.
+        """
+        while True:
+            await self.sleep(every)
+            still, error = await self._absent(absent)
+            if error:
+                continue
+            for resource in absent:
+                if resource not in still:
+                    return resource

@@ -17,7 +17,8 @@ import kopf
 
 from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.state import (
-    KINDS,
+    ALL_KINDS,
+    CLUSTER_NETWORK_POLICY,
     NAMESPACE,
     NETWORK_POLICY,
     NODE,
@@ -56,11 +57,13 @@ def build_registry(
     config: KubeConfig,
     metrics: ControllerMetrics,
     on_rule_set: RuleSetObserver | None = None,
+    cluster_policies: bool = False,
 ) -> kopf.OperatorRegistry:
     """A registry of one controller's handlers (one per instance, nothing global).
 
     ``on_rule_set`` (the publisher's ``observe_rule_set``) sees every NodeRuleSet
     event, for the agents' status (sync lag); without it NodeRuleSets are not watched.
+    ``cluster_policies``: watch ClusterNetworkPolicies too (their CRD is served).
     """
     registry = kopf.OperatorRegistry()
 
@@ -69,7 +72,7 @@ def build_registry(
         return connection_info(config)
 
     # The labelled counters, looked up once (not on every event of a burst).
-    counted = {k: metrics.watch_events.labels(k) for k in (*KINDS, "NodeRuleSet")}
+    counted = {k: metrics.watch_events.labels(k) for k in (*ALL_KINDS, "NodeRuleSet")}
 
     def observe(kind: str, event: Any) -> None:
         body = event["object"]
@@ -77,10 +80,15 @@ def build_registry(
         error = state.observe(kind, event.get("type"), body)
         if error is not None:
             metrics.rejected.labels(kind).inc()
-            if kind == NETWORK_POLICY:
+            if kind in (NETWORK_POLICY, CLUSTER_NETWORK_POLICY):
                 log.warning(
                     "rejected (a new policy enforces nothing; an edited one keeps "
                     "its last valid version): %s",
+                    "; ".join(error.lines()),
+                )
+            elif kind == NODE:
+                log.warning(
+                    "Node not readable (kept with its last readable labels and addresses): %s",
                     "; ".join(error.lines()),
                 )
             else:
@@ -101,6 +109,14 @@ def build_registry(
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def on_node(event: Any, **_: Any) -> None:
         observe(NODE, event)
+
+    if cluster_policies:
+
+        @kopf.on.event(
+            "policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies", registry=registry
+        )
+        async def on_cluster_policy(event: Any, **_: Any) -> None:
+            observe(CLUSTER_NETWORK_POLICY, event)
 
     if on_rule_set is not None:
         observer = on_rule_set

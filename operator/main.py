@@ -25,7 +25,12 @@ from typing import Any
 import kopf
 
 from stockade.compiler import DEFAULT_SHARD_SIZE, Compiler
-from stockade.controller.discovery import CrdGate, client_fetch
+from stockade.controller.discovery import (
+    CLUSTER_NETWORK_POLICIES,
+    OPTIONAL_RECHECK,
+    CrdGate,
+    client_fetch,
+)
 from stockade.controller.handlers import build_registry, operator_settings
 from stockade.controller.leader import LeaderElector
 from stockade.controller.metrics import ControllerMetrics, serve_http
@@ -49,6 +54,9 @@ class Options:
     lease_duration: float = 15.0
     identity: str = ""
     standalone: bool = False
+    # Seconds between looks for an absent ClusterNetworkPolicy CRD (the controller
+    # stops once it is served, to start again watching it).
+    optional_recheck: float = OPTIONAL_RECHECK
     shard_size: int = DEFAULT_SHARD_SIZE
     log_level: str = "INFO"
     # Full garbage collections only when idle, at least this often (0: CPython's own).
@@ -191,6 +199,15 @@ async def run(
             # the CRDs are served, or NodeRuleSets would never be watched.
             if not await _unless_stopped(gate.wait(), stop):
                 return
+            optional: list[object] = []
+
+            async def look_optional() -> None:
+                optional.extend(await gate.optional_served())
+
+            if not await _unless_stopped(look_optional(), stop):
+                return
+            if CLUSTER_NETWORK_POLICIES in optional:
+                controller.publisher.watch_cluster_policies()
             await _run_parts(options, config, controller, tasks, stop)
         finally:
             if runner is not None:
@@ -231,11 +248,23 @@ async def _run_parts(
         controller.metrics,
         controller.elector,
     )
-    registry = build_registry(state, config, metrics, publisher.observe_rule_set)
+    registry = build_registry(
+        state,
+        config,
+        metrics,
+        publisher.observe_rule_set,
+        cluster_policies=publisher.cluster_policies_watched,
+    )
     settings = operator_settings()
     settings.process.ultimate_exiting_timeout = None
     kopf_stop = asyncio.Event()
     tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
+    crd_appeared: asyncio.Task[object] | None = None
+    if not publisher.cluster_policies_watched:
+        crd_appeared = asyncio.create_task(
+            controller.gate.until_served((CLUSTER_NETWORK_POLICIES,), options.optional_recheck),
+            name="crd-appeared",
+        )
     if elector is not None:
         tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
     # The collector's schedule is the process's: only a controller that is the
@@ -257,6 +286,8 @@ async def _run_parts(
         name="kopf",
     )
     watchers: list[asyncio.Task[Any]] = [*tasks, kopf_task]
+    if crd_appeared is not None:
+        watchers.append(crd_appeared)
     if stop is not None:
         watchers.append(asyncio.create_task(_wait_thread_event(stop), name="stop-flag"))
     try:
@@ -264,6 +295,13 @@ async def _run_parts(
         for task in done:
             if task.get_name() != "stop-flag" and not task.cancelled() and task.exception():
                 log.error("%s failed", task.get_name(), exc_info=task.exception())
+            elif task is crd_appeared and not task.cancelled():
+                log.warning(
+                    "CustomResourceDefinition clusternetworkpolicies.%s/%s is served now: "
+                    "stopping, to start again watching ClusterNetworkPolicies",
+                    CLUSTER_NETWORK_POLICIES.group,
+                    CLUSTER_NETWORK_POLICIES.version,
+                )
     finally:
         kopf_stop.set()
         for task in watchers:

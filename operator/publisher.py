@@ -8,6 +8,8 @@ from what is published. Before its first flush it waits until the watches have
 delivered every object that existed at start (so a restart never publishes a
 partial view), and when it becomes the leader it adopts what is already
 published (one list per kind), so a restart with nothing changed writes nothing.
+On ClusterNetworkPolicies it also posts Events and writes the ``Accepted``
+condition through their status subresource, only when it changes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from stockade.controller.conditions import ConditionSpec, accepted_condition, conditions_patch
+from stockade.controller.discovery import CLUSTER_NETWORK_POLICIES
 from stockade.controller.lag import Applied, SyncLagTracker
 from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.plan import (
@@ -37,8 +41,10 @@ from stockade.controller.plan import (
     published_hash,
 )
 from stockade.controller.reports import (
+    REPORTED_KINDS,
     EventSpec,
     PolicyTracker,
+    cluster_policy_events,
     invalid_events,
     named_port_refs,
     new_events,
@@ -46,11 +52,14 @@ from stockade.controller.reports import (
     seed_from_events,
 )
 from stockade.controller.state import (
+    ALL_KINDS,
+    CLUSTER_NETWORK_POLICY,
     KINDS,
     NAMESPACE,
     NETWORK_POLICY,
     NODE,
     POD,
+    ClusterPolicyRecord,
     ControllerState,
     object_key,
 )
@@ -69,6 +78,7 @@ from stockade.kube import (
     KubeError,
     NotFound,
     Resource,
+    now_rfc3339,
 )
 
 log = logging.getLogger("stockade.controller.publisher")
@@ -79,8 +89,11 @@ _WATCHED: dict[str, Resource] = {
     NAMESPACE: NAMESPACES,
     NETWORK_POLICY: NETWORK_POLICIES,
     NODE: NODES,
+    CLUSTER_NETWORK_POLICY: CLUSTER_NETWORK_POLICIES,
 }
 EVENT_SOURCE = "stockade-controller"
+# A status write not seen back on the watch after this long may be written again.
+STATUS_ECHO_WAIT = 10.0
 
 
 class PublisherApi(Protocol):
@@ -104,6 +117,10 @@ class PublisherApi(Protocol):
 
     async def delete(
         self, resource: Resource, name: str, namespace: str | None = None
+    ) -> JsonObject: ...
+
+    async def patch_status(
+        self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
     ) -> JsonObject: ...
 
     async def create_event(
@@ -155,6 +172,12 @@ class LeanWrites:
     ) -> JsonObject:
         """As the client's."""
         return await self.client.delete(resource, name, namespace)
+
+    async def patch_status(
+        self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        """As the client's."""
+        return await self.client.patch_status(resource, name, status, namespace)
 
     async def create_event(
         self,
@@ -209,6 +232,12 @@ class Publisher:
         self.reported: dict[str, set[EventSpec]] | None = None  # by policy uid
         self.report_pending: set[str] = set()
         self.pod_reported: dict[str, set[EventSpec]] = {}  # Pod Events posted, by uid
+        # ClusterNetworkPolicies: watched only when their CRD is served; those whose
+        # Events or condition may have changed; the conditions written and when, so
+        # a write is not repeated before the watch brings it back.
+        self.watched_kinds: tuple[str, ...] = KINDS
+        self.cluster_report_pending: set[str] = set()
+        self.status_sent: dict[str, tuple[ConditionSpec, float]] = {}
         self.leading = False
         self.ready = False
         self.last_error: str | None = None
@@ -217,6 +246,15 @@ class Publisher:
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------------ signals
+
+    def watch_cluster_policies(self) -> None:
+        """ClusterNetworkPolicies are watched (their CRD is served): wait for them too."""
+        self.watched_kinds = ALL_KINDS
+
+    @property
+    def cluster_policies_watched(self) -> bool:
+        """Whether ClusterNetworkPolicies are watched."""
+        return CLUSTER_NETWORK_POLICY in self.watched_kinds
 
     def mark(self) -> None:
         """Something changed: flush soon."""
@@ -257,7 +295,7 @@ class Publisher:
         listed them are dropped from the wait by a fresh list every few seconds.
         """
         expected: set[tuple[str, str]] = set()
-        for kind in KINDS:
+        for kind in self.watched_kinds:
             expected |= await self._list_keys(kind)
         started = last_list = self.clock()
         while True:
@@ -300,7 +338,7 @@ class Publisher:
                 if self.published is None:
                     await self.adopt()
                 done = await self.write()
-                await self.report()
+                done = await self.report() and done
             except KubeError as exc:
                 log.warning("flush failed: %s", exc)
                 self.last_error = str(exc)
@@ -308,6 +346,7 @@ class Publisher:
         else:
             self.pending.clear()
             self.report_pending.clear()
+            self.cluster_report_pending.clear()
         self.metrics.flushes.inc()
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         self.metrics.dirty_backlog.set(len(self.pending))
@@ -360,6 +399,9 @@ class Publisher:
                     self.report_pending.add(pkey)
         self.report_pending |= self.state.touched_policies
         self.state.touched_policies.clear()
+        self.cluster_report_pending |= self.tracker.take_cluster_touched()
+        self.cluster_report_pending |= self.state.touched_cluster_policies
+        self.state.touched_cluster_policies.clear()
         for kind in (NODE_RULE_SET, PEER_SET):
             self.metrics.desired.labels(kind).set(sum(1 for k in self.desired if k.kind == kind))
 
@@ -421,12 +463,16 @@ class Publisher:
         log.info("adopted %d published objects; %d desired", len(published), len(self.desired))
         self.reported = seed_from_events(await self._list_events())
         self.report_pending = set(self.state.policies)
+        self.cluster_report_pending = set(self.state.cluster_policies)
 
     async def _list_events(self) -> list[dict[str, object]]:
+        items: list[JsonObject] = []
         try:
-            items, _ = await self.client.list(
-                EVENTS, field_selector="involvedObject.kind=NetworkPolicy"
-            )
+            for kind in REPORTED_KINDS:
+                found, _ = await self.client.list(
+                    EVENTS, field_selector=f"involvedObject.kind={kind}"
+                )
+                items += found
         except ApiError:
             # Not every server supports this field selector; filter here instead.
             items, _ = await self.client.list(EVENTS)
@@ -521,15 +567,17 @@ class Publisher:
         if desired.spec_json and self.desired.get(key) is desired:
             self.desired[key] = dataclasses.replace(desired, spec_json="")
 
-    async def report(self) -> None:
-        """Post the Events that changed for the policies touched since the last flush.
+    async def report(self) -> bool:
+        """Post the Events that changed for the policies touched since the last flush,
+        and the ``Accepted`` condition of ClusterNetworkPolicies; False when a status
+        write failed (it is retried with the flush's back-off).
 
         Policies are reported concurrently (bounded like the writes), each policy's
         Events in order: a burst touching hundreds of policies costs a few round
         trips of latency, not hundreds.
         """
         if self.reported is None:
-            return
+            return True
         reported = self.reported
         keys, self.report_pending = self.report_pending, set()
         gate = asyncio.Semaphore(self.concurrency)
@@ -567,10 +615,88 @@ class Publisher:
             reported[record.uid] = set(current)
 
         await asyncio.gather(*(one(pkey) for pkey in sorted(keys)))
+        statuses_ok = await self._report_cluster_policies(reported, gate)
         await self._report_pods(gate)
-        if len(reported) > 2 * len(self.state.policies) + 100:
+        live_count = len(self.state.policies) + len(self.state.cluster_policies)
+        if len(reported) > 2 * live_count + 100:
             live = {r.uid for r in self.state.policies.values()}
+            live |= {r.uid for r in self.state.cluster_policies.values()}
             self.reported = {uid: v for uid, v in reported.items() if uid in live}
+        return statuses_ok
+
+    async def _report_cluster_policies(
+        self, reported: dict[str, set[EventSpec]], gate: asyncio.Semaphore
+    ) -> bool:
+        """Events and the ``Accepted`` condition of the ClusterNetworkPolicies touched."""
+        names, self.cluster_report_pending = self.cluster_report_pending, set()
+        for gone in [n for n in self.status_sent if n not in self.state.cluster_policies]:
+            del self.status_sent[gone]
+        failed: list[str] = []
+
+        async def one(name: str) -> None:
+            record = self.state.cluster_policies.get(name)
+            if record is None:
+                return
+            if record.error is not None:
+                current = invalid_events(record.error, kept=record.policy is not None)
+            else:
+                assert record.policy is not None
+                current = cluster_policy_events(
+                    record.policy,
+                    self.tracker.cluster_footprint(name),
+                    self.tracker.overlaps_of(name),
+                )
+            previous = reported.get(record.uid, set())
+            async with gate:
+                for event in new_events(previous, current):
+                    try:
+                        await self.client.create_event(
+                            record.involved, event.reason, event.message, event.type, EVENT_SOURCE
+                        )
+                    except KubeError as exc:
+                        log.warning("event on ClusterNetworkPolicy %s not posted: %s", name, exc)
+                        continue
+                    self.metrics.events.labels(event.type, event.reason).inc()
+                    log.info(
+                        "ClusterNetworkPolicy %s: %s %s: %s",
+                        name,
+                        event.type,
+                        event.reason,
+                        event.message,
+                    )
+                reported[record.uid] = set(current)
+                if not await self._write_condition(name, record):
+                    failed.append(name)
+
+        await asyncio.gather(*(one(name) for name in sorted(names)))
+        self.cluster_report_pending.update(failed)
+        return not failed
+
+    async def _write_condition(self, name: str, record: ClusterPolicyRecord) -> bool:
+        """Write the ``Accepted`` condition if the object does not carry it (False: failed)."""
+        want = accepted_condition(record.policy, record.error, record.generation)
+        conditions = conditions_patch(record.conditions, want, now_rfc3339())
+        if conditions is None:
+            self.status_sent.pop(name, None)
+            return True
+        sent = self.status_sent.get(name)
+        if sent is not None and sent[0] == want and self.clock() - sent[1] < STATUS_ECHO_WAIT:
+            return True  # written; the watch has not brought it back yet
+        try:
+            await self.client.patch_status(
+                CLUSTER_NETWORK_POLICIES, name, {"conditions": conditions}
+            )
+        except NotFound:
+            return True  # deleted meanwhile: its DELETED event follows
+        except KubeError as exc:
+            self.metrics.write_errors.labels(CLUSTER_NETWORK_POLICY, "patch").inc()
+            log.warning("status of ClusterNetworkPolicy %s not written: %s", name, exc)
+            self.last_error = str(exc)
+            return False
+        self.status_sent[name] = (want, self.clock())
+        self.metrics.writes.labels(CLUSTER_NETWORK_POLICY, "patch").inc()
+        log.debug("ClusterNetworkPolicy %s: Accepted=%s", name, want.status)
+        return True
 
     async def _report_pods(self, gate: asyncio.Semaphore) -> None:
         """Post the Warnings on Pods (address conflicts, unreadable pods), once each."""
@@ -605,12 +731,13 @@ class Publisher:
 
 
 def _policy_names(desired: Desired) -> set[str]:
-    """The policies a NodeRuleSet spec enforces."""
+    """The policies a NodeRuleSet spec enforces (ClusterNetworkPolicies included)."""
     out: set[str] = set()
-    for entry in desired.spec.get("policies") or ():
-        name = (entry.get("policy") or {}).get("name")
-        if name:
-            out.add(str(name))
+    for field in ("policies", "clusterPolicies"):
+        for entry in desired.spec.get(field) or ():
+            name = (entry.get("policy") or {}).get("name")
+            if name:
+                out.add(str(name))
     return out
 
 

@@ -1,10 +1,12 @@
-"""What to tell users about their NetworkPolicies, as Events: pure translation.
+"""What to tell users about their policies, as Events: pure translation.
 
 Purely computational. :class:`PolicyTracker` follows the compiler's output (which
 nodes enforce a policy, how many pods it selects, which named ports those pods
-declare, how large each peer set is); :func:`policy_events` turns that into the
-Events a policy should carry; :func:`new_events` keeps only what was not reported
-before. The publisher posts the result (and only the leader does).
+declare, how large each peer set is; for ClusterNetworkPolicies also which pairs of
+equal priority share a subject pod); :func:`policy_events` and
+:func:`cluster_policy_events` turn that into the Events a policy should carry;
+:func:`new_events` keeps only what was not reported before. The publisher posts the
+result (and only the leader does).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from stockade.cnp import ACCEPT, ClusterNetworkPolicy
 from stockade.errors import InvalidObjectError
 from stockade.lint import EmptyRule
 from stockade.ownership import IPClaim
-from stockade.ruleset import CompiledPolicy, NodeRuleSet, PeerSet
+from stockade.ruleset import CompiledPolicy, NodeClusterPolicy, NodeRuleSet, PeerSet
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -24,7 +27,19 @@ REASON_APPLIED = "PolicyApplied"
 REASON_NAMED_PORT = "NamedPortNotFound"
 REASON_INVALID = "PolicyRejected"
 REASON_EMPTY_RULE = "RuleMatchesNothing"
-REASONS = (REASON_APPLIED, REASON_NAMED_PORT, REASON_INVALID, REASON_EMPTY_RULE)
+# ClusterNetworkPolicies only.
+REASON_UNSUPPORTED_PEER = "UnsupportedPeer"
+REASON_PRIORITY_OVERLAP = "PriorityOverlap"
+REASONS = (
+    REASON_APPLIED,
+    REASON_NAMED_PORT,
+    REASON_INVALID,
+    REASON_EMPTY_RULE,
+    REASON_UNSUPPORTED_PEER,
+    REASON_PRIORITY_OVERLAP,
+)
+# The kinds whose Events are read back at adoption (seed_from_events).
+REPORTED_KINDS = ("NetworkPolicy", "ClusterNetworkPolicy")
 # Events on Pods (not seeded from the API on adoption: a repeat after a restart is
 # rare and harmless, where a missed one would hide a denied address).
 REASON_POD_IP_CONFLICT = "PodIPConflict"
@@ -89,6 +104,15 @@ class PolicyTracker:
         self._by_policy: dict[str, dict[str, _Share]] = {}
         self._shards: dict[str, tuple[str, int]] = {}  # shard -> (set, members)
         self._set_sizes: dict[str, int] = {}
+        # ClusterNetworkPolicies: subjects per node, and per policy; the overlaps
+        # each node shows, and on how many nodes each overlap is seen.
+        self._cluster_by_node: dict[str, dict[str, int]] = {}
+        self._by_cluster_policy: dict[str, dict[str, int]] = {}
+        self._overlaps_by_node: dict[str, frozenset[Overlap]] = {}
+        self._overlap_nodes: dict[Overlap, int] = {}
+        # ClusterNetworkPolicies whose footprint or overlaps moved, for the caller to
+        # take (:meth:`take_cluster_touched`).
+        self.cluster_touched: set[str] = set()
 
     def node(self, name: str, rs: NodeRuleSet | None) -> set[str]:
         """Node ``name`` now has rule set ``rs`` (None: gone); the policies touched."""
@@ -117,7 +141,54 @@ class PolicyTracker:
                 shares.pop(name, None)
             if not shares:
                 del self._by_policy[key]
+        self._cluster_node(name, () if rs is None else rs.cluster_policies)
         return touched
+
+    def _cluster_node(self, name: str, policies: tuple[NodeClusterPolicy, ...]) -> None:
+        before = self._cluster_by_node.pop(name, {})
+        after = {cp.policy.name: len(cp.targets) for cp in policies}
+        if after:
+            self._cluster_by_node[name] = after
+        for key in before.keys() | after.keys():
+            if before.get(key) == after.get(key):
+                continue
+            self.cluster_touched.add(key)
+            shares = self._by_cluster_policy.setdefault(key, {})
+            if key in after:
+                shares[name] = after[key]
+            else:
+                shares.pop(name, None)
+            if not shares:
+                del self._by_cluster_policy[key]
+        old = self._overlaps_by_node.pop(name, frozenset())
+        new = node_overlaps(policies)
+        if new:
+            self._overlaps_by_node[name] = new
+        for overlap in old - new:
+            self._overlap_nodes[overlap] -= 1
+            if not self._overlap_nodes[overlap]:
+                del self._overlap_nodes[overlap]
+                self.cluster_touched |= {overlap.first, overlap.second}
+        for overlap in new - old:
+            self._overlap_nodes[overlap] = self._overlap_nodes.get(overlap, 0) + 1
+            if self._overlap_nodes[overlap] == 1:
+                self.cluster_touched |= {overlap.first, overlap.second}
+
+    def take_cluster_touched(self) -> set[str]:
+        """The ClusterNetworkPolicies whose numbers or overlaps moved since the last call."""
+        touched, self.cluster_touched = self.cluster_touched, set()
+        return touched
+
+    def cluster_footprint(self, name: str) -> Footprint:
+        """Nodes and selected pods of the ClusterNetworkPolicy ``name``."""
+        shares = self._by_cluster_policy.get(name, {})
+        return Footprint(
+            len(shares), sum(shares.values()), frozenset(), max(len(self._nodes), len(shares))
+        )
+
+    def overlaps_of(self, name: str) -> tuple[Overlap, ...]:
+        """The overlaps (anywhere in the cluster) ``name`` takes part in, sorted."""
+        return tuple(sorted(o for o in self._overlap_nodes if name in (o.first, o.second)))
 
     def peer_set(self, shard: str, ps: PeerSet | None) -> str | None:
         """Shard ``shard`` now is ``ps`` (None: gone); the set whose size changed."""
@@ -151,6 +222,49 @@ class PolicyTracker:
     def set_size(self, set_name: str) -> int:
         """How many pods the peer set has, over all its shards."""
         return self._set_sizes.get(set_name, 0)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Overlap:
+    """Two ClusterNetworkPolicies of one tier with equal priority that select a common
+    pod and both have rules of ``direction`` (``ingress``/``egress``) for it.
+
+    The API leaves their order undefined; stockade orders them by name, so
+    ``first`` < ``second``.
+    """
+
+    first: str
+    second: str
+    direction: str
+    tier: str
+    priority: int
+
+
+def node_overlaps(policies: Iterable[NodeClusterPolicy]) -> frozenset[Overlap]:
+    """The equal-priority overlaps among one node's ClusterNetworkPolicies (pure).
+
+    Two policies overlap in a direction when they have the same tier and priority,
+    both select at least one pod of this node (their ``targets`` meet), and both have
+    rules of that direction (a policy with none does nothing there, so no order
+    between them can matter).
+    """
+    groups: dict[tuple[str, int], list[NodeClusterPolicy]] = {}
+    for cp in policies:
+        groups.setdefault((cp.policy.tier, cp.policy.priority), []).append(cp)
+    found: set[Overlap] = set()
+    for (tier, priority), group in groups.items():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda cp: cp.policy.name)
+        for i, a in enumerate(group):
+            a_targets = set(a.targets)
+            for b in group[i + 1 :]:
+                if a.policy.name == b.policy.name or a_targets.isdisjoint(b.targets):
+                    continue
+                for direction in ("ingress", "egress"):
+                    if getattr(a.policy, direction) and getattr(b.policy, direction):
+                        found.add(Overlap(a.policy.name, b.policy.name, direction, tier, priority))
+    return frozenset(found)
 
 
 def _plural(n: int, word: str) -> str:
@@ -250,6 +364,8 @@ def new_events(previous: Iterable[EventSpec], current: Iterable[EventSpec]) -> l
 def seed_from_events(events: Iterable[Mapping[str, object]]) -> dict[str, set[EventSpec]]:
     """What earlier controllers reported, by policy uid, from listed core v1 Events.
 
+    Events on NetworkPolicies and ClusterNetworkPolicies (:data:`REPORTED_KINDS`).
+
     Only the latest PolicyApplied message per policy counts (older ones are out of
     date); every Warning counts.
     """
@@ -257,7 +373,7 @@ def seed_from_events(events: Iterable[Mapping[str, object]]) -> dict[str, set[Ev
     latest: dict[str, tuple[str, str]] = {}
     for ev in events:
         involved = ev.get("involvedObject")
-        if not isinstance(involved, Mapping) or involved.get("kind") != "NetworkPolicy":
+        if not isinstance(involved, Mapping) or involved.get("kind") not in REPORTED_KINDS:
             continue
         reason = str(ev.get("reason") or "")
         if reason not in REASONS:
@@ -273,3 +389,79 @@ def seed_from_events(events: Iterable[Mapping[str, object]]) -> dict[str, set[Ev
     for uid, (_, message) in latest.items():
         reported.setdefault(uid, set()).add(EventSpec(NORMAL, REASON_APPLIED, message))
     return reported
+
+
+# --------------------------------------------------------------------------- ClusterNetworkPolicy
+
+
+def _rule_label(direction: str, index: int, name: str) -> str:
+    return f"{direction} rule {index}" + (f" ({name})" if name else "")
+
+
+def unsupported_peer_events(policy: ClusterNetworkPolicy) -> tuple[EventSpec, ...]:
+    """A Warning per rule with a ``domainNames`` peer: stockade does not enforce it,
+    and the rule fails closed, as the API asks of a peer an implementation does not
+    support (an Accept rule matches nothing; a Deny or Pass rule denies all)."""
+    out: list[EventSpec] = []
+    for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+        for index, rule in enumerate(rules):
+            if not rule.unsupported:
+                continue
+            if rule.action == ACCEPT:
+                effect = "this Accept rule matches no traffic, its other peers included"
+            else:
+                effect = (
+                    f"this {rule.action} rule denies all {direction} traffic of the selected "
+                    "pods that reaches it, whatever its other peers and protocols"
+                    + (" (it does not pass)" if rule.action != "Deny" else "")
+                )
+            out.append(
+                EventSpec(
+                    WARNING,
+                    REASON_UNSUPPORTED_PEER,
+                    f"{_rule_label(direction, index, rule.name)}: stockade does not support "
+                    f"domainNames peers; the rule fails closed: {effect}",
+                )
+            )
+    return tuple(out)
+
+
+def overlap_events(name: str, overlaps: Iterable[Overlap]) -> tuple[EventSpec, ...]:
+    """A Warning per other policy of the same tier and priority sharing a subject pod
+    with ``name`` in a direction both have rules for."""
+    directions: dict[str, list[str]] = {}
+    found: dict[str, Overlap] = {}
+    for overlap in sorted(overlaps):
+        if name not in (overlap.first, overlap.second):
+            continue
+        other = overlap.second if overlap.first == name else overlap.first
+        directions.setdefault(other, []).append(overlap.direction)
+        found[other] = overlap
+    out: list[EventSpec] = []
+    for other in sorted(found):
+        o = found[other]
+        where = " and ".join(sorted(set(directions[other]), key=("ingress", "egress").index))
+        out.append(
+            EventSpec(
+                WARNING,
+                REASON_PRIORITY_OVERLAP,
+                f"ClusterNetworkPolicy {other} has the same tier ({o.tier}) and priority "
+                f"({o.priority}) and selects some of the same pods, with {where} rules: the "
+                "API leaves their order undefined; stockade orders them by name, "
+                f"{o.first} before {o.second}",
+            )
+        )
+    return tuple(out)
+
+
+def cluster_policy_events(
+    policy: ClusterNetworkPolicy, fp: Footprint, overlaps: Iterable[Overlap] = ()
+) -> tuple[EventSpec, ...]:
+    """The Events a valid ClusterNetworkPolicy should carry now: ``PolicyApplied``
+    (where it is enforced), ``UnsupportedPeer`` per rule that fails closed,
+    ``PriorityOverlap`` per policy it shares a priority and pods with."""
+    return (
+        EventSpec(NORMAL, REASON_APPLIED, applied_message(fp)),
+        *unsupported_peer_events(policy),
+        *overlap_events(policy.name, overlaps),
+    )

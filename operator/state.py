@@ -7,6 +7,13 @@ reported as an Event; the other policies are not affected. A new policy that is
 invalid enforces nothing. A valid policy edited into an invalid one keeps its last
 valid version in force until it is fixed or deleted: dropping it would open what it
 closed, and a rejected update must never open traffic.
+
+ClusterNetworkPolicies (``policy.networking.k8s.io/v1alpha2``) are handled the same
+way, by name: a valid one is compiled (``Compiler.upsert``), an invalid one is
+remembered with its errors and its last valid version (if any) stays in force. Node
+objects declare their node and give the compiler their labels and addresses (for
+``nodes`` peers); a Node that cannot be read stays declared, with its last readable
+labels and addresses, and is reported.
 """
 
 from __future__ import annotations
@@ -16,7 +23,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stockade.cnp import API_VERSION as CNP_API_VERSION
+from stockade.cnp import (
+    ClusterNetworkPolicy,
+    NodeInfo,
+    parse_cluster_network_policy,
+    parse_node,
+)
 from stockade.compiler import Compiler, compile_policy
+from stockade.controller.conditions import observed_conditions
 from stockade.controller.reports import EventSpec, pod_events
 from stockade.errors import InvalidObjectError
 from stockade.lint import EmptyRule, empty_rules
@@ -27,7 +42,10 @@ POD = "Pod"
 NAMESPACE = "Namespace"
 NETWORK_POLICY = "NetworkPolicy"
 NODE = "Node"
+CLUSTER_NETWORK_POLICY = "ClusterNetworkPolicy"
+# Always watched; ClusterNetworkPolicies only when their CRD is served.
 KINDS = (POD, NAMESPACE, NETWORK_POLICY, NODE)
+ALL_KINDS = (*KINDS, CLUSTER_NETWORK_POLICY)
 DELETED = "DELETED"
 
 
@@ -51,11 +69,40 @@ class PolicyRecord:
         return str(self.involved["metadata"].get("uid") or "")
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterPolicyRecord:
+    """A ClusterNetworkPolicy as last seen.
+
+    ``policy`` is the version in force: the observed one when valid, else the last
+    valid one (None: never valid, it enforces nothing); ``error`` why the observed
+    version was refused. ``generation`` and ``conditions`` are the observed
+    ``metadata.generation`` and ``status.conditions``, for the ``Accepted``
+    condition.
+    """
+
+    involved: Mapping[str, Any]
+    policy: ClusterNetworkPolicy | None
+    error: InvalidObjectError | None
+    generation: int | None = None
+    conditions: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def uid(self) -> str:
+        """The object's uid (Events are remembered per uid)."""
+        return str(self.involved["metadata"].get("uid") or "")
+
+    @property
+    def resource_version(self) -> str:
+        """The observed object's resourceVersion."""
+        return str(self.involved["metadata"].get("resourceVersion") or "")
+
+
 def object_key(kind: str, body: Mapping[str, Any]) -> str:
-    """``namespace/name`` for Pods and NetworkPolicies, ``name`` for Namespaces and Nodes."""
+    """``namespace/name`` for Pods and NetworkPolicies, ``name`` for cluster-scoped kinds
+    (Namespaces, Nodes, ClusterNetworkPolicies)."""
     meta = body.get("metadata") or {}
     name = str(meta.get("name") or "")
-    if kind in (NAMESPACE, NODE):
+    if kind in (NAMESPACE, NODE, CLUSTER_NETWORK_POLICY):
         return name
     return f"{meta.get('namespace') or 'default'}/{name}"
 
@@ -68,6 +115,26 @@ def involved_pod(body: Mapping[str, Any]) -> dict[str, Any]:
 def involved_object(body: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a NetworkPolicy an Event about it needs."""
     return _involved("networking.k8s.io/v1", NETWORK_POLICY, body)
+
+
+def involved_cluster_policy(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a ClusterNetworkPolicy an Event about it needs: no namespace (it is
+    cluster-scoped; its Events go to ``default``, as Kubernetes puts them)."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": CNP_API_VERSION,
+        "kind": CLUSTER_NETWORK_POLICY,
+        "metadata": {
+            "name": meta.get("name", ""),
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+    }
+
+
+def _generation(body: Mapping[str, Any]) -> int | None:
+    value = (body.get("metadata") or {}).get("generation")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _involved(api_version: str, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,8 +174,16 @@ class ControllerState:
         # Policies whose enforced form changed (or went), with when that was first
         # observed since the publisher last took them: the start of the sync lag.
         self.policy_changes: dict[str, float] = {}
-        # Nodes the API declares (each gets a rule set, possibly empty).
+        # Nodes the API declares (each gets a rule set, possibly empty), with what
+        # the compiler knows of each (labels, addresses), and the last problem
+        # reported for a Node that cannot be read (reported once per problem).
         self.nodes: set[str] = set()
+        self.node_infos: dict[str, NodeInfo] = {}
+        self.node_errors: dict[str, str] = {}
+        # ClusterNetworkPolicies by name; those whose report (Events, status) may
+        # have changed, for the publisher to pick up.
+        self.cluster_policies: dict[str, ClusterPolicyRecord] = {}
+        self.touched_cluster_policies: set[str] = set()
         self._seen: set[tuple[str, str]] | None = set()
         self.events_seen = 0
         # Warnings to post on Pods (address conflicts, unreadable pods), by pod key.
@@ -121,7 +196,7 @@ class ControllerState:
 
         Returns the error when the object was rejected (the caller logs it).
         """
-        if kind not in KINDS:
+        if kind not in ALL_KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         key = object_key(kind, body)
         self.events_seen += 1
@@ -129,8 +204,17 @@ class ControllerState:
             self._seen.add((kind, key))
         error: InvalidObjectError | None = None
         if kind == NODE:
-            if not self._observe_node(key, event_type == DELETED):
-                return None  # a node's status or labels changed: nothing to compile
+            changed, error = self._observe_node(key, body, event_type == DELETED)
+            if not changed:
+                return error  # a heartbeat, or nothing a nodes peer reads: nothing to compile
+        elif kind == CLUSTER_NETWORK_POLICY:
+            if event_type == DELETED:
+                self.compiler.delete(kind, key)
+                if self.cluster_policies.pop(key, None) is not None:
+                    self.policy_changes.setdefault(key, self.clock())
+                self.touched_cluster_policies.discard(key)
+            else:
+                error = self._observe_cluster_policy(key, body)
         elif event_type == DELETED:
             self.compiler.delete(kind, key)
             if kind == NETWORK_POLICY:
@@ -199,21 +283,70 @@ class ControllerState:
         self.compiler.upsert(policy)
         return None
 
-    def _observe_node(self, name: str, deleted: bool) -> bool:
-        """Declare or forget a node; True when that changed anything."""
+    def _observe_cluster_policy(
+        self, key: str, body: Mapping[str, Any]
+    ) -> InvalidObjectError | None:
+        involved = involved_cluster_policy(body)
+        generation = _generation(body)
+        conditions = observed_conditions(body)
+        previous = self.cluster_policies.get(key)
+        # Every event is looked at again (its status may need the condition back).
+        self.touched_cluster_policies.add(key)
+        try:
+            policy = parse_cluster_network_policy(body)
+        except InvalidObjectError as exc:
+            # The compiler keeps the last valid version (if any): never open traffic.
+            kept = previous.policy if previous is not None else None
+            self.cluster_policies[key] = ClusterPolicyRecord(
+                involved, kept, exc, generation, conditions
+            )
+            return exc
+        self.cluster_policies[key] = ClusterPolicyRecord(
+            involved, policy, None, generation, conditions
+        )
+        if previous is None or previous.policy != policy:
+            self.policy_changes.setdefault(key, self.clock())
+            self.compiler.upsert(policy)
+        return None
+
+    def _observe_node(
+        self, name: str, body: Mapping[str, Any], deleted: bool
+    ) -> tuple[bool, InvalidObjectError | None]:
+        """Declare, update or forget a node: (whether that changed anything, a problem).
+
+        Only what a ``nodes`` peer reads (labels, addresses) counts: heartbeats and
+        other status updates change nothing and do not wake the publisher. A Node
+        that cannot be read stays declared with its last readable labels and
+        addresses (none if it never was readable); its problem is returned once.
+        """
         if not name:
-            return False
+            return False, None
         if deleted:
+            self.node_errors.pop(name, None)
+            self.node_infos.pop(name, None)
             if name not in self.nodes:
-                return False
+                return False, None
             self.nodes.discard(name)
-            self.compiler.delete_node(name)
-        else:
+            self.compiler.delete(NODE, name)
+            return True, None
+        try:
+            info = parse_node(body)
+        except InvalidObjectError as exc:
+            text = "; ".join(exc.lines())
+            news = self.node_errors.get(name) != text
+            self.node_errors[name] = text
             if name in self.nodes:
-                return False
+                return False, exc if news else None
             self.nodes.add(name)
             self.compiler.upsert_node(name)
-        return True
+            return True, exc if news else None
+        self.node_errors.pop(name, None)
+        if name in self.nodes and self.node_infos.get(name) == info:
+            return False, None
+        self.nodes.add(name)
+        self.node_infos[name] = info
+        self.compiler.upsert(info)
+        return True, None
 
     def take_policy_changes(self) -> dict[str, float]:
         """The policy changes observed since the last call (key to first seen)."""

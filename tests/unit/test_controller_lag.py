@@ -120,12 +120,18 @@ def test_node_added_and_removed() -> None:
     state = ControllerState(on_change=lambda: changes.append(1))
     state.observe(NODE, None, node("n1"))
     assert state.compiler.flush().nodes["n1"] is not None  # an empty rule set
-    state.observe(NODE, "MODIFIED", node("n1", {"x": "y"}))  # status/labels: no change
+    heartbeat = {**node("n1"), "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    state.observe(NODE, "MODIFIED", heartbeat)  # status, not addresses: no change
     assert len(changes) == 1
     assert not state.compiler.flush()
+    # Labels matter to ClusterNetworkPolicy nodes peers: a change, but no rule set
+    # changes while no policy has a nodes peer.
+    state.observe(NODE, "MODIFIED", node("n1", {"x": "y"}))
+    assert len(changes) == 2
+    assert not state.compiler.flush().nodes
     state.observe(NODE, "DELETED", node("n1"))
     assert state.compiler.flush().nodes == {"n1": None}
-    assert len(changes) == 2
+    assert len(changes) == 3
 
 
 def test_removed_node_keeps_its_rule_set_while_pods_remain() -> None:

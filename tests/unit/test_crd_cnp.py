@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -632,10 +635,55 @@ def test_examples_of_the_cel_rules_as_written() -> None:
     assert re.findall(r"has\(protocol\.(\w+)\)", rule) == ["destinationNamedPort"]
 
 
-# --------------------------------------------------------------------------- not installed yet
+# --------------------------------------------------------------------------- the install
+
+OVERLAY_HEADER = "kustomization.yaml of an overlay keeping the upstream ClusterNetworkPolicy CRD"
 
 
-def test_the_install_does_not_ship_it_before_stockade_enforces_it() -> None:
-    """A CRD nothing enforces would let people write policies that do nothing."""
+def _render(folder: Path) -> list[Obj]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the kustomization is not rendered")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(folder)], capture_output=True, text=True, check=True
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _idents(docs: list[Obj]) -> list[str]:
+    return sorted(f"{d['kind']} {d['metadata']['name']}" for d in docs)
+
+
+def test_the_install_ships_it_now_that_stockade_enforces_it() -> None:
     kust = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
-    assert "cnp-crd.yaml" not in kust["resources"]
+    assert "cnp-crd.yaml" in kust["resources"]
+    assert kust["resources"].index("cnp-crd.yaml") < kust["resources"].index("controller.yaml")
+    shipped = [d for d in _render(MANIFESTS) if d["metadata"]["name"] == CRD_NAME]
+    assert len(shipped) == 1
+    shipped[0]["metadata"].pop("labels", None)
+    assert shipped[0] == CRD
+
+
+def test_the_documented_overlay_keeps_an_upstream_crd(tmp_path: Path) -> None:
+    """docs/deploy.md's overlay with the without-cnp-crd component: everything but our
+    ClusterNetworkPolicy CRD, unchanged."""
+    component = yaml.safe_load((COMPONENT / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(rf"```yaml\n(# {re.escape(OVERLAY_HEADER)}\n.*?)```", text, re.S)
+    assert block is not None, "the overlay keeping the upstream CRD is gone from docs/deploy.md"
+    overlay = yaml.safe_load(block.group(1))
+    assert len(overlay["resources"]) == len(overlay["components"]) == 1
+    # The documented layout names the checkout ../stockade; point it at this one.
+    overlay["resources"] = [os.path.relpath(MANIFESTS, tmp_path)]
+    overlay["components"] = [os.path.relpath(COMPONENT, tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    full = _render(MANIFESTS)
+    kept = _render(tmp_path)
+    assert CRD_NAME not in {d["metadata"]["name"] for d in kept}
+    assert _idents(kept) == sorted(
+        i for i in _idents(full) if i != f"CustomResourceDefinition {CRD_NAME}"
+    )
+    assert sorted(kept, key=str) == sorted(
+        (d for d in full if d["metadata"]["name"] != CRD_NAME), key=str
+    )

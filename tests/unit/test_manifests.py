@@ -55,7 +55,7 @@ Obj = dict[str, Any]
 # Update this table, then the RBAC in manifests/, whenever a call changes.
 CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
     # operator/publisher.py _list_keys: the warm-up lists Pods, Namespaces, NetworkPolicies,
-    # Nodes (_WATCHED).
+    # Nodes and (when their CRD is served) ClusterNetworkPolicies (_WATCHED).
     ("operator/publisher.py", "list", "_WATCHED[kind]"): ("controller", "*watched", "*", "list"),
     # operator/publisher.py adopt: lists published NodeRuleSets and PeerSets (_RESOURCES).
     ("operator/publisher.py", "list", "resource"): ("controller", "*published", "*", "list"),
@@ -70,6 +70,20 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
         "patch",
     ),
     ("operator/publisher.py", "delete", "resource"): ("controller", "*published", "*", "delete"),
+    # operator/publisher.py _write_condition (through LeanWrites.patch_status): the
+    # Accepted condition, a merge patch of a ClusterNetworkPolicy's status subresource.
+    ("operator/publisher.py", "patch_status", "CLUSTER_NETWORK_POLICIES"): (
+        "controller",
+        "policy.networking.k8s.io",
+        "clusternetworkpolicies/status",
+        "patch",
+    ),
+    ("operator/publisher.py", "patch_status", "resource"): (
+        "controller",
+        "policy.networking.k8s.io",
+        "clusternetworkpolicies/status",
+        "patch",
+    ),
     # operator/publisher.py report: KubeClient.create_event POSTs a core v1 Event.
     ("operator/publisher.py", "create_event", ""): ("controller", "", "events", "create"),
     # operator/leader.py: read the Lease, take or renew it by PUT (replace), create it.
@@ -107,6 +121,7 @@ _GROUPS_OF: dict[str, list[tuple[str, str]]] = {
         ("", "namespaces"),
         ("", "nodes"),
         ("networking.k8s.io", "networkpolicies"),
+        ("policy.networking.k8s.io", "clusternetworkpolicies"),
     ],
     "*published": [("stockade.dev", "noderulesets"), ("stockade.dev", "peersets")],
     # Pods: the reflector of --isolate-new-pods (field selector spec.nodeName=<node>).
@@ -114,8 +129,9 @@ _GROUPS_OF: dict[str, list[tuple[str, str]]] = {
 }
 
 # Calls made by kopf, not by KubeClient: operator/handlers.py's kopf.on.event watches
-# (Pods, Namespaces, NetworkPolicies, Nodes, and NodeRuleSets for the agents' status,
-# i.e. the sync lag) list and then watch each resource. (kopf also reads the
+# (Pods, Namespaces, NetworkPolicies, Nodes, ClusterNetworkPolicies when served, and
+# NodeRuleSets for the agents' status, i.e. the sync lag) list and then watch each
+# resource. (kopf also reads the
 # discovery documents, which every authenticated user may, and tries to watch CRDs
 # for new resources; denied, it logs a warning and goes on: no CRD access needed.)
 KOPF_WATCH_VERBS = ("list", "watch")
@@ -282,10 +298,16 @@ def test_namespace_allows_the_agents_privileges() -> None:
 
 
 def test_crds_are_the_generated_file() -> None:
-    """The kustomization ships manifests/crds.yaml unchanged (apart from labels)."""
-    generated = [d for d in yaml.safe_load_all((MANIFESTS / "crds.yaml").read_text()) if d]
+    """The kustomization ships manifests/crds.yaml and cnp-crd.yaml unchanged (apart
+    from labels)."""
+    generated = [
+        d
+        for name in ("crds.yaml", "cnp-crd.yaml")
+        for d in yaml.safe_load_all((MANIFESTS / name).read_text())
+        if d
+    ]
     shipped = [d for d in objects(MANIFESTS) if d["kind"] == "CustomResourceDefinition"]
-    assert len(shipped) == len(generated) == 2
+    assert len(shipped) == len(generated) == 3
     for got in shipped:
         got["metadata"].pop("labels", None)
     for want in generated:
@@ -478,6 +500,7 @@ def test_the_scan_finds_exactly_the_listed_api_calls() -> None:
         ("", "namespaces"),
         ("", "nodes"),
         ("networking.k8s.io", "networkpolicies"),
+        ("policy.networking.k8s.io", "clusternetworkpolicies"),
         ("stockade.dev", "noderulesets"),
     }
 
@@ -495,11 +518,16 @@ def test_rbac_grants_exactly_the_verbs_the_code_uses() -> None:
         assert not {k: v for k, v in missing.items() if v}, f"{account}: missing {missing}"
 
 
-def test_the_controller_writes_no_status_and_the_agent_only_status() -> None:
+def test_the_controller_writes_only_cnp_status_and_the_agent_only_status() -> None:
+    """The controller's only status write is the Accepted condition of
+    ClusterNetworkPolicies (a merge patch); NodeRuleSet status is the agents'."""
     granted = granted_verbs(objects(MANIFESTS))
     writes = {"create", "update", "patch", "delete", "deletecollection"}
     controller, agent = granted["stockade-controller"], granted["stockade-agent"]
-    assert not any(r.endswith("/status") for _, r in controller)
+    statuses = {(g, r): v for (g, r), v in controller.items() if r.endswith("/status")}
+    assert statuses == {("policy.networking.k8s.io", "clusternetworkpolicies/status"): {"patch"}}
+    cnp = controller[("policy.networking.k8s.io", "clusternetworkpolicies")]
+    assert cnp == {"list", "watch"}, "the controller never writes a policy itself"
     for (_group, resource), verbs in agent.items():
         if verbs & writes:
             assert resource == "noderulesets/status", resource

@@ -276,6 +276,13 @@ class FakeApi:
             raise NotFound(404, "NotFound", name)
         return {}
 
+    async def patch_status(
+        self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        self.calls.append(("patch_status", resource.plural, name))
+        self._maybe_fail("patch_status", name)
+        return {"status": copy.deepcopy(dict(status))}
+
     async def create_event(
         self,
         involved: Mapping[str, Any],
