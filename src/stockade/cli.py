@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
 from stockade import __version__, output
-from stockade.cluster import SUPPORTED_KINDS, Cluster, UnreadableList, iter_documents
-from stockade.cnp import parse_cluster_network_policy
+from stockade.cluster import SUPPORTED_KINDS, Cluster, UnreadableList, iter_documents, parse_input
+from stockade.cnp import ClusterInput, ClusterNetworkPolicy, NodeInfo
 from stockade.errors import InvalidObjectError
 from stockade.lint import policy_warnings
-from stockade.model import PROTOCOLS, ClusterObject, Namespace, Pod, object_ref, parse_object
+from stockade.model import PROTOCOLS, Namespace, Pod, object_ref
 from stockade.ownership import resolve
+from stockade.reference import cnp_selects
 from stockade.safetext import bounded, printable, short
 from stockade.service_explain import (
     ServiceLookupError,
@@ -94,7 +95,8 @@ def _common_options(parser: argparse.ArgumentParser, port_required: bool) -> Non
         action="append",
         required=True,
         metavar="FILE",
-        help="YAML or JSON file of Namespaces, Pods and NetworkPolicies, - for stdin "
+        help="YAML or JSON file of Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies "
+        "and Nodes, - for stdin "
         "(repeatable; multi-document files and kind: List are accepted)",
     )
     probe_options(parser, port_required)
@@ -128,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``stockade`` and its subcommands."""
     parser = _Parser(
         prog="stockade",
-        description="Offline NetworkPolicy analysis from YAML files, with the same "
+        description="Offline NetworkPolicy and ClusterNetworkPolicy analysis from YAML files, "
+        "with the same "
         "compiler and rule sets the stockade agents enforce.",
         allow_abbrev=False,
     )
@@ -206,12 +209,13 @@ class Loaded:
 def load(paths: Iterable[str]) -> Loaded:
     """Read every file and parse its objects, collecting every problem of every file.
 
-    Kinds other than Namespace, Pod and NetworkPolicy (Services, Deployments, ...)
-    are skipped with a warning rather than rejected: real manifests mix them in,
-    and they do not change what NetworkPolicy allows. A policy rule that can never
-    match (:mod:`stockade.lint`) is a warning too.
+    Kinds other than Namespace, Pod, NetworkPolicy, ClusterNetworkPolicy and Node
+    (Services, Deployments, ...) are skipped with a warning rather than rejected: real
+    manifests mix them in, and they do not change what policy allows. A policy rule
+    that can never match (:mod:`stockade.lint`), two ClusterNetworkPolicies whose
+    order only their names decide, and a rule that fails closed are warnings too.
     """
-    objects: list[ClusterObject] = []
+    objects: list[ClusterInput] = []
     errors: list[str] = []
     warnings: list[str] = []
     routing: list[Service | EndpointSlice] = []
@@ -223,6 +227,7 @@ def load(paths: Iterable[str]) -> Loaded:
     cluster = Cluster.of(objects)
     warnings += policy_warnings(cluster.policies.values())
     warnings += pod_warnings(cluster)
+    warnings += cluster_policy_warnings(cluster)
     services = [o for o in routing if isinstance(o, Service)]
     slices = [o for o in routing if isinstance(o, EndpointSlice)]
     return Loaded(cluster, errors, warnings, services, slices)
@@ -269,7 +274,7 @@ def _read_stdin() -> bytes:
 def _parse_file(
     path: str,
     docs: list[Any],
-    objects: list[ClusterObject],
+    objects: list[ClusterInput],
     errors: list[str],
     warnings: list[str],
     routing: list[Service | EndpointSlice],
@@ -299,37 +304,27 @@ def _parse_file(
                 except InvalidObjectError as exc:
                     warnings.extend(f"ignoring {line}" for line in exc.lines())
                 continue
-            if kind == "ClusterNetworkPolicy":
-                warnings.append(_cluster_policy_warning(path, item))
-                continue
             if kind not in SUPPORTED_KINDS:
                 warnings.append(f"{path}: ignoring {object_ref(item)} (unsupported kind)")
                 continue
             try:
-                objects.append(parse_object(item, source=path))
+                objects.append(parse_input(item, source=path))
             except InvalidObjectError as exc:
                 errors.extend(exc.lines())
 
 
-def _cluster_policy_warning(path: str, item: Mapping[str, Any]) -> str:
-    """A ClusterNetworkPolicy is checked but not evaluated: say so, never silently."""
-    try:
-        parse_cluster_network_policy(item, source=path)
-    except InvalidObjectError as exc:
-        return f"ignoring {'; '.join(exc.lines())}"
-    return (
-        f"{path}: ignoring {object_ref(item)}: stockade does not evaluate or enforce "
-        "ClusterNetworkPolicy yet (docs/tiers.md); these verdicts leave it out"
-    )
-
-
-def _duplicate_warnings(objects: Sequence[ClusterObject]) -> list[str]:
+def _duplicate_warnings(objects: Sequence[ClusterInput]) -> list[str]:
     # Cluster.of keeps the last of two objects with one name; say so, since a
     # forgotten copy in another file is an easy way to be surprised.
     seen: set[tuple[str, str]] = set()
     warnings: list[str] = []
     for obj in objects:
-        ident = (type(obj).__name__, obj.name if isinstance(obj, Namespace) else obj.key)
+        if isinstance(obj, NodeInfo):
+            ident = ("Node", obj.name)
+        elif isinstance(obj, Namespace | ClusterNetworkPolicy):
+            ident = (type(obj).__name__, obj.name)
+        else:
+            ident = (type(obj).__name__, obj.key)
         if ident in seen:
             warnings.append(f"{ident[0]} {ident[1]} is defined more than once; the last one wins")
         seen.add(ident)
@@ -348,6 +343,59 @@ def pod_warnings(cluster: Cluster) -> list[str]:
                 out.append(
                     f"Pod {pod.key}: port name {cp.name}/{cp.protocol} is declared more than "
                     f"once; policies use the first, {first}, not {cp.port}"
+                )
+    return out
+
+
+def cluster_policy_warnings(cluster: Cluster) -> list[str]:
+    """Two ClusterNetworkPolicies whose order only their names decide, and rules that
+    fail closed (a ``domainNames`` peer), as the controller's Warning Events say them.
+
+    Two policies of one tier with equal priority that select a common pod and both
+    have rules of one direction: the API leaves their order undefined, stockade
+    orders them by name (docs/tiers.md, choice 1).
+    """
+    out: list[str] = []
+    groups: dict[tuple[str, int], list[ClusterNetworkPolicy]] = {}
+    for policy in sorted(cluster.cluster_policies.values(), key=lambda p: p.name):
+        groups.setdefault((policy.tier, policy.priority), []).append(policy)
+    pods = [p for p in cluster.active_pods() if p.selectable]
+    for group in groups.values():
+        if len(group) < 2:  # only policies sharing a priority need their subjects
+            continue
+        subjects = {
+            p.name: {pod.key for pod in pods if cnp_selects(cluster, p, pod)} for p in group
+        }
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                common = sorted(subjects[a.name] & subjects[b.name])
+                ways = [d for d in ("ingress", "egress") if getattr(a, d) and getattr(b, d)]
+                if not common or not ways:
+                    continue
+                more = f" and {len(common) - 1} more" if len(common) > 1 else ""
+                out.append(
+                    f"ClusterNetworkPolicy {a.name} and {b.name}: both {a.tier} priority "
+                    f"{a.priority} with {' and '.join(ways)} rules, both selecting "
+                    f"{common[0]}{more}; the API leaves their order undefined, stockade "
+                    f"orders them by name ({a.name} first)"
+                )
+    for policy in sorted(cluster.cluster_policies.values(), key=lambda p: p.name):
+        for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+            for index, rule in enumerate(rules):
+                if not rule.unsupported:
+                    continue
+                label = f"{direction} rule {index}" + (f" ({rule.name})" if rule.name else "")
+                if rule.action == "Accept":
+                    effect = "this Accept rule matches no traffic, its other peers included"
+                else:
+                    effect = (
+                        f"this {rule.action} rule denies all {direction} traffic of the "
+                        "selected pods that reaches it, whatever its other peers and protocols"
+                        + (" (it does not pass)" if rule.action != "Deny" else "")
+                    )
+                out.append(
+                    f"ClusterNetworkPolicy {policy.name}: {label}: stockade does not support "
+                    f"domainNames peers; the rule fails closed: {effect}"
                 )
     return out
 
@@ -415,7 +463,7 @@ def run_matrix(args: argparse.Namespace, cluster: Cluster, stdout: TextIO) -> st
         return output.matrix_json(matrix, args.port, args.protocol) + "\n"
     glyphs = output.UNICODE_GLYPHS if _can_encode(stdout, "✓✗─") else output.ASCII_GLYPHS
     color = _use_color(args.color, stdout)
-    notes = _family_notes(cluster, args.family)
+    notes = _family_notes(cluster, args.family) + host_network_notes(cluster)
     return output.matrix_table(
         matrix, args.port, args.protocol, color=color, glyphs=glyphs, notes=notes
     )
@@ -433,6 +481,20 @@ def _family_notes(cluster: Cluster, family: int | None) -> list[str]:
     if not lacking:
         return []
     return [f"no IPv{family} address, so no IPv{family} path: {', '.join(lacking)}"]
+
+
+def host_network_notes(cluster: Cluster) -> list[str]:
+    """Where each host-network pod of the matrix is: at its node's address."""
+    out = []
+    for pod in cluster.active_pods():
+        if not pod.host_network:
+            continue
+        node = f"node {pod.node_name}'s" if pod.node_name else "its node's"
+        out.append(
+            f"{pod.key} is on the host network: shown at {node} address {', '.join(pod.ips)}, "
+            "judged as the node (no pods or namespaces peer matches it)"
+        )
+    return out
 
 
 def run_explain(args: argparse.Namespace, loaded: Loaded) -> str:
@@ -455,7 +517,7 @@ def run_explain(args: argparse.Namespace, loaded: Loaded) -> str:
         raise CliError(problems)
     verdict = Dataplane(cluster).verdict(ends[0], ends[1], args.port, args.protocol, args.family)
     if args.output == "json":
-        return output.explain_json(verdict) + "\n"
+        return output.explain_json(verdict, tiers=bool(cluster.cluster_policies)) + "\n"
     return output.explain_text(verdict, cluster)
 
 
@@ -469,7 +531,8 @@ def _explain_service(args: argparse.Namespace, loaded: Loaded, svc: Service, ip:
     except ServiceLookupError as exc:
         raise CliError([str(exc)]) from None
     if args.output == "json":
-        return output.service_explain_json(result) + "\n"
+        tiers = bool(loaded.cluster.cluster_policies)
+        return output.service_explain_json(result, tiers=tiers) + "\n"
     return output.service_explain_text(result, loaded.cluster)
 
 

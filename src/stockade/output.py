@@ -27,10 +27,14 @@ from rich.table import Table
 from rich.text import Text
 
 from stockade.cluster import Cluster
+from stockade.cnp import ClusterPeer, ClusterRule, ProtocolMatch
 from stockade.model import EGRESS, NetworkPolicy, Peer, PolicyPort, Rule
 from stockade.safetext import printable
 from stockade.service_explain import ServiceVerdict
-from stockade.verdict import DirectionVerdict, RuleRef, Verdict
+from stockade.verdict import NETWORK_POLICY_TIER, DirectionVerdict, RuleRef, TierHit, Verdict
+
+# The tiers of one direction, in evaluation order (docs/tiers.md).
+TIER_ORDER = ("Admin", NETWORK_POLICY_TIER, "Baseline")
 
 Matrix = Mapping[str, Mapping[str, bool | None]]
 """``{src: {dst: allowed}}``. The engine's cells are True or False; a matrix of real
@@ -197,8 +201,13 @@ def _render(
 # --------------------------------------------------------------------------- explain
 
 
-def verdict_dict(verdict: Verdict) -> dict[str, Any]:
-    """The verdict as a stable, JSON-ready dict (camelCase keys, fixed order)."""
+def verdict_dict(verdict: Verdict, *, tiers: bool = False) -> dict[str, Any]:
+    """The verdict as a stable, JSON-ready dict (camelCase keys, fixed order).
+
+    With ``tiers`` (the input has ClusterNetworkPolicies) each direction also says
+    which tier step decided, the Pass rules met on the way and the tiers never
+    reached; without, the dict is the NetworkPolicy-only one, unchanged.
+    """
     return {
         "allowed": verdict.allowed,
         "src": verdict.src,
@@ -207,16 +216,18 @@ def verdict_dict(verdict: Verdict) -> dict[str, Any]:
         "dstIP": verdict.dst_ip,
         "port": verdict.port,
         "protocol": verdict.protocol,
-        "egress": _direction_dict(verdict.egress),
-        "ingress": _direction_dict(verdict.ingress),
+        "egress": _direction_dict(verdict.egress, tiers),
+        "ingress": _direction_dict(verdict.ingress, tiers),
         "note": verdict.note,
     }
 
 
-def _direction_dict(dv: DirectionVerdict | None) -> dict[str, Any] | None:
-    if dv is None:
+def _direction_dict(dv: DirectionVerdict | None, tiers: bool = False) -> dict[str, Any] | None:
+    if dv is None or (dv.own_node and not tiers):
+        # Without tiers a pod's own node is always allowed: decided by the note, as
+        # before ClusterNetworkPolicy (docs/cli.md, JSON).
         return None
-    return {
+    out: dict[str, Any] = {
         "pod": dv.pod,
         "isolatedBy": list(dv.isolated_by),
         "allowedBy": [
@@ -224,11 +235,39 @@ def _direction_dict(dv: DirectionVerdict | None) -> dict[str, Any] | None:
             for ref in dv.allowed_by
         ],
     }
+    if tiers:
+        out["allowed"] = dv.allowed
+        out["tier"] = dv.tier or "Default"
+        out["decidedBy"] = _hit_dict(dv.decided_by) if dv.decided_by is not None else None
+        out["passed"] = [_hit_dict(hit) for hit in dv.passed]
+        out["notReached"] = list(not_reached(dv))
+        out["ownNode"] = dv.own_node
+    return out
 
 
-def explain_json(verdict: Verdict) -> str:
+def _hit_dict(hit: TierHit) -> dict[str, Any]:
+    return {
+        "tier": hit.tier,
+        "action": hit.action,
+        # A CNP's name; for the NetworkPolicy tier, the isolating policies.
+        "policy": hit.policy if hit.rule is not None else None,
+        "policies": hit.policy.split(",") if hit.rule is None and hit.policy else [],
+        "rule": hit.rule,
+        "ruleName": hit.rule_name or None,
+        "failClosed": hit.fail_closed,
+    }
+
+
+def not_reached(dv: DirectionVerdict) -> tuple[str, ...]:
+    """The tiers after the one that decided ``dv``: never looked at for this direction."""
+    if dv.decided_by is None or dv.decided_by.tier not in TIER_ORDER:
+        return ()
+    return TIER_ORDER[TIER_ORDER.index(dv.decided_by.tier) + 1 :]
+
+
+def explain_json(verdict: Verdict, *, tiers: bool = False) -> str:
     """:func:`verdict_dict` as indented JSON."""
-    return json.dumps(verdict_dict(verdict), indent=2)
+    return json.dumps(verdict_dict(verdict, tiers=tiers), indent=2)
 
 
 def explain_text(verdict: Verdict, cluster: Cluster) -> str:
@@ -240,13 +279,159 @@ def explain_text(verdict: Verdict, cluster: Cluster) -> str:
     values echoed from the manifests cannot reach the terminal raw.
     """
     lines = [_headline(verdict), ""]
-    if verdict.note:
+    if cluster.cluster_policies:
+        lines += _tiered_lines(verdict, cluster)
+    elif verdict.note:
         lines.append(f"note: {verdict.note}; no policy is consulted")
     else:
         lines += _direction_lines(verdict.egress, EGRESS, verdict.src, verdict.dst_ip, cluster)
         lines += _direction_lines(verdict.ingress, "Ingress", verdict.dst, verdict.src_ip, cluster)
     # Per line, so the newlines between them stay newlines.
     return "\n".join(printable(line) for line in lines) + "\n"
+
+
+# ------------------------------------------------------------------ explain with tiers
+
+
+def _tiered_lines(verdict: Verdict, cluster: Cluster) -> list[str]:
+    """Both directions through the Admin, NetworkPolicy and Baseline tiers."""
+    if verdict.note and verdict.egress is None and verdict.ingress is None:
+        return [f"note: {verdict.note}; {_note_reason(verdict, cluster)}"]
+    lines: list[str] = []
+    if verdict.note:
+        lines.append(f"note: {verdict.note}")
+    lines += _tiered_direction(verdict.egress, EGRESS, verdict.src, verdict, cluster)
+    if not (verdict.egress is not None and verdict.egress.own_node):
+        lines += _tiered_direction(verdict.ingress, "Ingress", verdict.dst, verdict, cluster)
+    return lines
+
+
+def _note_reason(verdict: Verdict, cluster: Cluster) -> str:
+    pod = cluster.pods.get(verdict.src)
+    if verdict.note.startswith("a pod and its own node"):
+        if pod is not None and not pod.host_network:
+            return (
+                "judged at the node's INPUT hook by the pod's egress tiers: no "
+                "ClusterNetworkPolicy or NetworkPolicy selects it for egress, allowed"
+            )
+        return "the node's own traffic to its pod (OUTPUT) is never judged"
+    return "no policy of any tier is consulted"
+
+
+def _tiered_direction(
+    dv: DirectionVerdict | None, direction: str, local: str, verdict: Verdict, cluster: Cluster
+) -> list[str]:
+    egress = direction == EGRESS
+    side = "egress from" if egress else "ingress to"
+    way = direction.lower()
+    if dv is None:
+        pod = cluster.pods.get(local)
+        if pod is not None and not pod.host_network:
+            why = f"no policy of any tier selects it for {way}: the default allows"
+        else:
+            why = _unfiltered_reason(local, direction, cluster)
+        return [f"{side} {local}: allowed ({why})"]
+    lines = [f"{side} {local}: {'allowed' if dv.allowed else 'DENIED'}"]
+    if dv.own_node:
+        node = cluster.pods[dv.pod].node_name if dv.pod in cluster.pods else ""
+        at = f"node {node}'s" if node else "its node's"
+        lines.append(
+            f"  judged at {at} INPUT hook (a pod to its own node) by the pod's egress tiers"
+        )
+    for step in dv.passed:
+        lines.append(f"  passed: {_hit_text(step, way)}, the rest of the {step.tier} tier skipped")
+        lines += [f"    {text}" for text in _cnp_rule_lines(step, direction, cluster)]
+    hit = dv.decided_by
+    if hit is None:
+        lines.append(
+            "  decided by: the default, allowed: no Admin or Baseline rule accepted or denied "
+            f"it and no NetworkPolicy isolates it for {way}"
+        )
+        return lines
+    skipped = not_reached(dv)
+    tail = f"; {' and '.join(skipped)} {'tier' if len(skipped) == 1 else 'tiers'} not reached"
+    lines.append(f"  decided by: {_hit_text(hit, way)}{tail if skipped else ''}")
+    if hit.tier != NETWORK_POLICY_TIER:
+        lines += [f"    {text}" for text in _cnp_rule_lines(hit, direction, cluster)]
+        return lines
+    lines.append(f"  isolated by: {', '.join(dv.isolated_by)}")
+    if dv.own_node:
+        lines.append("  a pod's own node is always allowed to a pod NetworkPolicies isolate")
+        return lines
+    if not dv.allowed_by:
+        far = "to" if egress else "from"
+        peer_ip = verdict.dst_ip if egress else verdict.src_ip
+        lines.append(f"  no {way} rule of these policies allows it {far} {peer_ip}")
+        return lines
+    for ref in dv.allowed_by:
+        lines.append(f"  allowed by: {_rule_name(ref)}")
+        lines += [f"    {text}" for text in _rule_lines(ref, cluster.policies)]
+    return lines
+
+
+def _hit_text(hit: TierHit, way: str) -> str:
+    """``Admin cnp 'deny-legacy' egress rule 0 (legacy): Deny``, or the NetworkPolicy tier."""
+    if hit.rule is None:
+        return f"{hit.tier} tier: {hit.action}"
+    named = f" ({hit.rule_name})" if hit.rule_name else ""
+    text = f"{hit.tier} cnp '{hit.policy}' {way} rule {hit.rule}{named}: {hit.action}"
+    if hit.fail_closed:
+        text += " (fails closed: a domainNames peer, not enforced, makes it a Deny all rule)"
+    return text
+
+
+def _cnp_rule_lines(hit: TierHit, direction: str, cluster: Cluster) -> list[str]:
+    policy = cluster.cluster_policies.get(hit.policy)
+    rules = None
+    if policy is not None:
+        rules = policy.egress if direction == EGRESS else policy.ingress
+    if policy is None or rules is None or hit.rule is None or not 0 <= hit.rule < len(rules):
+        return ["(rule not found in the files)"]
+    rule = rules[hit.rule]
+    far = "to" if direction == EGRESS else "from"
+    return [
+        f"{far}: {describe_cluster_peers(rule)}",
+        f"protocols: {describe_protocols(rule)}",
+    ]
+
+
+def describe_cluster_peers(rule: ClusterRule) -> str:
+    """A ClusterNetworkPolicy rule's ``from``/``to`` in words."""
+    return "; ".join(describe_cluster_peer(peer) for peer in rule.peers)
+
+
+def describe_cluster_peer(peer: ClusterPeer) -> str:
+    """One ClusterNetworkPolicy peer in words, e.g. ``namespaces team=a``."""
+    if peer.namespaces is not None:
+        sel = peer.namespaces
+        return "all pods in all namespaces" if sel.is_empty else f"all pods in namespaces {sel}"
+    if peer.pods is not None:
+        pods, ns = peer.pods.pod_selector, peer.pods.namespace_selector
+        what = "all pods" if pods.is_empty else f"pods {pods}"
+        where = "all namespaces" if ns.is_empty else f"namespaces {ns}"
+        return f"{what} in {where}"
+    if peer.networks:
+        return f"networks {', '.join(str(n) for n in peer.networks)}"
+    if peer.nodes is not None:
+        sel = peer.nodes
+        return "all nodes" if sel.is_empty else f"nodes {sel}"
+    return f"domainNames {', '.join(peer.domain_names)} (not enforced)"
+
+
+def describe_protocols(rule: ClusterRule) -> str:
+    """A ClusterNetworkPolicy rule's ``protocols`` in words, e.g. ``UDP 53, TCP 53``."""
+    if not rule.protocols:
+        return "all traffic"
+    return ", ".join(describe_protocol(p) for p in rule.protocols)
+
+
+def describe_protocol(pm: ProtocolMatch) -> str:
+    """One ``protocols`` item in words: a number, a range or a named port."""
+    if pm.named_port is not None:
+        return f"{pm.named_port} (named port)"
+    if pm.end_port and pm.end_port != pm.port:
+        return f"{pm.protocol} {pm.port}-{pm.end_port}"
+    return f"{pm.protocol} {pm.port}"
 
 
 def _headline(v: Verdict) -> str:
@@ -364,7 +549,7 @@ SERVICE_LEGEND = (
 )
 
 
-def service_explain_dict(result: ServiceVerdict) -> dict[str, Any]:
+def service_explain_dict(result: ServiceVerdict, *, tiers: bool = False) -> dict[str, Any]:
     """A Service destination's verdicts as a stable, JSON-ready dict."""
     return {
         "service": result.service.key,
@@ -382,16 +567,16 @@ def service_explain_dict(result: ServiceVerdict) -> dict[str, Any]:
                 "node": b.backend.node_name or None,
                 "ip": b.backend.ip,
                 "port": b.backend.port,
-                "verdict": verdict_dict(b.verdict),
+                "verdict": verdict_dict(b.verdict, tiers=tiers),
             }
             for b in result.backends
         ],
     }
 
 
-def service_explain_json(result: ServiceVerdict) -> str:
+def service_explain_json(result: ServiceVerdict, *, tiers: bool = False) -> str:
     """:func:`service_explain_dict` as indented JSON."""
-    return json.dumps(service_explain_dict(result), indent=2)
+    return json.dumps(service_explain_dict(result, tiers=tiers), indent=2)
 
 
 def service_explain_text(result: ServiceVerdict, cluster: Cluster) -> str:

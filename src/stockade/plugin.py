@@ -11,7 +11,9 @@ Installed as the console script ``kubectl-stockade``, which kubectl runs for
 - ``status [-o table|json]``: every node's NodeRuleSet as its agent reports it
   (applied, last sync, lag, error) and on how many nodes each policy is applied.
 
-It reads Namespaces, Pods, NetworkPolicies and NodeRuleSets with the user's
+It reads Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies
+(``policy.networking.k8s.io/v1alpha2``; a cluster without that API is read without
+them, with one warning), Nodes and NodeRuleSets with the user's
 kubeconfig (:class:`stockade.kube.KubeClient`; ``--kubeconfig``, ``--context``,
 ``$KUBECONFIG``) and then runs exactly what ``stockade matrix``/``stockade
 explain`` run on files (:mod:`stockade.cli`, :mod:`stockade.output`): the compiler
@@ -36,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from stockade import __version__, cli, output
+from stockade import __version__, cli, crd_cnp, output
 from stockade.cluster import Cluster, parse_documents
 from stockade.errors import InvalidObjectError
 from stockade.kube import (
@@ -44,6 +46,7 @@ from stockade.kube import (
     NAMESPACES,
     NETWORK_POLICIES,
     NODE_RULE_SETS,
+    NODES,
     PODS,
     SERVICES,
     JsonObject,
@@ -62,6 +65,15 @@ EXIT_OK = 0
 EXIT_API = 1
 EXIT_USAGE = 2
 PROG = "kubectl stockade"
+
+# ClusterNetworkPolicy: an optional API (the CRD may not be installed).
+CLUSTER_NETWORK_POLICIES = Resource(
+    crd_cnp.GROUP, crd_cnp.VERSION, crd_cnp.PLURAL, crd_cnp.KIND, namespaced=False
+)
+NO_CNP_API = (
+    "no ClusterNetworkPolicy API (policy.networking.k8s.io/v1alpha2) on this cluster: "
+    "only NetworkPolicies are evaluated"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,6 +181,9 @@ class Snapshot:
     # For explain: a Service destination and its endpoints.
     services: list[JsonObject] = field(default_factory=list)
     slices: list[JsonObject] = field(default_factory=list)
+    # None when the ClusterNetworkPolicy API does not exist (its CRD not installed).
+    cluster_policies: list[JsonObject] | None = field(default_factory=list)
+    nodes: list[JsonObject] = field(default_factory=list)
 
 
 async def read_snapshot(
@@ -179,8 +194,9 @@ async def read_snapshot(
     rule_sets: bool = True,
     services: bool = False,
 ) -> Snapshot:
-    """List what the command needs (Namespaces and Pods, NetworkPolicies, NodeRuleSets,
-    and for ``services`` the Services and EndpointSlices)."""
+    """List what the command needs (Namespaces, Pods and Nodes, NetworkPolicies and
+    ClusterNetworkPolicies, NodeRuleSets, and for ``services`` the Services and
+    EndpointSlices)."""
     snap = Snapshot(config.server)
     async with KubeClient(config) as client:
 
@@ -194,13 +210,28 @@ async def read_snapshot(
             except NotFound:
                 return None
 
+        async def cluster_policies() -> list[JsonObject] | None:
+            try:
+                return await items(CLUSTER_NETWORK_POLICIES)
+            except NotFound:  # the CRD is not installed
+                return None
+
         async def nothing() -> list[JsonObject]:
             return []
 
-        snap.namespaces, snap.pods, snap.policies, snap.rule_sets = await asyncio.gather(
+        (
+            snap.namespaces,
+            snap.pods,
+            snap.nodes,
+            snap.policies,
+            snap.cluster_policies,
+            snap.rule_sets,
+        ) = await asyncio.gather(
             items(NAMESPACES) if pods else nothing(),
             items(PODS) if pods else nothing(),
+            items(NODES) if pods else nothing(),
             items(NETWORK_POLICIES) if policies else nothing(),
+            cluster_policies() if pods and policies else nothing(),
             node_rule_sets() if rule_sets else nothing(),
         )
         if services:
@@ -224,13 +255,23 @@ def build_cluster(snap: Snapshot) -> tuple[Cluster, list[str]]:
     The controller rejects such objects too: a new invalid policy enforces nothing
     (an edited one keeps its last valid version, which the API no longer shows).
     """
-    result = parse_documents([*snap.namespaces, *snap.pods, *snap.policies])
-    warnings = [
+    result = parse_documents(
+        [
+            *snap.namespaces,
+            *snap.pods,
+            *snap.nodes,
+            *snap.policies,
+            *(snap.cluster_policies or ()),
+        ]
+    )
+    warnings = [] if snap.cluster_policies is not None else [NO_CNP_API]
+    warnings += [
         f"{line} (ignored, as the controller ignores it)"
         for error in result.errors
         for line in error.lines()
     ]
     warnings += policy_warnings(result.cluster.policies.values())
+    warnings += cli.cluster_policy_warnings(result.cluster)
     return result.cluster, warnings
 
 
@@ -268,7 +309,7 @@ def run_matrix(
     if args.output == "json":
         return output.matrix_json(matrix, args.port, args.protocol) + "\n"
     view = replace(cluster, pods={p.key: p for p in shown})
-    notes = cli._family_notes(view, args.family)
+    notes = cli._family_notes(view, args.family) + cli.host_network_notes(view)
     notes += enforcement_notes(rule_sets, {p.node_name for p in shown if p.node_name})
     glyphs = output.UNICODE_GLYPHS if cli._can_encode(stdout, "✓✗─") else output.ASCII_GLYPHS
     return output.matrix_table(

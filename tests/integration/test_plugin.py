@@ -86,8 +86,11 @@ def emu() -> Iterator[EmulatorThread]:
     thread = EmulatorThread()
     thread.start()
     try:
-        for crd in yaml.safe_load_all((ROOT / "manifests" / "crds.yaml").read_text()):
-            thread.emulator.put_object(crd)
+        # The ClusterNetworkPolicy CRD too: without it the plugin warns that it
+        # evaluates NetworkPolicies only (tests/integration/test_plugin_tiers.py).
+        for crds in ("crds.yaml", "cnp-crd.yaml"):
+            for crd in yaml.safe_load_all((ROOT / "manifests" / crds).read_text()):
+                thread.emulator.put_object(crd)
         for doc in _docs():
             thread.emulator.put_object(doc)
         for rs in _rule_sets(APPLIED):

@@ -87,8 +87,11 @@ def emu() -> Iterator[EmulatorThread]:
     thread = EmulatorThread()
     thread.start()
     try:
-        for crd in yaml.safe_load_all((ROOT / "manifests" / "crds.yaml").read_text()):
-            thread.emulator.put_object(crd)
+        # The ClusterNetworkPolicy CRD too: without it the plugin warns that it
+        # evaluates NetworkPolicies only (tests/integration/test_plugin_tiers.py).
+        for crds in ("crds.yaml", "cnp-crd.yaml"):
+            for crd in yaml.safe_load_all((ROOT / "manifests" / crds).read_text()):
+                thread.emulator.put_object(crd)
         put = thread.emulator.put_object
         put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
         put(_pod("client", "10.244.1.10", {"app": "client"}))

@@ -478,27 +478,33 @@ def test_ascii_stdout_gets_ascii_table(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "1  shop/backend  +  +  X" in text
 
 
-def test_cluster_network_policies_are_named_as_not_evaluated(
+def test_cluster_network_policies_are_evaluated(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Never silently: a ClusterNetworkPolicy is checked and said to be left out."""
+    """A ClusterNetworkPolicy takes part in the verdicts; an invalid one is an error,
+    as an invalid NetworkPolicy is (never half-used, never silently left out)."""
     good = (
         "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
         "metadata: {name: deny-legacy}\n"
         "spec: {tier: Admin, priority: 10, subject: {namespaces: {}},\n"
-        "  egress: [{action: Deny, to: [{networks: [192.0.2.0/24]}]}]}\n"
+        "  egress: [{action: Deny, to: [{networks: [10.0.0.2/32]}]}]}\n"
     )
     bad = (
         "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
         "metadata: {name: bad}\nspec: {tier: Middle, priority: 10, subject: {namespaces: {}}}\n"
     )
-    path = _write(tmp_path, "cnp.yaml", "---\n".join([good, bad, _pod("a", "10.0.0.1")]))
+    pods = [_pod("a", "10.0.0.1"), _pod("b", "10.0.0.2")]
+    path = _write(tmp_path, "cnp.yaml", "---\n".join([good, *pods]))
     code, out, err = _run(capsys, "matrix", "-f", path, "-o", "json")
-    assert code == 0
-    assert json.loads(out)["matrix"] == {"demo/a": {"demo/a": True}}
-    lines = err.splitlines()
-    assert lines[0] == (
-        f"warning: {path}: ignoring ClusterNetworkPolicy deny-legacy: stockade does not "
-        "evaluate or enforce ClusterNetworkPolicy yet (docs/tiers.md); these verdicts leave it out"
-    )
-    assert lines[1].startswith(f"warning: ignoring {path}: ClusterNetworkPolicy bad: spec.tier:")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["matrix"] == {
+        "demo/a": {"demo/a": True, "demo/b": False},
+        "demo/b": {"demo/a": True, "demo/b": True},
+    }
+    broken = _write(tmp_path, "bad.yaml", "---\n".join([good, bad, *pods]))
+    code, out, err = _run(capsys, "matrix", "-f", broken, "-o", "json")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"error: {broken}: ClusterNetworkPolicy bad: spec.tier: must be Admin or Baseline, "
+        "got 'Middle'"
+    ]
