@@ -842,6 +842,12 @@ class Lab:
         self._servers.append(server)
         return server
 
+    def unserve(self, server: Server) -> None:
+        """Stop one server :meth:`serve` started (its sockets close; idempotent)."""
+        server.stop()
+        with contextlib.suppress(ValueError):
+            self._servers.remove(server)
+
     def _stop_servers(self, ns: str) -> None:
         for server in [s for s in self._servers if s.ns == ns]:
             server.stop()

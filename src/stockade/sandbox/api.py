@@ -25,25 +25,29 @@ from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Backend, Tools
 from stockade.agent.executor import CommandError, SubprocessExecutor
 from stockade.agent.render import RenderOptions
-from stockade.cluster import Cluster
+from stockade.cluster import Cluster, parse_input
+from stockade.cnp import ClusterInput
 from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.errors import InvalidObjectError
-from stockade.model import ClusterObject, Pod, parse_object
+from stockade.model import Pod
 from stockade.netlab import NETNS_DIR, PREFIX, RECORD_DIR, cleanup_leftovers
 from stockade.ownership import resolve
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
 from stockade.sandbox.common import (
     DEFAULT_NAME,
     IP_ANNOTATION,
+    KINDS,
     SERVE_PORTS_DEFAULT,
     Api,
     ApiError,
     JsonObject,
     Layout,
     SandboxError,
+    check_node_labels,
     control_call,
     is_alive,
     kind_of,
+    kubelet_node_labels,
     load_objects,
     object_key,
     process_start,
@@ -66,7 +70,17 @@ PROBE_TIMEOUT = 1.0
 BACKEND: Backend = "nft"
 
 # Applied in this order; deleted in the reverse.
-_ORDER = {"Namespace": 0, "Pod": 1, "Service": 2, "EndpointSlice": 2, "NetworkPolicy": 2}
+_ORDER = {
+    "Namespace": 0,
+    "Node": 0,
+    "Pod": 1,
+    "Service": 2,
+    "EndpointSlice": 2,
+    "NetworkPolicy": 2,
+    "ClusterNetworkPolicy": 2,
+}
+# Cluster-wide kinds of the engine's view whose CRD an older sandbox may lack.
+_OPTIONAL_KINDS = ("ClusterNetworkPolicy",)
 
 
 @dataclass
@@ -334,9 +348,46 @@ class Sandbox:
         """Start the controller again after :meth:`stop_controller`."""
         control_call(self.layout, {"op": "start_controller"})
 
-    def add_node(self, name: str | None = None) -> JsonObject:
-        """Add a node (namespace, Node object, agent); its pod CIDR is the next free one."""
-        return control_call(self.layout, {"op": "add_node", "name": name})
+    def add_node(
+        self, name: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> JsonObject:
+        """Add a node (namespace, Node object, agent); its pod CIDR is the next free one.
+
+        ``labels`` go on the Node object besides ``kubernetes.io/hostname`` and
+        ``kubernetes.io/os=linux``. Returns the node's name, namespace and addresses.
+        """
+        request: JsonObject = {"op": "add_node", "name": name}
+        if labels:
+            request["labels"] = check_node_labels(labels)
+        return control_call(self.layout, request)
+
+    def label_node(
+        self, name: str, labels: Mapping[str, str], wait: bool = True, timeout: float = 30.0
+    ) -> float:
+        """Set a Node's labels to ``labels`` (the kubelet's stay); wait until enforced."""
+        wanted = check_node_labels(labels)
+        node = self.api.get("Node", name)
+        if node is None:
+            raise SandboxError(f"no node {name}")
+        meta = node.get("metadata") or {}
+        body = {
+            "metadata": {
+                "labels": {**wanted, **kubelet_node_labels(name)},
+                "resourceVersion": meta.get("resourceVersion"),
+            }
+        }
+        # A PUT of the whole object keeps status (the status subresource's rule).
+        node["metadata"] = {**meta, **body["metadata"]}
+        self.api.request("PUT", KINDS["Node"].path(None, name), node)
+        return self.wait_converged(timeout).seconds if wait else 0.0
+
+    def node_addresses(self) -> dict[str, list[str]]:
+        """Each sandbox node's IP addresses (the InternalIP addresses of its Node), v4 first."""
+        state = self.layout.read_state() or {}
+        return {
+            name: [ip for ip in (info.get("ip4"), info.get("ip6")) if ip]
+            for name, info in sorted((state.get("nodes") or {}).items())
+        }
 
     # ------------------------------------------------------------------ objects
 
@@ -364,12 +415,27 @@ class Sandbox:
             self._apply_one(obj)
         return self.wait_converged(timeout).seconds if wait else 0.0
 
+    def _apply_node(self, obj: JsonObject, name: str) -> None:
+        """A Node: a new one becomes a sandbox node; an existing one gets its labels."""
+        labels = dict((obj.get("metadata") or {}).get("labels") or {})
+        for key, value in kubelet_node_labels(name).items():
+            if labels.get(key, value) != value:
+                raise SandboxError(f"node {name}: the kubelet's label {key} is {value}")
+            labels.pop(key, None)
+        if self.api.get("Node", name) is None:
+            self.add_node(name, labels)
+        else:
+            self.label_node(name, labels, wait=False)
+
     def _apply_one(self, obj: JsonObject) -> None:
         kind = kind_of(obj)
         meta = dict(obj.get("metadata") or {})
         name = meta.get("name")
         if not name:
             raise SandboxError(f"a {kind.kind} without metadata.name")
+        if kind.kind == "Node":
+            self._apply_node(obj, str(name))
+            return
         namespace = (meta.get("namespace") or "default") if kind.namespaced else None
         body = {k: v for k, v in obj.items() if k != "status"}
         body["apiVersion"] = f"{kind.group}/{kind.version}" if kind.group else kind.version
@@ -397,9 +463,12 @@ class Sandbox:
         """Delete objects (missing ones are fine); wait until gone and enforced."""
         items = sorted(self._objects(objects), key=lambda o: -_ORDER.get(str(o.get("kind")), 1))
         targets: list[tuple[str, str, str | None]] = []
+        nodes = (self.layout.read_state() or {}).get("nodes") or {}
         for obj in items:
             kind = kind_of(obj)
             meta = obj.get("metadata") or {}
+            if kind.kind == "Node" and meta.get("name") in nodes:
+                raise SandboxError(f"node {meta['name']} is a sandbox node; they stay until `down`")
             namespace = (meta.get("namespace") or "default") if kind.namespaced else None
             with contextlib.suppress(ApiError):
                 self.api.request("DELETE", kind.path(namespace, meta["name"]))
@@ -416,13 +485,24 @@ class Sandbox:
     # ------------------------------------------------------------------ the engine's view
 
     def snapshot(self) -> Snapshot:
-        """The API's Namespaces, Pods and NetworkPolicies, parsed as the engine does."""
-        raw = {kind: self.api.list(kind) for kind in ("Namespace", "Pod", "NetworkPolicy")}
-        objects: list[ClusterObject] = []
+        """The API's objects, parsed as the engine does (invalid ones left out).
+
+        Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies and Nodes (every
+        Node of the API, sandbox node or not: ``nodes`` peers select among them).
+        """
+        raw: dict[str, list[JsonObject]] = {}
+        for kind in ("Namespace", "Pod", "NetworkPolicy", "Node", "ClusterNetworkPolicy"):
+            try:
+                raw[kind] = self.api.list(kind)
+            except ApiError as exc:
+                if exc.status != 404 or kind not in _OPTIONAL_KINDS:
+                    raise
+                raw[kind] = []  # a sandbox started without the CRD
+        objects: list[ClusterInput] = []
         for items in raw.values():
             for item in items:
                 with contextlib.suppress(InvalidObjectError):
-                    objects.append(parse_object(item))
+                    objects.append(parse_input(item))
         return Snapshot(Cluster.of(objects), raw)
 
     def problems(self) -> list[str]:
@@ -714,7 +794,13 @@ def _empty_rule_set(obj: Mapping[str, Any]) -> bool:
         rules = node_rule_set_from_dict(obj.get("spec"))
     except ValueError:
         return False
-    return not (rules.pods or rules.policies or rules.peer_sets or rules.contested_ips)
+    return not (
+        rules.pods
+        or rules.policies
+        or rules.peer_sets
+        or rules.contested_ips
+        or getattr(rules, "cluster_policies", ())
+    )
 
 
 def _word(matrix: Mapping[str, Mapping[str, bool | None]], src: str, dst: str) -> str:

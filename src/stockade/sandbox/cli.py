@@ -100,7 +100,34 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="nodes, pods and processes")
     status.add_argument("-o", "--output", choices=("text", "json"), default="text")
     sub.add_parser("down", help="stop and remove everything (also after a crash)")
+    node = sub.add_parser("node", help="add or list nodes (Node objects with labels)")
+    node_sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+    add = node_sub.add_parser(
+        "add", help="add a node: namespace, Node object, agent; its pod CIDR is the next free"
+    )
+    add.add_argument("node_name", metavar="NAME", nargs="?", help="default node-<n>")
+    add.add_argument(
+        "--label",
+        "-l",
+        dest="labels",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_label,
+        help="a label of the Node object (repeatable); relabel later with kubectl label node",
+    )
+    add.add_argument("--no-wait", action="store_true", help="do not wait for convergence")
+    add.add_argument("--timeout", type=float, default=30.0)
+    node_list = node_sub.add_parser("list", help="the Node objects: labels and addresses")
+    node_list.add_argument("-o", "--output", choices=("text", "json"), default="text")
     return parser
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"a label is KEY=VALUE, not {text!r}")
+    return key, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,7 +175,34 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "status":
         return cmd_status(sandbox, args.output)
+    if args.command == "node":
+        return cmd_node(sandbox, args)
     return cmd_probe(sandbox, args)
+
+
+def cmd_node(sandbox: Sandbox, args: argparse.Namespace) -> int:
+    """``node add NAME --label k=v`` and ``node list``."""
+    if args.node_command == "add":
+        info = sandbox.add_node(args.node_name, dict(args.labels))
+        cidrs = ", ".join(c for c in (info.get("cidr4"), info.get("cidr6")) if c)
+        addresses = ", ".join(ip for ip in (info.get("ip4"), info.get("ip6")) if ip)
+        print(printable(f"node {info['node']}: address {addresses}, pods {cidrs}"))
+        if not args.no_wait:
+            seconds = sandbox.wait_converged(args.timeout).seconds
+            print(f"every node enforces the current objects after {seconds:.2f} s")
+        return 0
+    nodes = sandbox.api.list("Node")
+    if args.output == "json":
+        print(json.dumps(nodes, indent=2, sort_keys=True))
+        return 0
+    for obj in sorted(nodes, key=lambda o: str(o["metadata"].get("name"))):
+        meta, status = obj["metadata"], obj.get("status") or {}
+        labels = ",".join(f"{k}={v}" for k, v in sorted((meta.get("labels") or {}).items()))
+        addresses = " ".join(
+            f"{a.get('type')}={a.get('address')}" for a in status.get("addresses") or []
+        )
+        print(printable(f"{meta.get('name')}: {addresses or '-'} labels {labels or '-'}"))
+    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:

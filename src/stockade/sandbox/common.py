@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from stockade.validation import label_key, label_value
+
 JsonObject = dict[str, Any]
 
 DEFAULT_ROOT = Path("/run/stockade-sandbox")
@@ -264,6 +266,13 @@ KINDS: dict[str, Kind] = {
         Kind("Pod", "", "v1", "pods", True),
         Kind("Node", "", "v1", "nodes", False),
         Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True),
+        Kind(
+            "ClusterNetworkPolicy",
+            "policy.networking.k8s.io",
+            "v1alpha2",
+            "clusternetworkpolicies",
+            False,
+        ),
         Kind("Service", "", "v1", "services", True),
         Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True),
         Kind("NodeRuleSet", "stockade.dev", "v1alpha1", "noderulesets", False),
@@ -341,6 +350,26 @@ def object_key(obj: Mapping[str, Any]) -> str:
     """``namespace/name`` of an API object (``/name`` for a cluster-scoped one)."""
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def kubelet_node_labels(name: str) -> dict[str, str]:
+    """The labels a kubelet puts on its Node (and puts back when they are removed)."""
+    return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+
+
+def check_node_labels(labels: Any) -> dict[str, str]:
+    """Labels asked for a node, checked as the API server checks labels (None: none)."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise SandboxError(f"node labels must map names to strings, got {labels!r}"[:200])
+    for key, value in labels.items():
+        problems = label_key(key) + label_value(value)
+        if problems:
+            raise SandboxError(f"node label {key}={value}: {'; '.join(problems)}"[:300])
+    return dict(labels)
 
 
 def kind_of(obj: Mapping[str, Any]) -> Kind:

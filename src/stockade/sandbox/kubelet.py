@@ -17,8 +17,13 @@ the sandbox) and watches every Pod:
   the upstream network-policy e2e pods do), with the pod's ``ns/name`` as reply;
 - its status is written through the status subresource: ``podIP``, ``podIPs``,
   ``hostIP``, ``hostIPs``, phase ``Running``, conditions ``Ready`` and friends;
-- a host-network pod runs in its node's namespace (podIP = the node's address); its
-  declared ports are added to the node's servers (and stay until ``down``);
+- a host-network pod (``spec.hostNetwork: true``) gets no namespace of its own: its
+  servers run in its node's namespace, on its declared ports (TCP and UDP; the reply
+  is the pod's ``ns/name``), beside the node's own servers on the default ports; its
+  ``podIP(s)`` are the node's addresses, so it is probed there, and probes from it
+  start in the node's namespace (from the node's address, through OUTPUT). Its
+  servers stop when it is deleted (a port two host-network pods of one node declare
+  is served by the first, then by the other once the first is gone);
 - a deleted pod's namespace is removed and its IP freed for reuse.
 """
 
@@ -96,6 +101,9 @@ class RunningPod:
     net: PodNet | None = None
     offset: int | None = None
     status: JsonObject = field(default_factory=dict)
+    declared: list[tuple[int, str]] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
+    """A host-network pod's servers in its node's namespace (its declared ports)."""
 
 
 class Kubelet:
@@ -117,7 +125,9 @@ class Kubelet:
         self.nodes: dict[str, Node] = {}
         self.pools: dict[str, Pool] = {}
         self.running: dict[str, RunningPod] = {}
-        self.node_servers: dict[str, set[tuple[int, str]]] = {}
+        # What each node's namespace answers on: port -> who serves it ("" the node
+        # itself, on the default ports; else the host-network pod's key).
+        self.node_servers: dict[str, dict[tuple[int, str], str]] = {}
         self.rr = 0
         self.counter = 0
         self.warned: set[str] = set()
@@ -126,8 +136,13 @@ class Kubelet:
         self.nodes[node.name] = node
         self.pools[node.name] = Pool(node.pod_cidr4)
         self.node_servers[node.name] = {
-            (p, proto) for p in self.serve_ports for proto in ("TCP", "UDP", "SCTP")
+            (p, proto): "" for p in self.serve_ports for proto in ("TCP", "UDP", "SCTP")
         }
+
+    def _node_serving(self, node: str) -> list[tuple[int, str]]:
+        return sorted(
+            p for p in self.node_servers.get(node, {}) if p[1] != "SCTP" or self.lab.has_sctp
+        )
 
     def namespace_of(self, source: str) -> str | None:
         """The namespace a probe from ``source`` starts in (pod key, node:, external:)."""
@@ -147,7 +162,9 @@ class Kubelet:
                 "ns": p.ns,
                 "ips": p.ips,
                 "hostNetwork": p.host_network,
-                "serving": [list(s) for s in p.serving],
+                "serving": [
+                    list(s) for s in (self._node_serving(p.node) if p.host_network else p.serving)
+                ],
             }
             for key, p in sorted(self.running.items())
         }
@@ -255,14 +272,11 @@ class Kubelet:
     ) -> RunningPod:
         declared = self._ports(spec)
         if spec.get("hostNetwork"):
-            served = self.node_servers[node.name]
-            extra = [p for p in declared if p not in served and p[1] in ("TCP", "UDP", "SCTP")]
-            if extra:
-                await self.in_lab(lambda: self.lab.serve(node, extra, reply=f"node {node.name}"))
-                served.update(extra)
             ips = [node.fabric_ip4] + ([node.fabric_ip6] if self.dual_stack else [])
-            serving = sorted(p for p in served if p[1] != "SCTP" or self.lab.has_sctp)
-            return RunningPod(key, uid, node.name, node.ns, ips, True, serving)
+            pod = RunningPod(key, uid, node.name, node.ns, ips, True, [], declared=declared)
+            await self._serve_host_ports(pod)
+            pod.serving = self._node_serving(node.name)
+            return pod
         wanted = (meta.get("annotations") or {}).get(IP_ANNOTATION) or status.get("podIP")
         pool = self.pools[node.name]
         offset = pool.take(wanted)
@@ -290,8 +304,37 @@ class Kubelet:
         ips = [ip4] + ([ip6] if ip6 else [])
         return RunningPod(key, uid, node.name, net.ns, ips, False, serving, net, offset)
 
+    async def _serve_host_ports(self, pod: RunningPod) -> None:
+        """Serve the host-network pod's declared ports nobody serves on its node yet."""
+        served = self.node_servers[pod.node]
+        free = [p for p in pod.declared if p not in served and p[1] in ("TCP", "UDP", "SCTP")]
+        if not free:
+            return
+        node = self.nodes[pod.node]
+        server: Server = await self.in_lab(lambda: self.lab.serve(node, free, reply=pod.key))
+        pod.servers.append(server)
+        for port in free:
+            served[port] = pod.key
+
+    async def _stop_host_ports(self, pod: RunningPod) -> None:
+        """Stop a host-network pod's servers; another one's declared ports take over."""
+        for server in pod.servers:
+            try:
+                await self.in_lab(self.lab.unserve, server)
+            except Exception:
+                log.exception("could not stop the servers of %s", pod.key)
+        pod.servers.clear()
+        served = self.node_servers.get(pod.node, {})
+        for port in [p for p, owner in served.items() if owner == pod.key]:
+            del served[port]
+        for other in list(self.running.values()):
+            if other.host_network and other.node == pod.node and other is not pod:
+                await self._serve_host_ports(other)
+
     async def stop_pod(self, pod: RunningPod) -> None:
         self.running.pop(pod.key, None)
+        if pod.host_network:
+            await self._stop_host_ports(pod)
         if pod.net is not None:
             try:
                 await self.in_lab(self.lab.remove_pod, pod.net)

@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import yaml
 from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Backend, Tools
 from stockade.agent.executor import CommandError, SubprocessExecutor
-from stockade.crd import node_rule_set_crd, peer_set_crd
+from stockade.crd import cluster_network_policy_crd, node_rule_set_crd, peer_set_crd
 from stockade.kube import NODE_RULE_SETS, NODES, PEER_SETS, KubeClient, KubeConfig, KubeError
 from stockade.kube import Resource as KubeResource
 from stockade.netlab import Host, Lab, NetlabError, Node, in_netns
@@ -49,7 +49,9 @@ from stockade.sandbox.common import (
     SERVE_PORTS_DEFAULT,
     JsonObject,
     Layout,
+    check_node_labels,
     forget_process,
+    kubelet_node_labels,
     process_start,
     record_process,
     terminate,
@@ -291,14 +293,22 @@ class Supervisor:
 
     # ------------------------------------------------------------------ building
 
-    async def add_node(self, name: str | None = None) -> JsonObject:
+    async def add_node(
+        self, name: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> JsonObject:
+        """A node: its namespace, servers, kube-proxy, Node object (labels, addresses), agent.
+
+        ``labels`` are added to the Node's ``kubernetes.io/hostname`` and
+        ``kubernetes.io/os`` (which they cannot replace).
+        """
         assert self.lab is not None
         assert self.client is not None
-        index = self.next_index
-        self.next_index += 1
-        name = name or f"node-{index}"
+        extra = check_node_labels(labels)
+        name = name or f"node-{self.next_index}"
         if name in self.lab.nodes:
             raise ValueError(f"node {name} exists")
+        index = self.next_index
+        self.next_index += 1
         cidr4, cidr6 = pod_cidrs(index, self.dual_stack)
         lab = self.lab
         node: Node = await self.in_lab(lambda: lab.add_node(name, pod_cidr4=cidr4, pod_cidr6=cidr6))
@@ -314,14 +324,15 @@ class Supervisor:
         addresses.append({"type": "Hostname", "address": name})
         cidrs = [c for c in (cidr4, cidr6) if c]
         body = {
-            "metadata": {
-                "name": name,
-                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
-            },
+            "metadata": {"name": name, "labels": {**extra, **kubelet_node_labels(name)}},
             "spec": {"podCIDR": cidr4, "podCIDRs": cidrs},
         }
-        with contextlib.suppress(KubeError):
+        try:
             await self.client.create(NODES, body)
+        except KubeError:
+            # A Node object of that name exists already (made with kubectl before the
+            # node): it keeps its labels, with the kubelet's and the ones asked for.
+            await self.client.patch_merge(NODES, name, {"metadata": body["metadata"]})
         status = {
             "addresses": addresses,
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
@@ -422,7 +433,9 @@ class Supervisor:
         else:
             raise RuntimeError("the API server emulator did not start within 20 s")
         self.client = KubeClient(KubeConfig.load(str(self.layout.kubeconfig)))
-        for crd in (node_rule_set_crd(), peer_set_crd()):
+        # stockade's own CRDs, and the ClusterNetworkPolicy CRD (manifests/cnp-crd.yaml)
+        # so that `kubectl apply -f cnp.yaml` works and the controller sees CNPs.
+        for crd in (node_rule_set_crd(), peer_set_crd(), cluster_network_policy_crd()):
             await self.client.create(CRDS, crd)
 
     async def run(self) -> None:
@@ -543,7 +556,7 @@ class Supervisor:
                 "replies": [t for _, _, t in answers],
             }
         if op == "add_node":
-            return await self.add_node(request.get("name"))
+            return await self.add_node(request.get("name"), request.get("labels"))
         if op == "restart_agent":
             node = str(request["node"])
             assert self.lab is not None
