@@ -69,6 +69,49 @@ EXTERNAL_443: Grid = {
     "web/frontend": {"tools/debug": T, "web/cache": T, "web/frontend": T},
 }
 
+# ClusterNetworkPolicy examples (docs/tiers.md): the tiers decide.
+ALL_OPEN_LEGACY: Grid = {
+    "shop/web": {"shop/web": T, "tools/debug": T, "trusted/app": T},
+    "tools/debug": {"shop/web": T, "tools/debug": T, "trusted/app": T},
+    "trusted/app": {"shop/web": T, "tools/debug": T, "trusted/app": T},
+}
+_DNS, _METRICS = "kube-system/coredns", "kube-system/metrics-server"
+TENANT_DNS_53: Grid = {
+    _DNS: {_DNS: T, _METRICS: T, "tenant-a/app": T, "tenant-b/app": T},
+    _METRICS: {_DNS: T, _METRICS: T, "tenant-a/app": T, "tenant-b/app": T},
+    "tenant-a/app": {_DNS: T, _METRICS: F, "tenant-a/app": T, "tenant-b/app": T},
+    "tenant-b/app": {_DNS: T, _METRICS: F, "tenant-a/app": T, "tenant-b/app": T},
+}
+TENANT_DNS_443: Grid = {
+    _DNS: {_DNS: T, _METRICS: T, "tenant-a/app": T, "tenant-b/app": T},
+    _METRICS: {_DNS: T, _METRICS: T, "tenant-a/app": T, "tenant-b/app": T},
+    "tenant-a/app": {_DNS: F, _METRICS: F, "tenant-a/app": T, "tenant-b/app": T},
+    "tenant-b/app": {_DNS: F, _METRICS: F, "tenant-a/app": T, "tenant-b/app": T},
+}
+BASELINE_DENY: Grid = {
+    "team-a/api": {"team-a/api": T, "team-a/worker": T, "team-b/api": F, "team-b/worker": F},
+    "team-a/worker": {"team-a/api": T, "team-a/worker": T, "team-b/api": F, "team-b/worker": F},
+    "team-b/api": {"team-a/api": F, "team-a/worker": F, "team-b/api": T, "team-b/worker": F},
+    "team-b/worker": {"team-a/api": F, "team-a/worker": F, "team-b/api": F, "team-b/worker": T},
+}
+_EXPORTER = "monitoring/node-exporter"
+DENY_NODES: Grid = {
+    _EXPORTER: {_EXPORTER: T, "tenant-a/app": T, "tenant-b/app": T},
+    "tenant-a/app": {_EXPORTER: F, "tenant-a/app": T, "tenant-b/app": T},
+    "tenant-b/app": {_EXPORTER: F, "tenant-a/app": T, "tenant-b/app": T},
+}
+_PROM = "monitoring/prometheus"
+PASS_9090: Grid = {
+    _PROM: {_PROM: T, "tenant-a/app": T, "tenant-b/app": T},
+    "tenant-a/app": {_PROM: T, "tenant-a/app": T, "tenant-b/app": F},
+    "tenant-b/app": {_PROM: T, "tenant-a/app": F, "tenant-b/app": T},
+}
+PASS_80: Grid = {
+    _PROM: {_PROM: T, "tenant-a/app": F, "tenant-b/app": T},
+    "tenant-a/app": {_PROM: T, "tenant-a/app": T, "tenant-b/app": F},
+    "tenant-b/app": {_PROM: T, "tenant-a/app": F, "tenant-b/app": T},
+}
+
 CASES: list[tuple[str, int, str, Grid]] = [
     ("three-tier.yaml", 80, "TCP", THREE_TIER_80),
     ("three-tier.yaml", 8080, "TCP", THREE_TIER_8080),
@@ -80,6 +123,16 @@ CASES: list[tuple[str, int, str, Grid]] = [
     ("allow-same-namespace.yaml", 9000, "SCTP", SAME_NAMESPACE),
     ("allow-external-80.yaml", 80, "TCP", EXTERNAL_80),
     ("allow-external-80.yaml", 443, "TCP", EXTERNAL_443),
+    ("cnp-legacy-backend.yaml", 443, "TCP", ALL_OPEN_LEGACY),
+    ("cnp-tenant-dns.yaml", 53, "UDP", TENANT_DNS_53),
+    ("cnp-tenant-dns.yaml", 53, "TCP", TENANT_DNS_53),
+    ("cnp-tenant-dns.yaml", 443, "TCP", TENANT_DNS_443),
+    ("cnp-baseline-deny.yaml", 80, "TCP", BASELINE_DENY),
+    ("cnp-baseline-deny.yaml", 53, "UDP", BASELINE_DENY),
+    ("cnp-deny-nodes.yaml", 9100, "TCP", DENY_NODES),
+    ("cnp-deny-nodes.yaml", 10250, "TCP", DENY_NODES),
+    ("cnp-pass-monitoring.yaml", 9090, "TCP", PASS_9090),
+    ("cnp-pass-monitoring.yaml", 80, "TCP", PASS_80),
 ]
 
 
@@ -113,7 +166,17 @@ def test_example_matrix_reference(name: str, port: int, protocol: str, expected:
     """The independent reference evaluator agrees with the hand-written matrix."""
     loaded = load([str(EXAMPLES / name)])
     assert (loaded.errors, loaded.warnings) == ([], [])
-    assert reference.matrix(loaded.cluster, port, protocol) == expected
+    cluster = loaded.cluster
+    cnps, nodes = cluster.cluster_policies.values(), cluster.nodes.values()
+    pods = cluster.active_pods()
+    got = {
+        s.key: {
+            d.key: reference.allowed_with_tiers(cluster, cnps, nodes, s, d, port, protocol)
+            for d in pods
+        }
+        for s in pods
+    }
+    assert got == expected
 
 
 def test_every_example_is_covered() -> None:
@@ -177,3 +240,41 @@ def test_node_reaches_its_own_pod(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("ALLOWED")
     assert "a pod and its own node (node-2)" in out
+
+
+LEGACY = str(EXAMPLES / "cnp-legacy-backend.yaml")
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "allowed"),
+    [
+        ("trusted/app", "203.0.113.50", True),
+        ("shop/web", "203.0.113.50", False),
+        ("tools/debug", "203.0.113.50", False),
+        ("shop/web", "203.0.113.51", True),
+    ],
+)
+def test_legacy_backend_is_denied_to_all_but_trusted(
+    capsys: pytest.CaptureFixture[str], src: str, dst: str, allowed: bool
+) -> None:
+    """The Accept at priority 10 runs before the Deny at priority 20."""
+    assert main(["explain", "-f", LEGACY, src, dst, "--port", "443", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["allowed"] is allowed
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "allowed"),
+    [
+        ("tenant-a/app", "172.18.0.2", False),  # its own node, judged at INPUT
+        ("tenant-a/app", "172.18.0.3", False),
+        ("172.18.0.2", "tenant-a/app", True),  # the kubelet reaches its pod
+        ("172.18.0.3", "tenant-a/app", True),
+    ],
+)
+def test_tenants_are_denied_the_node_network(
+    capsys: pytest.CaptureFixture[str], src: str, dst: str, allowed: bool
+) -> None:
+    """A `nodes` peer denies every node address, the pod's own node included."""
+    path = str(EXAMPLES / "cnp-deny-nodes.yaml")
+    assert main(["explain", "-f", path, src, dst, "--port", "10250", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["allowed"] is allowed
