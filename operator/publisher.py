@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from stockade.controller.conditions import ConditionSpec, accepted_condition, conditions_patch
@@ -596,22 +596,7 @@ class Publisher:
                 )
             previous = reported.get(record.uid, set())
             async with gate:
-                for event in new_events(previous, current):
-                    try:
-                        await self.client.create_event(
-                            record.involved, event.reason, event.message, event.type, EVENT_SOURCE
-                        )
-                    except KubeError as exc:
-                        log.warning("event on NetworkPolicy %s not posted: %s", pkey, exc)
-                        continue
-                    self.metrics.events.labels(event.type, event.reason).inc()
-                    log.info(
-                        "NetworkPolicy %s: %s %s: %s",
-                        pkey,
-                        event.type,
-                        event.reason,
-                        event.message,
-                    )
+                await self._post_events("NetworkPolicy", pkey, record.involved, previous, current)
             reported[record.uid] = set(current)
 
         await asyncio.gather(*(one(pkey) for pkey in sorted(keys)))
@@ -648,22 +633,9 @@ class Publisher:
                 )
             previous = reported.get(record.uid, set())
             async with gate:
-                for event in new_events(previous, current):
-                    try:
-                        await self.client.create_event(
-                            record.involved, event.reason, event.message, event.type, EVENT_SOURCE
-                        )
-                    except KubeError as exc:
-                        log.warning("event on ClusterNetworkPolicy %s not posted: %s", name, exc)
-                        continue
-                    self.metrics.events.labels(event.type, event.reason).inc()
-                    log.info(
-                        "ClusterNetworkPolicy %s: %s %s: %s",
-                        name,
-                        event.type,
-                        event.reason,
-                        event.message,
-                    )
+                await self._post_events(
+                    "ClusterNetworkPolicy", name, record.involved, previous, current
+                )
                 reported[record.uid] = set(current)
                 if not await self._write_condition(name, record):
                     failed.append(name)
@@ -671,6 +643,26 @@ class Publisher:
         await asyncio.gather(*(one(name) for name in sorted(names)))
         self.cluster_report_pending.update(failed)
         return not failed
+
+    async def _post_events(
+        self,
+        kind: str,
+        key: str,
+        involved: Mapping[str, Any],
+        previous: Iterable[EventSpec],
+        current: Iterable[EventSpec],
+    ) -> None:
+        """Post the Events of ``current`` not already in ``previous``; a failure is logged."""
+        for event in new_events(previous, current):
+            try:
+                await self.client.create_event(
+                    involved, event.reason, event.message, event.type, EVENT_SOURCE
+                )
+            except KubeError as exc:
+                log.warning("event on %s %s not posted: %s", kind, key, exc)
+                continue
+            self.metrics.events.labels(event.type, event.reason).inc()
+            log.info("%s %s: %s %s: %s", kind, key, event.type, event.reason, event.message)
 
     async def _write_condition(self, name: str, record: ClusterPolicyRecord) -> bool:
         """Write the ``Accepted`` condition if the object does not carry it (False: failed)."""

@@ -9,9 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stockade.cluster import parse_input
-from stockade.cnp import ClusterInput, ClusterNetworkPolicy, NodeInfo, parse_cluster_network_policy
-from stockade.compiler import Compiler, compile_cluster, compile_cluster_policy
+from stockade.cnp import ClusterNetworkPolicy, NodeInfo, parse_cluster_network_policy
+from stockade.compiler import Compiler, compile_cluster_policy
 from stockade.model import Namespace, Pod, parse_object
 from stockade.ruleset import PeerMatch, PortMatch, TierRule
 from tests.unit.strategies import (
@@ -23,21 +22,9 @@ from tests.unit.strategies import (
     pod,
     policy,
 )
-from tests.unit.test_compiler import _serialise
+from tests.unit.test_compiler import replay_and_compare
 
 Raw = dict[str, Any]
-
-
-def _key(obj: ClusterInput) -> tuple[str, str]:
-    if isinstance(obj, Pod):
-        return ("Pod", obj.key)
-    if isinstance(obj, Namespace):
-        return ("Namespace", obj.name)
-    if isinstance(obj, ClusterNetworkPolicy):
-        return ("ClusterNetworkPolicy", obj.name)
-    if isinstance(obj, NodeInfo):
-        return ("Node", obj.name)
-    return ("NetworkPolicy", obj.key)
 
 
 @st.composite
@@ -79,21 +66,7 @@ def tier_events(draw: st.DrawFn) -> list[tuple[str, Raw | tuple[str, str]]]:
 def test_any_tier_event_sequence_gives_the_full_compile_of_the_final_state(
     events: list[tuple[str, Raw | tuple[str, str]]], shard_size: int
 ) -> None:
-    compiler = Compiler(shard_size)
-    state: dict[tuple[str, str], ClusterInput] = {}
-    for op, payload in events:
-        if op == "upsert":
-            assert isinstance(payload, dict)
-            obj = parse_input(payload)
-            state[_key(obj)] = obj
-            compiler.upsert(obj)
-        elif op == "delete":
-            assert isinstance(payload, tuple)
-            state.pop(payload, None)
-            compiler.delete(*payload)
-        else:
-            compiler.flush()
-    assert _serialise(compiler.result()) == _serialise(compile_cluster(state.values(), shard_size))
+    replay_and_compare(events, shard_size)
 
 
 def _cnp(spec: Raw, name: str = "c") -> ClusterNetworkPolicy:
