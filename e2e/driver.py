@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from e2e.model import NODES, model_objects
+from e2e.model import NODES, kubelet_labels, model_objects, node_manifest
 from stockade.cluster import Cluster, parse_documents
 from stockade.compiler import Compiler
 from stockade.model import NAMESPACE_NAME_LABEL, Pod
@@ -107,13 +107,78 @@ class ClusterDriver(Protocol):
         """Kill the controller and start it again; return once it serves again."""
         ...
 
-    def add_node(self, name: str) -> None:
-        """Add a node ``name`` (with its agent) that pods can then be placed on."""
+    def add_node(self, name: str, labels: dict[str, str] | None = None) -> None:
+        """Add a node ``name`` (with its agent) that pods can then be placed on.
+
+        Its Node object carries ``labels`` besides the kubelet's own
+        (``kubernetes.io/hostname``, ``kubernetes.io/os=linux``).
+        """
+        ...
+
+    def relabel_node(self, name: str, labels: dict[str, str]) -> None:
+        """Set node ``name``'s labels to ``labels`` (the kubelet's stay); wait until enforced."""
+        ...
+
+    def node_ip(self, name: str) -> str:
+        """Node ``name``'s (primary) address: its Node's first ``InternalIP``.
+
+        A host-network pod is at this address (:meth:`pod_ip` gives it too).
+        """
         ...
 
     def close(self) -> None:
         """Release everything the driver created."""
         ...
+
+
+class Flow(Protocol):
+    """An established TCP connection a scenario keeps open across changes."""
+
+    def exchange(self) -> bool:
+        """Send a line and wait for its echo: whether the connection still carries data."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection (and whatever serves it)."""
+        ...
+
+
+@runtime_checkable
+class FlowDriver(Protocol):
+    """A driver that can hold connections open (optional: the scenarios that need it
+    skip on a driver without :meth:`open_flow`)."""
+
+    def open_flow(self, src: str, dst_ip: str, port: int) -> Flow:
+        """Open a TCP connection from ``src`` (a pod key or ``node:<name>``) to
+        ``dst_ip``:``port``, served by an echo server that keeps it open; raises
+        :class:`AssertionError` when it cannot be opened (a denied connection)."""
+        ...
+
+
+class _EngineFlow:
+    """A flow on the engine: established while allowed, cut once the rules deny it.
+
+    The agents delete the conntrack entries of every flow the new rules forbid (the
+    conntrack cut judges flows by the same tier logic as new connections), so on the
+    engine an open flow carries data exactly while a new connection would be allowed.
+    """
+
+    def __init__(self, driver: EngineDriver, src: str, dst_ip: str, port: int) -> None:
+        self._driver, self._src, self._dst_ip, self._port = driver, src, dst_ip, port
+        self._cut = False
+
+    def exchange(self) -> bool:
+        """Alive while the rules allow it; once cut, never again."""
+        if not self._cut and not self._driver.probe(self._src, self._dst_ip, self._port, "TCP"):
+            self._cut = True
+        return not self._cut
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _node_address(index: int) -> str:
+    return f"172.31.255.{index}"
 
 
 def _ref(doc: Doc) -> tuple[str, str, str]:
@@ -132,10 +197,17 @@ class EngineDriver:
     list. There are no agents to restart: ``restart_agent`` raises
     :class:`NotImplementedError`.
 
-    Addresses: node ``node-N`` is 192.168.0.N and its pods are 10.244.N.10 upwards,
-    in the order they are first created; a recreated pod keeps its IP. The external
-    hosts are 203.0.113.10 (``ext-1``) and 203.0.113.11 (``ext-2``), plain addresses
-    outside the cluster.
+    Addresses: node ``node-N`` is 172.31.255.N (as in the sandbox) and its pods are
+    10.244.N.10 upwards, in the order they are first created; a recreated pod keeps
+    its IP; a host-network pod is at its node's address. The external hosts are
+    203.0.113.10 (``ext-1``) and 203.0.113.11 (``ext-2``), plain addresses outside
+    the cluster.
+
+    Nodes are Node objects (labels ``kubernetes.io/hostname``,
+    ``kubernetes.io/os=linux`` and any given; ``status.addresses`` its InternalIP
+    and Hostname), fed to the compiler like every other object, so ``nodes`` peers
+    of ClusterNetworkPolicies select them. Applying a Node that does not exist adds
+    it; applying an existing one sets its labels (the kubelet's stay).
     """
 
     EXTERNAL_HOSTS: ClassVar[dict[str, str]] = {"ext-1": "203.0.113.10", "ext-2": "203.0.113.11"}
@@ -168,9 +240,8 @@ class EngineDriver:
         self._docs.clear()
         self._compiler = Compiler(self._shard_size)
         self._nodes = {}
-        for node in NODES:
-            self._add_node(node)
         self._dataplane = None
+        self.apply([node_manifest(node) for node in NODES])
         self.apply(model_objects())
 
     def close(self) -> None:
@@ -188,6 +259,8 @@ class EngineDriver:
             elif kind == "Namespace":
                 labels = doc.setdefault("metadata", {}).setdefault("labels", {})
                 labels[NAMESPACE_NAME_LABEL] = name
+            elif kind == "Node":
+                self._place_node(doc)
             result = parse_documents([doc])
             if result.errors:
                 raise ValueError("; ".join(str(e) for e in result.errors))
@@ -199,8 +272,16 @@ class EngineDriver:
         """Delete each object; deleting one that does not exist is an error."""
         for raw in objects:
             kind, namespace, name = _ref(raw)
+            if kind == "Node" and any(
+                (d.get("spec") or {}).get("nodeName") == name
+                for k, d in self._docs.items()
+                if k[0] == "Pod"
+            ):
+                raise ValueError(f"node {name} still has pods")
             if self._docs.pop((kind, namespace, name), None) is None:
                 raise LookupError(f"{kind} {namespace}/{name} does not exist")
+            if kind == "Node":
+                self._nodes.pop(name, None)
             self._compiler.delete(kind, f"{namespace}/{name}" if namespace else name)
         self._settle()
 
@@ -229,18 +310,25 @@ class EngineDriver:
     def restart_controller(self) -> None:
         """Compile everything afresh, as a restarted controller does from a full list."""
         self._compiler = Compiler(self._shard_size)
-        for node in self._nodes:
-            self._compiler.upsert_node(node)
         for obj in self._cluster().objects():
             self._compiler.upsert(obj)
         self._settle()
 
-    def add_node(self, name: str) -> None:
-        """Declare node ``name``; its pods get 10.244.N.x."""
+    def add_node(self, name: str, labels: dict[str, str] | None = None) -> None:
+        """Add node ``name`` (a Node object with ``labels``); its pods get 10.244.N.x."""
         if name in self._nodes:
             raise ValueError(f"node {name} exists")
-        self._add_node(name)
-        self._settle()
+        self.apply([node_manifest(name, labels)])
+
+    def relabel_node(self, name: str, labels: dict[str, str]) -> None:
+        """Set the Node's labels (the kubelet's stay)."""
+        if name not in self._nodes:
+            raise LookupError(f"no node {name}")
+        self.apply([node_manifest(name, labels)])
+
+    def node_ip(self, name: str) -> str:
+        """172.31.255.N for node ``node-N`` (the N-th node declared)."""
+        return _node_address(self._nodes[name])
 
     # ------------------------------------------------------------------ probes
 
@@ -249,9 +337,18 @@ class EngineDriver:
         return self._plane().matrix(port, protocol)
 
     def probe(self, src: str, dst_ip: str, port: int, protocol: str) -> bool:
-        """Pod ``src`` to an address (a pod's, a node's or an outside host's)."""
+        """Pod ``src`` (or node ``node:<name>``, from its address) to an address (a
+        pod's, a node's or an outside host's)."""
         plane = self._plane()
+        if src.startswith("node:"):
+            return plane.verdict(self.node_ip(src[5:]), dst_ip, port, protocol).allowed
         return plane.verdict(self._pod(plane, src), dst_ip, port, protocol).allowed
+
+    def open_flow(self, src: str, dst_ip: str, port: int) -> Flow:
+        """A flow that lives while the rules allow it (see :class:`_EngineFlow`)."""
+        if not self.probe(src, dst_ip, port, "TCP"):
+            raise AssertionError(f"{src} -> {dst_ip} TCP {port}: denied, no flow to open")
+        return _EngineFlow(self, src, dst_ip, port)
 
     def external_hosts(self) -> dict[str, str]:
         """``ext-1`` and ``ext-2`` in TEST-NET-3."""
@@ -263,9 +360,20 @@ class EngineDriver:
 
     # ------------------------------------------------------------------ internals
 
-    def _add_node(self, name: str) -> None:
-        self._nodes[name] = len(self._nodes) + 1
-        self._compiler.upsert_node(name)
+    def _place_node(self, doc: Doc) -> None:
+        """A Node as its kubelet keeps it: the kubelet's labels, its addresses."""
+        meta = doc.setdefault("metadata", {})
+        name = str(meta.get("name"))
+        index = self._nodes.get(name) or max(self._nodes.values(), default=0) + 1
+        labels = meta.get("labels") or {}
+        meta["labels"] = {**labels, **kubelet_labels(name)}
+        doc["status"] = {
+            "addresses": [
+                {"type": "InternalIP", "address": _node_address(index)},
+                {"type": "Hostname", "address": name},
+            ]
+        }
+        self._nodes[name] = index
 
     def _place_pod(self, doc: Doc) -> None:
         meta, spec = doc["metadata"], doc.setdefault("spec", {})
@@ -273,14 +381,18 @@ class EngineDriver:
         node = spec.get("nodeName")
         if node not in self._nodes:
             raise ValueError(f"pod {key}: unknown node {node!r}")
-        if key not in self._ips:
+        host_ip = _node_address(self._nodes[node])
+        if spec.get("hostNetwork") is True:
+            # On the host network: at the node's address, never a pod address.
+            self._ips[key] = host_ip
+        elif key not in self._ips or self._ips[key] == host_ip:
             host = self._next_host.get(node, 10)
             self._next_host[node] = host + 1
             self._ips[key] = f"10.244.{self._nodes[node]}.{host}"
         ip = self._ips[key]
         doc["status"] = {
             "phase": "Running",
-            "hostIP": f"192.168.0.{self._nodes[node]}",
+            "hostIP": host_ip,
             "podIP": ip,
             "podIPs": [{"ip": ip}],
         }

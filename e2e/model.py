@@ -132,3 +132,71 @@ def network_policy(namespace: str, name: str, spec: Doc) -> Doc:
         "metadata": {"namespace": namespace, "name": name},
         "spec": copy.deepcopy(spec),
     }
+
+
+def kubelet_labels(node: str) -> dict[str, str]:
+    """The labels every node's kubelet puts on its Node (and keeps there)."""
+    return {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}
+
+
+def node_manifest(name: str, labels: dict[str, str] | None = None) -> Doc:
+    """A Node ``name`` with ``labels`` besides the kubelet's (no status: the cluster's)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {**(labels or {}), **kubelet_labels(name)}},
+    }
+
+
+def host_network_pod_manifest(
+    key: str,
+    node: str,
+    *,
+    labels: dict[str, str] | None = None,
+    ports: tuple[tuple[int, str], ...] = ((9090, "TCP"),),
+) -> Doc:
+    """A pod ``ns/name`` on the host network of ``node``, declaring ``ports``.
+
+    It is reached at its node's address, on its declared ports; it is never a policy
+    subject nor a ``pods``/``namespaces`` peer (``networks`` and ``nodes`` peers
+    match it, at its node's address).
+    """
+    namespace, name = key.split("/")
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "namespace": namespace,
+            "name": name,
+            "labels": dict(pod_labels(name) if labels is None else labels),
+        },
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": True,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "host",
+                    "image": AGNHOST_IMAGE,
+                    "ports": [
+                        {
+                            "containerPort": port,
+                            "protocol": proto,
+                            "name": f"host-{port}-{proto.lower()}",
+                        }
+                        for port, proto in ports
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def cluster_network_policy(name: str, spec: Doc) -> Doc:
+    """A ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) as ``kubectl apply`` takes it."""
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": copy.deepcopy(spec),
+    }

@@ -13,7 +13,16 @@ import os
 import socket
 from typing import Any
 
-from e2e.model import NAMESPACES, NODES, POD_KEYS, PORTS, model_objects, port_name
+from e2e.flows import EchoServer, TcpFlow
+from e2e.model import (
+    NAMESPACES,
+    NODES,
+    POD_KEYS,
+    PORTS,
+    kubelet_labels,
+    model_objects,
+    port_name,
+)
 from stockade.sandbox.api import Sandbox
 
 Doc = dict[str, Any]
@@ -26,6 +35,8 @@ EXTERNAL_HOSTS = {"ext-1": "203.0.113.10", "ext-2": "203.0.113.11"}
 # suite gives every pod a Service and connects to its cluster IP.
 SERVICE_LABEL = "e2e.stockade.dev/service"
 VIA = ("pod", "service")
+# Kinds reset() deletes: every policy a scenario applied.
+POLICY_KINDS = ("NetworkPolicy", "ClusterNetworkPolicy")
 
 
 def _kernel_has_sctp() -> bool:
@@ -88,6 +99,7 @@ class SandboxDriver:
         self._docs: dict[tuple[str, str, str], Doc] = {}
         self._model_keys = {_key(d) for d in model_objects(sctp=self._sctp)}
         self._cluster_ips: dict[str, str] = {}
+        self._echo: dict[tuple[str, int], EchoServer] = {}
 
     @property
     def name(self) -> str:
@@ -99,14 +111,24 @@ class SandboxDriver:
         return protocol in ("TCP", "UDP") or (protocol == "SCTP" and self._sctp)
 
     def reset(self) -> None:
-        """Delete every policy and extra pod; the model's labels come back."""
+        """Delete every policy and extra pod; the model's labels come back.
+
+        Nodes get the kubelet's labels only; nodes added by a scenario stay (a sandbox
+        node lives until ``down``), with no pod on them.
+        """
+        self._close_echo_servers()
         extra = [
             doc
             for key, doc in self._docs.items()
-            if key[0] == "NetworkPolicy" or (key[0] == "Pod" and key not in self._model_keys)
+            if key[0] in POLICY_KINDS or (key[0] == "Pod" and key not in self._model_keys)
         ]
         if extra:
             self.delete(extra)
+        for node in self.sandbox.api.list("Node"):
+            meta = node.get("metadata") or {}
+            name = str(meta.get("name"))
+            if (meta.get("labels") or {}) != kubelet_labels(name):
+                self.sandbox.label_node(name, {}, wait=False)
         self.apply(model_objects(sctp=self._sctp))
         if self.via == "service" and not self._cluster_ips:
             protocols = ("TCP", "UDP", "SCTP") if self._sctp else ("TCP", "UDP")
@@ -121,10 +143,20 @@ class SandboxDriver:
 
     def close(self) -> None:
         """Take the sandbox down."""
+        self._close_echo_servers()
         self.sandbox.down()
 
+    def _close_echo_servers(self) -> None:
+        for server in self._echo.values():
+            server.close()
+        self._echo.clear()
+
     def apply(self, objects: list[Doc]) -> None:
-        """Create or update through the API; return once every node enforces it."""
+        """Create or update through the API; return once every node enforces it.
+
+        A Node that is not there yet becomes a new sandbox node (namespace, agent);
+        an existing Node gets the labels of the document (the kubelet's stay).
+        """
         docs = [copy.deepcopy(d) for d in objects]
         for doc in docs:
             if doc.get("kind") == "Namespace":
@@ -185,6 +217,35 @@ class SandboxDriver:
             raise AssertionError(f"{src} -> {dst_ip} {protocol} {port} not measured: {reason}")
         return result
 
+    def open_flow(self, src: str, dst_ip: str, port: int) -> TcpFlow:
+        """A real TCP connection from ``src`` (pod key or ``node:<name>``) to an echo
+        server on ``dst_ip``:``port``, started in the namespace that owns ``dst_ip`` (a
+        pod's, or a node's); it stays open until cut or closed."""
+        where = (self._namespace_at(dst_ip), port)
+        if where not in self._echo:
+            # One server per namespace and port, shared by the flows to it, kept
+            # until the next reset.
+            self._echo[where] = EchoServer(*where)
+        try:
+            return TcpFlow(self._namespace_of(src), dst_ip, port, None)
+        except OSError as exc:
+            raise AssertionError(f"{src} -> {dst_ip} TCP {port}: no flow ({exc})") from exc
+
+    def _namespace_of(self, source: str) -> str:
+        if source.startswith("node:"):
+            nodes = (self.sandbox.layout.read_state() or {}).get("nodes") or {}
+            return str(nodes[source[5:]]["ns"])
+        return str(self.sandbox.status()["pods"][source]["ns"])
+
+    def _namespace_at(self, ip: str) -> str:
+        for info in (self.sandbox.status().get("pods") or {}).values():
+            if ip in info.get("ips", ()) and not info.get("hostNetwork"):
+                return str(info["ns"])
+        for info in ((self.sandbox.layout.read_state() or {}).get("nodes") or {}).values():
+            if ip in (info.get("ip4"), info.get("ip6")):
+                return str(info["ns"])
+        raise LookupError(f"no sandbox pod or node at {ip}")
+
     def external_hosts(self) -> dict[str, str]:
         """The sandbox's two outside hosts."""
         return dict(EXTERNAL_HOSTS)
@@ -214,6 +275,17 @@ class SandboxDriver:
         pod = self.sandbox.snapshot().cluster.pods[key]
         return pod.ips[0]
 
+    def relabel_node(self, name: str, labels: dict[str, str]) -> None:
+        """Set the Node's labels (the kubelet's stay); return once enforced."""
+        self.sandbox.label_node(name, labels)
+
+    def node_ip(self, name: str) -> str:
+        """The node's InternalIP (172.31.255.N): where its host-network pods are."""
+        addresses = self.sandbox.node_addresses()
+        if name not in addresses:
+            raise LookupError(f"no sandbox node {name}")
+        return addresses[name][0]
+
     def restart_agent(self, node: str) -> None:
         """Kill the node's agent and start it again."""
         self.sandbox.restart_agent(node)
@@ -223,9 +295,17 @@ class SandboxDriver:
         self.sandbox.restart_controller()
         self.sandbox.wait_converged()
 
-    def add_node(self, name: str) -> None:
-        """A new node with its agent."""
-        self.sandbox.add_node(name)
+    def add_node(self, name: str, labels: dict[str, str] | None = None) -> None:
+        """A new node with its agent; one an earlier scenario added gets ``labels``.
+
+        (A sandbox node stays until ``down``: a scenario's ``AddNode`` of a node an
+        earlier one added finds it empty and relabels it, as if new.)
+        """
+        if name in self.sandbox.node_addresses():
+            self.sandbox.label_node(name, labels or {})
+            return
+        self.sandbox.add_node(name, labels)
+        self.sandbox.wait_converged()
 
     def _pod(self, key: str) -> Doc:
         namespace, name = key.split("/")

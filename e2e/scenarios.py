@@ -41,7 +41,9 @@ class Expect:
 
 @dataclass(frozen=True)
 class Probe:
-    """One connection from a pod to a pod key or an external host name (``ext-1``)."""
+    """One connection from a pod (or a node, ``node:node-1``, from its address: the
+    kubelet's traffic) to a pod key, an external host name (``ext-1``) or a node
+    (``node:node-1``, at its address, where its host-network pods are)."""
 
     src: str
     dst: str
@@ -114,9 +116,41 @@ class RestartController:
 
 @dataclass(frozen=True)
 class AddNode:
-    """Add a node to the cluster."""
+    """Add a node to the cluster (its Node object with ``labels`` besides the kubelet's)."""
 
     name: str
+    labels: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RelabelNode:
+    """Set a Node's labels (the kubelet's ``kubernetes.io/hostname`` and ``os`` stay)."""
+
+    name: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OpenFlow:
+    """Open a TCP connection ``name`` from ``src`` (a pod key) to ``dst`` (a pod key
+    or ``node:<name>``) on ``port``, kept open (an echo server serves it) until the
+    scenario ends; it must open and carry data now."""
+
+    name: str
+    src: str
+    dst: str
+    port: int
+
+
+@dataclass(frozen=True)
+class CheckFlows:
+    """Each open flow still carries data (``True``) or has been cut (``False``).
+
+    A flow the rules now deny is cut: the agent deletes its conntrack entries, so the
+    established shortcut no longer lets it through.
+    """
+
+    flows: tuple[tuple[str, bool], ...]
 
 
 Step = (
@@ -128,6 +162,9 @@ Step = (
     | RestartAgent
     | RestartController
     | AddNode
+    | RelabelNode
+    | OpenFlow
+    | CheckFlows
     | Check
 )
 

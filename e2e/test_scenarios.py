@@ -6,21 +6,30 @@ the observed table and marks the differing cells with ``!``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import yaml
 
-from e2e.driver import ClusterDriver, EngineDriver
-from e2e.model import POD_KEYS, model_objects
+from e2e.driver import ClusterDriver, EngineDriver, Flow, FlowDriver
+from e2e.model import (
+    POD_KEYS,
+    cluster_network_policy,
+    host_network_pod_manifest,
+    model_objects,
+)
 from e2e.scenarios import (
     SCENARIOS,
     AddNode,
     Apply,
     Check,
+    CheckFlows,
     Delete,
+    OpenFlow,
     RecreatePod,
     RelabelNamespace,
+    RelabelNode,
     RelabelPod,
     RestartAgent,
     RestartController,
@@ -29,7 +38,11 @@ from e2e.scenarios import (
     format_table,
     parse_table,
 )
+from e2e.tier_scenarios import TIER_SCENARIOS
 from stockade.cluster import parse_documents
+
+#: The NetworkPolicy scenarios, then the tier (ClusterNetworkPolicy) scenarios.
+ALL_SCENARIOS: tuple[Scenario, ...] = SCENARIOS + TIER_SCENARIOS
 
 # --------------------------------------------------------------------------- runner
 
@@ -42,6 +55,36 @@ def _diff(expected: dict[str, dict[str, bool]], actual: dict[str, dict[str, bool
         )
         lines.append(f"{src:<4} {marks}")
     return "\n".join(lines)
+
+
+def _address(driver: ClusterDriver, dst: str, hosts: dict[str, str]) -> str:
+    """The address of a probe's or flow's destination: an outside host, a node, a pod."""
+    if dst in hosts:
+        return hosts[dst]
+    if dst.startswith("node:"):
+        return driver.node_ip(dst.removeprefix("node:"))
+    return driver.pod_ip(dst)
+
+
+def _open_flow(driver: ClusterDriver, step: OpenFlow, flows: dict[str, Flow]) -> None:
+    if not isinstance(driver, FlowDriver):
+        raise NotImplementedError("it cannot hold connections open (no open_flow)")
+    ip = _address(driver, step.dst, driver.external_hosts())
+    flow = driver.open_flow(step.src, ip, step.port)
+    flows[step.name] = flow
+    if not flow.exchange():
+        raise AssertionError(f"flow {step.name} ({step.src} -> {step.dst}) carries no data")
+
+
+def _check_flows(step: CheckFlows, where: str, flows: dict[str, Flow]) -> None:
+    failures = []
+    for name, alive in step.flows:
+        got = flows[name].exchange()
+        if got != alive:
+            want = "still carrying data" if alive else "cut"
+            failures.append(f"{where}, flow {name}: expected {want}, observed the opposite")
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)
 
 
 def _run_check(driver: ClusterDriver, step: Check, where: str, skipped: list[str]) -> None:
@@ -65,7 +108,7 @@ def _run_check(driver: ClusterDriver, step: Check, where: str, skipped: list[str
         if not driver.supports_protocol(probe.protocol):
             skipped.append(what)
             continue
-        ip = hosts[probe.dst] if probe.dst in hosts else driver.pod_ip(probe.dst)
+        ip = _address(driver, probe.dst, hosts)
         got = driver.probe(probe.src, ip, probe.port, probe.protocol)
         if got != probe.allowed:
             want = "allowed" if probe.allowed else "denied"
@@ -91,27 +134,40 @@ def _run_step(driver: ClusterDriver, step: Step) -> None:
         case RestartController():
             driver.restart_controller()
         case AddNode():
-            driver.add_node(step.name)
-        case Check():
-            raise AssertionError("checks are run by run_scenario")
+            driver.add_node(step.name, step.labels)
+        case RelabelNode():
+            driver.relabel_node(step.name, step.labels)
+        case Check() | OpenFlow() | CheckFlows():
+            raise AssertionError("checks and flows are run by run_scenario")
 
 
 def run_scenario(driver: ClusterDriver, scenario: Scenario) -> None:
     """Run the steps in order; fail at the first check that disagrees."""
     skipped: list[str] = []
-    for index, step in enumerate(scenario.steps, start=1):
-        if isinstance(step, Check):
-            _run_check(driver, step, f"{scenario.name} step {index}", skipped)
-            continue
-        try:
-            _run_step(driver, step)
-        except NotImplementedError as exc:
-            pytest.skip(f"{driver.name} driver: {exc}")
+    flows: dict[str, Flow] = {}
+    try:
+        for index, step in enumerate(scenario.steps, start=1):
+            where = f"{scenario.name} step {index}"
+            try:
+                match step:
+                    case Check():
+                        _run_check(driver, step, where, skipped)
+                    case OpenFlow():
+                        _open_flow(driver, step, flows)
+                    case CheckFlows():
+                        _check_flows(step, where, flows)
+                    case _:
+                        _run_step(driver, step)
+            except NotImplementedError as exc:
+                pytest.skip(f"{driver.name} driver: {exc}")
+    finally:
+        for flow in flows.values():
+            flow.close()
     if skipped:
         pytest.skip(f"other checks passed; {driver.name} cannot probe: {', '.join(skipped)}")
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", ALL_SCENARIOS, ids=[s.name for s in ALL_SCENARIOS])
 def test_scenario(
     driver: ClusterDriver, scenario: Scenario, request: pytest.FixtureRequest
 ) -> None:
@@ -125,13 +181,13 @@ def test_scenario(
 
 
 def test_scenarios_are_many_and_uniquely_named() -> None:
-    """At least 40 scenarios, no name twice."""
-    names = [s.name for s in SCENARIOS]
+    """At least 40 scenarios, no name twice (tier scenarios included)."""
+    names = [s.name for s in ALL_SCENARIOS]
     assert len(names) >= 40
     assert len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", ALL_SCENARIOS, ids=[s.name for s in ALL_SCENARIOS])
 def test_scenario_is_well_formed(scenario: Scenario) -> None:
     """Every table parses; every fixed object is valid and YAML-able; it checks something."""
     checks = [s for s in scenario.steps if isinstance(s, Check)]
@@ -185,3 +241,60 @@ def test_engine_driver_is_a_cluster_driver_and_fast() -> None:
     assert all(matrix[s][d] for s in POD_KEYS for d in POD_KEYS)
     assert driver.pod_ip("x/a").startswith("10.244.1.")
     assert driver.pod_ip("x/b").startswith("10.244.2.")
+
+
+def test_driver_takes_nodes_cluster_policies_and_host_network_pods(
+    driver: ClusterDriver,
+) -> None:
+    """Nodes (added, relabelled), ClusterNetworkPolicies and host-network pods go
+    through every driver: a host-network pod at its node's address, a `nodes` peer
+    following a node's labels, a node added into it, a controller restart."""
+    if driver.name == "kind":
+        pytest.skip("the kind driver has no relabel_node/node_ip yet")
+    driver.apply([host_network_pod_manifest("x/h", "node-1")])
+    node1 = driver.node_ip("node-1")
+    assert driver.pod_ip("x/h") == node1
+    assert driver.probe("x/b", node1, 9090, "TCP") is True
+    assert driver.probe("x/a", node1, 9090, "TCP") is True
+    driver.apply(
+        [
+            cluster_network_policy(
+                "deny-restricted-nodes",
+                {
+                    "tier": "Admin",
+                    "priority": 10,
+                    "subject": {"namespaces": {}},
+                    "egress": [
+                        {
+                            "action": "Deny",
+                            "to": [{"nodes": {"matchLabels": {"zone": "restricted"}}}],
+                            "protocols": [{"tcp": {"destinationPort": {"number": 9090}}}],
+                        }
+                    ],
+                },
+            )
+        ]
+    )
+    assert driver.probe("x/b", node1, 9090, "TCP") is True
+    driver.relabel_node("node-1", {"zone": "restricted"})
+    # From another node (FORWARD, then INPUT) and from the node's own pod (INPUT);
+    # another port is not the rule's.
+    assert driver.probe("x/b", node1, 9090, "TCP") is False
+    assert driver.probe("x/a", node1, 9090, "TCP") is False
+    assert driver.probe("x/a", node1, 80, "TCP") is True
+    # A node added into the peer; a host-network pod listens there.
+    driver.add_node("node-3", {"zone": "restricted"})
+    driver.apply([host_network_pod_manifest("x/h3", "node-3")])
+    node3 = driver.node_ip("node-3")
+    assert driver.pod_ip("x/h3") == node3
+    assert driver.probe("x/a", node3, 9090, "TCP") is False
+    assert driver.probe("x/a", node3, 80, "TCP") is True
+    with contextlib.suppress(NotImplementedError):
+        driver.restart_controller()
+    assert driver.probe("x/b", node1, 9090, "TCP") is False
+    driver.relabel_node("node-1", {})
+    assert driver.probe("x/b", node1, 9090, "TCP") is True
+    driver.delete([cluster_network_policy("deny-restricted-nodes", {})])
+    driver.relabel_node("node-1", {"zone": "restricted"})
+    assert driver.probe("x/b", node1, 9090, "TCP") is True
+    assert driver.probe("x/a", node3, 9090, "TCP") is True
