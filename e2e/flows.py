@@ -11,67 +11,12 @@ another namespace that can exchange a line at any time. Only named namespaces
 
 from __future__ import annotations
 
-import contextlib
-import selectors
 import socket
-import threading
 
-from stockade.netlab import in_netns
+from stockade.netlab import EchoServer, in_netns
 
 #: How long an exchange on an open flow waits for its echo.
 FLOW_TIMEOUT = 2.0
-
-
-class EchoServer:
-    """A TCP echo server on ``port`` in namespace ``ns`` that keeps connections open."""
-
-    def __init__(self, ns: str, port: int) -> None:
-        with in_netns(ns):
-            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("0.0.0.0", port))
-        self.listener.listen(16)
-        self.listener.setblocking(False)
-        self._sel = selectors.DefaultSelector()
-        self._stop_r, self._stop_w = socket.socketpair()
-        self._sel.register(self._stop_r, selectors.EVENT_READ, "stop")
-        self._sel.register(self.listener, selectors.EVENT_READ, "accept")
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"echo-{ns}")
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            for key, _ in self._sel.select(timeout=1.0):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                if key.data == "stop":
-                    return
-                if key.data == "accept":
-                    with contextlib.suppress(BlockingIOError):
-                        conn, _ = sock.accept()
-                        conn.setblocking(False)
-                        self._conns.append(conn)
-                        self._sel.register(conn, selectors.EVENT_READ, "conn")
-                    continue
-                try:
-                    data = sock.recv(4096)
-                    if data:
-                        sock.sendall(data)
-                        continue
-                except OSError:
-                    pass
-                self._sel.unregister(sock)
-                sock.close()
-
-    def close(self) -> None:
-        """Stop the thread and close every socket."""
-        with contextlib.suppress(OSError):
-            self._stop_w.send(b"x")
-        self._thread.join(timeout=5.0)
-        for sock in [self.listener, *self._conns, self._stop_r, self._stop_w]:
-            sock.close()
-        self._sel.close()
 
 
 class TcpFlow:

@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from e2e.flows import EchoServer, TcpFlow
+from e2e.flows import TcpFlow
 from e2e.model import (
     NAMESPACES,
     NODES,
@@ -23,6 +23,7 @@ from e2e.model import (
     model_objects,
     port_name,
 )
+from stockade.netlab import EchoServer
 from stockade.sandbox.api import Sandbox
 
 Doc = dict[str, Any]

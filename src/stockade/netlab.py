@@ -516,6 +516,63 @@ class Server:
 # --------------------------------------------------------------------------- the lab
 
 
+class EchoServer:
+    """A TCP echo server on ``port`` in namespace ``ns`` that keeps connections open.
+
+    The lab's :meth:`Lab.serve` servers answer and close; a flow that must outlive
+    a policy change (the conntrack cut checks) needs one that stays. Served by a
+    thread of this process; IPv4.
+    """
+
+    def __init__(self, ns: str, port: int) -> None:
+        with in_netns(ns):
+            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("0.0.0.0", port))
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._stop_r, self._stop_w = socket.socketpair()
+        self._sel.register(self._stop_r, selectors.EVENT_READ, "stop")
+        self._sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"echo-{ns}")
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            for key, _ in self._sel.select(timeout=1.0):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if key.data == "stop":
+                    return
+                if key.data == "accept":
+                    with contextlib.suppress(BlockingIOError):
+                        conn, _ = sock.accept()
+                        conn.setblocking(False)
+                        self._conns.append(conn)
+                        self._sel.register(conn, selectors.EVENT_READ, "conn")
+                    continue
+                try:
+                    data = sock.recv(4096)
+                    if data:
+                        sock.sendall(data)
+                        continue
+                except OSError:
+                    pass
+                self._sel.unregister(sock)
+                sock.close()
+
+    def close(self) -> None:
+        """Stop the thread and close every socket."""
+        with contextlib.suppress(OSError):
+            self._stop_w.send(b"x")
+        self._thread.join(timeout=5.0)
+        for sock in [self.listener, *self._conns, self._stop_r, self._stop_w]:
+            sock.close()
+        self._sel.close()
+
+
 class Lab:
     """A set of namespaces forming a small cluster network; remove it with :meth:`close`.
 
@@ -826,6 +883,10 @@ class Lab:
         return in_netns(_ns_of(ns))
 
     # ----------------------------------------------------------------- serving and probing
+
+    def echo_server(self, where: Place, port: int) -> EchoServer:
+        """A TCP echo server in a lab namespace that keeps its connections open."""
+        return EchoServer(_ns_of(where), port)
 
     def serve(
         self, where: Place, ports: Sequence[tuple[int, str]], reply: str | None = None

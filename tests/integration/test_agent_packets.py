@@ -37,7 +37,6 @@ from tests.integration.cluster_lab import (
     FABRIC6,
     TIMEOUT,
     ClusterLab,
-    EchoServer,
     Raw,
     connect,
     exchange,
@@ -442,7 +441,7 @@ WEB4, DB4, CLIENT4, TOOL4 = "10.0.1.10", "10.0.1.11", "10.0.1.12", "10.0.1.13"
 def test_established_flow_survives_unrelated_change(cl_nft: ClusterLab) -> None:
     cl = cl_nft
     cl.set_cluster([*BASE, WEB_TO_DB])
-    echo = EchoServer(cl.lab, cl.pod("prod/db"), ECHO)
+    echo = cl.lab.echo_server(cl.pod("prod/db"), ECHO)
     try:
         with connect(cl.lab, cl.pod("prod/web"), DB4, ECHO) as sock:
             assert exchange(sock, b"one\n") == b"one\n"
@@ -460,7 +459,7 @@ def test_conntrack_cut_of_newly_denied_flows(lab: Lab, cut: bool) -> None:
     cl = next(gen)
     try:
         cl.set_cluster(BASE)
-        echo = EchoServer(cl.lab, cl.pod("prod/db"), ECHO)
+        echo = cl.lab.echo_server(cl.pod("prod/db"), ECHO)
         try:
             with (
                 connect(cl.lab, cl.pod("other/client"), DB4, ECHO) as denied,
@@ -800,7 +799,7 @@ def test_isolate_new_pods_by_set_members_only(cl_nft: ClusterLab) -> None:
     cl.set_cluster([*BASE, WEB_TO_DB])
     client, dev_web = cl.pod("other/client"), "10.0.2.11"
     assert cl.lab.probe(client, dev_web, 80, "TCP", TIMEOUT)
-    echo = EchoServer(cl.lab, cl.pod("dev/tool"), ECHO)
+    echo = cl.lab.echo_server(cl.pod("dev/tool"), ECHO)
     try:
         with connect(cl.lab, client, TOOL4, ECHO) as sock:
             assert exchange(sock, b"a\n") == b"a\n"
@@ -870,7 +869,7 @@ def test_conntrack_listing_by_tool_equals_the_netlink_dump(cl_nft: ClusterLab) -
     cl.set_cluster(BASE)
     table = cl.appliers["n1"].conntrack
     assert table.runner is not None, "the conntrack tool is installed here (scripts/setup.sh)"
-    echo = EchoServer(cl.lab, cl.pod("prod/db"), ECHO)
+    echo = cl.lab.echo_server(cl.pod("prod/db"), ECHO)
     try:
         with connect(cl.lab, cl.pod("other/client"), DB4, ECHO) as sock:
             assert exchange(sock, b"a\n") == b"a\n"

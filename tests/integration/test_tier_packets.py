@@ -29,7 +29,6 @@ from tests.integration.cluster_lab import (
     NODE_IPS,
     TIMEOUT,
     ClusterLab,
-    EchoServer,
     Raw,
     connect,
     exchange,
@@ -369,8 +368,8 @@ def test_accept_to_deny_flip_cuts_established_flows(cl_nft: ClusterLab) -> None:
         )
 
     cl.set_cluster([*BASE, flip("Accept")])
-    to_pod = EchoServer(cl.lab, cl.pod("prod/db"), ECHO)
-    to_node = EchoServer(cl.lab, cl.nodes["n1"], ECHO)
+    to_pod = cl.lab.echo_server(cl.pod("prod/db"), ECHO)
+    to_node = cl.lab.echo_server(cl.nodes["n1"], ECHO)
     try:
         with (
             connect(cl.lab, cl.pod("other/client"), DB4, ECHO) as pod_flow,
