@@ -9,7 +9,7 @@ touches it) and writes it through the status subresource as a JSON merge patch:
 | ``appliedGeneration`` | the generation whose rules the kernel holds |
 | ``appliedHash`` | hash of the applied rule set and peer-set shards (``cache.bundle_hash``) |
 | ``applied`` | true when the observed generation, with its current sets, is enforced |
-| ``policies``, ``pods`` | counts in the applied rule set (what is enforced) |
+| ``policies``, ``clusterPolicies``, ``pods`` | counts in the applied rule set (what is enforced) |
 | ``lastSync`` | last successful apply or resync (drift check) |
 | ``error`` | why the observed generation is not enforced (absent when it is) |
 | ``conditions`` | one ``Applied`` condition: True/False, a reason and the message |
@@ -81,6 +81,7 @@ def status_payload(
         "appliedHash": state.applied_hash,
         "applied": ok,
         "policies": len(rules.policies) if rules is not None else 0,
+        "clusterPolicies": len(rules.cluster_policies) if rules is not None else 0,
         "pods": len(rules.pods) if rules is not None else 0,
         "lastSync": state.last_sync,
         "error": None if ok else (state.message or state.reason),

@@ -8,6 +8,7 @@ namespaces this run creates and removes; the host's namespace is never touched):
     .venv/bin/python -m bench.agent --skip-packet    # no packet-path measurement
     .venv/bin/python -m bench.agent --packet-only    # measurements 4 and 5 only
     .venv/bin/python -m bench.agent --services 0     # no packet path through Services
+    .venv/bin/python -m bench.agent --cnps 0         # NetworkPolicies only, no tiers
 
 What is measured, each against a baseline measured in the same run:
 
@@ -32,6 +33,12 @@ What is measured, each against a baseline measured in the same run:
    DNATed in PREROUTING and judged in FORWARD. Its baseline is the no-policy figure
    with the same N Services programmed; the targets are those of measurement 4
    (new connections per second >= 90%, bulk throughput >= 95%).
+
+With ``--cnps N`` (200 by default, 0 skips it), beside the NetworkPolicy-only
+figures: measurement 1 again on the same cluster with N ClusterNetworkPolicies and
+100 Node objects (:func:`full_params`), and measurement 4 again with N
+ClusterNetworkPolicies on the packet-path node (:func:`packet_tiers`: the client's
+SYN meets Admin, NetworkPolicy and Baseline rules); same targets.
 
 Figures are medians of a few repetitions, the two sides of each ratio interleaved.
 Results go to ``bench/results/agent.json`` (``--output`` elsewhere); docs/performance.md
@@ -76,13 +83,15 @@ from stockade.agent.backend import Backend, Tools
 from stockade.agent.executor import SubprocessExecutor
 from stockade.agent.iptables import Goto, SetMatch
 from stockade.agent.render import RenderedNode, RenderOptions, render
-from stockade.compiler import compile_cluster
+from stockade.cnp import parse_cluster_network_policy
+from stockade.compiler import compile_cluster, compile_cluster_policy
 from stockade.model import parse_pod
 from stockade.netlab import Lab, Node, PodNet
 from stockade.ruleset import (
     CompiledPolicy,
     CompiledRule,
     LocalPod,
+    NodeClusterPolicy,
     NodePolicy,
     NodeRuleSet,
     PeerMatch,
@@ -110,6 +119,10 @@ RESULTS = ROOT / "bench" / "results"
 # With this seed it gives 2,001 policies and ~54,000 IPv4 set members on the node.
 FULL_PARAMS = Params(pods=8_000, namespaces=200, nodes=1, policies=2_025)
 CHURN_SETS = 10
+# The tiered figures: the same cluster with 200 ClusterNetworkPolicies (Admin and
+# Baseline, bench.synth) and 100 Node objects (the one node with pods, 99 without).
+FULL_CNPS = 200
+FULL_NODE_OBJECTS = 100
 
 APPLY_TARGET = 1.5  # full apply / baseline, at most
 CHURN_TARGET = 0.01  # pod churn apply / full apply, at most
@@ -123,6 +136,11 @@ SERVER_PORT = 8080
 IPERF_PORT = 5201
 NODE_CIDR = "10.1.0.0/16"
 SERVER_IP, CLIENT_IP, OTHER_IP = "10.1.0.2", "10.1.0.3", "10.1.0.4"
+# With tiers (--cnps): 200 CNPs on the packet-path node; 10 Admin and 5 Baseline
+# select the server, 10 Admin and 10 Baseline the client, the rest the dummy pods.
+PACKET_CNPS = 200
+SERVER_CNPS = 10
+CLIENT_CNPS = 10
 
 # The packet path through Services (measurement 5): 1,000 ClusterIP Services, each
 # selecting pods of the packet-path node, programmed by the kube-proxy stand-in.
@@ -226,6 +244,7 @@ class NodeState:
     def shape(self) -> dict[str, int]:
         """Sizes of what the node carries."""
         out = {"policies": len(self.node.policies), "local_pods": len(self.node.pods)}
+        out["cluster_policies"] = len(self.node.cluster_policies)
         out["peer_sets"] = len(self.peer_sets)
         for family in (4, 6):
             fam = self.rendered.family(family)
@@ -237,11 +256,22 @@ class NodeState:
         return out
 
 
-def big_node(options: RenderOptions) -> NodeState:
-    """The synthetic one-node cluster of measurements 1-3, compiled and rendered."""
-    cluster = generate(FULL_PARAMS)
+def full_params(cnps: int = 0) -> Params:
+    """The cluster of measurements 1-3, with ``cnps`` ClusterNetworkPolicies."""
+    if not cnps:
+        return FULL_PARAMS
+    return dataclasses.replace(FULL_PARAMS, cnps=cnps, node_objects=FULL_NODE_OBJECTS)
+
+
+def big_node(options: RenderOptions, cnps: int = 0, params: Params | None = None) -> NodeState:
+    """The synthetic one-node cluster of measurements 1-3, compiled and rendered.
+
+    With ``cnps``, the cluster also has that many ClusterNetworkPolicies and
+    :data:`FULL_NODE_OBJECTS` Node objects; the measured node is the one with pods.
+    """
+    cluster = generate(params or full_params(cnps))
     compiled = compile_cluster(parse_all(cluster.objects()))
-    (node,) = compiled.node_rule_sets.values()
+    node = compiled.node_rule_sets[cluster.node_names[0]]
     by_set = compiled.by_set()
     peer_sets = {name: by_set[name] for name in node.peer_sets}
     return NodeState(node, peer_sets, render(node, peer_sets, options=options), cluster)
@@ -436,11 +466,216 @@ def _one_apply(
     }
 
 
+# ----------------------------------------------------------------------- tiers on the packet path
+
+
+def _cnp_raw(
+    name: str, tier: str, priority: int, subject: dict[str, Any], **rules: list[dict[str, Any]]
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"tier": tier, "priority": priority, "subject": subject, **rules}
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"tcp": {"destinationPort": {"number": p}}} for p in ports]
+
+
+_DNS = [{"udp": {"destinationPort": {"number": 53}}}]
+
+
+def _named(name: str) -> dict[str, Any]:
+    return {"destinationNamedPort": name}
+
+
+_BENCH_NS = {"matchLabels": {"kubernetes.io/metadata.name": "bench"}}
+
+
+def _app_pods(app: str) -> dict[str, Any]:
+    return {"pods": {"namespaceSelector": _BENCH_NS, "podSelector": {"matchLabels": {"app": app}}}}
+
+
+def _team(team: str) -> dict[str, Any]:
+    return {"namespaces": {"matchLabels": {"team": team}}}
+
+
+def measured_cluster_policies() -> list[tuple[dict[str, Any], str]]:
+    """The CNPs that select the server or the client, each with the pod it selects.
+
+    The client's SYN meets every tier: the client's 10 Admin egress policies (none
+    matches the server; the first denies the third pod's address, which the checks
+    verify), no NetworkPolicy isolates the client for egress, then its 10 Baseline
+    egress policies (the last accepts the pod network). At the server, 10 Admin
+    ingress policies, the last of which passes the client to NetworkPolicy, where
+    the server's last policy allows it (the Baseline ones are never reached).
+    """
+    out: list[tuple[dict[str, Any], str]] = []
+    server = {
+        "pods": {"namespaceSelector": _BENCH_NS, "podSelector": {"matchLabels": {"app": "server"}}}
+    }
+    client = {
+        "pods": {"namespaceSelector": _BENCH_NS, "podSelector": {"matchLabels": {"app": "client"}}}
+    }
+    for s in range(SERVER_CNPS):
+        ingress = [
+            {"action": "Deny", "from": [_team(f"t{s}")], "protocols": _tcp(SERVER_PORT)},
+            {"action": "Accept", "from": [_app_pods(f"r{s}")], "protocols": _tcp(9000 + s)},
+            {"action": "Deny", "from": [{"namespaces": {}}], "protocols": _tcp(22, 2379)},
+            {"action": "Accept", "from": [_app_pods("prometheus")],
+             "protocols": [{"destinationNamedPort": "metrics"}]},
+        ]  # fmt: skip
+        last = (
+            {
+                "action": "Pass",
+                "from": [_app_pods("client")],
+                "protocols": _tcp(SERVER_PORT, IPERF_PORT),
+            }
+            if s == SERVER_CNPS - 1
+            else {"action": "Pass", "from": [_team("platform")]}
+        )
+        ingress.append(last)
+        out.append(
+            (
+                _cnp_raw(f"bench-server-admin-{s}", "Admin", 100 + s, server, ingress=ingress),
+                "server",
+            )
+        )
+    egress: list[dict[str, Any]]
+    for s in range(SERVER_CNPS // 2):
+        ingress = [
+            {"action": "Pass", "from": [_team("platform")], "protocols": _tcp(SERVER_PORT)},
+            {"action": "Deny", "from": [{"namespaces": {}}]},
+        ]
+        egress = [
+            {"action": "Deny", "to": [{"nodes": {"matchLabels": {"pool": "infra"}}}]},
+            {"action": "Accept", "to": [_app_pods("kube-dns")], "protocols": _DNS},
+            {"action": "Deny", "to": [{"networks": ["0.0.0.0/0", "::/0"]}]},
+        ]  # fmt: skip
+        out.append(
+            (
+                _cnp_raw(
+                    f"bench-server-baseline-{s}",
+                    "Baseline",
+                    900 + s,
+                    server,
+                    ingress=ingress,
+                    egress=egress,
+                ),
+                "server",
+            )
+        )
+    for c in range(CLIENT_CNPS):
+        first = f"{OTHER_IP}/32" if c == 0 else "203.0.113.0/24"
+        egress = [
+            {"action": "Deny", "to": [{"networks": [first]}]},
+            {"action": "Deny", "to": [{"nodes": {"matchExpressions": [
+                {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}}],
+             "protocols": _tcp(6443, 10250)},
+            {"action": "Accept", "to": [_app_pods("kube-dns")], "protocols": _DNS},
+            {"action": "Pass", "to": [_team(f"t{c}")], "protocols": [_named("grpc")]},
+            {"action": "Deny", "to": [_app_pods(f"r{c}")], "protocols": _tcp(5432)},
+        ]  # fmt: skip
+        out.append(
+            (_cnp_raw(f"bench-client-admin-{c}", "Admin", 200 + c, client, egress=egress), "client")
+        )
+    for c in range(CLIENT_CNPS):
+        egress = [
+            {"action": "Deny", "to": [{"networks": ["198.51.100.0/24"]}], "protocols": _tcp(443)},
+            {"action": "Deny", "to": [{"nodes": {"matchLabels": {"pool": "infra"}}}]},
+            {"action": "Pass", "to": [_team(f"t{c}")]},
+            {"action": "Deny", "to": [_app_pods(f"r{c}")], "protocols": _tcp(6379)},
+            {"action": "Accept", "to": [{"networks": [NODE_CIDR]}]}
+            if c == CLIENT_CNPS - 1
+            else {"action": "Deny", "to": [{"networks": ["192.0.2.0/24"]}]},
+        ]  # fmt: skip
+        out.append(
+            (
+                _cnp_raw(f"bench-client-baseline-{c}", "Baseline", 800 + c, client, egress=egress),
+                "client",
+            )
+        )
+    return out
+
+
+def packet_tiers(
+    count: int, dummy_deployments: Sequence[tuple[str, ...]]
+) -> tuple[list[NodeClusterPolicy], dict[str, tuple[PeerSet, ...]], dict[str, int]]:
+    """``count`` ClusterNetworkPolicies for the packet-path node, and their PeerSets.
+
+    The CNPs that select the server and the client come from
+    :func:`measured_cluster_policies`; the rest are the synthetic cluster's CNPs
+    (:mod:`bench.synth`: every peer kind, protocol form and action, 5 rules each),
+    each given one of the dummy deployments as its subjects. Every CNP is a raw
+    object parsed by :func:`parse_cluster_network_policy` and compiled by
+    :func:`compile_cluster_policy`; the PeerSets its rules name get synthetic
+    members: 25 remote pod addresses (with a port for a named-port set), 3 node
+    addresses for a ``nodes`` set, and the client (with 24 others) for the set of
+    ``app=client`` pods.
+    """
+    measured = measured_cluster_policies()
+    if count < len(measured):
+        raise ValueError(f"at least {len(measured)} CNPs (those of the measured pods)")
+    synth = generate(
+        Params(pods=600, namespaces=40, nodes=3, policies=0, cnps=count - len(measured))
+    )
+    raws: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+        (raw, (f"bench/{who}",)) for raw, who in measured
+    ]
+    for i, raw in enumerate(synth.cluster_policies):
+        raws.append((raw, dummy_deployments[(7 * i) % len(dummy_deployments)]))
+    selectors: dict[str, PeerSelector] = {}
+    policies: list[NodeClusterPolicy] = []
+    for raw, targets in raws:
+        compiled, sets = compile_cluster_policy(parse_cluster_network_policy(raw))
+        selectors.update(sets)
+        policies.append(NodeClusterPolicy(compiled, tuple(sorted(targets))))
+    policies.sort(key=lambda p: p.policy.order)
+    base = int(ipaddress.IPv4Address("10.3.0.0"))
+    peer_sets: dict[str, tuple[PeerSet, ...]] = {}
+    (client_set,) = (
+        name
+        for name, sel in selectors.items()
+        if any(r.key == "app" and r.values == ("client",) for r in sel.pod_selector)
+    )
+    for n, (name, selector) in enumerate(sorted(selectors.items())):
+        members: list[PeerMember]
+        if selector.node_selector is not None:
+            members = [
+                PeerMember(f"node-{k}", (str(ipaddress.IPv4Address(0xAC100100 + 8 * n + k)),))
+                for k in range(3)
+            ]
+        else:
+            port = 9000 + n % 100 if selector.named_port is not None else None
+            ips = [str(ipaddress.IPv4Address(base + 25 * n + j)) for j in range(25)]
+            if name == client_set:
+                ips[0] = CLIENT_IP
+            members = [PeerMember(f"bench/m{n}-{j}", (ip,), port) for j, ip in enumerate(ips)]
+        peer_sets[name] = (PeerSet(f"{name}-0", name, selector, 0, 1, tuple(members)),)
+    shape = {
+        "cnps": len(policies),
+        "admin": sum(p.policy.tier == "Admin" for p in policies),
+        "baseline": sum(p.policy.tier == "Baseline" for p in policies),
+        "cnp_rules": sum(len(p.policy.ingress) + len(p.policy.egress) for p in policies),
+        "cnp_peer_sets": len(peer_sets),
+        "cnp_node_sets": sum(ps[0].selector.node_selector is not None for ps in peer_sets.values()),
+    }
+    return policies, peer_sets, shape
+
+
 # ----------------------------------------------------------------------- packet path
 
 
-def packet_ruleset() -> tuple[NodeRuleSet, dict[str, tuple[PeerSet, ...]], dict[str, int]]:
+def packet_ruleset(
+    cnps: int = 0,
+) -> tuple[NodeRuleSet, dict[str, tuple[PeerSet, ...]], dict[str, int]]:
     """1,000 policies on one node; 10 select the server pod, the last of them allows us.
+
+    With ``cnps``, that many ClusterNetworkPolicies too (:func:`packet_tiers`): the
+    client becomes a local pod (CNPs select it), the rest select the dummy pods.
 
     The other 990 select 330 dummy deployments (2 local pods each, 3 policies each),
     so the node has ~331 ingress and ~330 egress policy groups: the client's SYN
@@ -472,8 +707,10 @@ def packet_ruleset() -> tuple[NodeRuleSet, dict[str, tuple[PeerSet, ...]], dict[
     policies: list[NodePolicy] = []
     dummy = ipaddress.IPv4Address("10.1.1.0")
     n_deploy = (PACKET_POLICIES - SERVER_POLICIES) // 3
+    deployments: list[tuple[str, ...]] = []
     for d in range(n_deploy):
         names = tuple(f"bench/dep{d:03d}-{k}" for k in range(2))
+        deployments.append(names)
         pods += [LocalPod(n, (str(dummy + 2 * d + k),)) for k, n in enumerate(names)]
         for k in range(3):
             i = 3 * d + k
@@ -496,17 +733,26 @@ def packet_ruleset() -> tuple[NodeRuleSet, dict[str, tuple[PeerSet, ...]], dict[
             ingress = (rule(PeerMatch(peer_set=remote[s]), 9000 + s),)
         pol = CompiledPolicy(f"bench/server-{s}", f"s{s:04d}", ingress, None)
         policies.append(NodePolicy(pol, ("bench/server",)))
+    cluster_policies: tuple[NodeClusterPolicy, ...] = ()
+    tier_shape: dict[str, int] = {}
+    if cnps:
+        tiers, tier_sets, tier_shape = packet_tiers(cnps, deployments)
+        cluster_policies = tuple(tiers)
+        peer_sets.update(tier_sets)
+        pods.append(LocalPod("bench/client", (CLIENT_IP,)))
     node = NodeRuleSet(
         "bench",
         tuple(sorted(pods, key=lambda p: p.name)),
         tuple(policies),
         tuple(sorted(peer_sets)),
+        cluster_policies=cluster_policies,
     )
     shape = {
         "policies": len(policies),
         "server_policies": SERVER_POLICIES,
         "local_pods": len(pods),
         "peer_set_members": sum(len(ps[0].members) for ps in peer_sets.values()),
+        **tier_shape,
     }
     return node, peer_sets, shape
 
@@ -534,6 +780,26 @@ def _dispatch_lookups(rendered: RenderedNode, start: str, ip: str) -> tuple[int,
             return lookups, "end of " + chain
         if not chain.startswith(("STK-IT-", "STK-ET-")):
             return lookups, chain
+
+
+def _tier_shape(rendered: RenderedNode) -> dict[str, int]:
+    """Sizes of the v4 tier chains (``STK-A-*``, ``STK-B-*``, per-CNP chains, STK-INPUT)."""
+    chains = rendered.v4.chains
+    prefixes = (
+        "STK-A-",
+        "STK-AE",
+        "STK-AI",
+        "STK-B",
+        "STK-CE-",
+        "STK-CI-",
+        "STK-INPUT",
+        "STK-PASS",
+    )
+    tier = [c for c in chains if c.name.startswith(prefixes)]
+    return {
+        "v4_tier_chains": len(tier),
+        "v4_tier_rules": sum(len(c.rules) for c in tier),
+    }
 
 
 def _dispatch_shape(rendered: RenderedNode) -> dict[str, int]:
@@ -721,15 +987,18 @@ def measure_packet_path(
     bulk_seconds: float,
     console: Console,
     services: int = 0,
+    cnps: int = 0,
 ) -> dict[str, Any]:
     """Measurement 4 (``services`` 0) or 5: conn/s and throughput, 1,000 policies vs none.
 
     With ``services``, that many Services are programmed by the kube-proxy stand-in
-    on both sides of the ratio, and every connection goes to a cluster IP.
+    on both sides of the ratio, and every connection goes to a cluster IP. With
+    ``cnps``, the node also carries that many ClusterNetworkPolicies
+    (:func:`packet_tiers`) on the "policies" side.
     """
     with Lab() as lab:
         return _packet_path(
-            lab, backend, options, repeats, conn_seconds, bulk_seconds, console, services
+            lab, backend, options, repeats, conn_seconds, bulk_seconds, console, services, cnps
         )
 
 
@@ -772,6 +1041,35 @@ def start_sink(lab: Lab, server: PodNet, iperf: str | None) -> subprocess.Popen[
     return sink
 
 
+def _client_reaches_other(lab: Lab, client: PodNet) -> bool:
+    """Whether the third pod answers the client (the client's first Admin CNP denies it)."""
+    return lab.ask(client, OTHER_IP, SERVER_PORT, timeout=0.5) == "ok"
+
+
+def _interleaved(
+    repeats: int,
+    configure: Callable[[bool], None],
+    conn_rate: Callable[[], float],
+    throughput: Callable[[], float],
+    console: Console,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Connections per second and throughput, with and without policies, interleaved."""
+    conn: dict[str, list[float]] = {"policies": [], "none": []}
+    thr: dict[str, list[float]] = {"policies": [], "none": []}
+    order = ["none", "policies"]
+    for rep in range(repeats):
+        for kind in order if rep % 2 == 0 else reversed(order):
+            configure(kind == "policies")
+            conn[kind].append(conn_rate())
+            thr[kind].append(throughput())
+        console.print(
+            f"  #{rep + 1}: conn/s none {conn['none'][-1]:,.0f} policies "
+            f"{conn['policies'][-1]:,.0f}; Gbit/s none {thr['none'][-1] / 1e9:.2f} "
+            f"policies {thr['policies'][-1] / 1e9:.2f}"
+        )
+    return conn, thr
+
+
 def _packet_path(
     lab: Lab,
     backend: Backend,
@@ -781,6 +1079,7 @@ def _packet_path(
     bulk_seconds: float,
     console: Console,
     services: int = 0,
+    cnps: int = 0,
 ) -> dict[str, Any]:
     node = lab.add_node(PACKET_NODE, pod_cidr4=NODE_CIDR)
     server = lab.add_pod(node, "srv", SERVER_IP)
@@ -788,6 +1087,8 @@ def _packet_path(
     other = lab.add_pod(node, "oth", OTHER_IP)
     lab.run(client, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
     lab.serve(server, [(SERVER_PORT, "TCP")], reply="ok")
+    # With tiers, the client's first Admin policy denies the third pod: a check.
+    lab.serve(other, [(SERVER_PORT, "TCP")], reply="ok")
     # Where the probes go: the server itself, or the measured Service's cluster IP.
     dst, port = SERVER_IP, SERVER_PORT
     services_shape: dict[str, int] = {}
@@ -798,7 +1099,7 @@ def _packet_path(
     sink = start_sink(lab, server, iperf)
     try:
         bulk = iperf_throughput if iperf else socket_throughput
-        rules, peer_sets, shape = packet_ruleset()
+        rules, peer_sets, shape = packet_ruleset(cnps)
         empty = NodeRuleSet("bench", (), (), ())
         applier = Applier(
             SubprocessExecutor(netns=node.ns), netns=node.ns, options=options, tools=Tools(backend)
@@ -816,37 +1117,37 @@ def _packet_path(
         configure(True)
         assert applier.last is not None
         shape |= _dispatch_shape(applier.last.rendered)
+        shape |= _tier_shape(applier.last.rendered) if cnps else {}
         checks = {
             "client_allowed": lab.ask(client, dst, port) == "ok",
             "other_denied": not lab.probe(other, dst, port, timeout=0.5),
         }
+        if cnps:
+            checks["client_to_other_denied_by_admin"] = not _client_reaches_other(lab, client)
         configure(False)
         checks["other_allowed_without_policies"] = lab.ask(other, dst, port) == "ok"
+        if cnps:
+            checks["client_to_other_allowed_without"] = _client_reaches_other(lab, client)
         if services:
             # The rules kube-proxy prepends are still there after stockade's applies.
             saved = IptablesRunner(backend).save(node.ns, 4)
             checks["kube_proxy_jumps_present"] = "-j KUBE-SERVICES" in saved
         if not all(checks.values()):
             raise RuntimeError(f"the packet-path rules do not behave: {checks}")
-        conn: dict[str, list[float]] = {"policies": [], "none": []}
-        thr: dict[str, list[float]] = {"policies": [], "none": []}
-        order = ["none", "policies"]
-        for rep in range(repeats):
-            for kind in order if rep % 2 == 0 else reversed(order):
-                configure(kind == "policies")
-                conn[kind].append(connection_rate(lab, client, conn_seconds, dst, port))
-                thr[kind].append(bulk(lab, client, bulk_seconds, dst))
-            console.print(
-                f"  #{rep + 1}: conn/s none {conn['none'][-1]:,.0f} policies "
-                f"{conn['policies'][-1]:,.0f}; Gbit/s none {thr['none'][-1] / 1e9:.2f} "
-                f"policies {thr['policies'][-1] / 1e9:.2f}"
-            )
+        conn, thr = _interleaved(
+            repeats,
+            configure,
+            lambda: connection_rate(lab, client, conn_seconds, dst, port),
+            lambda: bulk(lab, client, bulk_seconds, dst),
+            console,
+        )
         applier.cleanup()
     finally:
         sink.terminate()
         sink.wait(timeout=10)
     out: dict[str, Any] = {
         "backend": backend,
+        "cnps": cnps,
         "shape": shape,
         "checks": checks,
         "destination": f"{dst}:{port}",
@@ -916,6 +1217,34 @@ def report_table(result: dict[str, Any]) -> Table:
             f"{inside / first['apply_s']:.0%} of apply", "", "info",
         )  # fmt: skip
         table.add_row("render alone (pure)", _s(result["render"]["render_s"]), "", "", "", "info")
+    for full in result.get("full_apply_tiers", []):
+        b = full["backend"]
+        on_node = result.get("node_tiers", {}).get("cluster_policies", "?")
+        table.add_row(
+            f"full apply, + {result.get('cnps', '?')} CNPs, {on_node} on the node ({b})",
+            _s(full["apply_s"]),
+            _s(full["baseline_s"]),
+            f"{full['apply_over_baseline']:.2f}x",
+            f"<= {APPLY_TARGET}x",
+            _verdict(full["apply_over_baseline"] <= APPLY_TARGET),
+        )
+        table.add_row(
+            f"  apply minus render, + CNPs ({b})",
+            _s(full["reconcile_s"]),
+            _s(full["baseline_s"]),
+            f"{full['reconcile_over_baseline']:.2f}x",
+            "",
+            "info",
+        )
+    if result.get("render_tiers"):
+        table.add_row(
+            "render alone, + CNPs (pure)",
+            _s(result["render_tiers"]["render_s"]),
+            "",
+            "",
+            "",
+            "info",
+        )
     churn = result.get("churn")
     if churn:
         full_s = first["apply_s"]
@@ -957,12 +1286,14 @@ def report_table(result: dict[str, Any]) -> Table:
         kernel = u["subprocess_calls"] + u["netlink_calls"]
         table.add_row("  kernel calls", str(kernel), "", "", "0", _verdict(kernel == 0))
     packet = [(pp, "") for pp in result.get("packet_path", [])]
+    for pp in result.get("packet_path_tiers", []):
+        packet.append((pp, f" + {pp['shape']['cnps']} CNPs"))
     for pp in result.get("packet_path_services", []):
         packet.append((pp, f" via {pp['services']['services']:,} Services"))
     for pp, via in packet:
         c, t = pp["conn_per_s"], pp["throughput_bps"]
         table.add_row(
-            f"new TCP conn/s{via}, {pp['shape']['policies']} policies ({pp['backend']})",
+            f"new TCP conn/s, {pp['shape']['policies']} policies{via} ({pp['backend']})",
             f"{c['policies']:,.0f}/s",
             f"{c['none']:,.0f}/s",
             f"{pp['conn_ratio']:.1%}",
@@ -997,6 +1328,11 @@ def checks(result: dict[str, Any]) -> dict[str, bool]:
     for pp in result.get("packet_path", []):
         out[f"conn_rate_{pp['backend']}"] = pp["conn_ratio"] >= CONN_TARGET
         out[f"throughput_{pp['backend']}"] = pp["throughput_ratio"] >= THROUGHPUT_TARGET
+    for f in result.get("full_apply_tiers", []):
+        out[f"full_apply_tiers_{f['backend']}"] = f["apply_over_baseline"] <= APPLY_TARGET
+    for pp in result.get("packet_path_tiers", []):
+        out[f"conn_rate_tiers_{pp['backend']}"] = pp["conn_ratio"] >= CONN_TARGET
+        out[f"throughput_tiers_{pp['backend']}"] = pp["throughput_ratio"] >= THROUGHPUT_TARGET
     for pp in result.get("packet_path_services", []):
         out[f"conn_rate_services_{pp['backend']}"] = pp["conn_ratio"] >= CONN_TARGET
         out[f"throughput_services_{pp['backend']}"] = pp["throughput_ratio"] >= THROUGHPUT_TARGET
@@ -1020,6 +1356,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--services must be 0 or more")
     if args.packet_only and args.skip_packet:
         raise SystemExit("--packet-only and --skip-packet leave nothing to measure")
+    if args.cnps < 0:
+        raise SystemExit("--cnps must be 0 or more")
     options = RenderOptions()
     started = time.perf_counter()
     result: dict[str, Any] = {
@@ -1030,6 +1368,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
         },
         "params": dataclasses.asdict(FULL_PARAMS),
+        "commit": _commit(),
+        "cnps": args.cnps,
         "repeats": args.repeats,
         "packet_only": args.packet_only,
         "targets": {
@@ -1046,22 +1386,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shape = state.shape()
         result["node"] = shape
         console.print(f"node built and rendered in {gen_s:.1f} s: {shape}")
+        tiered = _tiered_node(result, options, args.cnps, console)
         with Lab() as lab:
             spaces = Namespaces(lab)
             try:
                 _apply_measurements(result, spaces, state, backends, options, args, console)
+                if tiered is not None:
+                    _tier_apply_measurements(
+                        result, spaces, tiered, backends, options, args, console
+                    )
             finally:
                 spaces.close()
     else:
         console.print("[bold]stockade agent benchmark[/bold]: the packet path only")
+    _packet_measurements(result, [] if args.skip_packet else backends, options, args, console)
+    result["pass"] = checks(result)
+    result["total_s"] = time.perf_counter() - started
+    console.print(report_table(result))
+    console.print(f"total {result['total_s']:.0f} s")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {out}")
+    return result
+
+
+def _packet_measurements(
+    result: dict[str, Any],
+    backends: Sequence[Backend],
+    options: RenderOptions,
+    args: argparse.Namespace,
+    console: Console,
+) -> None:
+    """Measurements 4 and 5 (and 4 with tiers) into ``result``."""
     result["packet_path"] = []
     result["packet_path_services"] = []
-    for backend in [] if args.skip_packet else backends:
+    result["packet_path_tiers"] = []
+    for backend in backends:
         console.print(f"packet path, {backend} ...")
         pp = measure_packet_path(
             backend, options, args.packet_repeats, args.conn_seconds, args.bulk_seconds, console
         )
         result["packet_path"].append(pp)
+        if args.cnps:
+            console.print(f"packet path with {args.cnps} ClusterNetworkPolicies, {backend} ...")
+            pp = measure_packet_path(
+                backend,
+                options,
+                args.packet_repeats,
+                args.conn_seconds,
+                args.bulk_seconds,
+                console,
+                cnps=args.cnps,
+            )
+            console.print(f"  {pp['checks']}; {pp['shape']}")
+            result["packet_path_tiers"].append(pp)
         if args.services:
             console.print(f"packet path through {args.services:,} Services, {backend} ...")
             pp = measure_packet_path(
@@ -1075,15 +1454,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             console.print(f"  {pp['destination']}: {pp['services']}")
             result["packet_path_services"].append(pp)
-    result["pass"] = checks(result)
-    result["total_s"] = time.perf_counter() - started
-    console.print(report_table(result))
-    console.print(f"total {result['total_s']:.0f} s")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {out}")
-    return result
 
 
 def _apply_measurements(
@@ -1115,6 +1485,56 @@ def _apply_measurements(
         console.print(result["profile"], markup=False, highlight=False)
 
 
+def _tiered_node(
+    result: dict[str, Any], options: RenderOptions, cnps: int, console: Console
+) -> NodeState | None:
+    """The big node with ``cnps`` ClusterNetworkPolicies (None for 0); its shape recorded."""
+    if not cnps:
+        return None
+    console.print(f"with {cnps} ClusterNetworkPolicies: {full_params(cnps)}")
+    gen_s, tiered = timed(lambda: big_node(options, cnps))
+    assert isinstance(tiered, NodeState)
+    result["node_tiers"] = tiered.shape()
+    console.print(f"tiered node built and rendered in {gen_s:.1f} s: {result['node_tiers']}")
+    return tiered
+
+
+def _tier_apply_measurements(
+    result: dict[str, Any],
+    spaces: Namespaces,
+    state: NodeState,
+    backends: Sequence[Backend],
+    options: RenderOptions,
+    args: argparse.Namespace,
+    console: Console,
+) -> None:
+    """Measurement 1 again on the node with ClusterNetworkPolicies."""
+    console.print("render with tiers (pure) ...")
+    result["render_tiers"] = measure_render(state, options, args.repeats)
+    result["full_apply_tiers"] = []
+    for backend in backends:
+        console.print(f"full apply vs baseline with tiers, {backend} ...")
+        full = measure_full(spaces, state, backend, options, args.repeats, console)
+        result["full_apply_tiers"].append(full)
+    if not args.no_profile and any(
+        f["apply_over_baseline"] > APPLY_TARGET for f in result["full_apply_tiers"]
+    ):
+        console.print("over target: profiling one full apply with tiers ...")
+        result["profile_tiers"] = profile_apply(spaces, state, backends[0], options, 30)
+        console.print(result["profile_tiers"], markup=False, highlight=False)
+
+
+def _commit() -> str | None:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(
@@ -1134,6 +1554,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=PACKET_SERVICES,
         help="Services of measurement 5 (the packet path through cluster IPs); 0 skips it",
+    )
+    parser.add_argument(
+        "--cnps",
+        type=int,
+        default=FULL_CNPS,
+        help="ClusterNetworkPolicies of the tiered figures (full apply and packet path, "
+        "beside the NetworkPolicy-only ones); 0 skips them",
     )
     parser.add_argument("--no-profile", action="store_true", help="never profile")
     parser.add_argument("--output", default=str(RESULTS / "agent.json"), help="the JSON result")

@@ -4,7 +4,12 @@ Run from the repository root::
 
     python -m bench.engine                 # the default scale
     python -m bench.engine --scale small   # a quick check
+    python -m bench.engine --cnps 0        # NetworkPolicies only
     python bench/engine.py --scale limits --profile
+
+Each scale is measured twice in one run: with its NetworkPolicies only, then with
+``--cnps`` ClusterNetworkPolicies (Admin and Baseline) and Node objects added (200
+at the default scale); the two are reported side by side.
 
 Every figure of one run is measured in that run, so ratios compare like with like
 on a busy machine. Results go to ``bench/results/<scale>.json``. See
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import datetime
 import gc
 import io
@@ -39,8 +45,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.synth import EventMaker, Params, SynthCluster, generate
+from stockade.cluster import parse_input
+from stockade.cnp import ClusterInput, ClusterNetworkPolicy
 from stockade.compiler import CompiledCluster, Compiler, compile_cluster
-from stockade.model import ClusterObject, NetworkPolicy, Pod, parse_object
+from stockade.model import NetworkPolicy, Pod
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -58,6 +66,9 @@ SCALES: dict[str, Params] = {
 MEMORY_TARGET_MB = {"small": 600.0, "default": 600.0, "limits": 2048.0, "antrea": 1700.0}
 RATIO_TARGET = 5.0  # full compile / parse
 POD_EVENT_TARGET = 0.01  # of a full compile
+CNP_EVENT_TARGET = 0.01  # one ClusterNetworkPolicy changed, of the (tiered) full compile
+# ClusterNetworkPolicies added for the tiered figures, by scale (--cnps overrides).
+CNPS_DEFAULT = {"small": 20, "default": 200, "limits": 200, "antrea": 0}
 # What Antrea's controller reports for its scenario (Go, its central computation).
 ANTREA_SECONDS = (5.84, 6.42)
 ANTREA_MB = (1522.0, 1708.0)
@@ -69,6 +80,9 @@ EVENT_KINDS = (
     "policy changed",
 )
 POD_EVENTS = ("pod added", "pod relabelled", "pod deleted")
+# Only when the cluster has ClusterNetworkPolicies (and Node objects).
+TIER_EVENT_KINDS = ("cluster policy changed", "node relabelled")
+CNP_EVENT = "cluster policy changed"
 
 
 # ----------------------------------------------------------------------- measuring
@@ -87,16 +101,16 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     return best, result
 
 
-def parse_all(raw: Sequence[dict[str, Any]]) -> list[ClusterObject]:
-    """Every raw object parsed."""
-    return [parse_object(obj) for obj in raw]
+def parse_all(raw: Sequence[dict[str, Any]]) -> list[ClusterInput]:
+    """Every raw object parsed (ClusterNetworkPolicies and Nodes by stockade.cnp)."""
+    return [parse_input(obj) for obj in raw]
 
 
-def policies_first(objects: Sequence[ClusterObject]) -> list[ClusterObject]:
-    """The same objects with policies before pods (a controller may see them so)."""
-    pols = [o for o in objects if isinstance(o, NetworkPolicy)]
+def policies_first(objects: Sequence[ClusterInput]) -> list[ClusterInput]:
+    """The same objects with policies (of both kinds) before pods, as a controller may see them."""
+    pols = [o for o in objects if isinstance(o, NetworkPolicy | ClusterNetworkPolicy)]
     pods = [o for o in objects if isinstance(o, Pod)]
-    rest = [o for o in objects if not isinstance(o, NetworkPolicy | Pod)]
+    rest = [o for o in objects if not isinstance(o, NetworkPolicy | ClusterNetworkPolicy | Pod)]
     return [*rest, *pols, *pods]
 
 
@@ -127,12 +141,19 @@ def _summary(kind: str, times: list[float], nodes: list[int], shards: list[int])
     )
 
 
+def event_kinds(cluster: SynthCluster) -> tuple[str, ...]:
+    """The event kinds measured on ``cluster`` (CNP and Node events when it has them)."""
+    return EVENT_KINDS + (TIER_EVENT_KINDS if cluster.cluster_policies else ())
+
+
 def measure_events(
-    cluster: SynthCluster, objects: Sequence[ClusterObject], per_kind: int
+    cluster: SynthCluster, objects: Sequence[ClusterInput], per_kind: int
 ) -> tuple[list[EventFigures], float]:
     """Load a Compiler, flush it, then time ``per_kind`` distinct events of each kind.
 
-    Returns the figures and the time the load (upserts and first flush) took.
+    Returns the figures and the time the load (upserts and first flush) took. A
+    "cluster policy changed" event is the upsert of an edited CNP (priority, an
+    action, a peer added, rules reordered, in turn) and a flush.
     """
     compiler = Compiler()
     gc.collect()
@@ -148,9 +169,11 @@ def measure_events(
         "pod deleted": maker.pod_deleted,
         "namespace relabelled": maker.namespace_relabelled,
         "policy changed": maker.policy_changed,
+        "cluster policy changed": maker.cluster_policy_changed,
+        "node relabelled": maker.node_relabelled,
     }
     out: list[EventFigures] = []
-    for kind in EVENT_KINDS:
+    for kind in event_kinds(cluster):
         times: list[float] = []
         nodes: list[int] = []
         shards: list[int] = []
@@ -163,7 +186,7 @@ def measure_events(
                 changes = compiler.flush()
                 dt = time.perf_counter() - t0
             else:
-                obj = parse_object(raw)
+                obj = parse_input(raw)
                 t0 = time.perf_counter()
                 compiler.upsert(obj)
                 changes = compiler.flush()
@@ -202,9 +225,14 @@ def _reset_hwm() -> bool:
     return True
 
 
-def memory_child(scale: str) -> dict[str, Any]:
+def scale_params(scale: str, cnps: int = 0) -> Params:
+    """The parameters of ``scale``, with ``cnps`` ClusterNetworkPolicies."""
+    return dataclasses.replace(SCALES[scale], cnps=cnps)
+
+
+def memory_child(scale: str, cnps: int = 0) -> dict[str, Any]:
     """In a fresh process: the RSS that parse + full compile add over the raw dicts."""
-    raw = generate(SCALES[scale]).objects()
+    raw = generate(scale_params(scale, cnps)).objects()
     gc.collect()
     baseline = _current_rss()
     reset = _reset_hwm()
@@ -229,10 +257,11 @@ def memory_child(scale: str) -> dict[str, Any]:
     }
 
 
-def measure_memory(scale: str) -> dict[str, Any]:
+def measure_memory(scale: str, cnps: int = 0) -> dict[str, Any]:
     """Run :func:`memory_child` in a fresh interpreter and read its JSON."""
+    argv = ["--scale", scale, "--cnps", str(cnps), "--memory-child"]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.engine", "--scale", scale, "--memory-child"],
+        [sys.executable, "-m", "bench.engine", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -244,7 +273,7 @@ def measure_memory(scale: str) -> dict[str, Any]:
     return out
 
 
-def profile_compile(objects: Sequence[ClusterObject], top: int = 30) -> str:
+def profile_compile(objects: Sequence[ClusterInput], top: int = 30) -> str:
     """cProfile of one full compile, sorted by cumulative time."""
     profiler = cProfile.Profile()
     gc.collect()
@@ -252,6 +281,37 @@ def profile_compile(objects: Sequence[ClusterObject], top: int = 30) -> str:
     compile_cluster(objects)
     profiler.disable()
     buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.sort_stats("cumulative").print_stats(top)
+    buf.write("\n--- by own time ---\n")
+    stats.sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+def profile_events(
+    cluster: SynthCluster, objects: Sequence[ClusterInput], kind: str, count: int, top: int = 30
+) -> str:
+    """cProfile of ``count`` events of ``kind`` (upsert + flush) on a loaded Compiler."""
+    compiler = Compiler()
+    for obj in objects:
+        compiler.upsert(obj)
+    compiler.flush()
+    maker = EventMaker(cluster, seed=11)
+    make = {
+        "cluster policy changed": maker.cluster_policy_changed,
+        "namespace relabelled": maker.namespace_relabelled,
+        "policy changed": maker.policy_changed,
+    }[kind]
+    events = [parse_input(make()) for _ in range(count)]
+    profiler = cProfile.Profile()
+    gc.collect()
+    profiler.enable()
+    for obj in events:
+        compiler.upsert(obj)
+        compiler.flush()
+    profiler.disable()
+    buf = io.StringIO()
+    buf.write(f"--- {count} events: {kind} ---\n")
     stats = pstats.Stats(profiler, stream=buf)
     stats.sort_stats("cumulative").print_stats(top)
     buf.write("\n--- by own time ---\n")
@@ -351,21 +411,41 @@ def _checks(result: dict[str, Any], events: list[EventFigures]) -> dict[str, boo
     for ev in events:
         if ev.kind in POD_EVENTS:
             checks[ev.kind] = ev.fraction_of_full <= POD_EVENT_TARGET
+        elif ev.kind == CNP_EVENT:
+            checks[ev.kind] = ev.fraction_of_full <= CNP_EVENT_TARGET
     return checks
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one scale; print the table; return the JSON result."""
-    console = Console(width=None if sys.stdout.isatty() else 130)
-    scale: str = args.scale
-    params = SCALES[scale]
-    repeats: int = args.repeats or (5 if params.pods <= 20_000 else 1)
-    console.print(f"[bold]stockade engine benchmark[/bold], scale {scale}: {params}")
+def _outputs(compiled: CompiledCluster) -> dict[str, Any]:
+    nodes = compiled.node_rule_sets.values()
+    out: dict[str, Any] = {
+        "node_rule_sets": len(compiled.node_rule_sets),
+        "peer_sets": len({ps.set_name for ps in compiled.peer_sets.values()}),
+        "peer_set_shards": len(compiled.peer_sets),
+    }
+    per_node = [len(n.cluster_policies) for n in nodes]
+    if any(per_node):
+        out["cluster_policies_per_node_median"] = statistics.median(per_node)
+        out["cluster_policies_per_node_max"] = max(per_node)
+        out["node_sets"] = len(
+            {ps.set_name for ps in compiled.peer_sets.values() if ps.selector.node_selector}
+        )
+    return out
 
+
+def measure_scenario(
+    scale: str, cnps: int, args: argparse.Namespace, console: Console
+) -> tuple[dict[str, Any], str | None]:
+    """Every figure of one cluster (``cnps`` ClusterNetworkPolicies on ``scale``).
+
+    Returns the figures (with their checks under ``pass``) and the profile text.
+    """
+    params = scale_params(scale, cnps)
+    repeats: int = args.repeats or (5 if params.pods <= 20_000 else 1)
     memory: dict[str, Any] | None = None
     if not args.no_memory:
         console.print("measuring memory in a fresh process ...")
-        memory = measure_memory(scale)
+        memory = measure_memory(scale, cnps)
 
     start = time.perf_counter()
     cluster = generate(params)
@@ -377,8 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     console.print(f"parse {parse_s:.3f} s; full compile x{repeats} ...")
     compile_s, compiled = best_of(repeats, lambda: compile_cluster(objects))
     assert isinstance(compiled, CompiledCluster)
-    n_nodes, n_shards = len(compiled.node_rule_sets), len(compiled.peer_sets)
-    n_sets = len({ps.set_name for ps in compiled.peer_sets.values()})
+    outputs = _outputs(compiled)
     del compiled
     pf_s: float | None = None
     if not args.skip_policies_first:
@@ -396,45 +475,175 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile:
         console.print("profiling a full compile ...")
         profile_text = profile_compile(objects)
+        if cluster.cluster_policies:
+            console.print(f"profiling {args.events} CNP events ...")
+            profile_text += "\n" + profile_events(cluster, objects, CNP_EVENT, args.events)
 
-    ratio = compile_s / parse_s
-    mem_target = MEMORY_TARGET_MB[scale]
     result: dict[str, Any] = {
-        "scale": scale,
         "params": asdict(params),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
         "repeats": repeats,
         "objects": len(raw),
-        "outputs": {"node_rule_sets": n_nodes, "peer_sets": n_sets, "peer_set_shards": n_shards},
+        "objects_by_kind": {
+            "nodes": len(cluster.nodes),
+            "namespaces": len(cluster.namespaces),
+            "pods": len(cluster.pods),
+            "network_policies": len(cluster.policies),
+            "cluster_network_policies": len(cluster.cluster_policies),
+        },
+        "outputs": outputs,
         "parse_s": parse_s,
         "compile_s": compile_s,
-        "compile_over_parse": ratio,
+        "compile_over_parse": compile_s / parse_s,
         "compile_policies_first_s": pf_s,
         "compiler_load_and_flush_s": load_s,
         "memory": memory,
         "events": [asdict(ev) for ev in events],
         "targets": {
             "compile_over_parse": RATIO_TARGET,
-            "memory_mb": mem_target,
+            "memory_mb": MEMORY_TARGET_MB[scale],
             "pod_event_fraction": POD_EVENT_TARGET,
+            "cnp_event_fraction": CNP_EVENT_TARGET,
         },
     }
     result["pass"] = _checks(result, events)
+    return result, profile_text
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one scale (NetworkPolicies only, then with CNPs); print; return the JSON."""
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    scale: str = args.scale
+    cnps: int = CNPS_DEFAULT[scale] if args.cnps is None else args.cnps
+    if cnps and SCALES[scale].shape != "realistic":
+        raise SystemExit(f"--cnps needs a realistic scale, not {scale}")
+    console.print(f"[bold]stockade engine benchmark[/bold], scale {scale}: {SCALES[scale]}")
+    base, profile_text = measure_scenario(scale, 0, args, console)
+    result: dict[str, Any] = {
+        "scale": scale,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        **base,
+        "tiers": None,
+    }
     if scale == "antrea":
         result["antrea"] = {
             "seconds": ANTREA_SECONDS,
             "mb": ANTREA_MB,
-            "ours_seconds": parse_s + compile_s,
+            "ours_seconds": result["parse_s"] + result["compile_s"],
         }
     for table in report(result):
         console.print(table)
+    tier_profile: str | None = None
+    if cnps:
+        console.print(
+            f"[bold]with {cnps} ClusterNetworkPolicies and Node objects[/bold] "
+            f"on the same cluster ..."
+        )
+        tiers, tier_profile = measure_scenario(scale, cnps, args, console)
+        result["tiers"] = tiers
+        for table in report_tiers(result):
+            console.print(table)
+        for name, ok in tiers["pass"].items():
+            result["pass"][f"tiers: {name}"] = ok
+    if tier_profile is not None:
+        profile_text = f"{profile_text}\n=== with ClusterNetworkPolicies ===\n{tier_profile}"
     _save(result, profile_text, console)
     return result
+
+
+def _commit() -> str | None:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def report_tiers(result: dict[str, Any]) -> list[Table | str]:
+    """The NetworkPolicy-only figures beside those with ClusterNetworkPolicies."""
+    tiers: dict[str, Any] = result["tiers"]
+    checks: dict[str, bool] = tiers["pass"]
+    n_cnps = tiers["objects_by_kind"]["cluster_network_policies"]
+    n_nodes = tiers["objects_by_kind"]["nodes"]
+    table = Table(
+        title=f"stockade engine, scale {result['scale']}: NetworkPolicies only, and with "
+        f"{n_cnps:,} ClusterNetworkPolicies + {n_nodes:,} Node objects"
+    )
+    table.add_column("figure")
+    table.add_column("NP only", justify="right")
+    table.add_column(f"+ {n_cnps} CNPs", justify="right")
+    table.add_column("ratio (with CNPs)", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("")
+    table.add_row("objects", f"{result['objects']:,}", f"{tiers['objects']:,}", "", "", "")
+    table.add_row(
+        "parse (baseline)", _ms(result["parse_s"]), _ms(tiers["parse_s"]), "1.00x", "", ""
+    )
+    table.add_row(
+        "full compile",
+        _ms(result["compile_s"]),
+        _ms(tiers["compile_s"]),
+        f"{tiers['compile_over_parse']:.2f}x parse (NP only {result['compile_over_parse']:.2f}x)",
+        f"<= {RATIO_TARGET:g}x",
+        _verdict(checks["compile_over_parse"]),
+    )
+    if tiers["compile_policies_first_s"] is not None and result["compile_policies_first_s"]:
+        table.add_row(
+            "full compile, policies first",
+            _ms(result["compile_policies_first_s"]),
+            _ms(tiers["compile_policies_first_s"]),
+            f"{tiers['compile_policies_first_s'] / tiers['parse_s']:.2f}x parse",
+            "",
+            "",
+        )
+    mem, tmem = result["memory"], tiers["memory"]
+    if mem is not None and tmem is not None:
+        table.add_row(
+            "peak memory, parse + compile",
+            f"{mem['peak_mb']:,.0f} MB",
+            f"{tmem['peak_mb']:,.0f} MB",
+            f"retained {tmem['retained_mb']:,.0f} MB",
+            f"< {tiers['targets']['memory_mb']:,.0f} MB",
+            _verdict(checks["memory"]),
+        )
+    before = {ev["kind"]: EventFigures(**ev) for ev in result["events"]}
+    for ev in (EventFigures(**e) for e in tiers["events"]):
+        old = before.get(ev.kind)
+        target = ""
+        if ev.kind in POD_EVENTS:
+            target = f"<= {POD_EVENT_TARGET:.0%}"
+        elif ev.kind == CNP_EVENT:
+            target = f"<= {CNP_EVENT_TARGET:.0%}"
+        table.add_row(
+            f"event: {ev.kind} (median of {ev.count})",
+            _ms(old.median_s) if old else "",
+            _ms(ev.median_s),
+            f"{ev.fraction_of_full:.3%} of full",
+            target,
+            _verdict(checks[ev.kind]) if ev.kind in checks else "",
+        )
+    out = tiers["outputs"]
+    tier_events = [EventFigures(**e) for e in tiers["events"] if e["kind"] in TIER_EVENT_KINDS]
+    summary = (
+        f"outputs with CNPs: {out['node_rule_sets']:,} node rule sets, {out['peer_sets']:,} "
+        f"peer sets ({out.get('node_sets', 0)} of Nodes) in {out['peer_set_shards']:,} shards; "
+        f"CNPs per node median {out.get('cluster_policies_per_node_median', 0)}, "
+        f"max {out.get('cluster_policies_per_node_max', 0)}\n"
+        + "; ".join(
+            f"{ev.kind} p90 / max {_ms(ev.p90_s)} / {_ms(ev.max_s)}, "
+            f"median {ev.median_nodes_changed:g} node rule sets changed"
+            for ev in tier_events
+        )
+    )
+    return [table, summary]
 
 
 def _save(result: dict[str, Any], profile_text: str | None, console: Console) -> None:
@@ -460,6 +669,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeats", type=int, default=0, help="best of N (default 5, 1 when large)"
     )
     parser.add_argument("--events", type=int, default=50, help="events of each kind")
+    parser.add_argument(
+        "--cnps",
+        type=int,
+        default=None,
+        help="ClusterNetworkPolicies of the tiered figures (default: 200 at the default "
+        "scale, 20 small, 0 antrea); 0 measures NetworkPolicies only",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile one full compile")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocess")
     parser.add_argument(
@@ -468,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        print(json.dumps(memory_child(args.scale)))
+        print(json.dumps(memory_child(args.scale, args.cnps or 0)))
         return 0
     result = run(args)
     return 0 if all(result["pass"].values()) else 1

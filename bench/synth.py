@@ -82,6 +82,12 @@ class Params:
     policies: int
     seed: int = 20240601
     shape: str = "realistic"  # or "antrea"
+    # ClusterNetworkPolicies (Admin and Baseline) on top of the NetworkPolicies; with
+    # any, the cluster also has Node objects (labels, ``status.addresses``).
+    cnps: int = 0
+    # Node objects to emit when there are CNPs: at least ``nodes``; the extra ones
+    # carry no pod (a one-node agent benchmark still has many nodes to select).
+    node_objects: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,13 +115,15 @@ class SynthCluster:
     deployments: dict[str, list[Deployment]] = field(default_factory=dict)
     next_host: list[int] = field(default_factory=list)
     serial: int = 0
+    nodes: list[Raw] = field(default_factory=list)
+    cluster_policies: list[Raw] = field(default_factory=list)
 
     def objects(self) -> list[Raw]:
-        """Every object, namespaces first, then pods, then policies."""
-        return [*self.namespaces, *self.pods, *self.policies]
+        """Every object: Nodes, namespaces, pods, NetworkPolicies, then CNPs."""
+        return [*self.nodes, *self.namespaces, *self.pods, *self.policies, *self.cluster_policies]
 
     def __len__(self) -> int:
-        return len(self.namespaces) + len(self.pods) + len(self.policies)
+        return len(self.objects())
 
     def allocate_ip(self, node: int) -> str:
         """The next free pod address of ``node``."""
@@ -240,7 +248,14 @@ def generate(params: Params) -> SynthCluster:
         return _antrea(params)
     if params.shape != "realistic":
         raise ValueError(f"unknown shape {params.shape!r}")
-    return _realistic(params)
+    cluster = _realistic(params)
+    if params.cnps:
+        # A separate generator: the NetworkPolicy-only part is the same cluster
+        # whatever the number of CNPs.
+        rng = random.Random(params.seed + 13)
+        _node_objects(cluster, rng)
+        _cluster_network_policies(cluster, rng)
+    return cluster
 
 
 # ----------------------------------------------------------------------- realistic
@@ -703,6 +718,258 @@ def _tpl_ingress_controller(
     }
 
 
+# ----------------------------------------------------------------------- cluster policies
+
+CNP_API_VERSION = "policy.networking.k8s.io/v1alpha2"
+ZONES = ("zone-a", "zone-b", "zone-c")
+INSTANCE_TYPES = ("m5.xlarge", "m5.2xlarge", "c5.4xlarge", "r5.2xlarge")
+POOLS = ("general", "general", "general", "compute", "infra")
+CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
+# Addresses outside the cluster that administrators write rules about.
+EXTERNAL_NETS = (
+    "203.0.113.0/24", "198.51.100.17/32", "192.0.2.0/25", "100.64.0.0/10",
+    "192.168.0.0/16", "172.31.250.0/24", "8.8.8.8/32", "1.1.1.1/32",
+    "2001:db8::/48", "2001:db8:1::10/128",
+)  # fmt: skip
+RULES_PER_CNP = 5
+
+
+def _node_object(name: str, index: int, labels: dict[str, str]) -> Raw:
+    addresses: list[Raw] = [
+        {"type": "InternalIP", "address": _node_ip(index)},
+        {"type": "Hostname", "address": name},
+    ]
+    if index % 5 == 0:  # some nodes also have an external address
+        addresses.append({"type": "ExternalIP", "address": f"198.18.{index // 250}.{index % 250}"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": addresses},
+    }
+
+
+def _node_objects(cluster: SynthCluster, rng: random.Random) -> None:
+    """Node objects for every node (and ``node_objects`` in all), labelled as in clouds."""
+    count = max(cluster.params.nodes, cluster.params.node_objects)
+    for i in range(count):
+        name = cluster.node_names[i] if i < len(cluster.node_names) else f"node-{i:05d}"
+        labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "topology.kubernetes.io/zone": ZONES[i % len(ZONES)],
+            "node.kubernetes.io/instance-type": rng.choice(INSTANCE_TYPES),
+            "pool": rng.choice(POOLS),
+        }
+        if i < 3:
+            labels[CONTROL_PLANE] = ""
+        cluster.nodes.append(_node_object(name, i, labels))
+
+
+def _cnp(
+    name: str, tier: str, priority: int, subject: Raw, ingress: list[Raw], egress: list[Raw]
+) -> Raw:
+    spec: Raw = {"tier": tier, "priority": priority, "subject": subject}
+    if ingress:
+        spec["ingress"] = ingress
+    if egress:
+        spec["egress"] = egress
+    return {
+        "apiVersion": CNP_API_VERSION,
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _tcp(port: int, end: int | None = None) -> Raw:
+    dp: Raw = {"number": port} if end is None else {"range": {"start": port, "end": end}}
+    return {"tcp": {"destinationPort": dp}}
+
+
+def _udp(port: int) -> Raw:
+    return {"udp": {"destinationPort": {"number": port}}}
+
+
+def _sctp(port: int) -> Raw:
+    return {"sctp": {"destinationPort": {"number": port}}}
+
+
+def _named(name: str) -> Raw:
+    return {"destinationNamedPort": name}
+
+
+class _CnpVocabulary:
+    """Selectors over the generated cluster's labels, for CNP subjects and peers."""
+
+    def __init__(self, cluster: SynthCluster, rng: random.Random) -> None:
+        self.rng = rng
+        self.teams = sorted(
+            {ns["metadata"]["labels"]["team"] for ns in cluster.namespaces
+             if "team" in ns["metadata"]["labels"] and "env" in ns["metadata"]["labels"]}
+        )  # fmt: skip
+        apps = sorted({d.app for deps in cluster.deployments.values() for d in deps})
+        self.apps = apps or ["app"]
+
+    def team(self) -> str:
+        team: str = self.rng.choice(self.teams)
+        return team
+
+    def subject(self) -> tuple[str, Raw]:
+        """A subject and a word for the policy's name."""
+        roll = self.rng.random()
+        team = self.team()
+        if roll < 0.45:
+            return f"team-{team}", {"namespaces": _ml(team=team)}
+        if roll < 0.6:
+            env = self.rng.choice(ENVS)
+            return f"{team}-{env}", {"namespaces": _ml(team=team, env=env)}
+        if roll < 0.75:
+            tier = self.rng.choice(("backend", "frontend", "db"))
+            return f"prod-{tier}", {
+                "pods": {"namespaceSelector": _ml(env="prod"), "podSelector": _ml(tier=tier)}
+            }
+        if roll < 0.9:
+            apps = sorted(self.rng.sample(self.apps, min(3, len(self.apps))))
+            return f"{team}-apps", {
+                "pods": {
+                    "namespaceSelector": _ml(team=team),
+                    "podSelector": {
+                        "matchExpressions": [{"key": "app", "operator": "In", "values": apps}]
+                    },
+                }
+            }
+        if roll < 0.97:
+            return "tenants", {
+                "namespaces": {
+                    "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["system"]}]
+                }
+            }
+        return "everyone", {"namespaces": {}}
+
+    # Each rule maker returns a rule without its action.
+
+    def ingress_rule(self) -> Raw:
+        kind = self.rng.randrange(5)
+        if kind == 0:
+            return {
+                "name": "from-prometheus",
+                "from": [{"pods": {
+                    "namespaceSelector": _ml(**{NAME_LABEL: "monitoring"}),
+                    "podSelector": _ml(app="prometheus"),
+                }}],
+                "protocols": [_named("metrics")],
+            }  # fmt: skip
+        if kind == 1:
+            teams = sorted(self.rng.sample(self.teams, min(3, len(self.teams))))
+            return {
+                "from": [
+                    {"namespaces": {"matchExpressions": [
+                        {"key": "team", "operator": "In", "values": teams}]}},
+                    {"namespaces": _ml(**{"compliance": "pci"})},
+                ],
+                "protocols": [_tcp(30000, 32767), _udp(53)],
+            }  # fmt: skip
+        if kind == 2:
+            return {
+                "name": "from-dev-frontends",
+                "from": [{"pods": {"namespaceSelector": _ml(env="dev"),
+                                   "podSelector": _ml(tier="frontend")}}],
+                "protocols": [_tcp(5432), _tcp(6379), _sctp(9999)],
+            }  # fmt: skip
+        if kind == 3:
+            return {"from": [{"namespaces": {}}]}
+        return {
+            "name": "from-ingress-controller",
+            "from": [
+                {"pods": {
+                    "namespaceSelector": _ml(**{NAME_LABEL: "ingress-nginx"}),
+                    "podSelector": _ml(**{"app.kubernetes.io/name": "ingress-nginx"}),
+                }},
+                {"namespaces": _ml(team=self.team())},
+            ],
+            "protocols": [_named("http"), _tcp(8443)],
+        }  # fmt: skip
+
+    def egress_rule(self) -> Raw:
+        kind = self.rng.randrange(7)
+        if kind == 0:
+            return {
+                "name": "dns",
+                "to": [{"pods": {
+                    "namespaceSelector": _ml(**{NAME_LABEL: "kube-system"}),
+                    "podSelector": _ml(**{"k8s-app": "kube-dns"}),
+                }}],
+                "protocols": [_udp(53), _tcp(53)],
+            }  # fmt: skip
+        if kind == 1:
+            nets = sorted(self.rng.sample(EXTERNAL_NETS, self.rng.randint(1, 4)))
+            protocols = [_tcp(443)] if self.rng.random() < 0.5 else [_tcp(1024, 65535)]
+            return {"name": "external", "to": [{"networks": nets}], "protocols": protocols}
+        if kind == 2:
+            return {
+                "name": "control-plane",
+                "to": [{"nodes": {"matchExpressions": [
+                    {"key": CONTROL_PLANE, "operator": "Exists"}]}}],
+                "protocols": [_tcp(6443), _tcp(10250)],
+            }  # fmt: skip
+        if kind == 3:
+            return {
+                "to": [
+                    {"nodes": _ml(**{"topology.kubernetes.io/zone": self.rng.choice(ZONES)})},
+                    {"nodes": {"matchExpressions": [
+                        {"key": "pool", "operator": "In", "values": ["infra", "compute"]}]}},
+                    {"networks": [self.rng.choice(EXTERNAL_NETS)]},
+                ],
+            }  # fmt: skip
+        if kind == 4:
+            return {
+                "to": [{"namespaces": _ml(team=self.team())}],
+                "protocols": [_named(self.rng.choice(("grpc", "http")))],
+            }
+        if kind == 5:
+            return {
+                "name": "pci-databases",
+                "to": [{"pods": {"namespaceSelector": _ml(compliance="pci"),
+                                 "podSelector": _ml(tier="db")}}],
+                "protocols": [_named("postgres"), _named("redis")],
+            }  # fmt: skip
+        return {"to": [{"namespaces": {}}, {"networks": ["10.0.0.0/8", "fd00::/8"]}]}
+
+
+_ACTION_WEIGHTS = {
+    "Admin": (("Accept", "Deny", "Pass"), (0.4, 0.35, 0.25)),
+    "Baseline": (("Accept", "Deny", "Pass"), (0.45, 0.45, 0.1)),
+}
+
+
+def _cluster_network_policies(cluster: SynthCluster, rng: random.Random) -> None:
+    """``params.cnps`` ClusterNetworkPolicies, half Admin and half Baseline, 5 rules each.
+
+    Subjects are a team's namespaces (alone or with an env), the prod pods of a tier,
+    a few apps of a team, every tenant namespace, or (rarely) every namespace; rules
+    mix every peer kind (namespaces, pods, networks of both families, nodes) and
+    every protocol form (TCP/UDP/SCTP numbers, ranges, named ports, none), with
+    Accept, Deny and Pass. Priorities are spread over 0..1000 (some are equal).
+    """
+    vocab = _CnpVocabulary(cluster, rng)
+    for i in range(cluster.params.cnps):
+        tier = "Admin" if i % 2 == 0 else "Baseline"
+        word, subject = vocab.subject()
+        n_ingress = rng.choice((0, 1, 2, 2, 3, 3, 4, 5))
+        actions, weights = _ACTION_WEIGHTS[tier]
+        ingress: list[Raw] = []
+        egress: list[Raw] = []
+        for r in range(RULES_PER_CNP):
+            rule = vocab.ingress_rule() if r < n_ingress else vocab.egress_rule()
+            rule = {"action": rng.choices(actions, weights)[0], **rule}
+            (ingress if r < n_ingress else egress).append(rule)
+        name = f"{tier.lower()}-{word}-{i:04d}"
+        cluster.cluster_policies.append(
+            _cnp(name, tier, rng.randrange(0, 1001), subject, ingress, egress)
+        )
+
+
 # ----------------------------------------------------------------------- antrea
 
 
@@ -765,6 +1032,11 @@ class EventMaker:
             self._policies_by_ns.setdefault(pol["metadata"]["namespace"], []).append(key)
         self._used: set[str] = set()
         self._serial = 0
+        self.cluster_policies: dict[str, Raw] = {
+            c["metadata"]["name"]: c for c in cluster.cluster_policies
+        }
+        self.nodes: dict[str, Raw] = {n["metadata"]["name"]: n for n in cluster.nodes}
+        self._cnp_serial = 0
 
     def _fresh(self, pool: list[str]) -> str:
         for _ in range(10_000):
@@ -880,6 +1152,55 @@ class EventMaker:
                 spec["policyTypes"].append("Ingress")
         self.policies[key] = pol
         return pol
+
+    def cluster_policy_changed(self) -> Raw:
+        """An existing CNP edited, in turn: its priority, an action flipped, a peer
+        added to its first rule, or its rules reordered (the same CNP may come again).
+        """
+        if not self.cluster_policies:
+            raise RuntimeError("the cluster has no ClusterNetworkPolicy")
+        name = self.rng.choice(sorted(self.cluster_policies))
+        cnp = copy.deepcopy(self.cluster_policies[name])
+        spec = cnp["spec"]
+        how = self._cnp_serial % 4
+        self._cnp_serial += 1
+        rules: list[Raw] = spec.get("ingress") or spec["egress"]
+        if how == 0:
+            old = spec["priority"]
+            spec["priority"] = (old + self.rng.randint(1, 1000)) % 1001
+        elif how == 1:
+            rule = self.rng.choice(rules)
+            flip = {"Accept": "Deny", "Deny": "Pass", "Pass": "Accept"}
+            rule["action"] = flip[rule["action"]]
+        elif how == 2:
+            team = self.rng.choice(
+                sorted({ns["metadata"]["labels"].get("team", "infra")
+                        for ns in self.namespaces.values()})
+            )  # fmt: skip
+            peers = rules[0].get("from", rules[0].get("to"))
+            assert isinstance(peers, list)
+            if len(peers) < 25:
+                peers.append({"namespaces": {"matchLabels": {"team": team, "env": "qa"}}})
+            else:
+                peers.pop()
+        else:
+            rules.reverse()
+            if len(rules) == 1:
+                rules[0]["action"] = "Pass" if rules[0]["action"] != "Pass" else "Deny"
+        self.cluster_policies[name] = cnp
+        return cnp
+
+    def node_relabelled(self) -> Raw:
+        """A Node moves to another pool (its labels change; node peer sets follow)."""
+        if not self.nodes:
+            raise RuntimeError("the cluster has no Node objects")
+        name = self.rng.choice(sorted(self.nodes))
+        node = copy.deepcopy(self.nodes[name])
+        labels = node["metadata"]["labels"]
+        pools = [p for p in ("general", "compute", "infra", "gpu") if p != labels.get("pool")]
+        labels["pool"] = self.rng.choice(pools)
+        self.nodes[name] = node
+        return node
 
     def _some_pod_selector(self, ns: str) -> Raw:
         pods = self._pods_by_ns.get(ns)

@@ -121,6 +121,10 @@ NODE_RULE_SET_STATUS: dict[str, Any] = {
     "type": "object",
     "properties": {
         "policies": {"type": "integer", "description": "policies selecting local pods"},
+        "clusterPolicies": {
+            "type": "integer",
+            "description": "ClusterNetworkPolicies selecting local pods",
+        },
         "pods": {"type": "integer", "description": "local pods that some policy selects"},
         "applied": {"type": "boolean", "description": "the agent enforces this generation"},
         "appliedGeneration": {"type": "integer"},
@@ -144,6 +148,7 @@ def node_rule_set_crd() -> dict[str, Any]:
     columns = [
         {"name": "Node", "type": "string", "jsonPath": ".spec.node"},
         {"name": "Policies", "type": "integer", "jsonPath": ".status.policies"},
+        {"name": "Cluster-Policies", "type": "integer", "jsonPath": ".status.clusterPolicies"},
         {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
         {"name": "Applied", "type": "boolean", "jsonPath": ".status.applied"},
         {"name": "Last-Sync", "type": "date", "jsonPath": ".status.lastSync"},
