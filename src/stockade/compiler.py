@@ -296,6 +296,30 @@ class _ClusterPolicyState:
     sets: frozenset[str]
     namespaces: set[str]  # namespaces the subject's namespace selector matches
     targets: set[str]
+    order: tuple[int, int, str] = (0, 0, "")
+
+    def __post_init__(self) -> None:
+        self.order = self.compiled.order
+
+
+@dataclass(frozen=True)
+class _BasePart:
+    """The NetworkPolicy side of one node's rule set (see Compiler._build_node)."""
+
+    policies: tuple[NodePolicy, ...]
+    set_names: frozenset[str]
+    targeted: frozenset[str]
+    known: tuple[KnownPod, ...]
+    contested: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _ClusterPart:
+    """The ClusterNetworkPolicy side of one node's rule set."""
+
+    policies: tuple[NodeClusterPolicy, ...]
+    set_names: frozenset[str]
+    targeted: frozenset[str]
 
 
 @dataclass
@@ -402,6 +426,19 @@ class Compiler:
         self._pod_cnps: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeInfo] = {}
         self._node_sets: set[str] = set()  # sets of Nodes (node_selector)
+        # A node's rule set is built from two parts, each rebuilt only when dirty: the
+        # NetworkPolicy part (and known pods, contested addresses) and the CNP part.
+        # A CNP event then rebuilds the CNP part of its subjects' nodes, reusing the
+        # NodeClusterPolicy of every other CNP there.
+        self._node_cnp_pods: dict[str, dict[str, set[str]]] = {}  # node -> CNP -> subjects
+        self._ncp_cache: dict[tuple[str, str], NodeClusterPolicy] = {}
+        self._dirty_cnp_nodes: set[str] = set()
+        self._base_parts: dict[str, _BasePart] = {}
+        self._cnp_parts: dict[str, _ClusterPart] = {}
+        # Nodes whose pods changed since the last flush: the others may keep their
+        # rule set's LocalPods when the same pods are targeted.
+        self._pods_touched: set[str] = set()
+        self._node_targeted: dict[str, frozenset[str]] = {}
 
     # ------------------------------------------------------------------ events
 
@@ -479,6 +516,9 @@ class Compiler:
             self._local_cache.pop(key, None)
         else:
             self._pods[key] = pod
+        for changed in (old, pod):
+            if changed is not None:
+                self._pods_touched.add(changed.node_name)
         if old is not None:
             self._node_ref(old.node_name, -1)
             if old.selectable:
@@ -587,9 +627,23 @@ class Compiler:
             state.targets.discard(key)
             _discard(self._pod_cnps, key, name)
         if was and old is not None:
-            self._dirty_nodes.add(old.node_name)
+            self._unsubject(old.node_name, name, key)
         if now and pod is not None:
-            self._dirty_nodes.add(pod.node_name)
+            self._subject(pod.node_name, name, key)
+
+    def _subject(self, node: str, cnp: str, pod: str) -> None:
+        self._node_cnp_pods.setdefault(node, {}).setdefault(cnp, set()).add(pod)
+        self._ncp_cache.pop((node, cnp), None)
+        self._dirty_cnp_nodes.add(node)
+
+    def _unsubject(self, node: str, cnp: str, pod: str) -> None:
+        by_cnp = self._node_cnp_pods.get(node)
+        if by_cnp is not None:
+            _discard(by_cnp, cnp, pod)
+            if not by_cnp:
+                del self._node_cnp_pods[node]
+        self._ncp_cache.pop((node, cnp), None)
+        self._dirty_cnp_nodes.add(node)
 
     def _repeer_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
         bucket = _bucket(key)
@@ -739,16 +793,22 @@ class Compiler:
             _discard(self._ns_cnps, ns, name)
         for ns in new_ns - old_ns:
             self._ns_cnps.setdefault(ns, set()).add(name)
+        old_targets = old.targets if old else set()
+        new_targets = new.targets if new else set()
         if old is not None:
             for set_name in old.sets - (new.sets if new else frozenset()):
                 self._release_set(set_name, user)
-            for pod in old.targets - (new.targets if new else set()):
-                _discard(self._pod_cnps, pod, name)
-        if new is not None:
-            for pod in new.targets - (old.targets if old else set()):
-                self._pod_cnps.setdefault(pod, set()).add(name)
-        touched = (old.targets if old else set()) | (new.targets if new else set())
-        self._dirty_nodes.update(self._pods[p].node_name for p in touched)
+        for pod in old_targets - new_targets:
+            _discard(self._pod_cnps, pod, name)
+            self._unsubject(self._pods[pod].node_name, name, pod)
+        for pod in new_targets - old_targets:
+            self._pod_cnps.setdefault(pod, set()).add(name)
+            self._subject(self._pods[pod].node_name, name, pod)
+        if old is not None and new is not None and old.compiled != new.compiled:
+            # Same subjects, new rules: their nodes get the new compiled policy.
+            for node in {self._pods[p].node_name for p in old_targets & new_targets}:
+                self._ncp_cache.pop((node, name), None)
+                self._dirty_cnp_nodes.add(node)
 
     def _subjects(self, subject: Subject, namespaces: set[str]) -> set[str]:
         """The selectable pods a subject selects, among the given namespaces."""
@@ -858,7 +918,7 @@ class Compiler:
     def flush(self) -> Changes:
         """Rebuild what events made dirty; report only what really changed."""
         node_changes: dict[str, NodeRuleSet | None] = {}
-        for node in sorted(self._dirty_nodes):
+        for node in sorted(self._dirty_nodes | self._dirty_cnp_nodes):
             built = self._build_node(node)
             if built != self._node_out.get(node):
                 node_changes[node] = built
@@ -867,6 +927,8 @@ class Compiler:
                 else:
                     self._node_out[node] = built
         self._dirty_nodes.clear()
+        self._dirty_cnp_nodes.clear()
+        self._pods_touched.clear()
         set_changes: dict[str, PeerSet | None] = {}
         for name in sorted(self._dirty_sets):
             self._flush_set(name, set_changes)
@@ -881,7 +943,39 @@ class Compiler:
 
     def _build_node(self, node: str) -> NodeRuleSet | None:
         if node not in self._node_refs and node not in self._declared_nodes:
+            self._base_parts.pop(node, None)
+            self._cnp_parts.pop(node, None)
+            self._node_targeted.pop(node, None)
             return None
+        base = self._base_parts.get(node)
+        if base is None or node in self._dirty_nodes:
+            base = self._base_parts[node] = self._build_base(node)
+        cluster = self._cnp_parts.get(node)
+        if cluster is None or node in self._dirty_cnp_nodes:
+            cluster = self._cnp_parts[node] = self._build_cluster_part(node)
+        targeted = base.targeted | cluster.targeted
+        previous = self._node_out.get(node)
+        if (
+            previous is not None
+            and node not in self._pods_touched
+            and self._node_targeted.get(node) == targeted
+        ):
+            pods = previous.pods
+        else:
+            pods = tuple(self._local_pod(k) for k in sorted(targeted))
+        self._node_targeted[node] = targeted
+        return NodeRuleSet(
+            node,
+            pods,
+            base.policies,
+            tuple(sorted(base.set_names | cluster.set_names)),
+            known_pods=base.known,
+            contested_ips=base.contested,
+            cluster_policies=cluster.policies,
+        )
+
+    def _build_base(self, node: str) -> _BasePart:
+        """The NetworkPolicy part of a node's rule set, with its known and contested pods."""
         by_policy: dict[str, list[str]] = {}
         for pod in self._node_pods.get(node, ()):
             for pkey in self._pod_policies.get(pod, ()):
@@ -895,39 +989,33 @@ class Compiler:
             targeted.update(targets)
             policies.append(NodePolicy(state.compiled, targets))
             set_names |= state.sets
-        cluster_policies = self._node_cluster_policies(node, set_names, targeted)
-        pods = tuple(self._local_pod(k) for k in sorted(targeted))
         known = tuple(KnownPod(k, self._pods[k].ips) for k in sorted(self._node_pods.get(node, ())))
         contested = sorted(
             {ip for ips in self._node_contested.get(node, {}).values() for ip in ips}
         )
-        return NodeRuleSet(
-            node,
-            pods,
-            tuple(policies),
-            tuple(sorted(set_names)),
-            known_pods=known,
-            contested_ips=tuple(contested),
-            cluster_policies=cluster_policies,
+        return _BasePart(
+            tuple(policies), frozenset(set_names), frozenset(targeted), known, tuple(contested)
         )
 
-    def _node_cluster_policies(
-        self, node: str, set_names: set[str], targeted: set[str]
-    ) -> tuple[NodeClusterPolicy, ...]:
-        """The CNPs selecting a pod of ``node``, in evaluation order, with their subjects."""
-        by_cnp: dict[str, list[str]] = {}
-        for pod in self._node_pods.get(node, ()):
-            for name in self._pod_cnps.get(pod, ()):
-                by_cnp.setdefault(name, []).append(pod)
-        out: list[NodeClusterPolicy] = []
-        for name, pods in by_cnp.items():
-            state = self._cnps[name]
-            targets = tuple(sorted(pods))
-            targeted.update(targets)
-            set_names |= state.sets
-            out.append(NodeClusterPolicy(state.compiled, targets))
-        out.sort(key=lambda ncp: ncp.policy.order)
-        return tuple(out)
+    def _build_cluster_part(self, node: str) -> _ClusterPart:
+        """The CNPs selecting a pod of ``node``, in evaluation order, with their subjects.
+
+        A CNP whose rules and subjects here did not change keeps its NodeClusterPolicy.
+        """
+        by_cnp = self._node_cnp_pods.get(node, {})
+        cnps, cache = self._cnps, self._ncp_cache
+        entries: list[NodeClusterPolicy] = []
+        for name in sorted(by_cnp, key=lambda n: cnps[n].order):
+            ncp = cache.get((node, name))
+            if ncp is None:
+                ncp = cache[(node, name)] = NodeClusterPolicy(
+                    cnps[name].compiled, tuple(sorted(by_cnp[name]))
+                )
+            entries.append(ncp)
+        set_names = frozenset().union(*(cnps[name].sets for name in by_cnp))
+        subjects = self._pod_cnps
+        targeted = frozenset(p for p in self._node_pods.get(node, ()) if p in subjects)
+        return _ClusterPart(tuple(entries), set_names, targeted)
 
     def _local_pod(self, key: str) -> LocalPod:
         pod = self._pods[key]
