@@ -601,15 +601,24 @@ def test_crds_register_resources_and_columns(api: Api) -> None:
     api.ok(
         "PATCH",
         f"{base}/node-1/status",
-        {"status": {"policies": 3, "applied": True}},
+        {"status": {"policies": 3, "clusterPolicies": 2, "applied": True}},
         content_type=merge,
     )
     table = api.ok("GET", base, accept=TABLE)
     assert table["kind"] == "Table"
     columns = [c["name"] for c in table["columnDefinitions"]]
-    assert columns == ["Name", "Node", "Policies", "Pods", "Applied", "Last-Sync", "Age"]
+    assert columns == [
+        "Name",
+        "Node",
+        "Policies",
+        "Cluster-Policies",
+        "Pods",
+        "Applied",
+        "Last-Sync",
+        "Age",
+    ]
     cells = table["rows"][0]["cells"]
-    assert cells[:5] == ["node-1", "node-1", 3, None, True]
+    assert cells[:6] == ["node-1", "node-1", 3, 2, None, True]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     smp = "application/strategic-merge-patch+json"
     assert api.call("PATCH", f"{base}/node-1", {"spec": {}}, content_type=smp)[0] == 415
@@ -1144,7 +1153,16 @@ def test_kubectl_crds_and_printer_columns(emu: EmulatorThread, kubectl: Kubectl)
         }
     )
     table = kubectl("get", "noderulesets").splitlines()
-    assert table[0].split() == ["NAME", "NODE", "POLICIES", "PODS", "APPLIED", "LAST-SYNC", "AGE"]
+    assert table[0].split() == [
+        "NAME",
+        "NODE",
+        "POLICIES",
+        "CLUSTER-POLICIES",
+        "PODS",
+        "APPLIED",
+        "LAST-SYNC",
+        "AGE",
+    ]
     assert table[2].split()[:5] == ["node-2", "node-2", "4", "2", "true"]
     assert "node-1" in kubectl("get", "stockade")  # the CRD's category
     described = kubectl("describe", "noderuleset", "node-2")
