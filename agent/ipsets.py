@@ -10,7 +10,7 @@ kind          type             members
 ============  ===============  ===================================================
 ``peer``      hash:ip          the pods of a PeerSet (all shards), one family
 ``cidr``      hash:net         an ipBlock's CIDR, its excepts as ``nomatch``
-``tport``     hash:ip,port     a policy's local targets that declare a named port
+``tport``     hash:ip,port     the local pods declaring a named port (name, protocol)
 ``pport``     hash:ip,port     the pods of a named-port PeerSet, with the number
 ``ig``        hash:ip          the local pods of one ingress policy group
 ``eg``        hash:ip          the local pods of one egress policy group

@@ -29,8 +29,10 @@ direction's bit is unset, ``-j STK-<DIR>`` (NetworkPolicy, as above) and
 ``-j STK-B-<DIR>`` (Baseline); the tier chains dispatch like the NetworkPolicy ones
 to group chains ``STK-AEG-<h>``... that jump to each policy's ``STK-CE-<id>`` /
 ``STK-CI-<id>`` in evaluation order (Accept: set the direction's bit; Pass: set the
-pass bit; Deny: drop). ``STK-INPUT`` (hooked at the top of INPUT) judges a local pod
-reaching its own node with the egress tiers. Without ClusterNetworkPolicies none of
+pass bit; Deny: drop); each jump is gated by the protocol and ports the policy's
+rules can match, and those rules test protocol and ports before any set.
+``STK-INPUT`` (hooked at the top of INPUT) judges a local pod reaching its own node
+with the egress tiers. Without ClusterNetworkPolicies none of
 this is rendered. docs/dataplane.md, "Tiers".
 
 Cost discipline (a node carries thousands of policies and tens of thousands of set
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -56,13 +59,16 @@ from stockade.agent.ipsets import (
     SetType,
     digest_set_name,
     make_set,
+    maxelem_for,
     parse_ip,
     render_sets,
     render_swap,
+    set_family,
     set_name,
 )
 from stockade.agent.iptables import (
     MAX_COMMENT,
+    MULTIPORT_SLOTS,
     PROTOCOLS,
     Chain,
     ClearMark,
@@ -89,6 +95,7 @@ from stockade.agent.iptables import (
     SetMatch,
     canonical_rate,
     check_chain_name,
+    multiport_slots,
     render_restore,
     split_multiport,
 )
@@ -557,6 +564,49 @@ def _tier_rules(d: _Direction, c: NodeClusterPolicy) -> tuple[TierRule, ...]:
     return c.policy.ingress if d.name == "ingress" else c.policy.egress
 
 
+def _gates(rules: Sequence[Rule]) -> list[tuple[Match, ...]]:
+    """What a packet must match to match any of ``rules``: the jump's matches.
+
+    Read from the rules themselves (so the gate can never be narrower than the
+    rules). ``[]`` for no rules: nothing to jump to. ``[()]`` (always jump) when a
+    rule tests no protocol, or when the rules use several protocols: one jump per
+    protocol would add a rule per policy per group for little (the rules inside
+    test protocol and ports before any set, so a packet of another protocol makes
+    no set lookup there either). Else the one protocol, with the union of the port
+    numbers when every rule has numbers and the union fits one multiport match.
+    """
+    ranges: dict[Protocol, list[tuple[int, int]] | None] = {}
+    for rule in rules:
+        proto = next((m.protocol for m in rule.matches if isinstance(m, ProtoMatch)), None)
+        if proto is None:
+            return [()]
+        numbers = [r for m in rule.matches if isinstance(m, PortRange) for r in m.ranges]
+        if not numbers:  # every port of the protocol, or a named port (a set)
+            ranges[proto] = None
+        elif proto not in ranges:
+            ranges[proto] = numbers
+        elif (known := ranges[proto]) is not None:
+            known.extend(numbers)
+    if len(ranges) != 1:
+        return [()] if ranges else []
+    ((proto, known),) = ranges.items()
+    merged = _merge_ranges(known) if known is not None else ()
+    if merged and multiport_slots(merged) <= MULTIPORT_SLOTS:
+        return [(ProtoMatch(proto), PortRange(proto, merged))]
+    return [(ProtoMatch(proto),)]
+
+
+def _merge_ranges(ranges: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted port ranges with overlapping and adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return tuple(out)
+
+
 class _IPCache:
     """Canonical form and family of each address text, parsed once per render."""
 
@@ -631,6 +681,28 @@ def _merge_one(name: str, shards: Sequence[PeerSet], cache: _IPCache) -> _PeerSe
     return _PeerSetView(first.selector, tuple(sorted(members, key=lambda x: (x[0], x[1] or 0))))
 
 
+def ip_set(
+    name: str,
+    family: IPFamily,
+    ips: Collection[str],
+    member: Callable[[str], Member] = Member,
+) -> IPSet:
+    """A ``hash:ip`` set of canonical addresses ``ips``: the same set as ``make_set``.
+
+    Cheaper for the hundreds of thousands of members of a big node: addresses are
+    ordered by their packed bytes (the numeric order ``member_key`` gives) instead of
+    being parsed twice; IPSet still checks every member and the order.
+    """
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    try:
+        ordered = sorted(set(ips), key=lambda ip: socket.inet_pton(af, ip))
+    except OSError:  # not an address of the family: make_set says which
+        return make_set(name, "hash:ip", family, map(member, ips))
+    return IPSet(
+        name, "hash:ip", set_family(family), tuple(map(member, ordered)), maxelem_for(len(ordered))
+    )
+
+
 def _peer_set_ipsets(name: str, view: _PeerSetView, family: IPFamily) -> tuple[IPSet, IPSet | None]:
     """The ``peer`` set of a PeerSet and, for a named-port selector, its ``pport`` set.
 
@@ -639,11 +711,8 @@ def _peer_set_ipsets(name: str, view: _PeerSetView, family: IPFamily) -> tuple[I
     Members of a ``pport`` set without a number do not declare the port: they match
     nothing, so they are left out.
     """
-    peer = make_set(
-        set_name("peer", family, name),
-        "hash:ip",
-        family,
-        [Member(ip) for ip, _, fam in view.members if fam == family],
+    peer = ip_set(
+        set_name("peer", family, name), family, [ip for ip, _, fam in view.members if fam == family]
     )
     ref = view.selector.named_port
     if ref is None:
@@ -726,17 +795,25 @@ def _tier_groups(
     for c in cluster:
         if c.policy.tier != tier or not _tier_rules(d, c):
             continue
-        for target in sorted(set(c.targets)):
-            if target not in pods:
-                raise RenderError(
-                    f"cluster policy {c.policy.name}: subject {target} is not a local pod"
-                )
-            by_pod.setdefault(target, []).append(c)
+        targets = set(c.targets)
+        if not targets <= pods.keys():
+            target = min(targets - pods.keys())
+            raise RenderError(
+                f"cluster policy {c.policy.name}: subject {target} is not a local pod"
+            )
+        for target in targets:  # each pod's list is in ``cluster`` order
+            cps = by_pod.get(target)
+            if cps is None:
+                by_pod[target] = [c]
+            else:
+                cps.append(c)
     by_key: dict[tuple[str, ...], tuple[list[NodeClusterPolicy], list[str]]] = {}
     for pod_name in sorted(by_pod):
         cps = by_pod[pod_name]
         key = tuple(c.policy.id for c in cps)
-        entry = by_key.setdefault(key, (cps, []))
+        entry = by_key.get(key)
+        if entry is None:
+            entry = by_key[key] = (cps, [])
         entry[1].extend(pods[pod_name].ips)
     groups = [
         _Group(
@@ -853,6 +930,18 @@ class _FamilyRenderer:
     # PeerSet name -> its (peer, pport) sets in this family, made once per render.
     peer_sets: dict[str, tuple[IPSet, IPSet | None]] = field(default_factory=dict)
     cidr_sets: dict[tuple[str | None, tuple[str, ...]], str | None] = field(default_factory=dict)
+    # Ingress named ports: (port name, protocol) -> the node's tport set (None: empty).
+    tport_sets: dict[tuple[str, Protocol], str | None] = field(default_factory=dict)
+    # (port name, protocol) -> ``ip,proto:number`` of the local pods declaring it here.
+    named_ports: dict[tuple[str, str], list[str]] | None = None
+    members: dict[str, Member] = field(default_factory=dict)
+    # (direction name, cluster policy id) -> its chain, built once (the group chains
+    # read its rules to gate their jumps).
+    cnp_chains: dict[tuple[str, str], Chain] = field(default_factory=dict)
+    cnp_jumps: dict[tuple[str, str], list[Rule]] = field(default_factory=dict)
+    # Tier dispatch chain -> its groups with addresses of this family; group chain -> those.
+    tier_groups: dict[str, list[_Group]] = field(default_factory=dict)
+    tier_ips: dict[str, list[str]] = field(default_factory=dict)
 
     def render(self) -> RenderedFamily:
         mask = self.options.mark_mask
@@ -1039,6 +1128,14 @@ class _FamilyRenderer:
             self.sets[name] = make_set(name, type_, self.family, members)
         return name
 
+    def _member(self, ip: str) -> Member:
+        """The hash:ip member of a canonical address, made once per render (a pod's
+        address is in its group's set and in every tree set above it)."""
+        member = self.members.get(ip)
+        if member is None:
+            member = self.members[ip] = Member(ip)
+        return member
+
     def _ips(self, ips: Sequence[str], where: str) -> list[str]:
         return self.cache.family_ips(ips, self.family, where)
 
@@ -1055,7 +1152,7 @@ class _FamilyRenderer:
             ips = self._ips(g.pod_ips, f"{d.name} group")
             group_sets[g.hash] = ips
             name = g.set_name(self.family)
-            self.sets[name] = make_set(name, "hash:ip", self.family, [Member(ip) for ip in ips])
+            self.sets[name] = ip_set(name, self.family, ips, self._member)
         bit = d.mark_bit(self.options)
         allow = Chain(d.allow_chain, (Rule((), SetMark(bit, bit), comment(f"{d.name} allowed")),))
         if not groups:  # nothing isolated this way: the dispatch chain stays empty
@@ -1087,15 +1184,15 @@ class _FamilyRenderer:
         direction's bit: Accept) or passed (the pass bit). Deny drops in the policy
         chain itself. Nothing matched: the group chain ends, on to the next tier.
         """
-        groups = self.groups[d.dispatch_chain]
+        groups = self._tier_groups_here(d)
         if not groups:
             return [Chain(d.dispatch_chain, ())]
         group_sets: dict[str, list[str]] = {}
         for g in groups:
-            ips = self._ips(g.pod_ips, f"{d.label} group")
+            ips = self.tier_ips[g.chain]
             group_sets[g.hash] = ips
             name = g.set_name(self.family)
-            self.sets[name] = make_set(name, "hash:ip", self.family, [Member(ip) for ip in ips])
+            self.sets[name] = ip_set(name, self.family, ips, self._member)
         root = _dispatch_tree(d, "", groups)
         tree_chains: list[Chain] = []
         root_rules = self._tree_node(root, group_sets, tree_chains)
@@ -1109,28 +1206,58 @@ class _FamilyRenderer:
         chains.extend(self._tier_group_chain(g) for g in groups)
         return chains
 
+    def _tier_groups_here(self, d: _Direction) -> list[_Group]:
+        """The tier groups of ``d`` with pod addresses of this family.
+
+        A group with none can never be dispatched to in this family's table, so it
+        gets no set, no chain, no dispatch rule (an IPv4-only cluster's IPv6 table
+        then holds no tier group chains, and no policy chain only they would use).
+        """
+        here = self.tier_groups.get(d.dispatch_chain)
+        if here is None:
+            here = self.tier_groups[d.dispatch_chain] = []
+            for g in self.groups[d.dispatch_chain]:
+                ips = self._ips(g.pod_ips, f"{d.label} group")
+                if ips:
+                    here.append(g)
+                    self.tier_ips[g.chain] = ips
+        return here
+
     def _tier_group_chain(self, g: _Group) -> Chain:
+        """The group's ClusterNetworkPolicy chains in evaluation order.
+
+        Each jump is gated by what the policy's rules could match at all
+        (:func:`_gates`): a packet of another protocol, or on none of the policy's
+        ports, skips the chain without a set lookup; a policy with no rule in this
+        family gets no jump. Between jumps, one mark test on the direction's bit
+        and the pass bit together: the previous policy accepted or passed.
+        """
         d = g.direction
         stop = d.mark_bit(self.options) | self.pass_bit
+        # The previous policy accepted or passed: this tier is over.
+        done = Rule(
+            (MarkMatch(0, stop, negate=True),), Return(), comment(f"{d.label}: accepted or passed")
+        )
         rules: list[Rule] = []
-        for i, cp in enumerate(g.policies):
-            if i:
-                # The previous policy accepted or passed: this tier is over.
-                rules.append(
-                    Rule(
-                        (MarkMatch(0, stop, negate=True),),
-                        Return(),
-                        comment(f"{d.label}: accepted or passed"),
-                    )
-                )
-            rules.append(
-                Rule(
-                    (),
-                    Jump(_cluster_policy_chain(d, cp.policy.id)),
-                    comment(f"{cp.policy.name} {d.name}"),
-                )
-            )
+        for cp in g.policies:
+            jumps = self._cnp_jumps(d, cp)
+            if not jumps:
+                continue  # no rule in this family: the policy matches nothing here
+            if rules:
+                rules.append(done)
+            rules.extend(jumps)
         return Chain(g.chain, tuple(rules))
+
+    def _cnp_jumps(self, d: _Direction, cp: AnyPolicy) -> list[Rule]:
+        """A group chain's gated jump(s) to a policy's chain (the same for every group)."""
+        key = (d.name, cp.policy.id)
+        jumps = self.cnp_jumps.get(key)
+        if jumps is None:
+            chain = self._cnp_chain(d, cp)
+            note = comment(f"{cp.policy.name} {d.name}")
+            jumps = [Rule(gate, Jump(chain.name), note) for gate in _gates(chain.rules)]
+            self.cnp_jumps[key] = jumps
+        return jumps
 
     def _cluster_policy_chains(self, d: _Direction) -> list[Chain]:
         """The chains of the ClusterNetworkPolicies some group of ``d``'s direction uses."""
@@ -1138,11 +1265,19 @@ class _FamilyRenderer:
         for td in TIER_DIRECTIONS:
             if td.name != d.name:
                 continue
-            for g in self.groups[td.dispatch_chain]:
+            for g in self._tier_groups_here(td):
                 for cp in g.policies:
                     assert isinstance(cp, NodeClusterPolicy)
                     used[cp.policy.id] = cp
-        return [self._cluster_policy_chain(d, used[pid]) for pid in sorted(used)]
+        return [self._cnp_chain(d, used[pid]) for pid in sorted(used)]
+
+    def _cnp_chain(self, d: _Direction, cp: AnyPolicy) -> Chain:
+        assert isinstance(cp, NodeClusterPolicy)
+        key = (d.name, cp.policy.id)
+        chain = self.cnp_chains.get(key)
+        if chain is None:
+            chain = self.cnp_chains[key] = self._cluster_policy_chain(d, cp)
+        return chain
 
     def _cluster_policy_chain(self, d: _Direction, cp: NodeClusterPolicy) -> Chain:
         """A ClusterNetworkPolicy's rules of one direction, in the order written.
@@ -1150,6 +1285,8 @@ class _FamilyRenderer:
         Accept: ``-g STK-ALLOW-<DIR>`` (sets the direction's bit: decided, allowed);
         Pass: ``-g STK-PASS`` (sets the pass bit); Deny: the configured verdict,
         after an optional rate-limited log. Each goto also ends the policy's scan.
+        The cheap matches come first: protocol and port numbers, then the named-port
+        set, then the peer set, so a rule whose port cannot match costs no set lookup.
         """
         tier = _TIER_OF[cp.policy.tier]
         rules: list[Rule] = []
@@ -1159,9 +1296,9 @@ class _FamilyRenderer:
             what = f"rule {rule.index}" + (f" ({rule.name})" if rule.name else "")
             closed = " fails closed" if rule.fail_closed else ""
             note = comment(f"{cp.policy.name} {d.name} {what} {rule.action}{closed}")
-            for peer in peers:
-                for port in ports:
-                    matches = peer + port
+            for port in ports:
+                for peer in peers:
+                    matches = port + peer
                     if rule.action == ACCEPT:
                         rules.append(Rule(matches, Goto(d.allow_chain), note))
                     elif rule.action == PASS:
@@ -1192,9 +1329,9 @@ class _FamilyRenderer:
         match is the only one, and the group's end returns to STK-FORWARD.
         """
         d = node.direction
-        members = [Member(ip) for g in node.groups for ip in group_sets[g.hash]]
         name = node.set_name(self.family)
-        self.sets[name] = make_set(name, "hash:ip", self.family, members)
+        ips = [ip for g in node.groups for ip in group_sets[g.hash]]
+        self.sets[name] = ip_set(name, self.family, ips, self._member)
         rules = []
         for child in node.children:
             if isinstance(child, _Group):
@@ -1325,30 +1462,34 @@ class _FamilyRenderer:
                 if p.name is not None and p.name not in seen:
                     seen.add(p.name)
                     name = self._named_port_set(d, np, p, proto)
-                    out.append((ProtoMatch(proto), SetMatch(name, "dst,dst")))
+                    if name is not None:  # None: no pod declares it, matches nothing
+                        out.append((ProtoMatch(proto), SetMatch(name, "dst,dst")))
         return out
 
     def _named_port_set(
         self, d: _Direction, np: AnyPolicy, port: PortMatch, proto: Protocol
-    ) -> str:
+    ) -> str | None:
         """The hash:ip,port set resolving a named port for this direction.
 
-        Ingress: the port is the destination pod's, i.e. one of the policy's local
-        targets, so the set holds (target ip, proto:number) from LocalPod.ports.
+        Ingress: the port is the destination pod's, a local pod. One set per (port
+        name, protocol) for the whole node, shared by every policy (NetworkPolicies
+        and ClusterNetworkPolicies alike): (ip, proto:number) of each local pod that
+        declares the port (LocalPod.ports). It may list pods that are not the
+        policy's targets, which never matters: a policy's chain is only reached
+        from the group chain of its own targets (the dispatch tests the destination
+        first), so the lookup is always about one of them. None when no local pod
+        declares the port in this family: the rule then matches nothing and is left
+        out (never "any port").
         Egress: the destination is a remote peer; the controller resolved the name
-        on every pod into the PeerSet ``named_port_set``.
+        on every pod into the PeerSet ``named_port_set`` (always rendered, even
+        empty: the agent's member-only fast path may fill it).
         """
         assert port.name is not None
         if d.name == "ingress":
-            members = [
-                Member(f"{ip},{proto.lower()}:{cp.port}")
-                for pod in self._targets(np)
-                for cp in pod.ports
-                if cp.name == port.name and cp.protocol == proto
-                for ip in self._ips(pod.ips, f"pod {pod.name}")
-            ]
-            key = {"policy": np.policy.id, "port": port.name, "protocol": proto}
-            return self._add_set("tport", key, "hash:ip,port", members)
+            key = (port.name, proto)
+            if key not in self.tport_sets:
+                self.tport_sets[key] = self._make_tport_set(port.name, proto)
+            return self.tport_sets[key]
         if port.named_port_set is None:
             raise RenderError(f"policy {np.policy.name}: egress named port {port.name} has no set")
         view = self.views[port.named_port_set]
@@ -1363,5 +1504,19 @@ class _FamilyRenderer:
         self.sets.setdefault(pport.name, pport)
         return pport.name
 
-    def _targets(self, np: AnyPolicy) -> list[LocalPod]:
-        return [self.pods[t] for t in sorted(np.targets)]
+    def _make_tport_set(self, name: str, proto: Protocol) -> str | None:
+        if self.named_ports is None:
+            # One pass over the local pods for every named port of the node.
+            self.named_ports = {}
+            for pod in self.pods.values():
+                for cp in pod.ports:
+                    key = (cp.name, cp.protocol)
+                    self.named_ports.setdefault(key, []).extend(
+                        f"{ip},{cp.protocol.lower()}:{cp.port}"
+                        for ip in self._ips(pod.ips, f"pod {pod.name}")
+                    )
+        members = [Member(v) for v in self.named_ports.get((name, proto), ())]
+        if not members:
+            return None
+        # Named by what it stands for (the port's name and protocol), as every set.
+        return self._add_set("tport", {"port": name, "protocol": proto}, "hash:ip,port", members)

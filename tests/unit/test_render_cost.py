@@ -1,0 +1,302 @@
+"""What keeps the rendered dataplane cheap, without changing a verdict.
+
+- Named-port sets of ingress rules (``tport``) are one per (port name, protocol)
+  for the whole node, shared by NetworkPolicies and ClusterNetworkPolicies; one that
+  would be empty is not rendered, and a rule needing it is left out (it matches
+  nothing: never "any port").
+- A ClusterNetworkPolicy's rules test protocol and port numbers before any set, and
+  the group chain jumps to a policy's chain only for the protocols (and ports) its
+  rules can match (docs/dataplane.md, "Tiers").
+
+Every verdict goes through ``Node`` of test_render_tiers, which checks the simulator
+against the verdict engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stockade.agent import render as render_module
+from stockade.agent.iptables import (
+    Goto,
+    Jump,
+    MarkMatch,
+    Match,
+    PortRange,
+    ProtoMatch,
+    Return,
+    Rule,
+    SetMatch,
+)
+from stockade.agent.render import RenderOptions
+from stockade.ruleset import (
+    ACCEPT,
+    BASELINE_TIER,
+    DENY,
+    PASS,
+    CompiledRule,
+    PortMatch,
+    stable_hash,
+)
+from tests.unit.iptables_sim import Dataplane, Packet, Trace
+from tests.unit.test_render_tiers import (
+    A6,
+    ISOLATE_IN,
+    REMOTE,
+    A,
+    B,
+    Node,
+    cnp,
+    lpod,
+    np_,
+    rule_set,
+    tcp,
+    to,
+    tr,
+)
+
+HTTP = PortMatch("TCP", name="http")
+GRPC = PortMatch("TCP", name="grpc")  # declared by no pod of the node
+C = "10.1.0.3"
+PODS = (
+    lpod("a", A, A6, ports=[("http", 8080, "TCP")]),
+    lpod("b", B, ports=[("http", 81, "TCP"), ("dns", 53, "UDP")]),
+    lpod("c", C),
+)
+
+
+def chain_of(name: str, direction: str = "I") -> str:
+    return f"STK-C{direction}-{stable_hash('ClusterNetworkPolicy/' + name, 12)}"
+
+
+def set_names(rules: Sequence[Rule]) -> list[str]:
+    return [m.set_name for r in rules for m in r.matches if isinstance(m, SetMatch)]
+
+
+# --- named-port sets -------------------------------------------------------------------
+
+
+def test_tport_sets_are_shared_by_every_policy_naming_the_port() -> None:
+    policies = [np_("ns/web", ingress=[CompiledRule((to("remote"),), (HTTP,))], targets=("a",))]
+    cluster = [
+        cnp("x", priority=1, ingress=[tr(DENY, [to("remote")], [HTTP])], targets=("a", "b")),
+        cnp("y", priority=2, ingress=[tr(PASS, [to("remote")], [HTTP])], targets=("b",)),
+        cnp(
+            "z",
+            BASELINE_TIER,
+            ingress=[tr(ACCEPT, [to("local-b")], [HTTP])],
+            targets=("a", "b", "c"),
+        ),
+    ]
+    node = Node(rule_set(*cluster, policies=policies, pods=PODS))
+    tports = [s for s in node.out.v4.ipsets if s.name.startswith("stk-tport4-")]
+    assert len(tports) == 1  # (http, TCP) for the node: not one per policy
+    (tport,) = tports
+    assert [m.value for m in tport.members] == [f"{A},tcp:8080", f"{B},tcp:81"]
+    chains = node.chains()
+    using = [
+        name
+        for name, rules in chains.items()
+        if any(n.startswith("stk-tport4-") for n in set_names(rules))
+    ]
+    assert len(using) == 4  # the NetworkPolicy and the three CNPs
+    assert all(set_names(chains[n])[0] == tport.name for n in using if n.startswith("STK-C"))
+    (tport6,) = (s for s in node.out.v6.ipsets if s.name.startswith("stk-tport6-"))
+    assert [m.value for m in tport6.members] == [f"{A6},tcp:8080"]
+    # Verdicts: each pod's own number, whoever else declares the name.
+    assert not node.allowed(REMOTE, A, 8080)  # x denies a's http
+    assert not node.allowed(REMOTE, A, 81)  # b's number is not a's http: ns/web isolates a
+    assert not node.allowed(REMOTE, B, 81)
+    assert node.allowed(REMOTE, B, 8080)
+    assert node.allowed(REMOTE, C, 8080)  # c declares no http: z matches nothing
+
+
+def test_tport_set_name_is_stable_while_its_members_change() -> None:
+    rule = tr(DENY, [to("remote")], [HTTP])
+    one = Node(rule_set(cnp("x", ingress=[rule], targets=("a",)), pods=PODS[:1]))
+    both = Node(rule_set(cnp("x", ingress=[rule], targets=("a", "b")), pods=PODS[:2]))
+    names = [
+        [s.name for s in n.out.v4.ipsets if s.name.startswith("stk-tport4-")] for n in (one, both)
+    ]
+    assert names[0] == names[1]
+    assert len(names[0]) == 1
+
+
+def test_an_empty_named_port_set_leaves_the_rule_out_and_never_widens() -> None:
+    # Admin Accept on a port no pod declares, then an NP isolation: nothing is allowed.
+    accept = cnp("acc", ingress=[tr(ACCEPT, [to("remote")], [GRPC])], targets=("a",))
+    node = Node(rule_set(accept, policies=[ISOLATE_IN], pods=PODS))
+    assert not any(
+        s.name.startswith("stk-tport") for f in (4, 6) for s in node.out.family(f).ipsets
+    )
+    assert node.chains()[chain_of("acc")] == ()
+    for port in (80, 8080, 50051):
+        assert not node.allowed(REMOTE, A, port)  # still denied by the NetworkPolicy
+    # The same for a NetworkPolicy rule: its chain is empty, the pod stays isolated.
+    grpc_np = np_("ns/grpc", ingress=[CompiledRule((to("remote"),), (GRPC,))], targets=("a",))
+    node = Node(rule_set(policies=[grpc_np], pods=PODS))
+    policy_chain = next(n for n in node.chains() if n.startswith("STK-I-"))
+    assert node.chains()[policy_chain] == ()
+    for port in (80, 8080, 50051):
+        assert not node.allowed(REMOTE, A, port)
+    # A Deny on such a port denies nothing; a named port of another protocol
+    # (b declares "dns" for UDP only) is left out for TCP and kept for UDP.
+    deny = cnp(
+        "deny",
+        ingress=[tr(DENY, [to("remote")], [GRPC, PortMatch("TCP", name="dns")])],
+        targets=("a", "b"),
+    )
+    node = Node(rule_set(deny, pods=PODS))
+    assert node.allowed(REMOTE, A, 50051)
+    assert node.allowed(REMOTE, B, 53)
+    dns_rule = tr(DENY, [to("remote")], [PortMatch("UDP", name="dns")])
+    node = Node(rule_set(cnp("dns", ingress=[dns_rule], targets=("a", "b")), pods=PODS))
+    assert not node.allowed(REMOTE, B, 53, "UDP")
+    assert node.allowed(REMOTE, B, 53)
+    assert node.allowed(REMOTE, A, 53, "UDP")
+
+
+def test_a_policy_with_every_rule_left_out_gets_no_jump() -> None:
+    empty = cnp("empty", priority=1, ingress=[tr(ACCEPT, [to("remote")], [GRPC])])
+    deny = cnp("deny", priority=2, ingress=[tr(DENY, [to("remote")])])
+    node = Node(rule_set(empty, deny, pods=PODS))
+    group = next(rules for n, rules in node.chains().items() if n.startswith("STK-AIG-"))
+    assert [r.action for r in group] == [Jump(chain_of("deny"))]
+    assert not node.allowed(REMOTE, A, 50051)
+
+
+# --- rule order and gated jumps --------------------------------------------------------
+
+
+def test_cnp_rules_test_protocol_and_ports_before_sets() -> None:
+    rule = tr(
+        ACCEPT,
+        [to("remote"), to("local-b")],
+        [tcp(80), tcp(8000, 8100), PortMatch("UDP", 53), HTTP],
+    )
+    node = Node(rule_set(cnp("o", ingress=[rule]), pods=PODS))
+    rules = node.chains()[chain_of("o")]
+    assert len(rules) == 6  # (TCP numbers, UDP 53, http) x (remote, local-b)
+    for r in rules:
+        kinds = [type(m) for m in r.matches]
+        assert kinds[0] is ProtoMatch
+        sets = [i for i, m in enumerate(r.matches) if isinstance(m, SetMatch)]
+        assert all(not isinstance(m, SetMatch) for m in r.matches[: sets[0]])
+        peer = r.matches[-1]
+        assert isinstance(peer, SetMatch)
+        assert peer.dirs == "src"
+        if len(sets) == 2:  # the named port set comes before the peer set
+            named = r.matches[sets[0]]
+            assert isinstance(named, SetMatch)
+            assert named.dirs == "dst,dst"
+    assert isinstance(rules[0].matches[1], PortRange)
+
+
+class CountingPlane(Dataplane):
+    """The simulator, counting set lookups (matches are tried in order, as the kernel)."""
+
+    lookups = 0
+
+    def _matches(self, match: Match, packet: Packet, trace: Trace) -> bool:
+        if isinstance(match, SetMatch):
+            self.lookups += 1
+        return super()._matches(match, packet, trace)
+
+
+def test_jumps_are_gated_by_protocol_and_ports() -> None:
+    pg = cnp("pg", priority=1, ingress=[tr(DENY, [to("remote")], [tcp(5432)])])
+    mixed = cnp(
+        "mixed",
+        priority=2,
+        ingress=[
+            tr(DENY, [to("remote")], [tcp(22), tcp(2379, 2380)]),
+            tr(ACCEPT, [to("local-b")], [PortMatch("UDP", 53)]),
+            tr(PASS, [to("remote")], [PortMatch("SCTP")]),
+        ],
+    )
+    named = cnp("named", priority=3, ingress=[tr(DENY, [to("remote")], [HTTP, tcp(9)])])
+    anything = cnp("any", priority=4, ingress=[tr(DENY, [to("remote")], [tcp(1)]), tr(PASS)])
+    node = Node(rule_set(pg, mixed, named, anything, pods=PODS))
+    group = next(rules for n, rules in node.chains().items() if n.startswith("STK-AIG-"))
+    opts = RenderOptions()
+    stop = MarkMatch(0, opts.ingress_bit | opts.pass_bit, negate=True)
+    assert [(r.matches, r.action) for r in group] == [
+        ((ProtoMatch("TCP"), PortRange("TCP", ((5432, 5432),))), Jump(chain_of("pg"))),
+        ((stop,), Return()),  # one mark test: accepted or passed
+        ((), Jump(chain_of("mixed"))),  # several protocols: always (its rules test -p first)
+        ((stop,), Return()),
+        ((ProtoMatch("TCP"),), Jump(chain_of("named"))),  # a named port: the protocol only
+        ((stop,), Return()),
+        ((), Jump(chain_of("any"))),  # a rule of every protocol: always
+    ]
+    # Verdicts through the gates (checked against the engine by Node).
+    assert not node.allowed(REMOTE, A, 5432)
+    assert not node.allowed(REMOTE, A, 2380)
+    assert node.allowed(REMOTE, A, 53, "UDP")  # not mixed's UDP peer; "any" passes it
+    assert node.allowed(B, A, 53, "UDP")  # mixed accepts
+    assert not node.allowed(REMOTE, A, 8080)  # named: a's http
+    assert node.allowed(REMOTE, A, 99, "SCTP")  # passed, nothing else isolates
+    # A TCP packet on a port none of pg's and mixed's rules names skips pg's chain and
+    # makes no set lookup in mixed's; "named" tests its tport set (a's http is 8080:
+    # no), "any" passes it without a set (its Pass has no peer).
+    plane = CountingPlane(node.out.v4.chains, node.out.v4.ipsets)
+    trace = plane.evaluate(Packet(REMOTE, A, "TCP", 4000))
+    assert chain_of("pg") not in trace.chains
+    assert chain_of("mixed") in trace.chains
+    dispatch = 2  # "not a subject" and the group's set
+    assert plane.lookups == dispatch + 1
+    assert trace.verdict == "RETURN"
+
+
+Proto = Literal["TCP", "UDP", "SCTP"]
+PROTO: st.SearchStrategy[Proto] = st.sampled_from(("TCP", "UDP", "SCTP"))
+RANGE = st.tuples(st.integers(1, 200), st.integers(0, 30)).map(lambda t: (t[0], t[0] + t[1]))
+
+
+@st.composite
+def rule_matches(draw: st.DrawFn) -> tuple[Match, ...]:
+    kind = draw(st.sampled_from(("any", "proto", "ports", "named")))
+    peer: tuple[Match, ...] = (SetMatch("stk-peer4-0000000000000000", "src"),)
+    if kind == "any":
+        return peer
+    proto = draw(PROTO)
+    if kind == "proto":
+        return (ProtoMatch(proto), *peer)
+    if kind == "named":
+        return (ProtoMatch(proto), SetMatch("stk-tport4-0000000000000000", "dst,dst"), *peer)
+    ranges = draw(st.lists(RANGE, min_size=1, max_size=7))
+    return (ProtoMatch(proto), PortRange(proto, tuple(sorted(ranges))), *peer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(rule_matches(), max_size=12),
+    st.lists(st.tuples(PROTO, st.integers(1, 240)), min_size=1, max_size=20),
+)
+def test_gates_never_exclude_a_packet_a_rule_could_match(
+    matches: list[tuple[Match, ...]], packets: list[tuple[str, int]]
+) -> None:
+    rules = [Rule(m, Goto("STK-PASS"), "stockade:t") for m in matches]
+    gates = render_module._gates(rules)
+    if not rules:
+        assert gates == []
+        return
+    for proto, port in packets:
+
+        def cheap(ms: Sequence[Match], proto: str = proto, port: int = port) -> bool:
+            for m in ms:
+                if isinstance(m, ProtoMatch) and m.protocol != proto:
+                    return False
+                if isinstance(m, PortRange) and not any(a <= port <= b for a, b in m.ranges):
+                    return False
+            return True
+
+        could = any(cheap(r.matches) for r in rules)
+        assert len(gates) == 1  # one jump per policy
+        gated = [g for g in gates if cheap(g)]
+        if could:
+            assert gated, (proto, port, gates)
