@@ -15,7 +15,7 @@ A connection is allowed when both of its sides are. Before any tier: a pod reach
 itself is allowed (the diagonal), a node reaching a pod of its own is allowed and
 never judged (the kubelet), a pod reaching its own node is judged by its egress tiers.
 
-The first five scenarios are the issue's examples (``examples/cnp-*.yaml``) on the
+The first five scenarios are the ClusterNetworkPolicy examples (``examples/cnp-*.yaml``) on the
 model's names: ``x`` plays the ``trusted`` namespace, ``z`` the platform (its ``a``
 serving "DNS" on UDP 80) or the ``monitoring`` namespace, ``x`` and ``y`` the
 tenants. The external address of the legacy backend is the driver's outside host
@@ -688,7 +688,7 @@ z/c   .   .   .   .   .   .   .   .   .
 # --------------------------------------------------------------------------- the scenarios
 
 TIER_SCENARIOS: tuple[Scenario, ...] = (
-    # ---- the examples -------------------------------------------------------
+    # ---- the examples of examples/cnp-*.yaml ------------------------------------
     Scenario(
         "tier-legacy-backend-accept-before-deny",
         steps=(

@@ -1,7 +1,7 @@
-"""``stockade matrix`` and ``explain`` with ClusterNetworkPolicies and Nodes (issue 13).
+"""``stockade matrix`` and ``explain`` with ClusterNetworkPolicies and Nodes.
 
-Each case is the YAML of one of the issue's examples and the output written out in
-full, checked by hand against docs/tiers.md: the tier, policy, rule and action that
+Each case is the YAML of one of the ClusterNetworkPolicy examples and the output
+written out in full, checked by hand against docs/tiers.md: the tier, policy, rule and action that
 decided each side, the Pass rules met, the tiers never reached, and the matrix.
 """
 
