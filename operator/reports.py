@@ -15,11 +15,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from stockade.cnp import ACCEPT, ClusterNetworkPolicy
+from stockade.cnp import ClusterNetworkPolicy
 from stockade.errors import InvalidObjectError
 from stockade.lint import EmptyRule
 from stockade.ownership import IPClaim
 from stockade.ruleset import CompiledPolicy, NodeClusterPolicy, NodeRuleSet, PeerSet
+from stockade.tier_lint import Overlap, fail_closed_rules, node_overlaps
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -224,49 +225,6 @@ class PolicyTracker:
         return self._set_sizes.get(set_name, 0)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Overlap:
-    """Two ClusterNetworkPolicies of one tier with equal priority that select a common
-    pod and both have rules of ``direction`` (``ingress``/``egress``) for it.
-
-    The API leaves their order undefined; stockade orders them by name, so
-    ``first`` < ``second``.
-    """
-
-    first: str
-    second: str
-    direction: str
-    tier: str
-    priority: int
-
-
-def node_overlaps(policies: Iterable[NodeClusterPolicy]) -> frozenset[Overlap]:
-    """The equal-priority overlaps among one node's ClusterNetworkPolicies (pure).
-
-    Two policies overlap in a direction when they have the same tier and priority,
-    both select at least one pod of this node (their ``targets`` meet), and both have
-    rules of that direction (a policy with none does nothing there, so no order
-    between them can matter).
-    """
-    groups: dict[tuple[str, int], list[NodeClusterPolicy]] = {}
-    for cp in policies:
-        groups.setdefault((cp.policy.tier, cp.policy.priority), []).append(cp)
-    found: set[Overlap] = set()
-    for (tier, priority), group in groups.items():
-        if len(group) < 2:
-            continue
-        group.sort(key=lambda cp: cp.policy.name)
-        for i, a in enumerate(group):
-            a_targets = set(a.targets)
-            for b in group[i + 1 :]:
-                if a.policy.name == b.policy.name or a_targets.isdisjoint(b.targets):
-                    continue
-                for direction in ("ingress", "egress"):
-                    if getattr(a.policy, direction) and getattr(b.policy, direction):
-                        found.add(Overlap(a.policy.name, b.policy.name, direction, tier, priority))
-    return frozenset(found)
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -394,36 +352,14 @@ def seed_from_events(events: Iterable[Mapping[str, object]]) -> dict[str, set[Ev
 # --------------------------------------------------------------------------- ClusterNetworkPolicy
 
 
-def _rule_label(direction: str, index: int, name: str) -> str:
-    return f"{direction} rule {index}" + (f" ({name})" if name else "")
-
-
 def unsupported_peer_events(policy: ClusterNetworkPolicy) -> tuple[EventSpec, ...]:
     """A Warning per rule with a ``domainNames`` peer: stockade does not enforce it,
     and the rule fails closed, as the API asks of a peer an implementation does not
     support (an Accept rule matches nothing; a Deny or Pass rule denies all)."""
-    out: list[EventSpec] = []
-    for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
-        for index, rule in enumerate(rules):
-            if not rule.unsupported:
-                continue
-            if rule.action == ACCEPT:
-                effect = "this Accept rule matches no traffic, its other peers included"
-            else:
-                effect = (
-                    f"this {rule.action} rule denies all {direction} traffic of the selected "
-                    "pods that reaches it, whatever its other peers and protocols"
-                    + (" (it does not pass)" if rule.action != "Deny" else "")
-                )
-            out.append(
-                EventSpec(
-                    WARNING,
-                    REASON_UNSUPPORTED_PEER,
-                    f"{_rule_label(direction, index, rule.name)}: stockade does not support "
-                    f"domainNames peers; the rule fails closed: {effect}",
-                )
-            )
-    return tuple(out)
+    return tuple(
+        EventSpec(WARNING, REASON_UNSUPPORTED_PEER, rule.message)
+        for rule in fail_closed_rules(policy)
+    )
 
 
 def overlap_events(name: str, overlaps: Iterable[Overlap]) -> tuple[EventSpec, ...]:

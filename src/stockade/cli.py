@@ -27,7 +27,6 @@ from stockade.errors import InvalidObjectError
 from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, Namespace, Pod, object_ref
 from stockade.ownership import resolve
-from stockade.reference import cnp_selects
 from stockade.safetext import bounded, printable, short
 from stockade.service_explain import (
     ServiceLookupError,
@@ -36,6 +35,7 @@ from stockade.service_explain import (
     service_verdict,
 )
 from stockade.services import EndpointSlice, Service, parse_endpoint_slice, parse_service
+from stockade.tier_lint import Overlap, fail_closed_rules, overlaps
 from stockade.verdict import Dataplane, Endpoint
 from stockade.yamlload import MAX_INPUT_BYTES, YamlLoadError, load_documents
 
@@ -355,48 +355,35 @@ def cluster_policy_warnings(cluster: Cluster) -> list[str]:
     have rules of one direction: the API leaves their order undefined, stockade
     orders them by name (docs/tiers.md, choice 1).
     """
-    out: list[str] = []
-    groups: dict[tuple[str, int], list[ClusterNetworkPolicy]] = {}
-    for policy in sorted(cluster.cluster_policies.values(), key=lambda p: p.name):
-        groups.setdefault((policy.tier, policy.priority), []).append(policy)
-    pods = [p for p in cluster.active_pods() if p.selectable]
-    for group in groups.values():
-        if len(group) < 2:  # only policies sharing a priority need their subjects
-            continue
-        subjects = {
-            p.name: {pod.key for pod in pods if cnp_selects(cluster, p, pod)} for p in group
+    pods = cluster.active_pods()
+    subjects = {
+        p.name: {
+            pod.key
+            for pod in pods
+            if p.subject.selects(cluster.namespace(pod.namespace).labels, pod)
         }
-        for i, a in enumerate(group):
-            for b in group[i + 1 :]:
-                common = sorted(subjects[a.name] & subjects[b.name])
-                ways = [d for d in ("ingress", "egress") if getattr(a, d) and getattr(b, d)]
-                if not common or not ways:
-                    continue
-                more = f" and {len(common) - 1} more" if len(common) > 1 else ""
-                out.append(
-                    f"ClusterNetworkPolicy {a.name} and {b.name}: both {a.tier} priority "
-                    f"{a.priority} with {' and '.join(ways)} rules, both selecting "
-                    f"{common[0]}{more}; the API leaves their order undefined, stockade "
-                    f"orders them by name ({a.name} first)"
-                )
+        for p in cluster.cluster_policies.values()
+    }
+    found = overlaps((p, subjects[p.name]) for p in cluster.cluster_policies.values())
+    ways: dict[tuple[str, str], list[Overlap]] = {}
+    for overlap in sorted(found):
+        ways.setdefault((overlap.first, overlap.second), []).append(overlap)
+    out: list[str] = []
+    for (a, b), both in ways.items():
+        common = sorted(subjects[a] & subjects[b])
+        more = f" and {len(common) - 1} more" if len(common) > 1 else ""
+        directions = sorted({o.direction for o in both}, key=("ingress", "egress").index)
+        out.append(
+            f"ClusterNetworkPolicy {a} and {b}: both {both[0].tier} priority "
+            f"{both[0].priority} with {' and '.join(directions)} rules, both selecting "
+            f"{common[0]}{more}; the API leaves their order undefined, stockade "
+            f"orders them by name ({a} first)"
+        )
     for policy in sorted(cluster.cluster_policies.values(), key=lambda p: p.name):
-        for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
-            for index, rule in enumerate(rules):
-                if not rule.unsupported:
-                    continue
-                label = f"{direction} rule {index}" + (f" ({rule.name})" if rule.name else "")
-                if rule.action == "Accept":
-                    effect = "this Accept rule matches no traffic, its other peers included"
-                else:
-                    effect = (
-                        f"this {rule.action} rule denies all {direction} traffic of the "
-                        "selected pods that reaches it, whatever its other peers and protocols"
-                        + (" (it does not pass)" if rule.action != "Deny" else "")
-                    )
-                out.append(
-                    f"ClusterNetworkPolicy {policy.name}: {label}: stockade does not support "
-                    f"domainNames peers; the rule fails closed: {effect}"
-                )
+        out.extend(
+            f"ClusterNetworkPolicy {policy.name}: {rule.message}"
+            for rule in fail_closed_rules(policy)
+        )
     return out
 
 

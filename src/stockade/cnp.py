@@ -29,6 +29,7 @@ from stockade.model import (
     ClusterObject,
     IPNetwork,
     Labels,
+    Pod,
     expected_string,
     key_path,
     object_ref,
@@ -89,6 +90,21 @@ class Subject:
 
     namespaces: LabelSelector | None = None
     pods: NamespacedPods | None = None
+
+    def selects(self, namespace_labels: Mapping[str, str], pod: Pod) -> bool:
+        """Whether the subject selects ``pod`` (in a namespace with those labels).
+
+        Host-network pods, and pods with no IP or finished, are never subjects.
+        """
+        if not pod.selectable:
+            return False
+        if self.namespaces is not None:
+            return self.namespaces.matches(namespace_labels)
+        return (
+            self.pods is not None
+            and self.pods.namespace_selector.matches(namespace_labels)
+            and self.pods.pod_selector.matches(pod.labels)
+        )
 
 
 @dataclass(frozen=True, slots=True)

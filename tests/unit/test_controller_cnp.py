@@ -28,10 +28,8 @@ from stockade.controller.reports import (
     REASON_UNSUPPORTED_PEER,
     EventSpec,
     Footprint,
-    Overlap,
     PolicyTracker,
     cluster_policy_events,
-    node_overlaps,
     overlap_events,
     seed_from_events,
     unsupported_peer_events,
@@ -46,6 +44,7 @@ from stockade.controller.state import (
 from stockade.errors import InvalidObjectError
 from stockade.kube import JsonObject, NotFound, Resource
 from stockade.ruleset import CompiledClusterPolicy, NodeClusterPolicy, NodeRuleSet, TierRule
+from stockade.tier_lint import Overlap, node_overlaps
 from tests.unit.test_publisher import FakeApi, FakeClock, flush, make, namespace, pod
 
 Obj = dict[str, Any]
