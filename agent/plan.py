@@ -144,38 +144,44 @@ def plan_table(
             why.append(f"IPv{family} chain {name}: not wanted")
         elif live.chains[name] != chains[name]:
             why.append(f"IPv{family} chain {name}: rules differ")
-    line = jump_line(jump)
-    jump_fine = forward_ok(live.forward, line)
-    if not jump_fine:
-        why.append(f"IPv{family} FORWARD: the jump to stockade is not the single first rule")
-    in_line = jump_line(input_jump or INPUT_JUMP, "INPUT")
-    stale_inputs = live.input.count(in_line)
-    input_fine = forward_ok(live.input, in_line) if input_jump else not stale_inputs
-    if not input_fine:
-        why.append(
-            f"IPv{family} INPUT: the jump to stockade is not the single first rule"
-            if input_jump
-            else f"IPv{family} INPUT: a jump to stockade is not wanted"
-        )
+    fixes: list[str] = []
+    for hook, rules, want, known in (
+        ("FORWARD", live.forward, jump, jump),
+        ("INPUT", live.input, input_jump, INPUT_JUMP),
+    ):
+        problem, fix = _hook_repair(family, hook, rules, want, known)
+        if problem:
+            why.append(problem)
+            fixes += fix
     if not why:
         return None, why
     stale = sorted(set(live.chains) - set(chains))
     body = restore_text(chains).rstrip("\n").split("\n")
     assert body[-1] == "COMMIT"
     extra = [f":{name} - [0:0]" for name in stale]
-    tail: list[str] = []
-    if not jump_fine:
-        spec = line.split(" ", 2)[2]
-        tail += [f"-D FORWARD {spec}"] * live.forward.count(line)
-        tail.append(render_rule("FORWARD", jump, insert_at=1))
-    if not input_fine:
-        spec = in_line.split(" ", 2)[2]
-        tail += [f"-D INPUT {spec}"] * stale_inputs
-        if input_jump:
-            tail.append(render_rule("INPUT", input_jump, insert_at=1))
-    tail += [f"-X {name}" for name in stale]
+    tail = [*fixes, *(f"-X {name}" for name in stale)]
     text = "\n".join([body[0], *extra, *body[1:-1], *tail, "COMMIT"]) + "\n"
     return text, why
+
+
+def _hook_repair(
+    family: int, hook: str, rules: list[str], want: Rule | None, known: Rule
+) -> tuple[str, list[str]]:
+    """Whether a built-in chain's jump to stockade is as wanted, and the lines that fix it.
+
+    ``want``: the jump that must be the single first rule (None: no jump at all;
+    ``known`` is then the jump to look for and delete). ("", []) when all is well.
+    """
+    line = jump_line(want or known, hook)
+    present = rules.count(line)
+    if forward_ok(rules, line) if want else not present:
+        return "", []
+    spec = line.split(" ", 2)[2]
+    fix = [f"-D {hook} {spec}"] * present
+    if want:
+        fix.append(render_rule(hook, want, insert_at=1))
+        return f"IPv{family} {hook}: the jump to stockade is not the single first rule", fix
+    return f"IPv{family} {hook}: a jump to stockade is not wanted", fix
 
 
 def make_plan(
