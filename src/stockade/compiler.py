@@ -296,7 +296,8 @@ class _ClusterPolicyState:
     sets: frozenset[str]
     namespaces: set[str]  # namespaces the subject's namespace selector matches
     targets: set[str]
-    order: tuple[int, int, str] = (0, 0, "")
+    # The compiled policy's sort key, kept: node rule sets sort their CNPs by it.
+    order: tuple[int, int, str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.order = self.compiled.order
