@@ -68,6 +68,7 @@ from stockade.agent.ipsets import (
 )
 from stockade.agent.iptables import (
     MAX_COMMENT,
+    AddressMatch,
     MULTIPORT_SLOTS,
     PROTOCOLS,
     Chain,
@@ -93,6 +94,7 @@ from stockade.agent.iptables import (
     SetDirs,
     SetMark,
     SetMatch,
+    canonical_cidr,
     canonical_rate,
     check_chain_name,
     multiport_slots,
@@ -929,7 +931,10 @@ class _FamilyRenderer:
     sets: dict[str, IPSet] = field(default_factory=dict)
     # PeerSet name -> its (peer, pport) sets in this family, made once per render.
     peer_sets: dict[str, tuple[IPSet, IPSet | None]] = field(default_factory=dict)
-    cidr_sets: dict[tuple[str | None, tuple[str, ...]], str | None] = field(default_factory=dict)
+    # (cidr, excepts, direction) -> the peer's match (None: no address of this family).
+    cidr_matches: dict[tuple[str | None, tuple[str, ...], SetDirs], tuple[Match, ...] | None] = (
+        field(default_factory=dict)
+    )
     # Ingress named ports: (port name, protocol) -> the node's tport set (None: empty).
     tport_sets: dict[tuple[str, Protocol], str | None] = field(default_factory=dict)
     # (port name, protocol) -> ``ip,proto:number`` of the local pods declaring it here.
@@ -1399,9 +1404,13 @@ class _FamilyRenderer:
         for peer in peers:
             if (peer.peer_set is None) == (peer.cidr is None):
                 raise RenderError(f"policy {np.policy.name}: a peer needs peer_set or cidr")
-            name = self._peer_set(peer.peer_set) if peer.peer_set else self._cidr_set(np, peer)
-            match: tuple[Match, ...] = (SetMatch(name, d.peer_dir),) if name else ()
-            if name and match not in out:
+            if peer.peer_set is None:
+                cidr = self._cidr_match(np, peer, d)
+                if cidr is not None and cidr not in out:
+                    out.append(cidr)
+                continue
+            match: tuple[Match, ...] = (SetMatch(self._peer_set(peer.peer_set), d.peer_dir),)
+            if match not in out:
                 out.append(match)
         # Peers exist but none of this family: the rule matches nothing here
         # (and must not turn into "any peer").
@@ -1412,13 +1421,24 @@ class _FamilyRenderer:
         self.sets.setdefault(peer.name, peer)
         return peer.name
 
-    def _cidr_set(self, np: AnyPolicy, peer: PeerMatch) -> str | None:
-        key = (peer.cidr, peer.excepts)
-        if key not in self.cidr_sets:
-            self.cidr_sets[key] = self._make_cidr_set(np, peer)
-        return self.cidr_sets[key]
+    def _cidr_match(
+        self, np: AnyPolicy, peer: PeerMatch, d: _Direction
+    ) -> tuple[Match, ...] | None:
+        """The match of a CIDR peer; None when it has no address of this family.
 
-    def _make_cidr_set(self, np: AnyPolicy, peer: PeerMatch) -> str | None:
+        A CIDR without exceptions is compared in the rule itself (``-s``/``-d``,
+        nothing for a /0): a set lookup costs several times more (docs/dataplane.md,
+        "What a new connection costs"). With exceptions, a ``hash:net`` set holds the
+        CIDR and its ``nomatch`` exceptions.
+        """
+        key = (peer.cidr, peer.excepts, d.peer_dir)
+        if key not in self.cidr_matches:
+            self.cidr_matches[key] = self._make_cidr_match(np, peer, d)
+        return self.cidr_matches[key]
+
+    def _make_cidr_match(
+        self, np: AnyPolicy, peer: PeerMatch, d: _Direction
+    ) -> tuple[Match, ...] | None:
         assert peer.cidr is not None
         try:
             cidr = ipaddress.ip_network(peer.cidr, strict=False)
@@ -1432,12 +1452,17 @@ class _FamilyRenderer:
             raise RenderError(f"policy {np.policy.name}: excepts of {cidr} of another family")
         if cidr.version != self.family:
             return None
+        if not excepts:
+            if cidr.prefixlen == 0:
+                return ()  # every address of the family
+            side: Literal["src", "dst"] = "src" if d.peer_dir == "src" else "dst"
+            return (AddressMatch(canonical_cidr(str(cidr)), side),)
         # hash:net refuses /0, so "everything" is stored as its two halves.
         positives = list(cidr.subnets(1)) if cidr.prefixlen == 0 else [cidr]
         members = [Member(str(n)) for n in positives]
         members += [Member(str(e), nomatch=True) for e in excepts]
         key = {"cidr": str(cidr), "except": [str(e) for e in excepts]}
-        return self._add_set("cidr", key, "hash:net", members)
+        return (SetMatch(self._add_set("cidr", key, "hash:net", members), d.peer_dir),)
 
     def _port_matches(
         self, d: _Direction, np: AnyPolicy, ports: tuple[PortMatch, ...]

@@ -388,3 +388,32 @@ def test_accept_to_deny_flip_cuts_established_flows(cl_nft: ClusterLab) -> None:
     finally:
         to_pod.close()
         to_node.close()
+
+
+def test_networks_peers_compared_in_the_rule(cl: ClusterLab) -> None:
+    """CIDRs without exceptions are ``-d`` matches in the rules, spelled as
+    iptables-save prints them (host bits cleared, an IPv4-mapped IPv6 address in
+    inet_ntop's form), so the kernel agrees with the applied state and a second
+    apply writes nothing; packets follow the rules' order."""
+    ordered = cnp(
+        "prod-networks",
+        "Admin",
+        10,
+        ns("prod"),
+        egress=[
+            rule("Accept", [{"networks": [f"{TOOL4}/32"]}]),
+            rule("Deny", [{"networks": ["10.0.2.77/24", "::ffff:10.0.2.10/128"]}]),
+            rule("Deny", [{"networks": ["10.0.1.0/24"]}], tcp=80),
+            rule("Accept", [{"networks": ["0.0.0.0/0", "::/0"]}]),
+        ],
+    )
+    cl.set_cluster([*BASE, ordered])
+    assert cl.verify() == {}
+    again = cl.set_cluster([*BASE, ordered])
+    assert all(r.iptables_restores == 0 for r in again.values())
+    assert reach(cl, "prod/web", TOOL4, 80)  # the first rule accepts
+    assert not reach(cl, "prod/web", API4, 80)  # 10.0.2.0/24 denied
+    assert not reach(cl, "prod/web", CLIENT4, 80)  # 10.0.1.0/24 denied on port 80
+    assert reach(cl, "prod/web", CLIENT4, 85)  # ... and accepted on others
+    assert reach(cl, "dev/tool", CLIENT4, 80)  # not a subject
+    no_differences(cl, [(80, "TCP"), (85, "TCP")])

@@ -20,6 +20,7 @@ from typing import Literal
 
 from stockade.agent.ipsets import IPSet
 from stockade.agent.iptables import (
+    AddressMatch,
     Chain,
     ClearMark,
     ConntrackState,
@@ -135,6 +136,10 @@ class Dataplane:
             return ((trace.mark & match.mask) == match.value) != match.negate
         if isinstance(match, LimitMatch):
             return True  # tests send few packets; the limit never bites
+        if isinstance(match, AddressMatch):
+            address = ipaddress.ip_address(packet.src if match.direction == "src" else packet.dst)
+            network = ipaddress.ip_network(match.cidr)
+            return address.version == network.version and address in network
         if isinstance(match, SameAddress):
             # The BPF program compares the raw address bytes of the packet's family.
             src, dst = ipaddress.ip_address(packet.src), ipaddress.ip_address(packet.dst)

@@ -31,6 +31,7 @@ from stockade.agent.ipsets import (
     render_swap,
 )
 from stockade.agent.iptables import (
+    AddressMatch,
     Chain,
     Drop,
     Goto,
@@ -42,6 +43,7 @@ from stockade.agent.iptables import (
     Rule,
     SameAddress,
     SetMatch,
+    canonical_cidr,
     quote,
     render_rule,
     rule_argv,
@@ -619,6 +621,33 @@ def test_quote_like_iptables_save() -> None:
     assert quote('say "hi" \\ it\'s') == '"say \\"hi\\" \\\\ it\\\'s"'
     with pytest.raises(IptablesModelError):
         quote("two\nlines")
+
+
+def test_address_matches_like_iptables_save() -> None:
+    assert canonical_cidr("10.0.2.77/24") == "10.0.2.0/24"
+    assert canonical_cidr("::ffff:10.0.2.10/128") == "::ffff:10.0.2.10/128"
+    assert canonical_cidr("FD00:0:0::1/64") == "fd00::/64"
+    rule = Rule(
+        (
+            PortRange("TCP", ((80, 80),)),
+            AddressMatch("10.0.2.0/24", "dst"),
+            ProtoMatch("TCP"),
+            AddressMatch("10.0.1.0/24", "src"),
+        ),
+        Drop(),
+        "stockade:x",
+    )
+    # -s, -d and -p first (the entry's IP header part), as iptables-save prints them
+    assert render_rule("STK-X", rule) == (
+        "-A STK-X -s 10.0.1.0/24 -d 10.0.2.0/24 -p tcp -m tcp --dport 80 "
+        "-m comment --comment \"stockade:x\" -j DROP"
+    )
+    with pytest.raises(IptablesModelError, match="not a canonical network"):
+        AddressMatch("10.0.2.77/24", "dst")
+    with pytest.raises(IptablesModelError, match="invalid network"):
+        AddressMatch("10.0.2.0/33", "dst")
+    with pytest.raises(IptablesModelError, match="one -s and one -d"):
+        Rule((AddressMatch("10.0.0.0/8", "dst"), AddressMatch("10.0.0.0/9", "dst")), Drop(), "x")
 
 
 def test_iptables_model_refuses_invalid_rules() -> None:

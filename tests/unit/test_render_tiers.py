@@ -23,6 +23,7 @@ from stockade.agent import render as render_module
 from stockade.agent.ipsets import IPFamily
 from stockade.agent.iptables import (
     MAX_CHAIN_NAME,
+    AddressMatch,
     ClearMark,
     Drop,
     Goto,
@@ -135,8 +136,8 @@ def to(name: str) -> PeerMatch:
     return PeerMatch(peer_set=name)
 
 
-def net(cidr: str) -> PeerMatch:
-    return PeerMatch(cidr=cidr)
+def net(cidr: str, excepts: tuple[str, ...] = ()) -> PeerMatch:
+    return PeerMatch(cidr=cidr, excepts=excepts)
 
 
 def tcp(port: int, end: int | None = None) -> PortMatch:
@@ -461,11 +462,24 @@ def test_networks_peers_including_everything() -> None:
     assert not node.allowed(A, REMOTE)
     assert not node.allowed(A, "198.51.100.9")
     assert not node.allowed(A6, "2001:db8::7")
+    # A CIDR without exceptions is compared in the rule (no set); a /0 is no match.
+    assert not [s for s in node.out.v4.ipsets if s.name.startswith("stk-cidr4-")]
+    rules = [r for c in node.out.v4.chains if c.name.startswith("STK-CE-") for r in c.rules]
+    assert [[m for m in r.matches if isinstance(m, AddressMatch)] for r in rules] == [
+        [AddressMatch("203.0.113.0/24", "dst")],
+        [],
+    ]
+
+
+def test_networks_peer_with_exceptions_is_a_set() -> None:
+    node = Node(rule_set(cnp("n", egress=[tr(DENY, [net("0.0.0.0/0", ("203.0.113.0/24",))])])))
+    assert node.allowed(A, EXT)
+    assert not node.allowed(A, REMOTE)
     cidr_sets = [s for s in node.out.v4.ipsets if s.name.startswith("stk-cidr4-")]
-    assert sorted(m.value for s in cidr_sets for m in s.members) == [
-        "0.0.0.0/1",
-        "128.0.0.0/1",
-        "203.0.113.0/24",
+    assert sorted((m.value, m.nomatch) for s in cidr_sets for m in s.members) == [
+        ("0.0.0.0/1", False),
+        ("128.0.0.0/1", False),
+        ("203.0.113.0/24", True),
     ]
 
 
