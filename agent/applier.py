@@ -32,7 +32,7 @@ from stockade.agent.backend import (
     restore_wait_args,
 )
 from stockade.agent.executor import Executor
-from stockade.agent.ipsets import IPFamily, IPSet
+from stockade.agent.ipsets import IPFamily, IPSet, MemberChange
 from stockade.agent.live import (
     LiveSet,
     LiveTable,
@@ -40,7 +40,7 @@ from stockade.agent.live import (
     parse_iptables_save,
     set_members,
 )
-from stockade.agent.netlink import ConntrackTable, Flow, MemberChange, NetlinkSets, local_addresses
+from stockade.agent.netlink import ConntrackTable, Flow, NetlinkSets, local_addresses
 from stockade.agent.plan import DEFAULT_CHURN_LIMIT, Plan, cleanup_plan, make_plan
 from stockade.agent.render import (
     FORWARD_JUMP,

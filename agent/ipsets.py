@@ -293,3 +293,18 @@ def render_swap(sets: Iterable[IPSet]) -> str:
         lines.append(f"swap {tmp} {s.name}")
         lines.append(f"destroy {tmp}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def supports_churn(set_type: str) -> bool:
+    """Whether members of ``set_type`` sets can be changed one by one (by netlink)."""
+    return set_type in ("hash:ip", "hash:ip,port")
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """Add (or delete) one member of one set."""
+
+    set_name: str
+    set_type: str
+    value: str
+    add: bool

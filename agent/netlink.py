@@ -21,6 +21,7 @@ from pyroute2.ipset import PortEntry
 from pyroute2.netns import popns, pushns
 
 from stockade.agent.executor import Executor
+from stockade.agent.ipsets import MemberChange
 
 _PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 _PROTO_NAMES = {v: k.upper() for k, v in _PROTO_NUMBERS.items()}
@@ -53,21 +54,6 @@ def _entry(set_type: str, value: str) -> tuple[object, str]:
         proto, _, port = proto_port.partition(":")
         return (ip, PortEntry(int(port), protocol=_PROTO_NUMBERS[proto])), "ip,port"
     raise ValueError(f"netlink churn supports hash:ip and hash:ip,port, not {set_type}")
-
-
-def supports_churn(set_type: str) -> bool:
-    """Whether members of ``set_type`` sets can be changed through this adapter."""
-    return set_type in ("hash:ip", "hash:ip,port")
-
-
-@dataclass(frozen=True)
-class MemberChange:
-    """Add (or delete) one member of one set."""
-
-    set_name: str
-    set_type: str
-    value: str
-    add: bool
 
 
 class NetlinkSets:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stockade.agent.ipsets import TMP_SUFFIX, IPSet, temp_name
+from stockade.agent.ipsets import TMP_SUFFIX, IPSet, MemberChange, supports_churn, temp_name
 from stockade.agent.iptables import Rule, render_rule
 from stockade.agent.live import (
     LiveSet,
@@ -27,7 +27,6 @@ from stockade.agent.live import (
     jump_line,
     set_members,
 )
-from stockade.agent.netlink import MemberChange, supports_churn
 from stockade.agent.render import INPUT_JUMP, RenderedNode
 
 DEFAULT_CHURN_LIMIT = 512

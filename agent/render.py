@@ -68,9 +68,9 @@ from stockade.agent.ipsets import (
 )
 from stockade.agent.iptables import (
     MAX_COMMENT,
-    AddressMatch,
     MULTIPORT_SLOTS,
     PROTOCOLS,
+    AddressMatch,
     Chain,
     ClearMark,
     ConntrackState,

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from stockade.kube import Encoded
+from stockade.encoded import Encoded
 from stockade.ruleset import (
     NodeRuleSet,
     PeerSet,

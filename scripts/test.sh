@@ -11,6 +11,8 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy (strict)"
 .venv/bin/mypy
+echo "== layers (the import contracts in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 args=(-q -p no:cacheprovider)
 if [ "${CI:-}" = "true" ]; then
   if [ "$(id -u)" -ne 0 ]; then

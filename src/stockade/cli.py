@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, NoReturn, TextIO
 
 from stockade import __version__, output
@@ -568,13 +569,33 @@ def _can_encode(stream: TextIO, sample: str) -> bool:
     return True
 
 
+# Commands other installed packages add to ``stockade`` (the sandbox comes with the
+# lab): found by entry point, so the product never imports them.
+EXTENSION_GROUP = "stockade.commands"
+
+
+def run_extension(name: str, argv: list[str]) -> int:
+    """Run the command ``name`` that an installed package registers in EXTENSION_GROUP.
+
+    Not installed (the runtime image ships without the lab): a clear error, exit 2.
+    """
+    found = [ep for ep in entry_points(group=EXTENSION_GROUP) if ep.name == name]
+    if not found:
+        print(
+            f"stockade: the {name} command is not installed here (it comes with the "
+            "development set-up: scripts/setup.sh)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    command: Callable[[list[str]], int] = found[0].load()
+    return command(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``stockade``; returns the exit code (0 answered, 2 bad input)."""
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["sandbox"]:
-        from stockade.sandbox.cli import main as sandbox_main  # noqa: PLC0415 - root-only part
-
-        return sandbox_main(args_in[1:])
+        return run_extension("sandbox", args_in[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:

@@ -30,26 +30,14 @@ from typing import Any, Self
 import aiohttp
 import yaml
 
+from stockade.encoded import Encoded
+
 JsonObject = dict[str, Any]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_TIMEOUT = 30.0
 _LIST_CHUNK = 500
 _TOKEN_REFRESH = 60.0
-
-
-class Encoded(dict[str, Any]):
-    """A JSON object whose encoding is already made: sent as ``text``, not re-encoded.
-
-    For bodies a caller has serialised anyway (the publisher hashes the canonical JSON
-    of every spec). ``text`` must encode exactly this content; do not change either.
-    """
-
-    __slots__ = ("text",)
-
-    def __init__(self, content: Mapping[str, Any], text: str) -> None:
-        super().__init__(content)
-        self.text = text
 
 
 def _encode(body: Any) -> str:

@@ -13,7 +13,7 @@ from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Tools, choose_backend, detect_backend
 from stockade.agent.cli import InputError, compile_bundle, parse_bundle
 from stockade.agent.executor import CommandError, is_read
-from stockade.agent.ipsets import Member, make_set, maxelem_for
+from stockade.agent.ipsets import Member, MemberChange, make_set, maxelem_for
 from stockade.agent.live import (
     LiveSet,
     LiveTable,
@@ -24,7 +24,7 @@ from stockade.agent.live import (
     set_members,
 )
 from stockade.agent.metrics import AgentMetrics, parse_counters
-from stockade.agent.netlink import Flow, MemberChange, parse_conntrack_list
+from stockade.agent.netlink import Flow, parse_conntrack_list
 from stockade.agent.plan import PlanError, cleanup_plan, make_plan, restore_text
 from stockade.agent.render import (
     FORWARD_JUMP,

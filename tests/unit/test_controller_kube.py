@@ -15,6 +15,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from stockade.encoded import Encoded
 from stockade.kube import (
     LEASES,
     NETWORK_POLICIES,
@@ -22,7 +23,6 @@ from stockade.kube import (
     PODS,
     ApiError,
     Conflict,
-    Encoded,
     Gone,
     KubeClient,
     KubeConfig,

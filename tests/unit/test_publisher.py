@@ -27,6 +27,7 @@ from stockade.controller.plan import (
 )
 from stockade.controller.publisher import LeanWrites, Publisher
 from stockade.controller.state import ControllerState
+from stockade.encoded import Encoded
 from stockade.kube import (
     EVENTS,
     NAMESPACES,
@@ -34,7 +35,6 @@ from stockade.kube import (
     NODE_RULE_SETS,
     PODS,
     Conflict,
-    Encoded,
     JsonObject,
     NotFound,
     Resource,

@@ -640,7 +640,7 @@ def test_address_matches_like_iptables_save() -> None:
     # -s, -d and -p first (the entry's IP header part), as iptables-save prints them
     assert render_rule("STK-X", rule) == (
         "-A STK-X -s 10.0.1.0/24 -d 10.0.2.0/24 -p tcp -m tcp --dport 80 "
-        "-m comment --comment \"stockade:x\" -j DROP"
+        '-m comment --comment "stockade:x" -j DROP'
     )
     with pytest.raises(IptablesModelError, match="not a canonical network"):
         AddressMatch("10.0.2.77/24", "dst")
