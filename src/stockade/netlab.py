@@ -74,6 +74,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
+from stockade.processes import process_start
+
 __all__ = [
     "NETNS_DIR",
     "PREFIX",
@@ -235,16 +237,6 @@ def _list_netns() -> list[str]:
 # --------------------------------------------------------------------------- run records
 
 
-def _process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])
-
-
 def _pid_namespace() -> int:
     return os.stat("/proc/self/ns/pid").st_ino
 
@@ -256,7 +248,7 @@ def _record_path(run_id: str) -> Path:
 def _write_record(run_id: str) -> None:
     RECORD_DIR.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
-    record = {"pid": pid, "start": _process_start(pid), "pidns": _pid_namespace()}
+    record = {"pid": pid, "start": process_start(pid), "pidns": _pid_namespace()}
     path = _record_path(run_id)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
@@ -272,7 +264,7 @@ def _run_is_dead(run_id: str) -> bool:
         return False
     if pidns != _pid_namespace():
         return False  # another pid namespace: we cannot judge its processes
-    now = _process_start(pid)
+    now = process_start(pid)
     return now is None or now != start
 
 

@@ -22,7 +22,13 @@ PACKAGE = ROOT / "src" / "stockade"
 
 # Modules no purity contract constrains: the programs (I/O by design) and the lab.
 PROGRAMS = {"stockade.cli", "stockade.output", "stockade.plugin", "stockade.kube"}
-LAB = {"stockade.emulator", "stockade.sandbox", "stockade.netlab", "stockade.reference"}
+LAB = {
+    "stockade.emulator",
+    "stockade.sandbox",
+    "stockade.netlab",
+    "stockade.reference",
+    "stockade.processes",
+}
 COMPONENTS = {"stockade.agent", "stockade.controller"}
 
 

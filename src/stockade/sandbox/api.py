@@ -32,6 +32,7 @@ from stockade.errors import InvalidObjectError
 from stockade.model import Pod
 from stockade.netlab import NETNS_DIR, PREFIX, RECORD_DIR, cleanup_leftovers
 from stockade.ownership import resolve
+from stockade.processes import process_start
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
 from stockade.sandbox.common import (
     DEFAULT_NAME,
@@ -50,7 +51,6 @@ from stockade.sandbox.common import (
     kubelet_node_labels,
     load_objects,
     object_key,
-    process_start,
     record_process,
     recorded_processes,
     remove_dir,

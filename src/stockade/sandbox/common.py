@@ -19,6 +19,7 @@ A process is only ever signalled when its pid *and* its start time (from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,8 +27,6 @@ import shutil
 import signal
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,9 @@ from typing import Any
 
 import yaml
 
+from stockade import kube
+from stockade.kube import KubeClient, KubeConfig
+from stockade.processes import process_start
 from stockade.validation import label_key, label_value
 
 JsonObject = dict[str, Any]
@@ -119,18 +121,6 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot; None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields and fields[0] == "Z":  # a zombie is as good as gone
-        return None
-    return int(fields[19])
 
 
 def record_process(layout: Layout, name: str, pid: int, argv: Iterable[str]) -> None:
@@ -297,11 +287,15 @@ class ApiError(SandboxError):
 
 
 class Api:
-    """A synchronous JSON client for the sandbox's API server (plain HTTP, no auth)."""
+    """The sandbox's synchronous face of :class:`stockade.kube.KubeClient`.
+
+    The CLI side of the sandbox is synchronous; each call runs the product's own
+    async client to completion, so there is one API client in stockade, with one
+    way of encoding, authenticating and reporting errors.
+    """
 
     def __init__(self, kubeconfig: Path) -> None:
-        config = yaml.safe_load(kubeconfig.read_text())
-        self.server = str(config["clusters"][0]["cluster"]["server"]).rstrip("/")
+        self.config = KubeConfig.from_file(kubeconfig)
 
     def request(
         self,
@@ -311,23 +305,21 @@ class Api:
         content_type: str = "application/json",
         timeout: float = 10.0,
     ) -> JsonObject:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                text = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError):
-                detail = str(json.loads(detail).get("message") or detail)
-            raise ApiError(exc.code, detail) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise SandboxError(f"{method} {path}: the API server is unreachable: {exc}") from None
-        answer = json.loads(text) if text else {}
-        return answer if isinstance(answer, dict) else {}
+        """One call; the decoded answer, or :class:`ApiError` / :class:`SandboxError`."""
+        return asyncio.run(self._request(method, path, body, content_type, timeout))
+
+    async def _request(
+        self, method: str, path: str, body: Any, content_type: str, timeout: float
+    ) -> JsonObject:
+        async with KubeClient(self.config, timeout) as client:
+            try:
+                return await client.request(method, path, body=body, content_type=content_type)
+            except kube.ApiError as exc:
+                raise ApiError(exc.status, exc.message or exc.reason) from None
+            except kube.Unreachable as exc:
+                raise SandboxError(
+                    f"{method} {path}: the API server is unreachable: {exc}"
+                ) from None
 
     def list(self, kind: str, namespace: str | None = None) -> list[JsonObject]:
         k = KINDS[kind]

@@ -43,6 +43,7 @@ from stockade.crd import cluster_network_policy_crd, node_rule_set_crd, peer_set
 from stockade.kube import NODE_RULE_SETS, NODES, PEER_SETS, KubeClient, KubeConfig, KubeError
 from stockade.kube import Resource as KubeResource
 from stockade.netlab import Host, Lab, NetlabError, Node, in_netns
+from stockade.processes import process_start
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
 from stockade.sandbox import containers
 from stockade.sandbox.common import (
@@ -52,7 +53,6 @@ from stockade.sandbox.common import (
     check_node_labels,
     forget_process,
     kubelet_node_labels,
-    process_start,
     record_process,
     terminate,
     write_json,
