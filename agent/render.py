@@ -437,13 +437,13 @@ def render(
         options.pass_bit  # noqa: B018 - raises for a mask without a pass bit
     cache = _IPCache()
     views = _merge_peer_sets((*policies, *cluster), peer_sets, cache)
+    pods = {p.name: p for p in node.pods}
     groups: dict[str, tuple[_Group, ...]] = {
-        d.dispatch_chain: _groups(node, policies, d) for d in DIRECTIONS
+        d.dispatch_chain: _groups(pods, policies, d) for d in DIRECTIONS
     }
     if cluster:
         for d in TIER_DIRECTIONS:
-            groups[d.dispatch_chain] = _tier_groups(node, cluster, d)
-    pods = {p.name: p for p in node.pods}
+            groups[d.dispatch_chain] = _tier_groups(pods, cluster, d)
     new_sets = render_pending_sets(pending) if options.isolate_new_pods else None
     contested = render_contested_sets(node.contested_ips) if node.contested_ips else None
     families = [
@@ -754,36 +754,64 @@ def render_peer_set(name: str, shards: Sequence[PeerSet]) -> dict[str, IPSet]:
 
 
 def _groups(
-    node: NodeRuleSet, policies: tuple[NodePolicy, ...], d: _Direction
+    pods: Mapping[str, LocalPod], policies: tuple[NodePolicy, ...], d: _Direction
 ) -> tuple[_Group, ...]:
     """Group local pods by the exact set of policies that isolate them in ``d``.
 
     Dispatch then costs one set lookup per group (not per policy), and a pod's
     packet visits only the chains of its own policies.
     """
-    pods = {p.name: p for p in node.pods}
-    by_pod: dict[str, list[NodePolicy]] = {}
-    for np in policies:
-        if d.rules_of(np) is None:
-            continue
-        for target in np.targets:
-            if target not in pods:
-                raise RenderError(f"policy {np.policy.name}: target {target} is not a local pod")
-            by_pod.setdefault(target, []).append(np)
-    by_key: dict[tuple[str, ...], tuple[list[NodePolicy], list[str]]] = {}
-    for pod_name, nps in by_pod.items():
-        key = tuple(np.policy.id for np in nps)
-        entry = by_key.setdefault(key, (nps, []))
-        entry[1].extend(pods[pod_name].ips)
+    chosen = [np for np in policies if d.rules_of(np) is not None]
+    for np in chosen:
+        _check_targets(pods, np.targets, f"policy {np.policy.name}: target")
     groups = [
-        _Group(d, tuple(nps), tuple(ips), stable_hash({"direction": d.name, "policies": key}, 16))
-        for key, (nps, ips) in by_key.items()
+        _Group(d, tuple(nps), ips, stable_hash({"direction": d.name, "policies": key}, 16))
+        for key, nps, ips in _partition(pods, chosen)
     ]
     return tuple(sorted(groups, key=lambda g: g.hash))
 
 
+def _check_targets(pods: Mapping[str, LocalPod], targets: Sequence[str], what: str) -> None:
+    unknown = [t for t in targets if t not in pods]
+    if unknown:
+        raise RenderError(f"{what} {min(unknown)} is not a local pod")
+
+
+def _partition(
+    pods: Mapping[str, LocalPod], policies: Sequence[AnyPolicy]
+) -> list[tuple[tuple[str, ...], list[AnyPolicy], tuple[str, ...]]]:
+    """The local pods grouped by the list of ``policies`` selecting them, in order.
+
+    Per group: the policy ids (the group's identity), the policies, and the pods'
+    addresses (pods in name order), groups sorted by their hash by the caller. A
+    pod's policies are recorded as indexes into ``policies``, so the per-pod work is
+    list appends and one tuple, not object attribute reads (with 200
+    ClusterNetworkPolicies over 8,000 pods this is ~100,000 pairs per tier).
+    """
+    by_pod: dict[str, list[int]] = {}
+    for i, p in enumerate(policies):
+        for target in p.targets:
+            indexes = by_pod.get(target)
+            if indexes is None:
+                by_pod[target] = [i]
+            else:
+                indexes.append(i)
+    by_key: dict[tuple[int, ...], list[str]] = {}
+    for pod_name in sorted(by_pod):
+        key = tuple(by_pod[pod_name])
+        ips = by_key.get(key)
+        if ips is None:
+            ips = by_key[key] = []
+        ips.extend(pods[pod_name].ips)
+    out = []
+    for key, ips in by_key.items():
+        chosen = [policies[i] for i in key]
+        out.append((tuple(p.policy.id for p in chosen), chosen, tuple(ips)))
+    return out
+
+
 def _tier_groups(
-    node: NodeRuleSet, cluster: tuple[NodeClusterPolicy, ...], d: _Direction
+    pods: Mapping[str, LocalPod], cluster: tuple[NodeClusterPolicy, ...], d: _Direction
 ) -> tuple[_Group, ...]:
     """Group local pods by the ordered list of tier ``d``'s ClusterNetworkPolicies
     that have rules of ``d``'s direction and select them (``cluster`` is in order).
@@ -792,39 +820,17 @@ def _tier_groups(
     whose chain visits only its own policies' chains, in evaluation order.
     """
     tier = ADMIN_TIER if d.tier == "A" else BASELINE_TIER
-    pods = {p.name: p for p in node.pods}
-    by_pod: dict[str, list[NodeClusterPolicy]] = {}
-    for c in cluster:
-        if c.policy.tier != tier or not _tier_rules(d, c):
-            continue
-        targets = set(c.targets)
-        if not targets <= pods.keys():
-            target = min(targets - pods.keys())
-            raise RenderError(
-                f"cluster policy {c.policy.name}: subject {target} is not a local pod"
-            )
-        for target in targets:  # each pod's list is in ``cluster`` order
-            cps = by_pod.get(target)
-            if cps is None:
-                by_pod[target] = [c]
-            else:
-                cps.append(c)
-    by_key: dict[tuple[str, ...], tuple[list[NodeClusterPolicy], list[str]]] = {}
-    for pod_name in sorted(by_pod):
-        cps = by_pod[pod_name]
-        key = tuple(c.policy.id for c in cps)
-        entry = by_key.get(key)
-        if entry is None:
-            entry = by_key[key] = (cps, [])
-        entry[1].extend(pods[pod_name].ips)
+    chosen = [c for c in cluster if c.policy.tier == tier and _tier_rules(d, c)]
+    for c in chosen:
+        _check_targets(pods, c.targets, f"cluster policy {c.policy.name}: subject")
     groups = [
         _Group(
             d,
             tuple(cps),
-            tuple(ips),
+            ips,
             stable_hash({"direction": d.name, "tier": d.tier, "policies": key}, 16),
         )
-        for key, (cps, ips) in by_key.items()
+        for key, cps, ips in _partition(pods, chosen)
     ]
     return tuple(sorted(groups, key=lambda g: g.hash))
 

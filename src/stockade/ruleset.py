@@ -32,10 +32,14 @@ FORMAT_VERSION = 1
 _CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+# What json.dumps(..., sort_keys=True, separators=(",", ":")) builds on every call:
+# made once, since names and hashes are computed for every group, set and policy.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def stable_hash(payload: Any, length: int = 16) -> str:
     """A short hex digest of ``payload`` in canonical JSON (sorted keys)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    return hashlib.sha256(_CANONICAL.encode(payload).encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,4 +343,4 @@ def peer_set_schema() -> dict[str, Any]:
 
 def canonical_json(payload: Any) -> str:
     """Byte-stable JSON: sorted keys, no whitespace."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL.encode(payload)
