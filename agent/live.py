@@ -120,7 +120,12 @@ def desired_table(rendered: RenderedFamily) -> dict[str, list[str]]:
 
 def set_members(ipset: IPSet) -> frozenset[str]:
     """The members of a desired set in the form :func:`parse_ipset_save` gives."""
-    return frozenset(_member_text(m) for m in ipset.members)
+    return frozenset(member_texts(ipset))
+
+
+def member_texts(ipset: IPSet) -> list[str]:
+    """The members of a desired set as ``ipset`` takes them, in the set's order."""
+    return [_member_text(m) for m in ipset.members]
 
 
 def _member_text(member: Member) -> str:

@@ -25,6 +25,7 @@ from stockade.agent.live import (
     desired_table,
     forward_ok,
     jump_line,
+    member_texts,
     set_members,
 )
 from stockade.agent.render import INPUT_JUMP, RenderedNode
@@ -56,8 +57,10 @@ def _create(name: str, s: IPSet) -> str:
     return f"create {name} {s.type} family {s.family} maxelem {s.maxelem} -exist"
 
 
-def _fill(name: str, members: frozenset[str]) -> list[str]:
-    return [f"add {name} {m}" for m in sorted(members)]
+def _fill(name: str, s: IPSet) -> list[str]:
+    # The set's own member order (numeric, as rendered): no second sort of what may be
+    # hundreds of thousands of members.
+    return [f"add {name} {text}" for text in member_texts(s)]
 
 
 def plan_sets(
@@ -65,12 +68,12 @@ def plan_sets(
 ) -> None:
     """Phase 1 and 3 of the plan for sets (see the module docstring)."""
     for name, want in sorted(desired.items()):
-        members = set_members(want)
         have = live.get(name)
         if have is None:
             plan.differences.append(f"set {name}: missing")
-            plan.set_restore += [_create(name, want), *_fill(name, members)]
+            plan.set_restore += [_create(name, want), *_fill(name, want)]
             continue
+        members = set_members(want)
         if (have.type, have.family) != (want.type, want.family):
             raise PlanError(
                 f"set {name} exists as {have.type} {have.family}, wanted {want.type} "
@@ -96,7 +99,7 @@ def plan_sets(
                 *stale_twin,
                 _create(tmp, want),
                 f"flush {tmp}",
-                *_fill(tmp, members),
+                *_fill(tmp, want),
                 f"swap {tmp} {name}",
                 f"destroy {tmp}",
             ]
