@@ -25,7 +25,7 @@ What is measured, each against a baseline measured in the same run:
    connections per second and bulk throughput (iperf3 when installed);
 5. the same through Services (``--services N``, 1,000 by default, 0 skips it): a
    fresh node of the same pods where the sandbox's kube-proxy stand-in
-   (:func:`stockade.sandbox.kubeproxy.render_proxy` and ``IptablesRunner``)
+   (:func:`stockade_lab.sandbox.kubeproxy.render_proxy` and ``IptablesRunner``)
    programs N ClusterIP Services from ``10.96.0.0/16`` with their EndpointSlices
    (the measured one selects the server and sits in the middle of
    ``KUBE-SERVICES``; the others select the 330 dummy deployments, two backends
@@ -86,7 +86,6 @@ from stockade.agent.render import RenderedNode, RenderOptions, render
 from stockade.cnp import parse_cluster_network_policy
 from stockade.compiler import compile_cluster, compile_cluster_policy
 from stockade.model import parse_pod
-from stockade.netlab import Lab, Node, PodNet
 from stockade.ruleset import (
     CompiledPolicy,
     CompiledRule,
@@ -101,8 +100,6 @@ from stockade.ruleset import (
     PortMatch,
     SelectorRequirement,
 )
-from stockade.sandbox.kubeproxy import ProxyNode, ProxyRules, render_proxy
-from stockade.sandbox.servicectl import IptablesRunner
 from stockade.services import (
     EndpointSlice,
     Service,
@@ -111,6 +108,9 @@ from stockade.services import (
     parse_service,
     service_backends,
 )
+from stockade_lab.netlab import Lab, Node, PodNet
+from stockade_lab.sandbox.kubeproxy import ProxyNode, ProxyRules, render_proxy
+from stockade_lab.sandbox.servicectl import IptablesRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

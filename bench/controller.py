@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m bench.controller [--pods 5000 --nodes 50 --policies 500]``.
 
-The emulator (``python -m stockade.emulator``) and the controller
+The emulator (``python -m stockade_lab.emulator``) and the controller
 (``stockade-controller``, standalone, its metrics on a local port) each run in a
 process of their own, as they would in a cluster; this process only drives and
 polls them, through the emulator's admin API (docs/emulator.md). Namespaces and Node
@@ -89,7 +89,7 @@ def _with_api_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class EmulatorProcess:
-    """``python -m stockade.emulator`` in a process of its own, driven over HTTP."""
+    """``python -m stockade_lab.emulator`` in a process of its own, driven over HTTP."""
 
     def __init__(self, log: Path) -> None:
         self.port = _free_port()
@@ -100,7 +100,7 @@ class EmulatorProcess:
             [
                 sys.executable,
                 "-m",
-                "stockade.emulator",
+                "stockade_lab.emulator",
                 "--port",
                 str(self.port),
                 "--kubeconfig",

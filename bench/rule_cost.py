@@ -39,7 +39,7 @@ from bench.agent import (
     connection_rate,
 )
 from stockade.agent.backend import Backend, Tools
-from stockade.netlab import Lab, Node
+from stockade_lab.netlab import Lab, Node
 
 # Sets the rules look up: an empty hash:ip, one of 2,000 addresses, a hash:net of 40
 # CIDRs over 8 prefix lengths, list:sets of 5 and 20 one-member hash:ip sets.

@@ -1,7 +1,7 @@
 """Sandbox benchmarks: enforcement latency and pod churn, measured with real packets.
 
 Run from the repository root, as root (a whole sandbox is started with
-:class:`stockade.sandbox.Sandbox`; everything happens in its ``stk-*`` network
+:class:`stockade_lab.sandbox.Sandbox`; everything happens in its ``stk-*`` network
 namespaces, and it is taken down at the end, also after an error)::
 
     .venv/bin/python -m bench.sandbox                 # everything, about 10 minutes
@@ -89,10 +89,10 @@ from stockade.agent.applier import Applier
 from stockade.agent.backend import Tools
 from stockade.agent.executor import SubprocessExecutor
 from stockade.compiler import compile_cluster
-from stockade.netlab import in_netns
-from stockade.sandbox import Sandbox, differences
-from stockade.sandbox.api import BACKEND
-from stockade.sandbox.common import KINDS, ApiError, JsonObject, SandboxError
+from stockade_lab.netlab import in_netns
+from stockade_lab.sandbox import Sandbox, differences
+from stockade_lab.sandbox.api import BACKEND
+from stockade_lab.sandbox.common import KINDS, ApiError, JsonObject, SandboxError
 
 Matrix = dict[str, dict[str, bool]]
 ROOT = Path(__file__).resolve().parent.parent

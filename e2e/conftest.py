@@ -5,7 +5,7 @@ Chosen by ``--e2e-driver`` or the environment variable ``STOCKADE_E2E_DRIVER``:
 - ``engine`` (the default): offline, stockade's compiled rule sets judged by the
   dataplane model; a few seconds, no privileges.
 - ``sandbox``: a whole cluster on this machine with real packets; needs root and
-  :mod:`stockade.sandbox`, and the adapter ``e2e/sandbox_driver.py`` with
+  :mod:`stockade_lab.sandbox`, and the adapter ``e2e/sandbox_driver.py`` with
   ``make_driver() -> ClusterDriver``. Every test is marked ``root``; as non-root they
   skip (or fail, with ``STOCKADE_REQUIRE_ROOT=1``).
 - ``kind``: a kind cluster with stockade installed; the adapter
@@ -80,9 +80,9 @@ def _make(name: str) -> ClusterDriver:
         return EngineDriver()
     if name == "sandbox":
         try:
-            importlib.import_module("stockade.sandbox")
+            importlib.import_module("stockade_lab.sandbox")
         except ImportError as exc:
-            pytest.fail(f"the sandbox driver needs stockade.sandbox ({exc})", pytrace=False)
+            pytest.fail(f"the sandbox driver needs stockade_lab.sandbox ({exc})", pytrace=False)
         return _adapter("e2e.sandbox_driver", "the sandbox driver")
     return _adapter("e2e.kind_driver", "the kind driver")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 
-from stockade.netlab import EchoServer, in_netns
+from stockade_lab.netlab import EchoServer, in_netns
 
 #: How long an exchange on an open flow waits for its echo.
 FLOW_TIMEOUT = 2.0

@@ -1,7 +1,7 @@
 """The scenarios on the sandbox: real namespaces, real processes, real packets.
 
 A thin adapter from :class:`e2e.driver.ClusterDriver` to
-:class:`stockade.sandbox.api.Sandbox`: every change goes through the API server
+:class:`stockade_lab.sandbox.api.Sandbox`: every change goes through the API server
 emulator and returns once every node's agent enforces it (the sandbox's converged
 check), and every probe is a real connection between network namespaces.
 """
@@ -23,8 +23,8 @@ from e2e.model import (
     model_objects,
     port_name,
 )
-from stockade.netlab import EchoServer
-from stockade.sandbox.api import Sandbox
+from stockade_lab.netlab import EchoServer
+from stockade_lab.sandbox.api import Sandbox
 
 Doc = dict[str, Any]
 Matrix = dict[str, dict[str, bool]]

@@ -37,11 +37,14 @@ PY
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-# Reinstall only when the declared dependencies changed.
+# Reinstall only when the declared dependencies changed. The lab (lab/: emulator,
+# sandbox, network lab, reference evaluator) is a package of its own, installed here
+# for the demo and the tests and never in the runtime image.
 stamp=.venv/.stockade-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml lab/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q --no-deps -e ./lab
   echo "$want" > "$stamp"
 fi

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
-from stockade.processes import process_start
+from stockade_lab.processes import process_start
 
 __all__ = [
     "NETNS_DIR",

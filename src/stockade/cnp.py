@@ -12,7 +12,7 @@ Also :class:`NodeInfo`, the little of a Node a ``nodes`` peer needs: its name,
 labels and the IP addresses in ``status.addresses``.
 
 Purely computational: no I/O. What the fields mean when traffic is judged is in
-:mod:`stockade.reference` (``allowed_with_tiers``) and ``docs/tiers.md``.
+:mod:`stockade_lab.reference` (``allowed_with_tiers``) and ``docs/tiers.md``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ direction runs the tiers: Admin ClusterNetworkPolicies, NetworkPolicy, Baseline
 ClusterNetworkPolicies, then the default (allowed). A node reaching its own pods
 (OUTPUT) is never filtered.
 
-The reference evaluator (:mod:`stockade.reference`) is the independent oracle the
+The reference evaluator (:mod:`stockade_lab.reference`) is the independent oracle the
 tests compare this with.
 """
 

@@ -1,6 +1,6 @@
 """A cluster's YAML turned into a netlab lab that the real agent enforces.
 
-:class:`ClusterLab` builds, inside a :class:`~stockade.netlab.Lab`, the nodes ``n1``
+:class:`ClusterLab` builds, inside a :class:`~stockade_lab.netlab.Lab`, the nodes ``n1``
 (10.0.1.0/24, fd00::1:0/112) and ``n2`` (10.0.2.0/24, fd00::2:0/112) on a fabric
 of 192.168.0.0/24 and fd01::/64 (so the nodes' own addresses are 192.168.0.1 and
 192.168.0.2, the ``hostIP`` the random clusters of ``tests/unit/strategies.py``
@@ -39,9 +39,9 @@ from stockade.agent.executor import SubprocessExecutor
 from stockade.cluster import Cluster, parse_documents
 from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.model import Pod
-from stockade.netlab import Host, Lab, Node, Place, PodNet
 from stockade.ruleset import NodeRuleSet, PeerSet
 from stockade.verdict import Dataplane, Verdict
+from stockade_lab.netlab import Host, Lab, Node, Place, PodNet
 
 Raw = dict[str, Any]
 Bundle = tuple[NodeRuleSet, dict[str, tuple[PeerSet, ...]]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,8 @@ import yaml
 from stockade.agent.cache import empty_rule_set
 from stockade.agent.health import Health
 from stockade.agent.metrics import AgentMetrics
-from stockade.emulator import EmulatorThread
-from stockade.netlab import Node
+from stockade_lab.emulator import EmulatorThread
+from stockade_lab.netlab import Node
 from tests.integration.test_agent_watch import (
     GROUP,
     VERSION,

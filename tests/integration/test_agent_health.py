@@ -35,8 +35,8 @@ from stockade.agent.executor import SubprocessExecutor
 from stockade.agent.health import NOT_READY, Health, HealthServer, serve
 from stockade.agent.metrics import AgentMetrics
 from stockade.compiler import CompiledCluster
-from stockade.emulator import EmulatorThread
-from stockade.netlab import Lab, Node
+from stockade_lab.emulator import EmulatorThread
+from stockade_lab.netlab import Lab, Node
 from tests.integration.test_agent_watch import WatcherThread
 from tests.integration.waiting import wait_for
 from tests.unit.test_agent_watch import cluster_docs, compile_docs, node_object, peer_object

@@ -30,8 +30,8 @@ from stockade.agent.executor import SubprocessExecutor
 from stockade.agent.render import RenderOptions
 from stockade.cluster import load_files
 from stockade.compiler import compile_cluster
-from stockade.netlab import Lab, MissingFeatureError, Place
 from stockade.ruleset import NodeRuleSet, PeerMember
+from stockade_lab.netlab import Lab, MissingFeatureError, Place
 from tests.integration.cluster_lab import (
     FABRIC4,
     FABRIC6,

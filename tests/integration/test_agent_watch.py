@@ -1,6 +1,6 @@
 """The agent's API mode against the emulated API server and a real kernel.
 
-A node namespace (``stk-<run>-n-n1``, made by :class:`~stockade.netlab.Lab`) holds
+A node namespace (``stk-<run>-n-n1``, made by :class:`~stockade_lab.netlab.Lab`) holds
 the kernel state; :class:`~stockade.agent.watch.AgentWatcher` runs in a thread with
 its own event loop, as ``stockade-agent run --node n1`` would, with an applier bound
 to that namespace. The test writes NodeRuleSets and PeerSets (as the controller's
@@ -28,9 +28,9 @@ from stockade.agent.health import Health
 from stockade.agent.metrics import AgentMetrics
 from stockade.agent.watch import AgentWatcher, WatchOptions
 from stockade.compiler import CompiledCluster
-from stockade.emulator import EmulatorThread
 from stockade.kube import KubeClient, KubeConfig
-from stockade.netlab import Lab, Node
+from stockade_lab.emulator import EmulatorThread
+from stockade_lab.netlab import Lab, Node
 from tests.integration.waiting import wait_for
 from tests.unit.test_agent_watch import cluster_docs, compile_docs, node_object, peer_object
 

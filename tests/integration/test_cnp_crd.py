@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 from tests.integration.test_emulator import Api, Kubectl, needs_kubectl
 from tests.unit.test_crd_cnp import CONDITION_SAMPLE, VALID, cnp
 

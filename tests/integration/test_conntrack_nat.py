@@ -28,7 +28,7 @@ import pytest
 
 from stockade.agent.backend import Backend
 from stockade.agent.netlink import Flow
-from stockade.netlab import Lab, Place
+from stockade_lab.netlab import Lab, Place
 from tests.integration.cluster_lab import (
     EXTERNALS,
     FABRIC4,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from stockade.controller.main import Controller, Options, run
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 from tests.integration.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

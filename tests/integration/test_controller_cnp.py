@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 from tests.integration.test_controller import (
     ControllerThread,
     events,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 from tests.integration.test_controller import (
     ControllerThread,
     options,

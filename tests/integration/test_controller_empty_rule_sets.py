@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 from tests.integration.test_controller import (
     ALLOW_CLIENT,
     ControllerThread,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from stockade.controller.metrics import OLDEST_UNAPPLIED
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 from tests.integration.test_controller import (
     ALLOW_CLIENT,
     GROUP,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade.emulator import Emulator, EmulatorThread
+from stockade_lab.emulator import Emulator, EmulatorThread
 
 Obj = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
@@ -819,7 +819,7 @@ def test_standalone_module(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "stockade.emulator",
+            "stockade_lab.emulator",
             "--port",
             str(port),
             "--kubeconfig",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade.emulator import Emulator, EmulatorThread
+from stockade_lab.emulator import Emulator, EmulatorThread
 from tests.integration.test_emulator import TABLE, Api, Kubectl, needs_kubectl
 
 Obj = dict[str, Any]
@@ -535,7 +535,13 @@ def test_service_table(api: ServicesApi) -> None:
 
 def test_standalone_service_cidr_flag(tmp_path: Path) -> None:
     bad = subprocess.run(
-        [sys.executable, "-m", "stockade.emulator", "--service-cidr", "10.0.0.0/24,10.1.0.0/24"],
+        [
+            sys.executable,
+            "-m",
+            "stockade_lab.emulator",
+            "--service-cidr",
+            "10.0.0.0/24,10.1.0.0/24",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -550,7 +556,7 @@ def test_standalone_service_cidr_flag(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "stockade.emulator",
+            "stockade_lab.emulator",
             "--port",
             str(port),
             "--service-cidr",

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from stockade.agent.backend import Backend
-from stockade.netlab import Lab
+from stockade_lab.netlab import Lab
 from tests.integration.cluster_lab import (
     FABRIC4,
     FABRIC6,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from stockade.sandbox.containers import podman_env, read_manifest, security_args
+from stockade_lab.sandbox.containers import podman_env, read_manifest, security_args
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("STOCKADE_IMAGE", "localhost/stockade:dev")

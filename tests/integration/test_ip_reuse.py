@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
-from stockade import reference
 from stockade.model import Pod
 from stockade.ruleset import NodeRuleSet, node_rule_set_from_dict
-from stockade.sandbox import Sandbox, differences
-from stockade.sandbox.common import KINDS
 from stockade.verdict import Dataplane
+from stockade_lab import reference
+from stockade_lab.sandbox import Sandbox, differences
+from stockade_lab.sandbox.common import KINDS
 from tests.integration.waiting import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]

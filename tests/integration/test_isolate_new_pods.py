@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stockade.sandbox import Sandbox, differences
+from stockade_lab.sandbox import Sandbox, differences
 from tests.integration.waiting import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]

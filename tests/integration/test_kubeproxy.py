@@ -1,6 +1,6 @@
 """stockade beside kube-proxy: policy through its NAT, and neither disturbing the other.
 
-The kube-proxy stand-in (:mod:`stockade.sandbox.kubeproxy`) writes kube-proxy's
+The kube-proxy stand-in (:mod:`stockade_lab.sandbox.kubeproxy`) writes kube-proxy's
 iptables-mode chains into each node of a :class:`ClusterLab`; the real applier writes
 stockade's. Probes go to cluster IPs and node ports with real packets, and what
 answers is compared with the engine's verdict *on the backend* (the destination
@@ -19,9 +19,6 @@ from typing import Any
 import pytest
 
 from stockade.agent.backend import Backend
-from stockade.netlab import Lab
-from stockade.sandbox.kubeproxy import ProxyNode, render_proxy
-from stockade.sandbox.servicectl import IptablesRunner
 from stockade.services import (
     Service,
     desired_slices,
@@ -29,6 +26,9 @@ from stockade.services import (
     parse_service,
     service_backends,
 )
+from stockade_lab.netlab import Lab
+from stockade_lab.sandbox.kubeproxy import ProxyNode, render_proxy
+from stockade_lab.sandbox.servicectl import IptablesRunner
 from tests.integration.cluster_lab import (
     FABRIC4,
     FABRIC6,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from stockade import netlab
-from stockade.netlab import Host, Lab, MissingFeatureError, Node, PodNet
+from stockade_lab import netlab
+from stockade_lab.netlab import Host, Lab, MissingFeatureError, Node, PodNet
 
 pytestmark = pytest.mark.root
 
@@ -310,7 +310,7 @@ def test_leftovers_of_a_dead_run_are_cleaned() -> None:
 def test_a_killed_run_is_cleaned_at_the_next_start() -> None:
     script = (
         "import time\n"
-        "from stockade.netlab import Lab\n"
+        "from stockade_lab.netlab import Lab\n"
         "lab = Lab()\n"
         "node = lab.add_node('n', pod_cidr4='10.244.1.0/24')\n"
         "lab.add_pod(node, 'p', '10.244.1.2')\n"

@@ -23,8 +23,8 @@ import yaml
 from stockade import cli, plugin
 from stockade.cluster import parse_documents
 from stockade.compiler import compile_cluster
-from stockade.emulator import EmulatorThread
 from stockade.ruleset import node_rule_set_to_dict
+from stockade_lab.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "three-tier.yaml"

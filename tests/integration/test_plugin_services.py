@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from stockade import plugin
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from stockade import cli, plugin
-from stockade.emulator import EmulatorThread
+from stockade_lab.emulator import EmulatorThread
 from tests.unit.test_cli_tiers import BASELINE, NODES, PASS, WARN
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade.netlab import NETNS_DIR
-from stockade.sandbox import Sandbox, SandboxError, differences
-from stockade.sandbox.common import is_alive, recorded_processes
+from stockade_lab.netlab import NETNS_DIR
+from stockade_lab.sandbox import Sandbox, SandboxError, differences
+from stockade_lab.sandbox.common import is_alive, recorded_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 THREE_TIER = ROOT / "examples" / "three-tier.yaml"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockade.sandbox import Sandbox, differences
-from stockade.sandbox.containers import NAME_PREFIX, podman_env
+from stockade_lab.sandbox import Sandbox, differences
+from stockade_lab.sandbox.containers import NAME_PREFIX, podman_env
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("STOCKADE_IMAGE", "localhost/stockade:dev")

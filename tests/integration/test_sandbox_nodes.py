@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade.sandbox import Sandbox, SandboxError, differences
+from stockade_lab.sandbox import Sandbox, SandboxError, differences
 
 ROOT = Path(__file__).resolve().parents[2]
 STOCKADE = str(ROOT / ".venv" / "bin" / "stockade")

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from stockade.emulator import EmulatorThread
 from stockade.kube import ENDPOINT_SLICES, PODS, SERVICES, KubeClient, KubeConfig
-from stockade.sandbox.servicectl import ServiceStandIns, content_digest
 from stockade.services import MANAGED_BY_LABEL
+from stockade_lab.emulator import EmulatorThread
+from stockade_lab.sandbox.servicectl import ServiceStandIns, content_digest
 
 Obj = dict[str, Any]
 

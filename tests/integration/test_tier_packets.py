@@ -22,7 +22,7 @@ import pytest
 
 from stockade.agent.backend import Backend
 from stockade.agent.render import RenderOptions
-from stockade.netlab import Lab, Place
+from stockade_lab.netlab import Lab, Place
 from tests.integration.cluster_lab import (
     FABRIC4,
     FABRIC6,

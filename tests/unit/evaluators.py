@@ -1,7 +1,7 @@
 """The evaluators that the semantics tables run against.
 
 Every evaluator answers the same question with the same signature as
-:func:`stockade.reference.allowed`; the tables in ``test_semantics.py`` run each case
+:func:`stockade_lab.reference.allowed`; the tables in ``test_semantics.py`` run each case
 against every one of them, so the compiled engine is held to the reference.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from stockade import reference
 from stockade.cluster import Cluster
-from stockade.reference import Endpoint
 from stockade.verdict import Dataplane
+from stockade_lab import reference
+from stockade_lab.reference import Endpoint
 
 
 class Evaluator(Protocol):

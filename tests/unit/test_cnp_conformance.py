@@ -47,11 +47,11 @@ from typing import Any
 
 import pytest
 
-from stockade import reference
 from stockade.cluster import Cluster, parse_documents
 from stockade.model import Pod
-from stockade.reference import Endpoint
 from stockade.verdict import Dataplane
+from stockade_lab import reference
+from stockade_lab.reference import Endpoint
 
 Doc = dict[str, Any]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockade.emulator.allocation import (
+from stockade_lab.emulator.allocation import (
     AllocationError,
     IPRange,
     PortRange,

@@ -8,9 +8,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 
-from stockade import reference
 from stockade.cluster import parse_documents
 from stockade.verdict import Dataplane, Endpoint
+from stockade_lab import reference
 from tests.unit.strategies import (
     EXTERNAL,
     NODE_IPS,

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from stockade import reference
 from stockade.cli import load, main
+from stockade_lab import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

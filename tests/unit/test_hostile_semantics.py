@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockade import reference
 from stockade.cli import main, pod_warnings, resolve_endpoint
 from stockade.cluster import Cluster, parse_documents
 from stockade.compiler import compile_cluster
@@ -17,6 +16,7 @@ from stockade.errors import InvalidObjectError
 from stockade.model import Pod, parse_pod, parse_policy
 from stockade.ownership import OwnershipTracker, decide, resolve
 from stockade.verdict import Dataplane
+from stockade_lab import reference
 from tests.unit import strategies
 
 Doc = dict[str, Any]

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stockade.sandbox.kubeproxy import (
+from stockade.services import EndpointSlice, parse_endpoint_slice, parse_service
+from stockade_lab.sandbox.kubeproxy import (
     JUMPS,
     ProxyNode,
     live_kube_chains,
     render_proxy,
     restore_text,
 )
-from stockade.services import EndpointSlice, parse_endpoint_slice, parse_service
 
 NODE4 = ProxyNode("n1", 4, "10.244.0.0/16")
 NODE6 = ProxyNode("n1", 6, "fd00:10:244::/48")

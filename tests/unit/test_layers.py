@@ -20,15 +20,10 @@ from stockade.cli import main as cli_main
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "stockade"
 
-# Modules no purity contract constrains: the programs (I/O by design) and the lab.
+# Modules no purity contract constrains: the programs (I/O by design). The lab is a
+# package of its own (lab/stockade_lab), which the product may not import at all.
 PROGRAMS = {"stockade.cli", "stockade.output", "stockade.plugin", "stockade.kube"}
-LAB = {
-    "stockade.emulator",
-    "stockade.sandbox",
-    "stockade.netlab",
-    "stockade.reference",
-    "stockade.processes",
-}
+LAB = {"stockade_lab"}
 COMPONENTS = {"stockade.agent", "stockade.controller"}
 
 
@@ -46,7 +41,7 @@ def _top_level_modules() -> set[str]:
 
 def test_every_module_has_a_layer() -> None:
     pure = {m for c in _contracts() if c["type"] == "forbidden" for m in c["source_modules"]}
-    placed = {m for m in pure if m.count(".") == 1} | PROGRAMS | LAB | COMPONENTS
+    placed = {m for m in pure if m.count(".") == 1} | PROGRAMS | COMPONENTS
     unplaced = _top_level_modules() - placed
     assert not unplaced, f"modules in no layer (add them to a contract): {sorted(unplaced)}"
 
@@ -68,6 +63,13 @@ def test_the_lab_is_forbidden_to_the_product() -> None:
     assert {"stockade.agent", "stockade.controller", "stockade.cli"} <= set(
         lab_contract["source_modules"]
     )
+
+
+def test_the_lab_is_not_in_the_product_package() -> None:
+    """The lab lives in lab/ (its own distribution), so the wheel and image lack it."""
+    assert not [p for p in PACKAGE.iterdir() if p.name in {"emulator", "sandbox"}]
+    assert not [p for p in PACKAGE.glob("*.py") if p.stem in {"netlab", "reference"}]
+    assert (ROOT / "lab" / "stockade_lab" / "__init__.py").is_file()
 
 
 def test_a_missing_extension_command_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,13 +22,13 @@ from e2e.sandbox_driver import SandboxDriver
 
 from stockade.cluster import Cluster
 from stockade.model import Pod
-from stockade.netlab import Lab, MissingFeatureError
-from stockade.sandbox import api
-from stockade.sandbox import cli as sandbox_cli
-from stockade.sandbox.api import Sandbox, Snapshot, differences
-from stockade.sandbox.common import JsonObject, Layout, write_json
-from stockade.sandbox.kubelet import Kubelet
-from stockade.sandbox.supervisor import Supervisor
+from stockade_lab.netlab import Lab, MissingFeatureError
+from stockade_lab.sandbox import api
+from stockade_lab.sandbox import cli as sandbox_cli
+from stockade_lab.sandbox.api import Sandbox, Snapshot, differences
+from stockade_lab.sandbox.common import JsonObject, Layout, write_json
+from stockade_lab.sandbox.kubelet import Kubelet
+from stockade_lab.sandbox.supervisor import Supervisor
 
 PODS = {
     "shop/a": "10.244.1.10",

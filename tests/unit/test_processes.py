@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from stockade.processes import process_start
+from stockade_lab.processes import process_start
 
 
 def test_a_live_process_has_a_stable_start() -> None:

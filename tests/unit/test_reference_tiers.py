@@ -32,10 +32,10 @@ from typing import Any
 
 import pytest
 
-from stockade import reference
 from stockade.cluster import Cluster, parse_documents
 from stockade.cnp import ClusterNetworkPolicy, NodeInfo, parse_cluster_network_policy
-from stockade.reference import (
+from stockade_lab import reference
+from stockade_lab.reference import (
     Endpoint,
     allowed_with_tiers,
     explain_with_tiers,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stockade.sandbox.containers import (
+from stockade_lab.sandbox.containers import (
     ImageModeError,
     podman_args,
     read_manifest,
@@ -69,7 +69,7 @@ def test_what_cannot_be_honoured_is_refused(ctx: dict[str, object], message: str
 
 def test_a_change_to_the_manifest_changes_what_runs(tmp_path: Path) -> None:
     text = (Path(__file__).resolve().parents[2] / "manifests" / "agent.yaml").read_text()
-    from stockade.sandbox.containers import workload  # noqa: PLC0415
+    from stockade_lab.sandbox.containers import workload  # noqa: PLC0415
 
     assert "--cap-add=NET_RAW" in security_args(workload(text)["securityContext"])
     fewer = text.replace("add: [NET_ADMIN, NET_RAW]", "add: [NET_ADMIN]")

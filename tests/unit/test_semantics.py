@@ -18,9 +18,9 @@ from typing import Any, cast
 
 import pytest
 
-from stockade import reference
 from stockade.cluster import Cluster, parse_documents
-from stockade.reference import Endpoint
+from stockade_lab import reference
+from stockade_lab.reference import Endpoint
 from tests.unit.evaluators import EVALUATORS, Evaluator
 
 Doc = dict[str, Any]

@@ -1,4 +1,4 @@
-"""``python -m stockade.emulator --port N --kubeconfig PATH``: run the emulator standalone.
+"""``python -m stockade_lab.emulator --port N --kubeconfig PATH``: run the emulator standalone.
 
 ``--service-cidr 10.96.0.0/16[,fd00:10:96::/112]`` sets the Service range (one CIDR, or
 two of different IP families for dual-stack, the first the primary), as kube-apiserver's
@@ -13,8 +13,8 @@ import contextlib
 import signal
 import sys
 
-from stockade.emulator.allocation import DEFAULT_SERVICE_CIDRS, PortRange, parse_service_cidrs
-from stockade.emulator.server import Emulator
+from stockade_lab.emulator.allocation import DEFAULT_SERVICE_CIDRS, PortRange, parse_service_cidrs
+from stockade_lab.emulator.server import Emulator
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -56,7 +56,7 @@ def _port_range(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the options and serve until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m stockade.emulator", description="an emulated Kubernetes API server"
+        prog="python -m stockade_lab.emulator", description="an emulated Kubernetes API server"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")

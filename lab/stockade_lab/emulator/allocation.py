@@ -1,6 +1,6 @@
 """Cluster IPs and node ports, handed out and taken back as kube-apiserver's allocators do.
 
-Pure bookkeeping, with no knowledge of Services (:mod:`stockade.emulator.networking`
+Pure bookkeeping, with no knowledge of Services (:mod:`stockade_lab.emulator.networking`
 applies it to them):
 
 - :class:`IPRange` is one service CIDR (kube-apiserver's ``--service-cluster-ip-range``,

@@ -1,7 +1,7 @@
 """Services and EndpointSlices as kube-apiserver defaults, validates and allocates them.
 
 :class:`ServiceNetwork` holds the cluster's service CIDRs and node port range with what
-is handed out of them (:mod:`stockade.emulator.allocation`). On every write of a
+is handed out of them (:mod:`stockade_lab.emulator.allocation`). On every write of a
 Service it fills in the defaults (``type``, ``sessionAffinity``, port ``protocol`` and
 ``targetPort``, traffic policies), resolves ``ipFamilyPolicy``/``ipFamilies`` against the
 configured families, allocates cluster IPs and node ports (or honours the requested
@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from stockade.emulator.allocation import (
+from stockade_lab.emulator.allocation import (
     DEFAULT_NODE_PORT_RANGE,
     DEFAULT_SERVICE_CIDRS,
     AllocationError,
@@ -30,7 +30,7 @@ from stockade.emulator.allocation import (
     ip_family,
     parse_service_cidrs,
 )
-from stockade.emulator.errors import ApiError, Cause, invalid_fields
+from stockade_lab.emulator.errors import ApiError, Cause, invalid_fields
 
 Obj = dict[str, Any]
 

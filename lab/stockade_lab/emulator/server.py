@@ -29,25 +29,25 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from stockade.emulator import patching, tables
-from stockade.emulator.allocation import (
+from stockade_lab.emulator import patching, tables
+from stockade_lab.emulator.allocation import (
     DEFAULT_NODE_PORT_RANGE,
     DEFAULT_SERVICE_CIDRS,
     Transaction,
 )
-from stockade.emulator.errors import ApiError, already_exists, conflict, invalid, not_found
-from stockade.emulator.faults import Faults
-from stockade.emulator.networking import ServiceNetwork, admit_endpointslice
-from stockade.emulator.resources import (
+from stockade_lab.emulator.errors import ApiError, already_exists, conflict, invalid, not_found
+from stockade_lab.emulator.faults import Faults
+from stockade_lab.emulator.networking import ServiceNetwork, admit_endpointslice
+from stockade_lab.emulator.resources import (
     BUILTIN_RESOURCES,
     ResourceDef,
     resources_from_crd,
     version_priority,
 )
-from stockade.emulator.selectors import parse_field_selector, parse_label_selector
+from stockade_lab.emulator.selectors import parse_field_selector, parse_label_selector
 
 Obj = dict[str, Any]
-logger = logging.getLogger("stockade.emulator")
+logger = logging.getLogger("stockade_lab.emulator")
 
 KUBE_VERSION = {
     "major": "1",
@@ -106,7 +106,7 @@ class Emulator:
     Services get cluster IPs from ``service_cidrs`` (one or two CIDRs of different IP
     families, the first the primary; a comma-separated string or a sequence) and node
     ports from ``node_port_range``, as kube-apiserver's ``--service-cluster-ip-range``
-    and ``--service-node-port-range`` (see :mod:`stockade.emulator.networking`).
+    and ``--service-node-port-range`` (see :mod:`stockade_lab.emulator.networking`).
     """
 
     def __init__(

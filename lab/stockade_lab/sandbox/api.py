@@ -1,7 +1,7 @@
 """``Sandbox``: the Python face of the sandbox, for the CLI, the tests and e2e drivers.
 
 A :class:`Sandbox` is a handle on a state directory; the sandbox itself runs in the
-supervisor process (:mod:`stockade.sandbox.supervisor`), so handles are cheap and
+supervisor process (:mod:`stockade_lab.sandbox.supervisor`), so handles are cheap and
 several may point at one sandbox. It satisfies the e2e driver protocol:
 ``apply(objects)``, ``delete(objects)``, ``matrix(port, protocol)``,
 ``wait_converged()``.
@@ -30,11 +30,12 @@ from stockade.cnp import ClusterInput
 from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.errors import InvalidObjectError
 from stockade.model import Pod
-from stockade.netlab import NETNS_DIR, PREFIX, RECORD_DIR, cleanup_leftovers
 from stockade.ownership import resolve
-from stockade.processes import process_start
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
-from stockade.sandbox.common import (
+from stockade.services import desired_slices, parse_service
+from stockade_lab.netlab import NETNS_DIR, PREFIX, RECORD_DIR, cleanup_leftovers
+from stockade_lab.processes import process_start
+from stockade_lab.sandbox.common import (
     DEFAULT_NAME,
     IP_ANNOTATION,
     KINDS,
@@ -56,8 +57,7 @@ from stockade.sandbox.common import (
     remove_dir,
     terminate,
 )
-from stockade.sandbox.servicectl import content_digest
-from stockade.services import desired_slices, parse_service
+from stockade_lab.sandbox.servicectl import content_digest
 
 Matrix = dict[str, dict[str, bool]]
 """The engine's prediction (:meth:`Sandbox.expected_matrix`): every cell is known."""
@@ -187,7 +187,7 @@ class Sandbox:
         argv = [
             sys.executable,
             "-m",
-            "stockade.sandbox.supervisor",
+            "stockade_lab.sandbox.supervisor",
             "--state-dir",
             str(self.layout.dir),
             "--nodes",
@@ -263,7 +263,7 @@ class Sandbox:
             done.append(f"killed leftover processes: {', '.join(sorted(leftovers))}")
         if state.get("image"):
             # Containers of a crashed image-mode sandbox go before their namespaces.
-            from stockade.sandbox.containers import remove_leftovers  # noqa: PLC0415
+            from stockade_lab.sandbox.containers import remove_leftovers  # noqa: PLC0415
 
             remove_leftovers()
         done += self._remove_namespaces(state.get("run_id"))

@@ -25,8 +25,8 @@ from rich.markup import escape
 from stockade import output
 from stockade.cli import port_number, protocol_name
 from stockade.safetext import printable
-from stockade.sandbox.api import Matrix, Sandbox, differences
-from stockade.sandbox.common import DEFAULT_NAME, SERVE_PORTS_DEFAULT, SandboxError
+from stockade_lab.sandbox.api import Matrix, Sandbox, differences
+from stockade_lab.sandbox.common import DEFAULT_NAME, SERVE_PORTS_DEFAULT, SandboxError
 
 EXIT_DIFF = 1
 EXIT_ERROR = 2

@@ -36,8 +36,8 @@ import yaml
 
 from stockade import kube
 from stockade.kube import KubeClient, KubeConfig
-from stockade.processes import process_start
 from stockade.validation import label_key, label_value
+from stockade_lab.processes import process_start
 
 JsonObject = dict[str, Any]
 

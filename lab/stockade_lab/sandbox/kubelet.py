@@ -6,7 +6,7 @@ the sandbox) and watches every Pod:
 - a pod without ``spec.nodeName`` is scheduled round-robin over the sandbox's nodes
   (a merge patch of ``spec.nodeName``), as kube-scheduler would;
 - a pod on a sandbox node gets a namespace behind a veth into that node
-  (:meth:`stockade.netlab.Lab.add_pod`) with an IP of the node's pod CIDR: the one
+  (:meth:`stockade_lab.netlab.Lab.add_pod`) with an IP of the node's pod CIDR: the one
   asked for in the ``sandbox.stockade.dev/pod-ip`` annotation (``stockade sandbox
   apply`` sets it from a manifest's ``status.podIP``, which the API server drops on
   create) or in ``status.podIP`` when free, else the most recently freed address of
@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.kube import PODS, Gone, KubeClient, KubeError, now_rfc3339
-from stockade.netlab import Lab, Node, PodNet, Server
-from stockade.sandbox.common import IP_ANNOTATION, JsonObject, object_key
+from stockade_lab.netlab import Lab, Node, PodNet, Server
+from stockade_lab.sandbox.common import IP_ANNOTATION, JsonObject, object_key
 
-log = logging.getLogger("stockade.sandbox.kubelet")
+log = logging.getLogger("stockade_lab.sandbox.kubelet")
 
 InLab = Callable[..., Awaitable[Any]]
 

@@ -7,7 +7,7 @@ Pods, Services and EndpointSlices; after each burst of changes it
    selects (:func:`stockade.services.desired_slices`, the upstream controller's job),
    creating, updating and deleting only slices it manages;
 2. programs every node's namespace the way kube-proxy's iptables mode does
-   (:mod:`stockade.sandbox.kubeproxy`), one ``iptables-restore --noflush`` per family
+   (:mod:`stockade_lab.sandbox.kubeproxy`), one ``iptables-restore --noflush`` per family
    that names only ``KUBE-*`` chains, then the jump rules kube-proxy prepends when
    they are missing.
 
@@ -30,15 +30,6 @@ from stockade.agent.executor import CommandError, SubprocessExecutor
 from stockade.errors import InvalidObjectError
 from stockade.kube import ENDPOINT_SLICES, PODS, SERVICES, Gone, KubeClient, KubeError, Resource
 from stockade.model import Pod, parse_pod
-from stockade.sandbox.common import JsonObject, object_key
-from stockade.sandbox.kubeproxy import (
-    JUMPS,
-    ProxyNode,
-    ProxyRules,
-    live_kube_chains,
-    render_proxy,
-    restore_text,
-)
 from stockade.services import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -49,8 +40,17 @@ from stockade.services import (
     parse_endpoint_slice,
     parse_service,
 )
+from stockade_lab.sandbox.common import JsonObject, object_key
+from stockade_lab.sandbox.kubeproxy import (
+    JUMPS,
+    ProxyNode,
+    ProxyRules,
+    live_kube_chains,
+    render_proxy,
+    restore_text,
+)
 
-log = logging.getLogger("stockade.sandbox.services")
+log = logging.getLogger("stockade_lab.sandbox.services")
 
 DEBOUNCE = 0.02
 

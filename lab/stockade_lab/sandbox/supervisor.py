@@ -1,14 +1,14 @@
 """The sandbox supervisor: one long-running process that owns the whole sandbox.
 
-``python -m stockade.sandbox.supervisor --state-dir DIR --nodes N [--dual-stack]``
+``python -m stockade_lab.sandbox.supervisor --state-dir DIR --nodes N [--dual-stack]``
 (started in the background by ``stockade sandbox up``):
 
-- builds the network with :class:`stockade.netlab.Lab` (it is the lab's creator, so a
+- builds the network with :class:`stockade_lab.netlab.Lab` (it is the lab's creator, so a
   crashed supervisor's namespaces are removed by the next ``up``/``down``);
 - starts the API server emulator, the real controller and one real agent per node
   as child processes (each recorded under ``pids/``, each started through
   ``setpriv --pdeathsig KILL`` so it dies with the supervisor even on SIGKILL);
-- runs the kubelet stand-in (:mod:`stockade.sandbox.kubelet`) and the pods'
+- runs the kubelet stand-in (:mod:`stockade_lab.sandbox.kubelet`) and the pods'
   servers in its own threads: a pod's sockets must live in a process that lasts;
 - while the agent has no API mode, bridges the API to file-mode agents (see
   :class:`FileBridge`);
@@ -42,11 +42,11 @@ from stockade.agent.executor import CommandError, SubprocessExecutor
 from stockade.crd import cluster_network_policy_crd, node_rule_set_crd, peer_set_crd
 from stockade.kube import NODE_RULE_SETS, NODES, PEER_SETS, KubeClient, KubeConfig, KubeError
 from stockade.kube import Resource as KubeResource
-from stockade.netlab import Host, Lab, NetlabError, Node, in_netns
-from stockade.processes import process_start
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
-from stockade.sandbox import containers
-from stockade.sandbox.common import (
+from stockade_lab.netlab import Host, Lab, NetlabError, Node, in_netns
+from stockade_lab.processes import process_start
+from stockade_lab.sandbox import containers
+from stockade_lab.sandbox.common import (
     SERVE_PORTS_DEFAULT,
     JsonObject,
     Layout,
@@ -57,10 +57,10 @@ from stockade.sandbox.common import (
     terminate,
     write_json,
 )
-from stockade.sandbox.kubelet import Kubelet
-from stockade.sandbox.servicectl import ServiceStandIns
+from stockade_lab.sandbox.kubelet import Kubelet
+from stockade_lab.sandbox.servicectl import ServiceStandIns
 
-log = logging.getLogger("stockade.sandbox")
+log = logging.getLogger("stockade_lab.sandbox")
 
 EXTERNALS: tuple[tuple[str, str, str], ...] = (
     ("ext-1", "203.0.113.10", "2001:db8::10"),
@@ -112,7 +112,7 @@ class Supervisor:
         image: str | None = None,
     ) -> None:
         self.layout = layout
-        # Image mode (stockade.sandbox.containers): agents and controller as containers.
+        # Image mode (stockade_lab.sandbox.containers): agents and controller as containers.
         self.image = image
         self.relays: list[asyncio.AbstractServer] = []
         # Process name -> the name of its container (image mode).
@@ -412,7 +412,7 @@ class Supervisor:
         argv = [
             sys.executable,
             "-m",
-            "stockade.emulator",
+            "stockade_lab.emulator",
             "--host",
             "127.0.0.1",
             "--port",
@@ -776,7 +776,7 @@ def _ports(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the supervisor process."""
-    parser = argparse.ArgumentParser(prog="python -m stockade.sandbox.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m stockade_lab.sandbox.supervisor")
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--dual-stack", action="store_true")
