@@ -28,6 +28,7 @@ still fits ipset's 31.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 import socket
 from collections.abc import Iterable
@@ -223,6 +224,8 @@ class IPSet:
         if len(self.members) > self.maxelem:
             raise IPSetModelError(f"set {self.name}: {len(self.members)} > maxelem {self.maxelem}")
         fam: IPFamily = 4 if self.family == "inet" else 6
+        if fam == 4 and self.type == "hash:ip" and _canonical_sorted_ipv4(self.members):
+            return
         keys = []
         for m in self.members:
             if m.nomatch and self.type != "hash:net":
@@ -235,6 +238,24 @@ class IPSet:
     def ip_family(self) -> IPFamily:
         """4 or 6."""
         return 4 if self.family == "inet" else 6
+
+
+def _canonical_sorted_ipv4(members: tuple[Member, ...]) -> bool:
+    """Whether ``members`` are canonical IPv4 addresses, strictly ascending, no nomatch.
+
+    The same verdict as the general check (``member_key`` on each, then sorted and
+    unique) for the sets that hold most members (pod addresses), in a third of the
+    time: packed addresses compare in numeric order. False sends the caller to the
+    general check, which says what is wrong.
+    """
+    pton, ntop, af = socket.inet_pton, socket.inet_ntop, socket.AF_INET
+    try:
+        packed = [pton(af, m.value) for m in members]
+    except OSError:
+        return False
+    if any(m.nomatch or ntop(af, p) != m.value for m, p in zip(members, packed, strict=True)):
+        return False
+    return all(a < b for a, b in itertools.pairwise(packed))
 
 
 def make_set(name: str, type_: SetType, family: IPFamily, members: Iterable[Member]) -> IPSet:

@@ -66,8 +66,14 @@ def _fill(name: str, s: IPSet) -> list[str]:
 def plan_sets(
     desired: Mapping[str, IPSet], live: Mapping[str, LiveSet], churn_limit: int, plan: Plan
 ) -> None:
-    """Phase 1 and 3 of the plan for sets (see the module docstring)."""
-    for name, want in sorted(desired.items()):
+    """Phase 1 and 3 of the plan for sets (see the module docstring).
+
+    ``desired`` is taken in its own order, which :func:`make_plan` gives by family
+    (IPv4 sets, then IPv6, each by name, as rendered): one ``ipset restore`` of
+    the benchmark node's 6,777 sets took 4.7 s with the families interleaved (plain
+    name order) against 3.4 s grouped, for the same lines.
+    """
+    for name, want in desired.items():
         have = live.get(name)
         if have is None:
             plan.differences.append(f"set {name}: missing")
