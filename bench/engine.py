@@ -552,8 +552,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["pass"][f"tiers: {name}"] = ok
     if tier_profile is not None:
         profile_text = f"{profile_text}\n=== with ClusterNetworkPolicies ===\n{tier_profile}"
+    result["e2e_engine_matrix_s"] = seconds = e2e_engine_matrix(args.repeats)
+    result["pass"]["e2e engine matrix"] = seconds < E2E_MATRIX_TARGET_S
+    console.print(
+        f"e2e scenarios' engine driver: one full matrix in {_ms(seconds)} "
+        f"(target < {E2E_MATRIX_TARGET_S:.0f} s) {_verdict(seconds < E2E_MATRIX_TARGET_S)}"
+    )
     _save(result, profile_text, console)
     return result
+
+
+# The e2e suite's offline driver answers every matrix of its scenarios; its speed is
+# what keeps `pytest e2e` (173 scenarios) at a second or two.
+E2E_MATRIX_TARGET_S = 1.0
+
+
+def e2e_engine_matrix(repeats: int) -> float:
+    """Best time of the e2e engine driver building its whole TCP matrix (the e2e cluster)."""
+    from e2e.driver import EngineDriver  # noqa: PLC0415 - only this figure needs it
+
+    seconds, _ = best_of(repeats, lambda: EngineDriver().matrix(80, "TCP"))
+    return seconds
 
 
 def _commit() -> str | None:

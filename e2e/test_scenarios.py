@@ -7,7 +7,6 @@ the observed table and marks the differing cells with ``!``.
 from __future__ import annotations
 
 import contextlib
-import time
 
 import pytest
 import yaml
@@ -231,13 +230,11 @@ def test_truth_table_round_trip() -> None:
     assert parse_table(format_table(matrix)) == matrix
 
 
-def test_engine_driver_is_a_cluster_driver_and_fast() -> None:
-    """The engine driver implements the protocol and builds a matrix in well under a second."""
+def test_engine_driver_is_a_cluster_driver() -> None:
+    """The engine driver implements the protocol (its speed: ``python -m bench.engine``)."""
     driver = EngineDriver()
     assert isinstance(driver, ClusterDriver)
-    start = time.perf_counter()
     matrix = driver.matrix(80, "TCP")
-    assert time.perf_counter() - start < 1.0
     assert all(matrix[s][d] for s in POD_KEYS for d in POD_KEYS)
     assert driver.pod_ip("x/a").startswith("10.244.1.")
     assert driver.pod_ip("x/b").startswith("10.244.2.")
