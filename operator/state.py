@@ -30,7 +30,7 @@ from stockade.cnp import (
     parse_cluster_network_policy,
     parse_node,
 )
-from stockade.compiler import Compiler, compile_policy
+from stockade.compiler import Compiler
 from stockade.controller.conditions import observed_conditions
 from stockade.controller.reports import EventSpec, pod_events
 from stockade.errors import InvalidObjectError
@@ -265,7 +265,10 @@ class ControllerState:
             self.policies[key] = PolicyRecord(involved, kept, exc, empty)
             self.touched_policies.add(key)
             return exc
-        compiled, _ = compile_policy(policy)
+        # The compiler compiles it (once); the record keeps what the compiler holds.
+        self.compiler.upsert(policy)
+        compiled = self.compiler.compiled_policy(key)
+        assert compiled is not None  # just upserted
         previous = self.policies.get(key)
         record = PolicyRecord(involved, compiled, None, empty_rules(policy))
         if (
@@ -280,7 +283,6 @@ class ControllerState:
         if previous is None or previous.compiled != compiled:
             self.policy_changes.setdefault(key, self.clock())
         self.policies[key] = record
-        self.compiler.upsert(policy)
         return None
 
     def _observe_cluster_policy(

@@ -494,6 +494,15 @@ class Compiler:
         """The address conflicts the pod ``key`` takes part in."""
         return self._ownership.conflicts_of(key)
 
+    def compiled_policy(self, key: str) -> CompiledPolicy | None:
+        """The compiled form of the NetworkPolicy ``key`` as the compiler holds it.
+
+        Callers that keep their own record of a policy read it here rather than
+        compiling the policy a second time.
+        """
+        state = self._policies.get(key)
+        return state.compiled if state is not None else None
+
     def upsert_node(self, name: str) -> None:
         """Declare a node, so it has a (possibly empty) rule set without pods."""
         if name not in self._declared_nodes:

@@ -17,6 +17,7 @@ from stockade.controller.plan import HASH_ANNOTATION
 from stockade.controller.publisher import Publisher
 from stockade.controller.state import NODE, ControllerState
 from stockade.kube import JsonObject, Resource
+from stockade.model import parse_policy
 from tests.unit.test_publisher import FakeApi, FakeClock, feed, namespace, pod, policy
 
 # --------------------------------------------------------------------------- tracker
@@ -286,3 +287,30 @@ def test_adopted_rule_set_settles_a_reverted_change() -> None:
         spec_hash
     )
     assert pub.lag.oldest(clock.now) == {}
+
+
+def test_each_policy_event_compiles_the_policy_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's record keeps what the compiler compiled: one compile per event."""
+    import stockade.compiler as compiler_module  # noqa: PLC0415 - patched below
+
+    calls: list[str] = []
+    real = compiler_module.compile_policy
+
+    def counting(p: Any) -> Any:
+        calls.append(p.key)
+        return real(p)
+
+    monkeypatch.setattr(compiler_module, "compile_policy", counting)
+    state = ControllerState()
+    state.observe("Namespace", None, namespace("default"))
+    state.observe("NetworkPolicy", None, policy("a"))
+    assert calls == ["default/a"]
+    changed = copy.deepcopy(policy("a"))
+    changed["spec"]["ingress"] = []
+    state.observe("NetworkPolicy", "MODIFIED", changed)
+    assert calls == ["default/a", "default/a"]
+    record = state.policies["default/a"]
+    # The very object the compiler holds, not an equal one compiled beside it.
+    assert record.compiled is state.compiler.compiled_policy("default/a")
+    assert record.compiled is not None
+    assert record.compiled == real(parse_policy(changed))[0]
