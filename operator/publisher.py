@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from stockade.controller.conditions import ConditionSpec, accepted_condition, conditions_patch
 from stockade.controller.discovery import CLUSTER_NETWORK_POLICIES
@@ -94,6 +94,13 @@ _WATCHED: dict[str, Resource] = {
 EVENT_SOURCE = "stockade-controller"
 # A status write not seen back on the watch after this long may be written again.
 STATUS_ECHO_WAIT = 10.0
+
+
+class SentStatus(NamedTuple):
+    """The Accepted condition last written to a ClusterNetworkPolicy, and when."""
+
+    condition: ConditionSpec
+    at: float
 
 
 class PublisherApi(Protocol):
@@ -237,7 +244,7 @@ class Publisher:
         # a write is not repeated before the watch brings it back.
         self.watched_kinds: tuple[str, ...] = KINDS
         self.cluster_report_pending: set[str] = set()
-        self.status_sent: dict[str, tuple[ConditionSpec, float]] = {}
+        self.status_sent: dict[str, SentStatus] = {}
         self.leading = False
         self.ready = False
         self.last_error: str | None = None
@@ -394,7 +401,7 @@ class Publisher:
         if resized:
             for pkey, record in self.state.policies.items():
                 if record.compiled is not None and any(
-                    ref[4] in resized for ref in named_port_refs(record.compiled)
+                    ref.peer_set in resized for ref in named_port_refs(record.compiled)
                 ):
                     self.report_pending.add(pkey)
         self.report_pending |= self.state.touched_policies
@@ -672,7 +679,11 @@ class Publisher:
             self.status_sent.pop(name, None)
             return True
         sent = self.status_sent.get(name)
-        if sent is not None and sent[0] == want and self.clock() - sent[1] < STATUS_ECHO_WAIT:
+        if (
+            sent is not None
+            and sent.condition == want
+            and self.clock() - sent.at < STATUS_ECHO_WAIT
+        ):
             return True  # written; the watch has not brought it back yet
         try:
             await self.client.patch_status(
@@ -685,7 +696,7 @@ class Publisher:
             log.warning("status of ClusterNetworkPolicy %s not written: %s", name, exc)
             self.last_error = str(exc)
             return False
-        self.status_sent[name] = (want, self.clock())
+        self.status_sent[name] = SentStatus(want, self.clock())
         self.metrics.writes.labels(CLUSTER_NETWORK_POLICY, "patch").inc()
         log.debug("ClusterNetworkPolicy %s: Accepted=%s", name, want.status)
         return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from stockade.cnp import ClusterNetworkPolicy
 from stockade.errors import InvalidObjectError
@@ -250,14 +251,26 @@ def _news_key(event: EventSpec) -> EventSpec:
     return EventSpec(event.type, event.reason, f"{m[1]} nodes, {m[2]} pods")
 
 
-def named_port_refs(policy: CompiledPolicy) -> tuple[tuple[str, int, str, str, str | None], ...]:
-    """Every named port in the rules: (direction, rule index, name, protocol, set)."""
-    out: list[tuple[str, int, str, str, str | None]] = []
+class NamedPortRef(NamedTuple):
+    """A named port in a policy's rules, and the PeerSet resolving it (egress only)."""
+
+    direction: str
+    rule_index: int
+    name: str
+    protocol: str
+    peer_set: str | None
+
+
+def named_port_refs(policy: CompiledPolicy) -> tuple[NamedPortRef, ...]:
+    """Every named port in the rules, in rule order, each once."""
+    out: list[NamedPortRef] = []
     for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
         for index, rule in enumerate(rules or ()):
             for port in rule.ports:
                 if port.name is not None:
-                    ref = (direction, index, port.name, port.protocol, port.named_port_set)
+                    ref = NamedPortRef(
+                        direction, index, port.name, port.protocol, port.named_port_set
+                    )
                     if ref not in out:
                         out.append(ref)
     return tuple(out)
