@@ -58,7 +58,7 @@ from rich.table import Table
 
 from bench.synth import Params, generate
 from stockade.compiler import Compiler, compile_cluster
-from stockade.controller.plan import desired_node, desired_peer_set, published_hash
+from stockade.controller.writes import desired_node, desired_peer_set, published_hash
 from stockade.model import ClusterObject, parse_object
 
 ROOT = Path(__file__).resolve().parent.parent

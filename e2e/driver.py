@@ -8,7 +8,7 @@ them; only the engine driver runs in every CI job, where it checks the hand-writ
 expectations against the engine in a few seconds. The other two check them against
 packets.
 
-A driver starts with the model of :mod:`e2e.model` in place (namespaces, pods, no
+A driver starts with the model of :mod:`e2e.cluster_model` in place (namespaces, pods, no
 policy) and :meth:`ClusterDriver.reset` returns it there between scenarios.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from e2e.model import NODES, kubelet_labels, model_objects, node_manifest
+from e2e.cluster_model import NODES, kubelet_labels, model_objects, node_manifest
 from stockade.cluster import Cluster, parse_documents
 from stockade.compiler import Compiler
 from stockade.model import NAMESPACE_NAME_LABEL, Pod

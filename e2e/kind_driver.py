@@ -6,7 +6,7 @@ others) with stockade installed, and the two external hosts it starts (docker
 containers ``stockade-ext-1``/``-2`` on kind's network). Everything goes through
 ``kubectl --context <that context>``, so no other cluster is ever touched:
 
-- the model's pods (:mod:`e2e.model`) are created with ``nodeName`` set to the kind
+- the model's pods (:mod:`e2e.cluster_model`) are created with ``nodeName`` set to the kind
   workers: ``node-1`` is ``<cluster>-worker``, ``node-2`` is ``<cluster>-worker2``;
 - probes are ``kubectl exec <pod> -- /agnhost connect IP:PORT --protocol=...
   --timeout=1s`` as the upstream suite runs them; a denial is confirmed by a second
@@ -34,8 +34,14 @@ from typing import Any
 
 import yaml
 
+from e2e.cluster_model import (
+    NAMESPACE_NAME_LABEL,
+    NAMESPACES,
+    POD_KEYS,
+    model_objects,
+    namespace_labels,
+)
 from e2e.driver import Doc, Matrix
-from e2e.model import NAMESPACE_NAME_LABEL, NAMESPACES, POD_KEYS, model_objects, namespace_labels
 
 SYSTEM_NAMESPACE = "stockade-system"
 EXTERNAL = ("stockade-ext-1", "stockade-ext-2")

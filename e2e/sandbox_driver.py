@@ -13,8 +13,7 @@ import os
 import socket
 from typing import Any
 
-from e2e.flows import TcpFlow
-from e2e.model import (
+from e2e.cluster_model import (
     NAMESPACES,
     NODES,
     POD_KEYS,
@@ -23,6 +22,7 @@ from e2e.model import (
     model_objects,
     port_name,
 )
+from e2e.flows import TcpFlow
 from stockade_lab.netlab import EchoServer
 from stockade_lab.sandbox.api import Sandbox
 

@@ -4,7 +4,7 @@ Every expectation here is written by hand from the NetworkPolicy spec (and, wher
 spec leaves a choice, ``docs/semantics.md``); none is computed by stockade. Truth
 tables are printed the way the upstream netpol suite prints them: rows are sources,
 columns destinations, ``.`` allowed and ``X`` denied, for the nine pods of
-:mod:`e2e.model`. The diagonal is always ``.``: a pod can always reach itself
+:mod:`e2e.cluster_model`. The diagonal is always ``.``: a pod can always reach itself
 (semantics rule 12; the upstream suite ignores loopback instead).
 
 Policies are plain dicts exactly as ``kubectl apply`` takes them. Those that need
@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from e2e.cluster_model import POD_KEYS, network_policy, pod_manifest
 from e2e.driver import ClusterDriver
-from e2e.model import POD_KEYS, network_policy, pod_manifest
 
 Doc = dict[str, Any]
 Build = Callable[[ClusterDriver], list[Doc]]

@@ -11,13 +11,13 @@ import contextlib
 import pytest
 import yaml
 
-from e2e.driver import ClusterDriver, EngineDriver, Flow, FlowDriver
-from e2e.model import (
+from e2e.cluster_model import (
     POD_KEYS,
     cluster_network_policy,
     host_network_pod_manifest,
     model_objects,
 )
+from e2e.driver import ClusterDriver, EngineDriver, Flow, FlowDriver
 from e2e.scenarios import (
     SCENARIOS,
     AddNode,

@@ -6,7 +6,7 @@ expectation is written by hand from the NetworkPolicy spec and docs/semantics.md
 ("Traffic to Service IPs"); the matrices through Services are the scenarios of
 ``test_scenarios.py`` run with ``STOCKADE_E2E_VIA=service``.
 
-Model placement (e2e/model.py): node-1 runs x/a, x/c, y/a, y/c, z/a, z/c; node-2 runs
+Model placement (e2e/cluster_model.py): node-1 runs x/a, x/c, y/a, y/c, z/a, z/c; node-2 runs
 x/b, y/b, z/b.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from e2e.cluster_model import POD_KEYS, network_policy, pod_manifest
 from e2e.driver import ClusterDriver
-from e2e.model import POD_KEYS, network_policy, pod_manifest
 
 Doc = dict[str, Any]
 NODE_IPS = {"node-1": "172.31.255.1", "node-2": "172.31.255.2"}

@@ -1,5 +1,5 @@
 """The tier scenarios: ClusterNetworkPolicies (Admin and Baseline tiers) around
-NetworkPolicies, over the model of :mod:`e2e.model`, with hand-written truth tables.
+NetworkPolicies, over the model of :mod:`e2e.cluster_model`, with hand-written truth tables.
 
 Every expectation here is written by hand from the ClusterNetworkPolicy spec
 (``policy.networking.k8s.io/v1alpha2``, network-policy-api v0.2.0) and, where it leaves
@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from e2e.cluster_model import NODES, POD_KEYS, cluster_network_policy, host_network_pod_manifest
 from e2e.driver import ClusterDriver
-from e2e.model import NODES, POD_KEYS, cluster_network_policy, host_network_pod_manifest
 from e2e.scenarios import (
     ALL_ALLOWED,
     AddNode,

@@ -1,8 +1,8 @@
 """The publisher: compiler output in, NodeRuleSets, PeerSets and Events out.
 
-The I/O adapter around :mod:`stockade.controller.plan` and
+The I/O adapter around :mod:`stockade.controller.writes` and
 :mod:`stockade.controller.reports`. Watch events only mark it dirty; a flush runs
-at most every ``interval`` seconds (:class:`~stockade.controller.plan.Coalescer`),
+at most every ``interval`` seconds (:class:`~stockade.controller.writes.Coalescer`),
 takes the compiler's changes, and writes only the objects whose hash differs
 from what is published. Before its first flush it waits until the watches have
 delivered every object that existed at start (so a restart never publishes a
@@ -26,20 +26,6 @@ from stockade.controller.conditions import ConditionSpec, accepted_condition, co
 from stockade.controller.discovery import CLUSTER_NETWORK_POLICIES
 from stockade.controller.lag import Applied, SyncLagTracker
 from stockade.controller.metrics import ControllerMetrics
-from stockade.controller.plan import (
-    NODE_RULE_SET,
-    PEER_SET,
-    Coalescer,
-    Desired,
-    Kind,
-    ObjectKey,
-    Write,
-    desired_node,
-    desired_peer_set,
-    plan_writes,
-    published_from_list,
-    published_hash,
-)
 from stockade.controller.reports import (
     REPORTED_KINDS,
     EventSpec,
@@ -62,6 +48,20 @@ from stockade.controller.state import (
     ClusterPolicyRecord,
     ControllerState,
     object_key,
+)
+from stockade.controller.writes import (
+    NODE_RULE_SET,
+    PEER_SET,
+    Coalescer,
+    Desired,
+    Kind,
+    ObjectKey,
+    Write,
+    desired_node,
+    desired_peer_set,
+    plan_writes,
+    published_from_list,
+    published_hash,
 )
 from stockade.kube import (
     EVENTS,

@@ -1,7 +1,7 @@
 """Fail static on absence, with a real kernel: a NodeRuleSet deleted (by accident, or
 with its CRD) leaves the node enforcing what it had; an explicit empty one opens it.
 
-The agent runs as in tests/integration/test_agent_watch.py (a watcher thread against
+The agent runs as in tests/integration/test_agent_watch_live.py (a watcher thread against
 the emulator, an applier bound to a ``stk-`` node namespace made by the lab).
 """
 
@@ -18,7 +18,7 @@ from stockade.agent.health import Health
 from stockade.agent.metrics import AgentMetrics
 from stockade_lab.emulator import EmulatorThread
 from stockade_lab.netlab import Node
-from tests.integration.test_agent_watch import (
+from tests.integration.test_agent_watch_live import (
     GROUP,
     VERSION,
     WatcherThread,

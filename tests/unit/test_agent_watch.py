@@ -43,8 +43,8 @@ from stockade.agent.status import (
 from stockade.agent.watch import AgentWatcher, Backoff, StateStore, WatchOptions
 from stockade.cluster import parse_documents
 from stockade.compiler import CompiledCluster, compile_cluster
-from stockade.controller.plan import SET_LABEL as PUBLISHER_SET_LABEL
-from stockade.controller.plan import desired_node, desired_peer_set
+from stockade.controller.writes import SET_LABEL as PUBLISHER_SET_LABEL
+from stockade.controller.writes import desired_node, desired_peer_set
 from stockade.kube import Gone, JsonObject, Resource, Unreachable
 from stockade.ruleset import NodeRuleSet, PeerSet
 

@@ -13,9 +13,9 @@ import pytest
 
 from stockade.controller.lag import OTHER, POLICY, SyncLagTracker
 from stockade.controller.metrics import OLDEST_UNAPPLIED, ControllerMetrics
-from stockade.controller.plan import HASH_ANNOTATION
 from stockade.controller.publisher import Publisher
 from stockade.controller.state import NODE, ControllerState
+from stockade.controller.writes import HASH_ANNOTATION
 from stockade.kube import JsonObject, Resource
 from stockade.model import parse_policy
 from tests.unit.test_publisher import FakeApi, FakeClock, feed, namespace, pod, policy

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from stockade.controller.metrics import ControllerMetrics
-from stockade.controller.plan import (
+from stockade.controller.publisher import LeanWrites, Publisher
+from stockade.controller.state import ControllerState
+from stockade.controller.writes import (
     HASH_ANNOTATION,
     NODE_RULE_SET,
     PEER_SET,
@@ -25,8 +27,6 @@ from stockade.controller.plan import (
     plan_writes,
     published_from_list,
 )
-from stockade.controller.publisher import LeanWrites, Publisher
-from stockade.controller.state import ControllerState
 from stockade.encoded import Encoded
 from stockade.kube import (
     EVENTS,

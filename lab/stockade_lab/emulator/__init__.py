@@ -7,10 +7,10 @@ subresource, CRDs with printer columns as server-side Tables, discovery and Open
 See docs/emulator.md.
 """
 
-from stockade_lab.emulator.errors import ApiError
 from stockade_lab.emulator.faults import Fault, Faults
 from stockade_lab.emulator.resources import PrinterColumn, ResourceDef
 from stockade_lab.emulator.server import Emulator, EmulatorThread, WatchEvent, write_kubeconfig
+from stockade_lab.emulator.status_errors import ApiError
 
 __all__ = [
     "ApiError",

@@ -30,7 +30,7 @@ from stockade_lab.emulator.allocation import (
     ip_family,
     parse_service_cidrs,
 )
-from stockade_lab.emulator.errors import ApiError, Cause, invalid_fields
+from stockade_lab.emulator.status_errors import ApiError, Cause, invalid_fields
 
 Obj = dict[str, Any]
 

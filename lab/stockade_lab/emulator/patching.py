@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from stockade_lab.emulator.errors import ApiError
+from stockade_lab.emulator.status_errors import ApiError
 
 # Field name -> merge key(s) of lists Kubernetes types merge by key (first key present wins).
 MERGE_KEYS: dict[str, tuple[str, ...]] = {

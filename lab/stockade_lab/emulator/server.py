@@ -35,16 +35,22 @@ from stockade_lab.emulator.allocation import (
     DEFAULT_SERVICE_CIDRS,
     Transaction,
 )
-from stockade_lab.emulator.errors import ApiError, already_exists, conflict, invalid, not_found
 from stockade_lab.emulator.faults import Faults
 from stockade_lab.emulator.networking import ServiceNetwork, admit_endpointslice
+from stockade_lab.emulator.query_selectors import parse_field_selector, parse_label_selector
 from stockade_lab.emulator.resources import (
     BUILTIN_RESOURCES,
     ResourceDef,
     resources_from_crd,
     version_priority,
 )
-from stockade_lab.emulator.selectors import parse_field_selector, parse_label_selector
+from stockade_lab.emulator.status_errors import (
+    ApiError,
+    already_exists,
+    conflict,
+    invalid,
+    not_found,
+)
 
 Obj = dict[str, Any]
 logger = logging.getLogger("stockade_lab.emulator")

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from stockade_lab.emulator.query_selectors import format_label_selector
 from stockade_lab.emulator.resources import PrinterColumn, ResourceDef
-from stockade_lab.emulator.selectors import format_label_selector
 
 Obj = dict[str, Any]
 Cell = Any

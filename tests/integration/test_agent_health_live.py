@@ -37,7 +37,7 @@ from stockade.agent.metrics import AgentMetrics
 from stockade.compiler import CompiledCluster
 from stockade_lab.emulator import EmulatorThread
 from stockade_lab.netlab import Lab, Node
-from tests.integration.test_agent_watch import WatcherThread
+from tests.integration.test_agent_watch_live import WatcherThread
 from tests.integration.waiting import wait_for
 from tests.unit.test_agent_watch import cluster_docs, compile_docs, node_object, peer_object
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from stockade_lab.emulator.errors import ApiError
+from stockade_lab.emulator.status_errors import ApiError
 
 Obj = dict[str, Any]
 Predicate = Callable[[Obj], bool]
