@@ -16,6 +16,7 @@ Where a scenario mirrors an upstream test, ``upstream`` is that test's name.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -554,6 +555,54 @@ def _egress_a_to_ext1_tcp80(d: ClusterDriver) -> list[Doc]:
             },
         )
     ]
+
+
+def protocol_variant(base: Scenario, protocol: str, also: Sequence[Expect] = ()) -> Scenario:
+    """``base``, a TCP scenario of the upstream suite, over ``protocol`` instead.
+
+    Every TCP port of its policies and every TCP expectation becomes ``protocol``
+    (the truth tables stay the hand-written ones of ``base``); ``also`` adds
+    expectations to its last check (that the other protocol stays closed, say). The
+    upstream suite runs the same tests over UDP and SCTP this way.
+    """
+    steps = [_step_over(step, protocol) for step in base.steps]
+    if also:
+        last = max(i for i, step in enumerate(steps) if isinstance(step, Check))
+        final = steps[last]
+        assert isinstance(final, Check)
+        steps[last] = Check((*final.matrices, *also), final.probes)
+    return Scenario(
+        f"{protocol.lower()}-{base.name}",
+        tuple(steps),
+        upstream=f"{base.upstream} ({protocol})",
+    )
+
+
+def _step_over(step: Step, protocol: str) -> Step:
+    if isinstance(step, Apply):
+        assert step.build is None, "a built step has no fixed policies to translate"
+        return Apply(tuple(_doc_over(doc, protocol) for doc in step.docs))
+    if isinstance(step, Check):
+        matrices = tuple(
+            Expect(e.port, protocol, e.table) if e.protocol == "TCP" else e for e in step.matrices
+        )
+        probes = tuple(
+            dataclasses.replace(p, protocol=protocol) if p.protocol == "TCP" else p
+            for p in step.probes
+        )
+        return Check(matrices, probes)
+    return step
+
+
+def _doc_over(doc: Any, protocol: str) -> Any:
+    if isinstance(doc, dict):
+        return {
+            k: protocol if k == "protocol" and v == "TCP" else _doc_over(v, protocol)
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [_doc_over(v, protocol) for v in doc]
+    return doc
 
 
 def _pods_on_node_3(d: ClusterDriver) -> list[Doc]:
@@ -1751,115 +1800,6 @@ z/c   .   .   .   .   .   .   .   .   .
             ),
         ),
     ),
-    # ---- UDP and SCTP variants of the upstream suite -------------------------------
-    Scenario(
-        "udp-default-deny-ingress",
-        upstream="should support a 'default-deny-ingress' policy (UDP)",
-        steps=(apply(DENY_INGRESS_X), check(udp(80, X_INGRESS_DENIED))),
-    ),
-    Scenario(
-        "udp-ports",
-        upstream="should enforce policy based on Ports (UDP)",
-        steps=(
-            apply(
-                np(
-                    "x",
-                    "allow-ingress-on-port-81-ns-x",
-                    {
-                        "podSelector": {"matchLabels": {"pod": "a"}},
-                        "ingress": [
-                            {
-                                "from": [{"namespaceSelector": {"matchLabels": NS_Y}}],
-                                "ports": [{"port": 81, "protocol": "UDP"}],
-                            }
-                        ],
-                    },
-                )
-            ),
-            check(udp(81, XA_FROM_Y_ONLY), udp(80, XA_INGRESS_DENIED), tcp(81, XA_INGRESS_DENIED)),
-        ),
-    ),
-    Scenario(
-        "udp-only-from-pod-in-different-namespace",
-        upstream="should enforce policy to allow traffic only from a pod in a different "
-        "namespace based on PodSelector and NamespaceSelector (UDP)",
-        steps=(
-            apply(
-                np(
-                    "x",
-                    "allow-ns-y-pod-a-via-namespace-pod-selector",
-                    {
-                        "podSelector": {"matchLabels": {"pod": "a"}},
-                        "ingress": [
-                            {
-                                "from": [
-                                    {
-                                        "namespaceSelector": {"matchLabels": NS_Y},
-                                        "podSelector": {"matchLabels": {"pod": "a"}},
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                )
-            ),
-            check(udp(80, XA_FROM_YA_ONLY)),
-        ),
-    ),
-    Scenario(
-        "sctp-default-deny-ingress",
-        upstream="should support a 'default-deny-ingress' policy (SCTP)",
-        steps=(apply(DENY_INGRESS_X), check(sctp(80, X_INGRESS_DENIED))),
-    ),
-    Scenario(
-        "sctp-ports",
-        upstream="should enforce policy based on Ports (SCTP)",
-        steps=(
-            apply(
-                np(
-                    "x",
-                    "allow-ingress-on-port-81-ns-x",
-                    {
-                        "podSelector": {"matchLabels": {"pod": "a"}},
-                        "ingress": [
-                            {
-                                "from": [{"namespaceSelector": {"matchLabels": NS_Y}}],
-                                "ports": [{"port": 81, "protocol": "SCTP"}],
-                            }
-                        ],
-                    },
-                )
-            ),
-            check(sctp(81, XA_FROM_Y_ONLY), sctp(80, XA_INGRESS_DENIED)),
-        ),
-    ),
-    Scenario(
-        "sctp-only-from-pod-in-different-namespace",
-        upstream="should enforce policy to allow traffic only from a pod in a different "
-        "namespace based on PodSelector and NamespaceSelector (SCTP)",
-        steps=(
-            apply(
-                np(
-                    "x",
-                    "allow-ns-y-pod-a-via-namespace-pod-selector",
-                    {
-                        "podSelector": {"matchLabels": {"pod": "a"}},
-                        "ingress": [
-                            {
-                                "from": [
-                                    {
-                                        "namespaceSelector": {"matchLabels": NS_Y},
-                                        "podSelector": {"matchLabels": {"pod": "a"}},
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                )
-            ),
-            check(sctp(80, XA_FROM_YA_ONLY)),
-        ),
-    ),
     # ---- dynamics -----------------------------------------------------------------------
     Scenario(
         "updated-policy",
@@ -2303,4 +2243,16 @@ z/c   X   .   .   .   .   .   .   .   .
             ),
         ),
     ),
+)
+
+_UPSTREAM_BY_NAME = {s.name: s for s in SCENARIOS}
+
+# The upstream suite's UDP and SCTP runs of its TCP tests, generated from them.
+SCENARIOS += (
+    protocol_variant(_UPSTREAM_BY_NAME["default-deny-ingress"], "UDP"),
+    protocol_variant(_UPSTREAM_BY_NAME["ports"], "UDP", also=(tcp(81, XA_INGRESS_DENIED),)),
+    protocol_variant(_UPSTREAM_BY_NAME["only-from-pod-in-different-namespace"], "UDP"),
+    protocol_variant(_UPSTREAM_BY_NAME["default-deny-ingress"], "SCTP"),
+    protocol_variant(_UPSTREAM_BY_NAME["ports"], "SCTP"),
+    protocol_variant(_UPSTREAM_BY_NAME["only-from-pod-in-different-namespace"], "SCTP"),
 )

@@ -295,3 +295,22 @@ def test_driver_takes_nodes_cluster_policies_and_host_network_pods(
     driver.relabel_node("node-1", {"zone": "restricted"})
     assert driver.probe("x/b", node1, 9090, "TCP") is True
     assert driver.probe("x/a", node3, 9090, "TCP") is True
+
+
+def test_protocol_variants_reuse_the_tcp_truth_tables() -> None:
+    """A generated UDP/SCTP scenario checks its TCP base's tables over its protocol."""
+    by_name = {s.name: s for s in SCENARIOS}
+    for proto in ("UDP", "SCTP"):
+        for base in ("default-deny-ingress", "ports", "only-from-pod-in-different-namespace"):
+            variant = by_name[f"{proto.lower()}-{base}"]
+            tables = [
+                e.table
+                for step in by_name[base].steps
+                if isinstance(step, Check)
+                for e in step.matrices
+            ]
+            mine = [e for step in variant.steps if isinstance(step, Check) for e in step.matrices]
+            assert [e.table for e in mine][: len(tables)] == tables
+            assert {e.protocol for e in mine[: len(tables)]} == {proto}
+            docs = [d for step in variant.steps if isinstance(step, Apply) for d in step.docs]
+            assert "TCP" not in repr(docs)
