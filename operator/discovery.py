@@ -26,21 +26,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from stockade.kube import NODE_RULE_SETS, PEER_SETS, ApiError, KubeClient, KubeError, Resource
+from stockade.kube import (
+    CLUSTER_NETWORK_POLICIES,
+    NODE_RULE_SETS,
+    PEER_SETS,
+    ApiError,
+    KubeClient,
+    KubeError,
+    Resource,
+)
 
 log = logging.getLogger("stockade.controller")
 
 # What the controller publishes and watches: both must be served before it starts.
 REQUIRED: tuple[Resource, ...] = (NODE_RULE_SETS, PEER_SETS)
-# network-policy-api's ClusterNetworkPolicy (manifests/cnp-crd.yaml, or the upstream
-# CRD): watched when served, else the controller runs without it.
-CLUSTER_NETWORK_POLICIES = Resource(
-    "policy.networking.k8s.io",
-    "v1alpha2",
-    "clusternetworkpolicies",
-    "ClusterNetworkPolicy",
-    namespaced=False,
-)
 OPTIONAL: tuple[Resource, ...] = (CLUSTER_NETWORK_POLICIES,)
 # How long to look again for an optional CRD when the required ones were not served
 # at the first look (an install in progress).

@@ -26,7 +26,6 @@ import kopf
 
 from stockade.compiler import DEFAULT_SHARD_SIZE, Compiler
 from stockade.controller.discovery import (
-    CLUSTER_NETWORK_POLICIES,
     OPTIONAL_RECHECK,
     CrdGate,
     client_fetch,
@@ -36,7 +35,7 @@ from stockade.controller.leader import LeaderElector
 from stockade.controller.metrics import ControllerMetrics, serve_http
 from stockade.controller.publisher import LeanWrites, Publisher
 from stockade.controller.state import ControllerState
-from stockade.kube import KubeClient, KubeConfig
+from stockade.kube import CLUSTER_NETWORK_POLICIES, KubeClient, KubeConfig
 
 log = logging.getLogger("stockade.controller")
 

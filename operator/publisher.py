@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from stockade.controller.conditions import ConditionSpec, accepted_condition, conditions_patch
-from stockade.controller.discovery import CLUSTER_NETWORK_POLICIES
 from stockade.controller.lag import Applied, SyncLagTracker
 from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.reports import (
@@ -64,6 +63,7 @@ from stockade.controller.writes import (
     published_hash,
 )
 from stockade.kube import (
+    CLUSTER_NETWORK_POLICIES,
     EVENTS,
     NAMESPACES,
     NETWORK_POLICIES,

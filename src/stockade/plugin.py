@@ -38,10 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from stockade import __version__, cli, crd_cnp, output
+from stockade import __version__, cli, output
 from stockade.cluster import Cluster, parse_documents
 from stockade.errors import InvalidObjectError
 from stockade.kube import (
+    CLUSTER_NETWORK_POLICIES,
     ENDPOINT_SLICES,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -66,10 +67,6 @@ EXIT_API = 1
 EXIT_USAGE = 2
 PROG = "kubectl stockade"
 
-# ClusterNetworkPolicy: an optional API (the CRD may not be installed).
-CLUSTER_NETWORK_POLICIES = Resource(
-    crd_cnp.GROUP, crd_cnp.VERSION, crd_cnp.PLURAL, crd_cnp.KIND, namespaced=False
-)
 NO_CNP_API = (
     "no ClusterNetworkPolicy API (policy.networking.k8s.io/v1alpha2) on this cluster: "
     "only NetworkPolicies are evaluated"

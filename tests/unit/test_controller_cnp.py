@@ -21,7 +21,7 @@ from stockade.controller.conditions import (
     conditions_patch,
     observed_conditions,
 )
-from stockade.controller.discovery import CLUSTER_NETWORK_POLICIES, CrdGate
+from stockade.controller.discovery import CrdGate
 from stockade.controller.publisher import STATUS_ECHO_WAIT, Publisher
 from stockade.controller.reports import (
     REASON_PRIORITY_OVERLAP,
@@ -42,7 +42,7 @@ from stockade.controller.state import (
     object_key,
 )
 from stockade.errors import InvalidObjectError
-from stockade.kube import JsonObject, NotFound, Resource
+from stockade.kube import CLUSTER_NETWORK_POLICIES, JsonObject, NotFound, Resource
 from stockade.ruleset import CompiledClusterPolicy, NodeClusterPolicy, NodeRuleSet, TierRule
 from stockade.tier_lint import Overlap, node_overlaps
 from tests.unit.test_publisher import FakeApi, FakeClock, flush, make, namespace, pod

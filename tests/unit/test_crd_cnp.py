@@ -687,3 +687,18 @@ def test_the_documented_overlay_keeps_an_upstream_crd(tmp_path: Path) -> None:
     assert sorted(kept, key=str) == sorted(
         (d for d in full if d["metadata"]["name"] != CRD_NAME), key=str
     )
+
+
+def test_the_api_client_resource_is_the_crds() -> None:
+    """stockade.kube's ClusterNetworkPolicy resource names what the CRD serves."""
+    from stockade import crd_cnp  # noqa: PLC0415
+    from stockade.kube import CLUSTER_NETWORK_POLICIES  # noqa: PLC0415
+
+    r = CLUSTER_NETWORK_POLICIES
+    assert (r.group, r.version, r.plural, r.kind, r.namespaced) == (
+        crd_cnp.GROUP,
+        crd_cnp.VERSION,
+        crd_cnp.PLURAL,
+        crd_cnp.KIND,
+        False,
+    )

@@ -35,7 +35,20 @@ from typing import Any
 import yaml
 
 from stockade import kube
-from stockade.kube import KubeClient, KubeConfig
+from stockade.kube import (
+    CLUSTER_NETWORK_POLICIES,
+    ENDPOINT_SLICES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    NODE_RULE_SETS,
+    NODES,
+    PEER_SETS,
+    PODS,
+    SERVICES,
+    KubeClient,
+    KubeConfig,
+    Resource,
+)
 from stockade.validation import label_key, label_value
 from stockade_lab.processes import process_start
 
@@ -227,52 +240,28 @@ def control_call(layout: Layout, request: Mapping[str, Any], timeout: float = 60
 # --------------------------------------------------------------------------- API client
 
 
-@dataclass(frozen=True)
-class Kind:
-    """Where the objects of a kind live in the API."""
+# Where the objects of each kind live: stockade.kube's resources (the product's own
+# table for those it has), plus the ones only the sandbox writes.
+Kind = Resource
 
-    kind: str
-    group: str
-    version: str
-    plural: str
-    namespaced: bool
-
-    def path(self, namespace: str | None = None, name: str | None = None, sub: str = "") -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{name}"
-            if sub:
-                base += f"/{sub}"
-        return base
-
-
-KINDS: dict[str, Kind] = {
-    k.kind: k
-    for k in (
-        Kind("Namespace", "", "v1", "namespaces", False),
-        Kind("Pod", "", "v1", "pods", True),
-        Kind("Node", "", "v1", "nodes", False),
-        Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True),
-        Kind(
-            "ClusterNetworkPolicy",
-            "policy.networking.k8s.io",
-            "v1alpha2",
-            "clusternetworkpolicies",
-            False,
-        ),
-        Kind("Service", "", "v1", "services", True),
-        Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True),
-        Kind("NodeRuleSet", "stockade.dev", "v1alpha1", "noderulesets", False),
-        Kind("PeerSet", "stockade.dev", "v1alpha1", "peersets", False),
-        Kind(
-            "CustomResourceDefinition",
+KINDS: dict[str, Resource] = {
+    r.kind: r
+    for r in (
+        NAMESPACES,
+        PODS,
+        NODES,
+        NETWORK_POLICIES,
+        CLUSTER_NETWORK_POLICIES,
+        SERVICES,
+        ENDPOINT_SLICES,
+        NODE_RULE_SETS,
+        PEER_SETS,
+        Resource(
             "apiextensions.k8s.io",
             "v1",
             "customresourcedefinitions",
-            False,
+            "CustomResourceDefinition",
+            namespaced=False,
         ),
     )
 }
