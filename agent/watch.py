@@ -85,7 +85,7 @@ from stockade.kube import (
     Resource,
     now_rfc3339,
 )
-from stockade.ruleset import NodeRuleSet
+from stockade.ruleset import NodeRuleSet, canonical_json
 
 log = logging.getLogger("stockade.agent.watch")
 
@@ -196,7 +196,7 @@ class StateStore:
     def _write(self, ready: Ready) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        data = json.dumps(bundle_to_json(ready), sort_keys=True, separators=(",", ":"))
+        data = canonical_json(bundle_to_json(ready))
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(data)

@@ -39,7 +39,7 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 def stable_hash(payload: Any, length: int = 16) -> str:
     """A short hex digest of ``payload`` in canonical JSON (sorted keys)."""
-    return hashlib.sha256(_CANONICAL.encode(payload).encode()).hexdigest()[:length]
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,8 +242,6 @@ def control_call(layout: Layout, request: Mapping[str, Any], timeout: float = 60
 
 # Where the objects of each kind live: stockade.kube's resources (the product's own
 # table for those it has), plus the ones only the sandbox writes.
-Kind = Resource
-
 KINDS: dict[str, Resource] = {
     r.kind: r
     for r in (
@@ -353,7 +351,7 @@ def check_node_labels(labels: Any) -> dict[str, str]:
     return dict(labels)
 
 
-def kind_of(obj: Mapping[str, Any]) -> Kind:
+def kind_of(obj: Mapping[str, Any]) -> Resource:
     """The API location of an object by its ``kind`` (the kinds the sandbox handles)."""
     kind = str(obj.get("kind", ""))
     if kind not in KINDS:
