@@ -16,10 +16,12 @@ Chain layout, per IP family (``<h>`` is a content hash, ``<id>`` a policy id)::
                  then per child: dst in stk-ig4-<h> -> -g STK-IG-<h>   (a group)
                               or dst in stk-it4-<t> -> -g STK-IT-<t>   (a subtree)
     STK-IT-<t>   the same per child, for the groups whose hash starts with <t>'s prefix
-    STK-IG-<h>   INVALID -> DROP; -j STK-I-<id>; allowed-bit set -> RETURN; ...;
-                 [log]; DROP or REJECT
+    STK-IG-<h>   INVALID -> DROP; per policy: its rules inlined, or -j STK-I-<id>
+                 then allowed-bit set -> RETURN; ...; [log]; DROP or REJECT
     STK-I-<id>   one rule per (peer, port group) of the policy: -g STK-ALLOW-INGRESS
-    STK-ALLOW-INGRESS  set the ingress-allowed bit (then falls back to STK-IG-<h>)
+                 (only for a policy too long to inline: INLINE_MAX_RULES)
+    STK-ALLOW-INGRESS  set the ingress-allowed bit (then falls back to STK-IG-<h>,
+                 or, from an inlined rule, to STK-FORWARD)
 
 Ingress and egress are one code path, parametrised by :class:`_Direction`.
 
@@ -47,6 +49,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -126,6 +129,14 @@ FORWARD_CHAIN = "STK-FORWARD"
 # kube-proxy's masquerade (0x4000) and drop (0x8000) bits: ours must stay clear of them.
 KUBE_PROXY_MARKS = 0x4000 | 0x8000
 DEFAULT_MARK_MASK = 0x00070000
+# A policy's rules are written into each group chain that uses it, instead of a
+# jump to the policy's own chain, when that is no more rules than the jump (and its
+# "allowed?" check), or when the policy is short and its copies stay few. A new
+# connection pays for every rule it walks, and a jump costs two rule visits (the
+# jump and the check after it) plus the chain's own end: for the short chains most
+# policies have, inlining is the cheaper walk (docs/dataplane.md, "Inlined policies").
+INLINE_MAX_RULES = 8
+INLINE_MAX_COPIES = 256
 _POLICY_ID_RE = re.compile(r"^[0-9a-z]{1,22}$")  # "STK-I-" + 22 = 28 characters
 _COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/,=>()-]")
 _REJECT_WITH: dict[IPFamily, RejectWith] = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
@@ -172,6 +183,9 @@ class RenderOptions:
     # Drop all traffic of the local pod addresses given to render() as ``pending``
     # (pods the node's rule set does not account for yet): --isolate-new-pods.
     isolate_new_pods: bool = False
+    # Write short policies' rules into their groups' chains (fewer rules walked by a
+    # new connection); False keeps one chain per policy everywhere, jumped to.
+    inline_policies: bool = True
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -566,6 +580,17 @@ def _tier_rules(d: _Direction, c: NodeClusterPolicy) -> tuple[TierRule, ...]:
     return c.policy.ingress if d.name == "ingress" else c.policy.egress
 
 
+def _inlined(rules: Sequence[Rule], jump_rules: int, groups: int) -> bool:
+    """Whether a policy's ``rules`` go into each of its ``groups``' chains.
+
+    ``jump_rules`` is what the jump form costs a group chain (the gated jumps and
+    the check after them). Inlined: never more rules than that, or at most
+    :data:`INLINE_MAX_RULES` rules copied at most :data:`INLINE_MAX_COPIES` times.
+    """
+    n = len(rules)
+    return n <= jump_rules or (n <= INLINE_MAX_RULES and n * groups <= INLINE_MAX_COPIES)
+
+
 def _gates(rules: Sequence[Rule]) -> list[tuple[Match, ...]]:
     """What a packet must match to match any of ``rules``: the jump's matches.
 
@@ -950,6 +975,12 @@ class _FamilyRenderer:
     # read its rules to gate their jumps).
     cnp_chains: dict[tuple[str, str], Chain] = field(default_factory=dict)
     cnp_jumps: dict[tuple[str, str], list[Rule]] = field(default_factory=dict)
+    # (direction name, policy id) -> a NetworkPolicy's chain, built once.
+    np_chains: dict[tuple[str, str], Chain] = field(default_factory=dict)
+    # (direction name, cluster policy id) -> how many tier groups here use it.
+    cnp_uses: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (direction name, cluster policy id) of the policies some group jumps to.
+    cnp_jumped: set[tuple[str, str]] = field(default_factory=set)
     # Tier dispatch chain -> its groups with addresses of this family; group chain -> those.
     tier_groups: dict[str, list[_Group]] = field(default_factory=dict)
     tier_ips: dict[str, list[str]] = field(default_factory=dict)
@@ -1179,11 +1210,10 @@ class _FamilyRenderer:
         )
         chains = [Chain(d.dispatch_chain, (not_isolated, *root_rules)), allow]
         chains.extend(sorted(tree_chains, key=lambda c: c.name))
-        chains.extend(self._group_chain(g) for g in groups)
-        in_groups = {
-            np.policy.id: np for g in groups for np in g.policies if isinstance(np, NodePolicy)
-        }
-        chains.extend(self._policy_chain(d, in_groups[pid]) for pid in sorted(in_groups))
+        uses = Counter(np.policy.id for g in groups for np in g.policies)
+        jumped: dict[str, Chain] = {}
+        chains.extend(self._group_chain(g, uses, jumped) for g in groups)
+        chains.extend(jumped[pid] for pid in sorted(jumped))
         return chains
 
     def _tier_chains(self, d: _Direction) -> list[Chain]:
@@ -1250,14 +1280,40 @@ class _FamilyRenderer:
             (MarkMatch(0, stop, negate=True),), Return(), comment(f"{d.label}: accepted or passed")
         )
         rules: list[Rule] = []
+        after_jump = False
         for cp in g.policies:
-            jumps = self._cnp_jumps(d, cp)
-            if not jumps:
+            chain = self._cnp_chain(d, cp)
+            if not chain.rules:
                 continue  # no rule in this family: the policy matches nothing here
-            if rules:
+            if after_jump:
                 rules.append(done)
-            rules.extend(jumps)
+            gates = _gates(chain.rules)
+            jump_rules = len(gates) + 1
+            # A gate that tests protocol or ports lets most packets skip the whole
+            # chain for one rule visit: keep it unless inlining is no longer anyway.
+            gated = gates != [()]
+            if (
+                self.options.inline_policies
+                and _inlined(chain.rules, jump_rules, self._cnp_use_count(d, cp))
+                and (not gated or len(chain.rules) <= jump_rules)
+            ):
+                rules.extend(chain.rules)
+                after_jump = False
+            else:
+                rules.extend(self._cnp_jumps(d, cp))
+                self.cnp_jumped.add((d.name, cp.policy.id))
+                after_jump = True
         return Chain(g.chain, tuple(rules))
+
+    def _cnp_use_count(self, d: _Direction, cp: AnyPolicy) -> int:
+        """How many tier groups of ``d``'s direction (here, this family) use ``cp``."""
+        if not self.cnp_uses:
+            for td in TIER_DIRECTIONS:
+                for g in self._tier_groups_here(td):
+                    for p in g.policies:
+                        key = (td.name, p.policy.id)
+                        self.cnp_uses[key] = self.cnp_uses.get(key, 0) + 1
+        return self.cnp_uses.get((d.name, cp.policy.id), 0)
 
     def _cnp_jumps(self, d: _Direction, cp: AnyPolicy) -> list[Rule]:
         """A group chain's gated jump(s) to a policy's chain (the same for every group)."""
@@ -1271,7 +1327,10 @@ class _FamilyRenderer:
         return jumps
 
     def _cluster_policy_chains(self, d: _Direction) -> list[Chain]:
-        """The chains of the ClusterNetworkPolicies some group of ``d``'s direction uses."""
+        """The chains of the ClusterNetworkPolicies some group of ``d``'s direction jumps to.
+
+        After the tier chains: a policy every group inlined needs no chain of its own.
+        """
         used: dict[str, NodeClusterPolicy] = {}
         for td in TIER_DIRECTIONS:
             if td.name != d.name:
@@ -1279,7 +1338,9 @@ class _FamilyRenderer:
             for g in self._tier_groups_here(td):
                 for cp in g.policies:
                     assert isinstance(cp, NodeClusterPolicy)
-                    used[cp.policy.id] = cp
+                    jumped = (d.name, cp.policy.id) in self.cnp_jumped
+                    if jumped or not self.options.inline_policies:
+                        used[cp.policy.id] = cp
         return [self._cnp_chain(d, used[pid]) for pid in sorted(used)]
 
     def _cnp_chain(self, d: _Direction, cp: AnyPolicy) -> Chain:
@@ -1359,7 +1420,13 @@ class _FamilyRenderer:
             )
         return rules
 
-    def _group_chain(self, g: _Group) -> Chain:
+    def _group_chain(self, g: _Group, uses: Mapping[str, int], jumped: dict[str, Chain]) -> Chain:
+        """The group's policies in turn (inlined or jumped to), then the verdict.
+
+        ``uses`` counts the groups of this direction each policy is in; the chains
+        of the policies jumped to are added to ``jumped``. An inlined rule that
+        allows goes to the allow chain, which ends the group chain too.
+        """
         d = g.direction
         bit = d.mark_bit(self.options)
         rules = [
@@ -1368,9 +1435,13 @@ class _FamilyRenderer:
             Rule((ConntrackState(("INVALID",)),), Drop(), comment(f"{d.name} invalid state")),
         ]
         for np in g.policies:
-            rules.append(
-                Rule((), Jump(d.policy_chain(np.policy.id)), comment(f"{np.policy.name} {d.name}"))
-            )
+            assert isinstance(np, NodePolicy)
+            chain = self._policy_chain(d, np)
+            if self.options.inline_policies and _inlined(chain.rules, 2, uses[np.policy.id]):
+                rules.extend(chain.rules)
+                continue
+            jumped[np.policy.id] = chain
+            rules.append(Rule((), Jump(chain.name), comment(f"{np.policy.name} {d.name}")))
             # Stop at the first policy that allows: the union needs only one.
             rules.append(
                 Rule((MarkMatch(bit, bit),), Return(), comment(f"{d.name} allowed by policy"))
@@ -1389,6 +1460,14 @@ class _FamilyRenderer:
         return rules
 
     def _policy_chain(self, d: _Direction, np: NodePolicy) -> Chain:
+        """A NetworkPolicy's rules of direction ``d`` (built once per render)."""
+        key = (d.name, np.policy.id)
+        chain = self.np_chains.get(key)
+        if chain is None:
+            chain = self.np_chains[key] = self._build_policy_chain(d, np)
+        return chain
+
+    def _build_policy_chain(self, d: _Direction, np: NodePolicy) -> Chain:
         rules: list[Rule] = []
         for index, rule in enumerate(d.rules_of(np) or ()):
             peers = self._peer_matches(d, np, rule.peers)

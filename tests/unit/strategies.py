@@ -11,6 +11,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from stockade.agent.render import INLINE_MAX_RULES
+
 NAMESPACES = ("a", "b", "c")
 NODES = ("n1", "n2")
 POD_LABELS: Mapping[str, tuple[str, ...]] = {"app": ("web", "db", "api"), "tier": ("front", "back")}
@@ -340,3 +342,8 @@ def tiered_cluster_docs(
     docs += [draw(node(name)) for name in NODES if draw(st.booleans())]
     docs += [draw(cluster_network_policy(i)) for i in range(draw(st.integers(1, max_cnps)))]
     return docs
+
+
+# How far the renderer inlines policies into group chains (0: never; the rest: up to
+# that many rules), so properties cover the jumped, the inlined and the mixed layouts.
+INLINE_CHOICES = st.sampled_from([0, 1, 3, INLINE_MAX_RULES])

@@ -165,7 +165,8 @@ def test_packet_tiers_render_with_tier_chains() -> None:
     shape = agent._dispatch_shape(rendered)
     assert shape["syn_egress_lookups"] == 1  # the client is still not NP-isolated
     tiers = agent._tier_shape(rendered)
-    assert tiers["v4_tier_chains"] > 40
+    # Short policies are inlined into their groups' chains: few chains, every rule.
+    assert tiers["v4_tier_chains"] >= 4
     assert tiers["v4_tier_rules"] > 5 * 40
 
 

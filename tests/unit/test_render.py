@@ -82,7 +82,7 @@ from stockade.ruleset import (
 from stockade.verdict import Dataplane as Engine
 from stockade.verdict import NodeEvaluator, SetIndex
 from tests.unit.iptables_sim import Dataplane, Packet, Verdict
-from tests.unit.strategies import EXTERNAL, PROBE_PORTS, PROTOCOLS, cluster_docs
+from tests.unit.strategies import EXTERNAL, INLINE_CHOICES, PROBE_PORTS, PROTOCOLS, cluster_docs
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("STOCKADE_UPDATE_GOLDEN") == "1"
@@ -402,8 +402,10 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
-def _render(case: Case) -> RenderedNode:
-    return render(case.node, case.peer_sets, options=case.options)
+def _render(case: Case, *, jumped: bool = False) -> RenderedNode:
+    """``jumped``: one chain per policy, never inlined (for tests that read them)."""
+    options = replace(case.options, inline_policies=False) if jumped else case.options
+    return render(case.node, case.peer_sets, options=options)
 
 
 def _dataplane(out: RenderedNode, family: IPFamily) -> Dataplane:
@@ -465,7 +467,7 @@ def test_rule_count_depends_on_policies_not_pods() -> None:
 
 def test_two_groups_dispatch_only_their_policies() -> None:
     case = _case_two_groups()
-    out = _render(case)
+    out = _render(case, jumped=True)
     a, b = (np.policy for np in case.node.policies)
     ingress = next(c for c in out.v4.chains if c.name == "STK-INGRESS")
     assert len(ingress.rules) == 3  # "not isolated", then one lookup per group, not per policy
@@ -480,7 +482,7 @@ def test_two_groups_dispatch_only_their_policies() -> None:
 
 def test_multiport_split() -> None:
     case = _case_many_ports()
-    out = _render(case)
+    out = _render(case, jumped=True)
     chain = next(c for c in out.v4.chains if c.name.startswith("STK-I-"))
     slots = [
         sum(1 if a == b else 2 for a, b in m.ranges)
@@ -823,12 +825,16 @@ def test_a_new_group_changes_only_its_path_in_the_tree() -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(docs=cluster_docs(max_pods=8, max_policies=6), binary=st.booleans())
-def test_rendered_rules_agree_with_the_engine(docs: list[dict[str, object]], binary: bool) -> None:
+@given(docs=cluster_docs(max_pods=8, max_policies=6), binary=st.booleans(), inline=INLINE_CHOICES)
+def test_rendered_rules_agree_with_the_engine(
+    docs: list[dict[str, object]], binary: bool, inline: int
+) -> None:
     """The simulator on the rendered rules gives the verdict engine's verdicts.
 
     ``binary``: a dispatch tree that splits every node of two or more groups in
     two, so that small random clusters get deep trees too.
+
+    ``inline``: policies inlined up to that many rules (0: every policy jumped to).
     """
     parsed = parse_documents(docs)
     assert not parsed.errors
@@ -838,10 +844,11 @@ def test_rendered_rules_agree_with_the_engine(docs: list[dict[str, object]], bin
     with (
         patch.object(render_module, "DISPATCH_FANOUT", 1 if binary else DISPATCH_FANOUT),
         patch.object(render_module, "DISPATCH_BITS", 1 if binary else DISPATCH_BITS),
+        patch.object(render_module, "INLINE_MAX_RULES", inline),
     ):
         for rules in compiled.node_rule_sets.values():
             peer_sets = {name: by_set[name] for name in rules.peer_sets}
-            out = render(rules, peer_sets, options=RenderOptions())
+            out = render(rules, peer_sets, options=RenderOptions(inline_policies=inline > 0))
             planes = {4: _dataplane(out, 4), 6: _dataplane(out, 6)}
             engine = NodeEvaluator(rules, SetIndex(s for g in peer_sets.values() for s in g))
             for src in ips:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +33,7 @@ from stockade.agent.iptables import (
     Rule,
     SetMatch,
 )
-from stockade.agent.render import RenderOptions
+from stockade.agent.render import RenderOptions, render
 from stockade.ruleset import (
     ACCEPT,
     BASELINE_TIER,
@@ -47,6 +48,7 @@ from tests.unit.test_render_tiers import (
     A6,
     ISOLATE_IN,
     REMOTE,
+    SETS,
     A,
     B,
     Node,
@@ -300,3 +302,120 @@ def test_gates_never_exclude_a_packet_a_rule_could_match(
         gated = [g for g in gates if cheap(g)]
         if could:
             assert gated, (proto, port, gates)
+
+
+# --- policies inlined into group chains --------------------------------------------------
+
+
+def _np_chain(pid_name: str) -> str:
+    return f"STK-I-{stable_hash(pid_name, 12)}"
+
+
+def _ports_rules(count: int) -> list[CompiledRule]:
+    """``count`` rules of one peer and one port each: ``count`` iptables rules."""
+    return [CompiledRule((to("remote"),), (tcp(1000 + i),)) for i in range(count)]
+
+
+def _group_chain(node: Node, prefix: str = "STK-IG-") -> tuple[Rule, ...]:
+    (rules,) = [r for n, r in node.inlined_chains().items() if n.startswith(prefix)]
+    return rules
+
+
+# (rules in the policy, groups using it, inlined?): a jump costs two rules in each
+# group chain, so up to two rules are always inlined; then up to INLINE_MAX_RULES
+# rules, while the copies stay within INLINE_MAX_COPIES.
+INLINE_TABLE = [
+    (0, 1, True),
+    (1, 1, True),
+    (2, 300, True),
+    (render_module.INLINE_MAX_RULES, 1, True),
+    (render_module.INLINE_MAX_RULES + 1, 1, False),
+    (4, render_module.INLINE_MAX_COPIES // 4, True),
+    (4, render_module.INLINE_MAX_COPIES // 4 + 1, False),
+]
+
+
+@pytest.mark.parametrize(("rules", "groups", "inlined"), INLINE_TABLE)
+def test_when_a_networkpolicy_is_inlined(rules: int, groups: int, inlined: bool) -> None:
+    pods = [lpod(f"p{i}", f"10.1.{i // 250}.{i % 250 + 1}") for i in range(groups)]
+    # Each pod is its own group: the shared policy plus one policy of its own.
+    shared = np_("ns/shared", ingress=_ports_rules(rules), targets=[p.name for p in pods])
+    own = [np_(f"ns/own-{i}", ingress=[], targets=[p.name]) for i, p in enumerate(pods)]
+    rs = rule_set(policies=[shared, *own], pods=pods)
+    out = render(rs, {"remote": SETS["remote"]}, options=RenderOptions())
+    chains = {c.name: c.rules for c in out.v4.chains}
+    jumps = [
+        r
+        for n, rs in chains.items()
+        if n.startswith("STK-IG-")
+        for r in rs
+        if isinstance(r.action, Jump) and r.action.chain == _np_chain("ns/shared")
+    ]
+    assert (_np_chain("ns/shared") not in chains) == inlined
+    assert len(jumps) == (0 if inlined else groups)
+    if not inlined:
+        assert len(chains[_np_chain("ns/shared")]) == rules
+
+
+def test_an_inlined_networkpolicy_allows_and_denies_as_its_chain() -> None:
+    allow = np_("ns/allow", ingress=[CompiledRule((to("remote"),), (tcp(8080),))])
+    node = Node(rule_set(policies=[ISOLATE_IN, allow], pods=PODS))
+    group = _group_chain(node)
+    # No jump and no "allowed?" check: the rule itself goes to the allow chain.
+    assert not any(isinstance(r.action, Jump) for r in group)
+    assert any(isinstance(r.action, Goto) and r.action.chain == "STK-ALLOW-INGRESS" for r in group)
+    assert not any(n.startswith("STK-I-") for n in node.inlined_chains())
+    assert node.allowed(REMOTE, A, 8080)  # checked on both layouts and the engine
+    assert not node.allowed(REMOTE, A, 8081)
+    assert not node.allowed("10.2.0.99", A, 8080)
+
+
+def test_a_gated_cluster_policy_keeps_its_chain_and_a_short_one_is_inlined() -> None:
+    # Four rules on TCP 80-83 only: the gate skips them all for one rule visit.
+    gated = cnp("gated", ingress=[tr(DENY, [to("remote")], [tcp(80 + i)]) for i in range(4)])
+    # Two rules: no more than the gated jump and the check after it.
+    short = cnp(
+        "short", priority=20, ingress=[tr(ACCEPT, [to("remote")], [tcp(90 + i)]) for i in range(2)]
+    )
+    # Rules of two protocols: no gate to lose.
+    mixed = cnp(
+        "mixed",
+        priority=30,
+        ingress=[
+            tr(DENY, [to("remote")], [tcp(100)]),
+            tr(DENY, [to("remote")], [PortMatch("UDP", 100)]),
+            tr(PASS, [to("remote")]),
+        ],
+    )
+    node = Node(rule_set(gated, short, mixed, pods=PODS))
+    chains = node.inlined_chains()
+    assert chain_of("gated") in chains
+    assert chain_of("short") not in chains
+    assert chain_of("mixed") not in chains
+    group = _group_chain(node, "STK-AIG-")
+    jumps = [r for r in group if isinstance(r.action, Jump)]
+    assert [j.action.chain for j in jumps] == [chain_of("gated")]  # type: ignore[union-attr]
+    # After the jumped policy, one check stops the tier if it decided; none after inlined ones.
+    checks = [r for r in group if isinstance(r.action, Return)]
+    assert len(checks) == 1
+    assert group.index(checks[0]) == group.index(jumps[0]) + 1
+    for port, allowed in ((80, False), (90, True), (91, True), (100, False), (5000, True)):
+        assert node.allowed(REMOTE, A, port) == allowed, port
+
+
+def test_inlining_shortens_the_walk_of_a_new_connection() -> None:
+    # Ten short policies, none allows the packet: jumped, it enters each policy's
+    # chain (a jump, the chain's end, the check after it); inlined, none.
+    pols = [
+        np_(f"ns/p{i}", ingress=[CompiledRule((to("remote"),), (tcp(9000 + i),))])
+        for i in range(10)
+    ]
+    rs = rule_set(policies=pols, pods=PODS)
+    walks = {}
+    for inline in (False, True):
+        out = render(rs, {"remote": SETS["remote"]}, options=RenderOptions(inline_policies=inline))
+        plane = Dataplane(out.v4.chains, out.v4.ipsets)
+        trace = plane.evaluate(Packet(REMOTE, A, "TCP", 7000))
+        assert trace.verdict == "DROP"
+        walks[inline] = len(trace.chains)
+    assert walks[True] < walks[False] - 8

@@ -78,7 +78,14 @@ from stockade.ruleset import (
 from stockade.verdict import NodeEvaluator, SetIndex
 from tests.unit import test_conntrack_flows as cf
 from tests.unit.iptables_sim import Dataplane, Packet
-from tests.unit.strategies import EXTERNAL, NODE_IPS, PROBE_PORTS, PROTOCOLS, tiered_cluster_docs
+from tests.unit.strategies import (
+    EXTERNAL,
+    INLINE_CHOICES,
+    NODE_IPS,
+    PROBE_PORTS,
+    PROTOCOLS,
+    tiered_cluster_docs,
+)
 
 PeerSets = Mapping[str, Sequence[PeerSet]]
 Raw = dict[str, Any]
@@ -213,14 +220,25 @@ def sets_for(rs: NodeRuleSet) -> dict[str, list[PeerSet]]:
 
 
 class Node:
-    """A rendered rule set with the simulator and the engine side by side."""
+    """A rendered rule set with the simulator and the engine side by side.
+
+    Rendered twice: ``out`` with one chain per policy (what the structural tests
+    read), and with short policies inlined into their groups' chains (the default
+    layout); every verdict is checked on both.
+    """
 
     def __init__(self, rs: NodeRuleSet, options: RenderOptions | None = None) -> None:
         self.rs = rs
         self.sets = sets_for(rs)
-        self.out = render(rs, self.sets, options=options or RenderOptions())
+        options = options or RenderOptions()
+        self.out = render(rs, self.sets, options=replace(options, inline_policies=False))
+        self.inlined = render(rs, self.sets, options=replace(options, inline_policies=True))
         self.planes = {
             f: Dataplane(self.out.family(f).chains, self.out.family(f).ipsets) for f in (4, 6)
+        }
+        self.inlined_planes = {
+            f: Dataplane(self.inlined.family(f).chains, self.inlined.family(f).ipsets)
+            for f in (4, 6)
         }
         self.engine = NodeEvaluator(rs, SetIndex(s for g in self.sets.values() for s in g))
 
@@ -230,6 +248,8 @@ class Node:
         """The simulator's verdict from STK-FORWARD, checked against the engine."""
         family = 6 if ":" in src else 4
         got = self.planes[family].verdict(Packet(src, dst, proto, port, ct))
+        inlined = self.inlined_planes[family].verdict(Packet(src, dst, proto, port, ct))
+        assert got == inlined, (src, dst, port, "inlined policies")
         if ct == "NEW":
             assert (got == "RETURN") == self.engine.allows(src, dst, port, proto), (src, dst, port)
         return got
@@ -241,11 +261,19 @@ class Node:
         """A local pod to its own node: STK-INPUT, checked against ``allows_input``."""
         family = 6 if ":" in src else 4
         got = self.planes[family].verdict(Packet(src, dst, proto, port), INPUT_CHAIN) == "RETURN"
+        packet = Packet(src, dst, proto, port)
+        inlined = self.inlined_planes[family].verdict(packet, INPUT_CHAIN) == "RETURN"
+        assert got == inlined, (src, dst, port, "inlined policies")
         assert got == self.engine.allows_input(src, dst, port, proto), (src, dst, port)
         return got
 
     def chains(self, family: IPFamily = 4) -> dict[str, tuple[Rule, ...]]:
+        """The chains of the layout with one chain per policy."""
         return {c.name: c.rules for c in self.out.family(family).chains}
+
+    def inlined_chains(self, family: IPFamily = 4) -> dict[str, tuple[Rule, ...]]:
+        """The chains of the default layout, short policies inlined."""
+        return {c.name: c.rules for c in self.inlined.family(family).chains}
 
 
 # --- each action in each tier ------------------------------------------------------------
@@ -654,10 +682,10 @@ def test_without_cluster_policies_the_output_is_unchanged() -> None:
         if name != "STK-FORWARD":
             assert with_cnp.chains()[name] == rules
     # and a CNP that goes away leaves exactly the old rendering
-    again = render(
-        replace(with_cnp.rs, cluster_policies=()), with_cnp.sets, options=RenderOptions()
-    )
+    without = replace(with_cnp.rs, cluster_policies=())
+    again = render(without, with_cnp.sets, options=RenderOptions(inline_policies=False))
     assert again == plain.out
+    assert render(without, with_cnp.sets, options=RenderOptions()) == plain.inlined
 
 
 def test_two_bit_mask_refused_only_with_cluster_policies() -> None:
@@ -765,14 +793,18 @@ def test_cleanup_removes_the_input_jump() -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(docs=tiered_cluster_docs(), binary=st.booleans())
-def test_rendered_tiers_agree_with_the_engine(docs: list[dict[str, object]], binary: bool) -> None:
+@given(docs=tiered_cluster_docs(), binary=st.booleans(), inline=INLINE_CHOICES)
+def test_rendered_tiers_agree_with_the_engine(
+    docs: list[dict[str, object]], binary: bool, inline: int
+) -> None:
     """Random clusters mixing NetworkPolicies and ClusterNetworkPolicies: every packet
     between pods, nodes and outside hosts gets the engine's verdict from the rendered
     chains, from STK-FORWARD, and from STK-INPUT for a pod reaching its own node.
 
     ``binary``: dispatch trees that split every node of two or more groups, so the
     tier groups of small clusters go through deep trees too.
+
+    ``inline``: policies inlined up to that many rules (0: every policy jumped to).
     """
     parsed = parse_documents(docs)
     compiled = compile_cluster(parsed.cluster)
@@ -786,8 +818,9 @@ def test_rendered_tiers_agree_with_the_engine(docs: list[dict[str, object]], bin
         with (
             patch.object(render_module, "DISPATCH_FANOUT", 1 if binary else DISPATCH_FANOUT),
             patch.object(render_module, "DISPATCH_BITS", 1 if binary else DISPATCH_BITS),
+            patch.object(render_module, "INLINE_MAX_RULES", inline),
         ):
-            out = render(rules, peer_sets, options=RenderOptions())
+            out = render(rules, peer_sets, options=RenderOptions(inline_policies=inline > 0))
         assert (out.input_jump is not None) == bool(rules.cluster_policies)
         planes = {f: Dataplane(out.family(f).chains, out.family(f).ipsets) for f in (4, 6)}
         engine = NodeEvaluator(rules, SetIndex(s for g in peer_sets.values() for s in g))
