@@ -33,6 +33,7 @@ from stockade.agent.backend import (
 )
 from stockade.agent.executor import Executor
 from stockade.agent.ipsets import IPFamily, IPSet, MemberChange
+from stockade.agent.kernel import Kernel, SystemKernel, channels
 from stockade.agent.live import (
     LiveSet,
     LiveTable,
@@ -40,7 +41,7 @@ from stockade.agent.live import (
     parse_iptables_save,
     set_members,
 )
-from stockade.agent.netlink import ConntrackTable, Flow, NetlinkSets, local_addresses
+from stockade.agent.netlink import ConntrackTable, Flow, NetlinkSets
 from stockade.agent.plan import DEFAULT_CHURN_LIMIT, Plan, cleanup_plan, make_plan
 from stockade.agent.render import (
     FORWARD_JUMP,
@@ -117,8 +118,15 @@ class Applier:
         churn_limit: int = DEFAULT_CHURN_LIMIT,
         xtables_wait: int = DEFAULT_XTABLES_WAIT,
         families: tuple[int, ...] | None = None,
+        kernel: Kernel | None = None,
     ) -> None:
-        self.executor = executor
+        # Every kernel access goes through executor, netlink and conntrack: by default
+        # the real adapters of ``netns`` built from ``executor``; with ``kernel`` given
+        # (a test's fake one), forwarders to it, and ``executor`` is not used.
+        if kernel is None:
+            kernel = SystemKernel(executor, NetlinkSets(netns), ConntrackTable(netns, executor))
+        self.kernel = kernel
+        self.executor, self.netlink, self.conntrack = channels(kernel)
         # Seconds iptables-restore waits for the xtables lock kube-proxy may hold.
         self.xtables_wait = xtables_wait
         self.netns = netns
@@ -126,8 +134,6 @@ class Applier:
         self._tools = tools
         self.cut_conntrack = cut_conntrack
         self.churn_limit = churn_limit
-        self.netlink = NetlinkSets(netns)
-        self.conntrack = ConntrackTable(netns, executor)
         self.last: Desired | None = None
         self._families = families
         self.conntrack.families = families or (4, 6)
@@ -381,7 +387,7 @@ class Applier:
         ]
         if not candidates:
             return 0
-        local = local_addresses(self.netns)
+        local = self.kernel.local_addresses()
         # A local pod's flows to this node went to INPUT (by the seen destination: a
         # pod's connection to a ClusterIP DNATed to a host-network endpoint, this
         # node's address, too). Only STK-INPUT judges them, and it exists only with

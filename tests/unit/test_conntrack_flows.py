@@ -25,6 +25,7 @@ from stockade.agent.backend import Tools
 from stockade.agent.netlink import ConntrackTable, Flow, parse_conntrack_list
 from stockade.cluster import parse_documents
 from stockade.compiler import compile_cluster
+from tests.unit.fake_kernel import FakeKernel
 
 Raw = dict[str, Any]
 
@@ -297,57 +298,42 @@ BACKENDS_FROM_CLIENT = _policy(
 )
 
 
-class _NoKernel:
-    def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
-        raise AssertionError(f"the kernel was touched: {argv}")
-
-
-class FakeConntrack:
-    """Lists fixed flows (the real listings above) and records what is deleted."""
-
-    def __init__(self, flows: Iterable[Flow]) -> None:
-        self.listed = list(flows)
-        self.deleted: list[Flow] = []
-
-    def flows(self) -> list[Flow]:
-        return list(self.listed)
-
-    def delete(self, flows: Iterable[Flow]) -> int:
-        todo = list(flows)
-        self.deleted += todo
-        return len(todo)
-
-
 def _cut(
-    monkeypatch: pytest.MonkeyPatch,
     docs: Sequence[Raw],
     *,
     pending: Iterable[str] = (),
     contested: tuple[str, ...] = (),
     involving: set[str] | None = None,
 ) -> list[tuple[str, str, int]]:
-    """The cut of n1 over the real listings: the original (src, dst, dport) it deletes."""
+    """The cut of n1 over the real listings: the original (src, dst, dport) it deletes.
+
+    On a fake kernel holding those flows and n1's addresses: the cut reads and
+    deletes flows only, it never runs a tool.
+    """
     result = parse_documents(list(docs))
     assert not result.errors
     compiled = compile_cluster(result.cluster)
     node = replace(compiled.node_rule_sets["n1"], contested_ips=contested)
     by_set = compiled.by_set()
-    applier = Applier(_NoKernel(), tools=Tools("nft"), families=(4, 6))
-    table = FakeConntrack([*parse_conntrack_list(REAL_V4, 4), *parse_conntrack_list(REAL_V6, 6)])
-    monkeypatch.setattr(applier, "conntrack", table)
-    monkeypatch.setattr("stockade.agent.applier.local_addresses", lambda netns: set(LOCAL))
+    kernel = FakeKernel()
+    kernel.conntrack = [*parse_conntrack_list(REAL_V4, 4), *parse_conntrack_list(REAL_V6, 6)]
+    kernel.addresses = set(LOCAL)
+    listed = list(kernel.conntrack)
+    applier = Applier(kernel, tools=Tools("nft"), families=(4, 6), kernel=kernel)
     desired = applier.desire(node, {name: by_set[name] for name in node.peer_sets})
     desired = Desired(desired.node, desired.peer_sets, desired.rendered, frozenset(pending))
     count = applier.cut_denied_flows(desired, involving)
-    assert count == len(table.deleted)
-    return sorted((f.src, f.dst, f.dport) for f in table.deleted)
+    deleted = [f for f in listed if f not in kernel.conntrack]
+    assert count == len(deleted)
+    assert not any(call.method == "run" for call in kernel.calls)
+    return sorted((f.src, f.dst, f.dport) for f in deleted)
 
 
-def test_a_clusterip_connection_to_a_denied_backend_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_clusterip_connection_to_a_denied_backend_is_cut() -> None:
     # (a) the client is selected by no policy and the ClusterIP is no pod: judged by
     # the original tuple, nothing here would even be a candidate. (c) the NodePort
     # connection's original destination is n1's own address, yet it crossed FORWARD.
-    assert _cut(monkeypatch, [*BASE, DENY_BACKENDS]) == sorted(
+    assert _cut([*BASE, DENY_BACKENDS]) == sorted(
         [
             (CLIENT4, VIP4, 80),  # to backend1 (deleted by the ClusterIP tuple)
             (OUTSIDE4, NODE4, 30080),  # NodePort to backend1
@@ -359,25 +345,25 @@ def test_a_clusterip_connection_to_a_denied_backend_is_cut(monkeypatch: pytest.M
     # is backend1 reaching itself, the one to the host-network endpoint went to INPUT.
 
 
-def test_an_allowed_connection_through_a_service_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_allowed_connection_through_a_service_is_kept() -> None:
     # (b) the egress-isolated client may reach the backend pods, not the ClusterIP
     # address: judged at the backend, nothing is cut (and no NAT mapping is lost).
     # (c) its connection to the Service of a host-network endpoint (n1 itself) never
     # crossed FORWARD: not judged, although the client may not reach n1.
     # Only the UDP flow to port 4444, which the client's egress does not allow, goes.
     udp = [(CLIENT4, BACKEND2_4, 4444), (CLIENT6, BACKEND2_6, 4444)]
-    assert _cut(monkeypatch, [*BASE, CLIENT_TO_BACKENDS]) == sorted(udp)
+    assert _cut([*BASE, CLIENT_TO_BACKENDS]) == sorted(udp)
     # The outside host is no client: its NodePort connection to backend1 is cut.
-    assert _cut(monkeypatch, [*BASE, CLIENT_TO_BACKENDS, BACKENDS_FROM_CLIENT]) == sorted(
+    assert _cut([*BASE, CLIENT_TO_BACKENDS, BACKENDS_FROM_CLIENT]) == sorted(
         [*udp, (OUTSIDE4, NODE4, 30080), (OUTSIDE6, NODE6, 30080)]
     )
 
 
-def test_involving_is_compared_with_what_forward_saw(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_involving_is_compared_with_what_forward_saw() -> None:
     docs = [*BASE, DENY_BACKENDS]
-    assert _cut(monkeypatch, docs, involving={VIP4, VIP6, NODE4}) == []
-    assert _cut(monkeypatch, docs, involving={OUTSIDE4}) == [(OUTSIDE4, NODE4, 30080)]
-    assert _cut(monkeypatch, docs, involving={BACKEND1_6}) == sorted(
+    assert _cut(docs, involving={VIP4, VIP6, NODE4}) == []
+    assert _cut(docs, involving={OUTSIDE4}) == [(OUTSIDE4, NODE4, 30080)]
+    assert _cut(docs, involving={BACKEND1_6}) == sorted(
         [(CLIENT6, VIP6, 80), (OUTSIDE6, NODE6, 30080)]
     )
 
@@ -394,16 +380,14 @@ def test_a_hairpin_connection_is_never_judged(monkeypatch: pytest.MonkeyPatch) -
             return False
 
     monkeypatch.setattr("stockade.agent.applier.NodeEvaluator", DenyAll)
-    cut = _cut(monkeypatch, [*BASE, DENY_BACKENDS])
+    cut = _cut([*BASE, DENY_BACKENDS])
     assert (BACKEND1_4, HAIRPIN_VIP4, 80) not in cut
     assert ("fd00::1:21", "fd96::11", 80) not in cut
     assert (CLIENT4, HOST_VIP4, 80) not in cut  # n1's own address: INPUT, not FORWARD
     assert (CLIENT4, VIP4, 80) in cut
 
 
-def test_pending_and_contested_pods_lose_even_their_hairpin(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_pending_and_contested_pods_lose_even_their_hairpin() -> None:
     # STK-FORWARD drops pending (and contested) addresses before its src == dst
     # return, so the cut follows: a pending backend1 keeps nothing through FORWARD.
     everything_of_backend1 = sorted(
@@ -416,7 +400,7 @@ def test_pending_and_contested_pods_lose_even_their_hairpin(
             (OUTSIDE6, NODE6, 30080),
         ]
     )
-    assert _cut(monkeypatch, BASE, pending={BACKEND1_4, BACKEND1_6}) == everything_of_backend1
-    assert _cut(monkeypatch, BASE, contested=(BACKEND1_4, BACKEND1_6)) == everything_of_backend1
+    assert _cut(BASE, pending={BACKEND1_4, BACKEND1_6}) == everything_of_backend1
+    assert _cut(BASE, contested=(BACKEND1_4, BACKEND1_6)) == everything_of_backend1
     # no policy, nothing pending or contested: nothing is cut
-    assert _cut(monkeypatch, BASE) == []
+    assert _cut(BASE) == []

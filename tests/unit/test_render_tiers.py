@@ -868,18 +868,18 @@ def _client_cnp(action: str, networks: Sequence[str], port: int | None = None) -
     }
 
 
-def test_the_cut_judges_a_pods_flows_to_its_own_node(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cut_judges_a_pods_flows_to_its_own_node() -> None:
     """A pod's connection through a Service to a host-network endpoint (n1 itself: it
     went to INPUT) is judged by ``allows_input`` once the node has ClusterNetworkPolicies."""
     node_nets = ["192.168.0.0/24", "fd01::/64"]
     host_flows = [(cf.CLIENT4, cf.HOST_VIP4, 80), (cf.CLIENT6, "fd96::12", 80)]
-    cut = cf._cut(monkeypatch, [*cf.BASE, _client_cnp("Deny", node_nets)])
+    cut = cf._cut([*cf.BASE, _client_cnp("Deny", node_nets)])
     assert sorted(host_flows) == cut  # only those: nothing else goes to the nodes
     # the rule's port is the one INPUT saw (the endpoint's 7070), not the Service's 80
-    assert cf._cut(monkeypatch, [*cf.BASE, _client_cnp("Deny", node_nets, 80)]) == []
-    assert cf._cut(monkeypatch, [*cf.BASE, _client_cnp("Deny", node_nets, 7070)]) == cut
-    assert cf._cut(monkeypatch, [*cf.BASE, _client_cnp("Accept", node_nets)]) == []
+    assert cf._cut([*cf.BASE, _client_cnp("Deny", node_nets, 80)]) == []
+    assert cf._cut([*cf.BASE, _client_cnp("Deny", node_nets, 7070)]) == cut
+    assert cf._cut([*cf.BASE, _client_cnp("Accept", node_nets)]) == []
     # `involving` applies to them too
-    assert cf._cut(
-        monkeypatch, [*cf.BASE, _client_cnp("Deny", node_nets)], involving={cf.NODE4}
-    ) == [host_flows[0]]
+    assert cf._cut([*cf.BASE, _client_cnp("Deny", node_nets)], involving={cf.NODE4}) == [
+        host_flows[0]
+    ]
