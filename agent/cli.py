@@ -265,7 +265,6 @@ def run_api(args: argparse.Namespace, node: str) -> int:
         state_dir=Path(args.state_dir) if args.state_dir else None,
         resync_interval=args.resync_interval,
         restore_after=args.restore_after,
-        isolate_new_pods=args.isolate_new_pods,
     )
 
     async def main() -> None:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pyroute2 import Conntrack as _Conntrack
 from pyroute2 import IPSet as _IPSet
 from pyroute2.ipset import PortEntry
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netns import popns, pushns
 
-from stockade.agent.executor import Executor
+from stockade.agent.executor import CommandError, Executor
 from stockade.agent.ipsets import MemberChange
 
 _PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
@@ -64,7 +65,12 @@ class NetlinkSets:
         self.calls = 0
 
     def apply(self, changes: Iterable[MemberChange]) -> None:
-        """Apply member changes in order; one socket for the batch."""
+        """Apply member changes in order; one socket for the batch.
+
+        A change the kernel refuses (the set is gone, of another type, full) raises
+        :class:`~stockade.agent.executor.CommandError`, as a failed tool does: the
+        callers treat both as a kernel write that failed, to retry.
+        """
         todo = list(changes)
         if not todo:
             return
@@ -72,17 +78,24 @@ class NetlinkSets:
             ipset = _IPSet()
         try:
             for change in todo:
-                entry, etype = _entry(change.set_type, change.value)
-                family = _family(change.value)
                 self.calls += 1
-                if change.add:
-                    ipset.add(change.set_name, entry, family=family, etype=etype, exclusive=False)
-                else:
-                    ipset.delete(
-                        change.set_name, entry, family=family, etype=etype, exclusive=False
-                    )
+                try:
+                    _change(ipset, change)
+                except NetlinkError as exc:
+                    op = "add" if change.add else "del"
+                    argv = ["netlink", "ipset", op, change.set_name, change.value]
+                    raise CommandError(argv, exc.code, str(exc)) from None
         finally:
             ipset.close()
+
+
+def _change(ipset: _IPSet, change: MemberChange) -> None:
+    entry, etype = _entry(change.set_type, change.value)
+    family = _family(change.value)
+    if change.add:
+        ipset.add(change.set_name, entry, family=family, etype=etype, exclusive=False)
+    else:
+        ipset.delete(change.set_name, entry, family=family, etype=etype, exclusive=False)
 
 
 @dataclass(frozen=True, slots=True)

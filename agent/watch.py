@@ -3,10 +3,11 @@
 :class:`AgentWatcher` runs five tasks on one event loop (six with
 ``isolate_new_pods``: a reflector of the node's Pods, see :mod:`stockade.agent.newpods`):
 
-- two :class:`Reflector` s (list, then watch from the list's resourceVersion; on
-  410 Gone list again; on any other error back off exponentially with jitter, 0.2 s
-  up to 10 s by default): the node's own NodeRuleSet (field selector
-  ``metadata.name=<node>``) and every PeerSet, into a :class:`~stockade.agent.cache.WatchCache`;
+- two :class:`~stockade.agent.reflector.Reflector` s (list, then watch from the
+  list's resourceVersion; on 410 Gone list again; on any other error back off
+  exponentially with jitter, 0.2 s up to 10 s by default): the node's own
+  NodeRuleSet (field selector ``metadata.name=<node>``) and every PeerSet, into a
+  :class:`~stockade.agent.cache.WatchCache`;
 - the sync loop: whenever the cache changes it assembles the bundle (a rule set
   whose named sets are all complete) and hands it to the
   :class:`~stockade.agent.applier.Applier` (in a worker thread: the applier
@@ -37,33 +38,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import random
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from stockade.agent.applier import Applier, RefusedError
-from stockade.agent.cache import (
-    Invalid,
-    Missing,
-    Ready,
-    StateError,
-    Waiting,
-    WatchCache,
-    bundle_from_json,
-    bundle_to_json,
+from stockade.agent.cache import Ready, StateError, WatchCache
+from stockade.agent.decide import (
+    Apply,
+    Decision,
+    GiveUpWaiting,
+    Keep,
+    Refuse,
+    RefuseAgain,
+    RuleSetGone,
+    SyncView,
+    Wait,
+    decide,
+    next_wakeup,
 )
 from stockade.agent.executor import CommandError
 from stockade.agent.health import Health
 from stockade.agent.metrics import AgentMetrics
 from stockade.agent.newpods import LocalPods
 from stockade.agent.plan import PlanError
+from stockade.agent.reflector import Backoff, Reflector, WatchApi
+from stockade.agent.saver import DEFAULT_STATE_DIR, BundleSaver, StateStore
 from stockade.agent.status import (
     REASON_APPLIED,
     REASON_INCOMPLETE,
@@ -71,52 +74,22 @@ from stockade.agent.status import (
     REASON_KERNEL,
     REASON_REFUSED,
     SyncState,
-    needs_write,
     status_payload,
 )
+from stockade.agent.status_writer import StatusWriter
 from stockade.kube import (
     NODE_RULE_SETS,
     PEER_SETS,
     PODS,
-    Gone,
     JsonObject,
     KubeError,
     NotFound,
     Resource,
     now_rfc3339,
 )
-from stockade.ruleset import NodeRuleSet, canonical_json
+from stockade.ruleset import NodeRuleSet
 
 log = logging.getLogger("stockade.agent.watch")
-
-DEFAULT_STATE_DIR = Path("/var/lib/stockade")
-STATE_FILE = "bundle.json"
-
-
-class WatchApi(Protocol):
-    """The calls the watcher makes (:class:`~stockade.kube.KubeClient` has them)."""
-
-    async def list(
-        self,
-        resource: Resource,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-    ) -> tuple[list[JsonObject], str]: ...
-
-    def watch(
-        self,
-        resource: Resource,
-        resource_version: str | None = None,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        timeout_seconds: int = 300,
-    ) -> AsyncIterator[tuple[str, JsonObject]]: ...
-
-    async def patch_status(
-        self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
-    ) -> JsonObject: ...
 
 
 @dataclass(frozen=True)
@@ -132,200 +105,26 @@ class WatchOptions:
     backoff_max: float = 10.0
     status_refresh: float = 60.0
     watch_timeout: int = 300
-    # Watch the node's Pods and deny the traffic of those its rule set does not
-    # list yet (agent/newpods.py); the applier needs RenderOptions(isolate_new_pods).
-    isolate_new_pods: bool = False
     # At most one save of the applied bundle this often (the latest wins), in a
     # worker thread: a big node's bundle is megabytes, and churn applies often.
     save_interval: float = 1.0
-
-
-# --------------------------------------------------------------------------- back-off
-
-
-class Backoff:
-    """Exponential back-off with jitter: ``low * 2**n`` capped at ``high``, times 0.5 .. 1."""
-
-    def __init__(
-        self, low: float = 0.2, high: float = 10.0, rng: Callable[[], float] = random.random
-    ) -> None:
-        if not 0 < low <= high:
-            raise ValueError("need 0 < low <= high")
-        self.low = low
-        self.high = high
-        self.rng = rng
-        self.attempt = 0
-
-    def next(self) -> float:
-        """The next delay (grows until ``high``)."""
-        ceiling = min(self.high, self.low * 2 ** min(self.attempt, 62))
-        self.attempt += 1
-        return float(ceiling * (0.5 + 0.5 * self.rng()))
-
-    def reset(self) -> None:
-        """Start again from ``low`` (after a success)."""
-        self.attempt = 0
-
-
-# --------------------------------------------------------------------------- on disk
-
-
-class StateStore:
-    """The last applied bundle, in ``directory/bundle.json``, replaced atomically."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path = directory / STATE_FILE
-        self._lock = threading.Lock()
-        self._written = 0
-
-    def save(self, ready: Ready, seq: int | None = None) -> bool:
-        """Write the bundle: a temporary file, fsync, rename over the old one, fsync the dir.
-
-        ``seq``: the bundle's place in the order of applies; an older one than what
-        was written already is skipped (False), whichever thread comes last.
-        """
-        with self._lock:
-            if seq is not None and seq <= self._written:
-                return False
-            self._write(ready)
-            if seq is not None:
-                self._written = seq
-            return True
-
-    def _write(self, ready: Ready) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        data = canonical_json(bundle_to_json(ready))
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def load(self, node: str) -> Ready | None:
-        """The saved bundle of ``node``; None when there is none. Raises :class:`StateError`."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        try:
-            raw = json.loads(text)
-        except ValueError as exc:
-            raise StateError(f"{self.path}: not JSON: {exc}") from None
-        return bundle_from_json(raw, node)
-
-
-# --------------------------------------------------------------------------- reflector
-
-
-class Reflector:
-    """List, then watch from the list's version; relist on 410; back off on errors.
-
-    ``on_list`` gets every object of a (re)list; ``on_event`` each watch event;
-    ``on_change`` is called after either. ``synced`` turns true after the first list.
-    """
-
-    def __init__(
-        self,
-        client: WatchApi,
-        resource: Resource,
-        on_list: Callable[[list[JsonObject]], None],
-        on_event: Callable[[str, JsonObject], None],
-        on_change: Callable[[], None],
-        *,
-        field_selector: str | None = None,
-        label_selector: str | None = None,
-        backoff: Backoff | None = None,
-        watch_timeout: int = 300,
-        on_error: Callable[[KubeError], None] | None = None,
-    ) -> None:
-        self.client = client
-        self.resource = resource
-        self.on_list = on_list
-        self.on_event = on_event
-        self.on_change = on_change
-        self.on_error = on_error
-        self.field_selector = field_selector
-        self.label_selector = label_selector
-        self.backoff = backoff or Backoff()
-        self.watch_timeout = watch_timeout
-        self.synced = False
-        self.connected = False
-        self.resource_version: str | None = None
-        self.lists = 0
-        self.relists_gone = 0
-        self.errors = 0
-
-    async def run(self) -> None:
-        """Forever (cancel to stop)."""
-        name = self.resource.plural
-        while True:
-            try:
-                if self.resource_version is None:
-                    items, rv = await self.client.list(
-                        self.resource,
-                        label_selector=self.label_selector,
-                        field_selector=self.field_selector,
-                    )
-                    self.lists += 1
-                    self.on_list(items)
-                    self.resource_version = rv
-                    self.synced = self.connected = True
-                    self.backoff.reset()
-                    self.on_change()
-                    log.debug("listed %d %s at %s", len(items), name, rv)
-                started = time.monotonic()
-                events = 0
-                async for kind, obj in self.client.watch(
-                    self.resource,
-                    resource_version=self.resource_version,
-                    label_selector=self.label_selector,
-                    field_selector=self.field_selector,
-                    timeout_seconds=self.watch_timeout,
-                ):
-                    self.connected = True
-                    version = (obj.get("metadata") or {}).get("resourceVersion")
-                    if version:
-                        self.resource_version = str(version)
-                    if kind != "BOOKMARK":
-                        events += 1
-                        self.on_event(kind, obj)
-                        self.on_change()
-                if events == 0 and time.monotonic() - started < 1.0:
-                    # A stream that ends at once, again and again, must not spin.
-                    await asyncio.sleep(self.backoff.next())
-            except Gone:
-                self.relists_gone += 1
-                log.info(
-                    "%s: resourceVersion %s expired (410); listing again",
-                    name,
-                    self.resource_version,
-                )
-                self.resource_version = None
-            except KubeError as exc:
-                self.errors += 1
-                self.connected = False
-                if self.on_error is not None:
-                    self.on_error(exc)
-                delay = self.backoff.next()
-                log.warning("%s: %s; retrying in %.1fs", name, exc, delay)
-                await asyncio.sleep(delay)
 
 
 # --------------------------------------------------------------------------- the watcher
 
 
 class AgentWatcher:
-    """Keeps the kernel of one node in line with its NodeRuleSet and PeerSets."""
+    """Keeps the kernel of one node in line with its NodeRuleSet and PeerSets.
+
+    A thin shell: reflectors fill the cache, :func:`~stockade.agent.decide.decide`
+    says what to do with what the cache assembled, and this class does it (apply
+    in a worker thread, record the state), then hands the state to the
+    :class:`~stockade.agent.status_writer.StatusWriter` and applied bundles to the
+    :class:`~stockade.agent.saver.BundleSaver`. Whether new pods are isolated is the
+    applier's option (``RenderOptions.isolate_new_pods``), read from there only.
+    ``clock`` (monotonic) and ``wall`` (epoch seconds, for metrics) are the only
+    time sources.
+    """
 
     def __init__(
         self,
@@ -336,6 +135,7 @@ class AgentWatcher:
         after_resync: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         health: Health | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.health = health  # beaten after every sync-loop iteration (agent/health.py)
@@ -344,15 +144,26 @@ class AgentWatcher:
         self.metrics = metrics or AgentMetrics()
         self.after_resync = after_resync
         self.clock = clock
+        self.wall = wall
         self.node = options.node
         self.cache = WatchCache(options.node)
         self.store = StateStore(options.state_dir) if options.state_dir is not None else None
-        self._unsaved: tuple[int, Ready] | None = None  # the latest applied bundle, if unsaved
-        self._save_seq = 0
-        self._save_wanted = asyncio.Event()
-        self.saves = 0
+        self.saver = (
+            BundleSaver(self.store, options.save_interval, self._state_error)
+            if self.store is not None
+            else None
+        )
         self._changed = asyncio.Event()
-        self._status_dirty = asyncio.Event()
+        self.status_writer = StatusWriter(
+            client,
+            self.node,
+            self.cache,
+            self.desired_status,
+            refresh=options.status_refresh,
+            backoff=self._backoff(),
+            clock=clock,
+            on_error=self._api_error,
+        )
         self.nodes = self._reflector(
             NODE_RULE_SETS,
             self._list_nodes,
@@ -363,7 +174,7 @@ class AgentWatcher:
         self.peers = self._reflector(PEER_SETS, self.cache.replace_peers, self.cache.peer_event)
         self.local_pods: LocalPods | None = None
         self.pods: Reflector | None = None
-        if options.isolate_new_pods:
+        if self.isolate_new_pods:
             self.local_pods = LocalPods()
             self.pods = self._reflector(
                 PODS,
@@ -377,7 +188,6 @@ class AgentWatcher:
         self.state: SyncState | None = None
         self.applies = 0
         self.resyncs = 0
-        self.status_writes = 0
         self.restored = False
         self._restore_done = False
         self._looked = False  # sync_once ran: the state speaks of what the API holds
@@ -388,10 +198,27 @@ class AgentWatcher:
         # the applied state stays in force meanwhile (fail static).
         self.rule_set_missing: str | None = None
         self._crd_missing = False  # the last list of NodeRuleSets answered 404
-        self._kernel_backoff = Backoff(options.backoff_min, options.backoff_max)
-        self._sync_written_at: float | None = None
+        self._kernel_backoff = self._backoff()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def isolate_new_pods(self) -> bool:
+        """Whether pods the rule set does not list yet are isolated (the applier's option)."""
+        return self.applier.options.isolate_new_pods
+
+    @property
+    def saves(self) -> int:
+        """Bundles written to disk so far."""
+        return self.saver.saves if self.saver is not None else 0
+
+    @property
+    def status_writes(self) -> int:
+        """Status patches written so far."""
+        return self.status_writer.writes
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.options.backoff_min, self.options.backoff_max)
 
     def _reflector(
         self,
@@ -408,9 +235,10 @@ class AgentWatcher:
             on_event,
             self._changed.set,
             field_selector=field_selector,
-            backoff=Backoff(self.options.backoff_min, self.options.backoff_max),
+            backoff=self._backoff(),
             watch_timeout=self.options.watch_timeout,
             on_error=on_error or self._api_error,
+            clock=self.clock,
         )
 
     def _list_nodes(self, objs: list[JsonObject]) -> None:
@@ -447,6 +275,14 @@ class AgentWatcher:
         del exc
         self.metrics.errors.labels("api").inc()
 
+    def _state_error(self, exc: OSError) -> None:
+        del exc
+        self.metrics.errors.labels("state").inc()
+
+    def _record(self, report: Any) -> None:
+        rendered = self.applier.last.rendered if self.applier.last else None
+        self.metrics.record(report, rendered, self.wall())
+
     # ------------------------------------------------------------------ running
 
     async def run(self) -> None:
@@ -458,8 +294,8 @@ class AgentWatcher:
             asyncio.create_task(self.peers.run(), name="watch-peersets"),
             *([asyncio.create_task(self.pods.run(), name="watch-pods")] if self.pods else []),
             asyncio.create_task(self._sync_loop(), name="sync"),
-            asyncio.create_task(self._status_loop(), name="status"),
-            asyncio.create_task(self._save_loop(), name="save"),
+            asyncio.create_task(self.status_writer.run(), name="status"),
+            *([asyncio.create_task(self.saver.run(), name="save")] if self.saver else []),
         ]
         stopper = asyncio.create_task(self._stop.wait(), name="stop")
         try:
@@ -472,7 +308,8 @@ class AgentWatcher:
                 task.cancel()
             await asyncio.gather(stopper, *tasks, return_exceptions=True)
             # What was applied last is on disk when the agent stops (or reboots).
-            await self._flush_save()
+            if self.saver is not None:
+                await self.saver.flush()
 
     def stop(self) -> None:
         """Ask :meth:`run` to end; safe from any thread."""
@@ -487,14 +324,14 @@ class AgentWatcher:
         restore_at = start + self.options.restore_after
         next_resync = start + self.options.resync_interval
         while True:
-            deadlines = [next_resync]
-            if self.applied is None and not self._restore_done:
-                deadlines.append(restore_at)
-            if self._retry_at is not None:
-                deadlines.append(self._retry_at)
-            if self._waiting is not None:
-                deadlines.append(self._waiting[1] + self.options.set_grace)
-            timeout = max(0.0, min(deadlines) - self.clock())
+            timeout = next_wakeup(
+                self.clock(),
+                next_resync=next_resync,
+                restore_at=restore_at if self._restore_pending else None,
+                retry_at=self._retry_at,
+                waiting_since=self._waiting[1] if self._waiting is not None else None,
+                grace=self.options.set_grace,
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
             self._changed.clear()
@@ -505,39 +342,73 @@ class AgentWatcher:
                 await self.sync_once()
             elif self._crd_missing:
                 self._rule_set_gone(self._crd_reason)
-            if self.applied is None and not self._restore_done and now >= restore_at:
+            if self._restore_pending and now >= restore_at:
                 await self.restore()
             if now >= next_resync:
                 await self.resync()
                 next_resync = self.clock() + self.options.resync_interval
-            self._status_dirty.set()
+            self.status_writer.mark_dirty()
             self._report_health()
+
+    @property
+    def _restore_pending(self) -> bool:
+        return self.applied is None and not self._restore_done
+
+    def _view(self) -> SyncView:
+        return SyncView(
+            applied_hash=self.applied.hash if self.applied is not None else None,
+            applied_pending=self.applied_pending,
+            refused=self._refused,
+            waiting=self._waiting,
+            crd_missing=self._crd_missing,
+        )
 
     async def sync_once(self) -> None:
         """Look at the cache and act: apply a new complete bundle, or record why not."""
         self._looked = True
         outcome = self.cache.assemble()
-        if isinstance(outcome, Missing):
-            self._waiting = None
-            self._rule_set_gone(self._crd_reason if self._crd_missing else outcome.reason)
+        pending = self.pending(outcome.node) if isinstance(outcome, Ready) else {}
+        decision = decide(
+            outcome,
+            self._view(),
+            pending=pending,
+            now=self.clock(),
+            grace=self.options.set_grace,
+            crd_reason=self._crd_reason,
+        )
+        if isinstance(decision, RuleSetGone):
+            self._rule_set_gone(decision.reason)
         else:
             self._rule_set_back()
-        if isinstance(outcome, Ready):
+        if not isinstance(decision, Wait | GiveUpWaiting):
             self._waiting = None
-            await self._apply(outcome)
-        elif isinstance(outcome, Waiting):
-            key = (outcome.generation, tuple(sorted(outcome.missing.items())))
-            if self._waiting is None or self._waiting[0] != key:
-                self._waiting = (key, self.clock())
-                log.info("%s", outcome.message)
-            if self.clock() - self._waiting[1] >= self.options.set_grace:
-                self._not_applied(outcome.generation, REASON_INCOMPLETE, outcome.message)
-        elif isinstance(outcome, Invalid):
-            self._waiting = None
-            if self._record_refusal(outcome.generation, REASON_INVALID, outcome.error):
-                log.error("%s; keeping the last applied state", outcome.error)
+        await self._act(decision, pending)
         if not isinstance(outcome, Ready) and self.applied is not None:
             await self._repend(self.applied)
+
+    async def _act(self, decision: Decision, pending: dict[str, str]) -> None:
+        """Perform ``decision`` (recording state; applying in a worker thread)."""
+        if isinstance(decision, Apply):
+            await self._apply(decision.ready, pending)
+        elif isinstance(decision, Keep):
+            self.applied_from = "api"
+            self.applied = decision.ready  # the same content; the generation may be newer
+            self._applied_state(decision.ready)
+        elif isinstance(decision, RefuseAgain):
+            self._not_applied(decision.ready.generation, REASON_REFUSED, decision.error)
+            if self.applied is not None:  # new pods still wait for a rule set to list them
+                await self._repend(self.applied)
+        elif isinstance(decision, Wait):
+            self._waiting = (decision.key, decision.since)
+            if decision.first:
+                log.info("%s", decision.message)
+        elif isinstance(decision, GiveUpWaiting):
+            self._waiting = (decision.key, decision.since)
+            self._not_applied(decision.generation, REASON_INCOMPLETE, decision.message)
+        elif isinstance(decision, Refuse) and self._record_refusal(
+            decision.generation, REASON_INVALID, decision.error
+        ):
+            log.error("%s; keeping the last applied state", decision.error)
 
     @property
     def _crd_reason(self) -> str:
@@ -589,8 +460,7 @@ class AgentWatcher:
             log.error("cannot update the pending pods: %s; will retry", exc)
             return
         self._pending_applied(pending)
-        rendered = self.applier.last.rendered if self.applier.last else None
-        self.metrics.record(report, rendered, time.time())
+        self._record(report)
 
     def _pending_applied(self, pending: dict[str, str]) -> None:
         before = self.applied_pending
@@ -603,23 +473,7 @@ class AgentWatcher:
         self.applied_pending = pending
         self.metrics.pending_pods.set(len(set(pending.values())))
 
-    async def _apply(self, ready: Ready) -> None:
-        pending = self.pending(ready.node)
-        if (
-            self.applied is not None
-            and ready.hash == self.applied.hash
-            and pending == self.applied_pending
-        ):
-            if self.applied_from != "api":
-                self.applied_from = "api"
-            self.applied = ready  # the same content; the generation may be newer
-            self._applied_state(ready)
-            return
-        if self._refused is not None and self._refused[0] == ready.hash:
-            self._not_applied(ready.generation, REASON_REFUSED, self._refused[1])
-            if self.applied is not None:  # new pods still wait for a rule set to list them
-                await self._repend(self.applied)
-            return
+    async def _apply(self, ready: Ready, pending: dict[str, str]) -> None:
         try:
             report = await asyncio.to_thread(
                 self.applier.apply, ready.node, ready.peer_sets, pending
@@ -632,6 +486,9 @@ class AgentWatcher:
                 await self._repend(self.applied)
             return
         except (CommandError, PlanError) as exc:
+            # A kernel that refuses a write (a tool's error, or netlink's on a set
+            # member change: agent/netlink.py raises it as CommandError) is retried
+            # with back-off; the old state stays.
             self.metrics.errors.labels("kernel").inc()
             delay = self._kernel_backoff.next()
             self._retry_at = self.clock() + delay
@@ -643,8 +500,7 @@ class AgentWatcher:
         self.applied = ready
         self.applied_from = "api"
         self._pending_applied(pending)
-        rendered = self.applier.last.rendered if self.applier.last else None
-        self.metrics.record(report, rendered, time.time())
+        self._record(report)
         log.info(
             "applied generation %s (hash %s): %d difference(s), %.1f ms",
             ready.generation,
@@ -653,7 +509,8 @@ class AgentWatcher:
             report.seconds * 1000,
         )
         self._applied_state(ready)
-        self._save(ready)
+        if self.saver is not None:
+            self.saver.want(ready)
 
     def _applied_state(self, ready: Ready) -> None:
         last_sync = self.state.last_sync if self.state else None
@@ -696,33 +553,6 @@ class AgentWatcher:
             last_sync=self.state.last_sync if self.state else None,
         )
 
-    def _save(self, ready: Ready) -> None:
-        """Have ``ready`` saved soon (:meth:`_save_loop`), superseding any unsaved one."""
-        if self.store is None:
-            return
-        self._save_seq += 1
-        self._unsaved = (self._save_seq, ready)
-        self._save_wanted.set()
-
-    async def _save_loop(self) -> None:
-        while True:
-            await self._save_wanted.wait()
-            self._save_wanted.clear()
-            await self._flush_save()
-            await asyncio.sleep(self.options.save_interval)
-
-    async def _flush_save(self) -> None:
-        unsaved, self._unsaved = self._unsaved, None
-        if unsaved is None or self.store is None:
-            return
-        seq, ready = unsaved
-        try:
-            if await asyncio.to_thread(self.store.save, ready, seq):
-                self.saves += 1
-        except OSError as exc:
-            self.metrics.errors.labels("state").inc()
-            log.error("cannot save the applied bundle to %s: %s", self.store.path, exc)
-
     async def restore(self) -> None:
         """Apply the bundle saved on disk (once, when nothing came from the API in time)."""
         self._restore_done = True
@@ -751,8 +581,7 @@ class AgentWatcher:
         self.applied = ready
         self.applied_from = "disk"
         self._pending_applied(pending)
-        rendered = self.applier.last.rendered if self.applier.last else None
-        self.metrics.record(report, rendered, time.time())
+        self._record(report)
         log.warning(
             "nothing from the API within %.1fs: enforcing the saved bundle "
             "(generation %s, hash %s)",
@@ -776,8 +605,7 @@ class AgentWatcher:
             log.error("resync failed: %s; will retry", exc)
             return
         self.resyncs += 1
-        rendered = self.applier.last.rendered if self.applier.last else None
-        self.metrics.record(report, rendered, time.time())
+        self._record(report)
         if report.changed:
             log.warning("resync repaired drift: %s", "; ".join(report.differences))
         if self.state is not None and self.state.applied:
@@ -790,41 +618,3 @@ class AgentWatcher:
         if self.state is None or self.cache.node_object is None or not self._looked:
             return None
         return status_payload(self.state, now_rfc3339(), self.cache.node_status)
-
-    async def _status_loop(self) -> None:
-        backoff = Backoff(self.options.backoff_min, self.options.backoff_max)
-        while True:
-            await self._status_dirty.wait()
-            self._status_dirty.clear()
-            while True:
-                desired = self.desired_status()
-                if desired is None:
-                    break
-                since = (
-                    self.clock() - self._sync_written_at
-                    if self._sync_written_at is not None
-                    else None
-                )
-                if not needs_write(
-                    self.cache.node_status,
-                    desired,
-                    seconds_since_sync_write=since,
-                    refresh=self.options.status_refresh,
-                ):
-                    break
-                try:
-                    answer = await self.client.patch_status(NODE_RULE_SETS, self.node, desired)
-                except NotFound:
-                    break
-                except KubeError as exc:
-                    self.metrics.errors.labels("api").inc()
-                    delay = backoff.next()
-                    log.warning("status write failed: %s; retrying in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                backoff.reset()
-                self.status_writes += 1
-                self._sync_written_at = self.clock()
-                if answer.get("status") is not None and self.cache.node_object is not None:
-                    self.cache.node_object = {**self.cache.node_object, "status": answer["status"]}
-                break

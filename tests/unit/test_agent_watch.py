@@ -33,6 +33,9 @@ from stockade.agent.cache import (
     empty_rule_set,
 )
 from stockade.agent.executor import SubprocessExecutor
+from stockade.agent.reflector import Backoff
+from stockade.agent.render import RenderOptions
+from stockade.agent.saver import StateStore
 from stockade.agent.status import (
     REASON_APPLIED,
     REASON_REFUSED,
@@ -40,7 +43,7 @@ from stockade.agent.status import (
     needs_write,
     status_payload,
 )
-from stockade.agent.watch import AgentWatcher, Backoff, StateStore, WatchOptions
+from stockade.agent.watch import AgentWatcher, WatchOptions
 from stockade.cluster import parse_documents
 from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.controller.writes import SET_LABEL as PUBLISHER_SET_LABEL
@@ -423,8 +426,8 @@ def test_backoff_grows_with_jitter_and_is_bounded() -> None:
 class FakeApplier(Applier):
     """Records what it is given; refuses rule sets with a policy named ``refuse``."""
 
-    def __init__(self) -> None:
-        super().__init__(SubprocessExecutor(netns="stk-never-used"))
+    def __init__(self, options: RenderOptions | None = None) -> None:
+        super().__init__(SubprocessExecutor(netns="stk-never-used"), options=options)
         self.applied: list[NodeRuleSet] = []
         self.pending: list[frozenset[str]] = []
         self.resyncs = 0

@@ -102,10 +102,10 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
     ),
     # agent/watch.py Reflector.run: list, then watch, of NODE_RULE_SETS, PEER_SETS and
     # (with --isolate-new-pods) PODS.
-    ("agent/watch.py", "list", "self.resource"): ("agent", "*synced", "*", "list"),
-    ("agent/watch.py", "watch", "self.resource"): ("agent", "*synced", "*", "watch"),
+    ("agent/reflector.py", "list", "self.resource"): ("agent", "*synced", "*", "list"),
+    ("agent/reflector.py", "watch", "self.resource"): ("agent", "*synced", "*", "watch"),
     # agent/watch.py _status_loop: merge patch of the NodeRuleSet's status subresource.
-    ("agent/watch.py", "patch_status", "NODE_RULE_SETS"): (
+    ("agent/status_writer.py", "patch_status", "NODE_RULE_SETS"): (
         "agent",
         "stockade.dev",
         "noderulesets/status",

@@ -234,8 +234,9 @@ def _agent(tmp_path: Path, *, isolate: bool, with_pods: bool = False) -> Agent:
         for doc in cluster_docs():
             if doc["kind"] == "Pod":
                 api.objects["pods"][doc["metadata"]["name"]] = doc
-    applier = FakeApplier()
-    watcher = AgentWatcher(api, applier, _options(tmp_path, isolate_new_pods=isolate))
+    # Isolation is the applier's option; the watcher reads it from there.
+    applier = FakeApplier(RenderOptions(isolate_new_pods=isolate))
+    watcher = AgentWatcher(api, applier, _options(tmp_path))
     return Agent(api, applier, watcher, compiled, node_obj)
 
 
