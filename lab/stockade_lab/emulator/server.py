@@ -1,10 +1,11 @@
-"""The emulated API server: an in-memory object store with a resourceVersion-ordered event log,
-served over HTTP with aiohttp the way kube-apiserver serves JSON clients.
+"""The emulated API server over HTTP: aiohttp routing in front of the object store.
 
-Everything that changes state runs synchronously under one lock, so a test thread can call
-``put_object`` while the server's event loop runs in another; watchers are woken through the
-loop. Stored objects are never mutated after they are committed: every write stores a new
-copy, so the event log can hold the very objects it reports.
+Requests become calls on :class:`~stockade_lab.emulator.store.Store` (objects, the
+event log, what kube-apiserver does on a write); discovery and OpenAPI documents come
+from :mod:`stockade_lab.emulator.discovery`. This module adds what only HTTP has:
+routing, watches streamed from the event log (bookmarks, 410 Gone, timeouts),
+pagination, server-side Tables, injected faults, the request log and the admin API
+(``/_emulator/...``) of the tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -12,15 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import copy
-import datetime
-import hashlib
 import json
 import logging
-import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,67 +25,32 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from stockade_lab.emulator import patching, tables
-from stockade_lab.emulator.allocation import (
-    DEFAULT_NODE_PORT_RANGE,
-    DEFAULT_SERVICE_CIDRS,
-    Transaction,
+from stockade_lab.emulator import tables
+from stockade_lab.emulator.allocation import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDRS
+from stockade_lab.emulator.discovery import (
+    KUBE_VERSION,
+    group_list,
+    openapi_v3,
+    resource_list,
+    root_paths,
 )
 from stockade_lab.emulator.faults import Faults
-from stockade_lab.emulator.networking import ServiceNetwork, admit_endpointslice
+from stockade_lab.emulator.networking import ServiceNetwork
 from stockade_lab.emulator.query_selectors import parse_field_selector, parse_label_selector
-from stockade_lab.emulator.resources import (
-    BUILTIN_RESOURCES,
-    ResourceDef,
-    resources_from_crd,
-    version_priority,
-)
-from stockade_lab.emulator.status_errors import (
-    ApiError,
-    already_exists,
-    conflict,
-    invalid,
-    not_found,
+from stockade_lab.emulator.resources import ResourceDef
+from stockade_lab.emulator.status_errors import ApiError, not_found
+from stockade_lab.emulator.store import (
+    DEFAULT_NAMESPACES,
+    Obj,
+    Store,
+    WatchEvent,
+    translate_event,
 )
 
-Obj = dict[str, Any]
 logger = logging.getLogger("stockade_lab.emulator")
 
-KUBE_VERSION = {
-    "major": "1",
-    "minor": "32",
-    "gitVersion": "v1.32.0-stockade-emulator",
-    "gitCommit": "0000000000000000000000000000000000000000",
-    "gitTreeState": "clean",
-    "buildDate": "2025-01-01T00:00:00Z",
-    "goVersion": "go1.23.0",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
-DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
-_CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 ADMIN_PREFIX = "/_emulator/"
-# Resources whose spec the server defaults (``Emulator._default`` writes into it).
-_DEFAULTED = frozenset({("", "pods"), ("", "services"), ("networking.k8s.io", "networkpolicies")})
-_NS_KEY = ("", "namespaces")
-_SVC_KEY = ("", "services")
-_SLICE_KEY = ("discovery.k8s.io", "endpointslices")
-
-
-def _now() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """One entry of the event log: the object after the change (and before, for MODIFIED)."""
-
-    rv: int
-    type: str
-    key: tuple[str, str]
-    obj: Obj
-    old: Obj | None
+__all__ = ["ADMIN_PREFIX", "KUBE_VERSION", "Emulator", "EmulatorThread", "WatchEvent"]
 
 
 @dataclass(frozen=True)
@@ -128,32 +89,24 @@ class Emulator:
         node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE,
     ) -> None:
         self.faults = Faults()
-        self.network = ServiceNetwork(service_cidrs, node_port_range)
+        self.store = Store(
+            log_limit=log_limit,
+            require_namespaces=require_namespaces,
+            namespace_cleanup_delay=namespace_cleanup_delay,
+            namespaces=namespaces,
+            service_cidrs=service_cidrs,
+            node_port_range=node_port_range,
+        )
+        self.store.on_commit = self._wake
         self.bookmark_interval = bookmark_interval
-        self.require_namespaces = require_namespaces
-        self.namespace_cleanup_delay = namespace_cleanup_delay
         self.requests: collections.deque[tuple[str, str]] = collections.deque(maxlen=request_log)
         self.requests_total = 0  # every API request served (``requests`` keeps the last ones)
-        # When each resource (storage key) and each object last changed (monotonic seconds).
-        self._changed_at: dict[tuple[str, str], float] = {}
-        self._committed: dict[tuple[tuple[str, str], str, str], float] = {}
-        self._lock = threading.RLock()
-        self._defs: dict[tuple[str, str, str], ResourceDef] = {}
-        self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
-        self._rv = 0
-        self._log: collections.deque[WatchEvent] = collections.deque()
-        self._log_limit = log_limit
-        self._compacted_rv = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._changed: asyncio.Event | None = None
         self._drops: set[asyncio.Event] = set()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
-        for rd in BUILTIN_RESOURCES:
-            self._defs[(rd.group, rd.version, rd.plural)] = rd
-        for name in namespaces:
-            self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -162,6 +115,7 @@ class Emulator:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._changed = asyncio.Event()
+        self.store.call_later = self._call_later
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(
@@ -196,99 +150,72 @@ class Emulator:
         """Write a kubeconfig for this server (plain HTTP, no auth)."""
         return write_kubeconfig(path, self.url, namespace)
 
-    # --- direct access for tests ---------------------------------------------------------------
+    # --- the store, for tests and tools (stockade_lab.emulator.store) ---------------------------
+
+    @property
+    def network(self) -> ServiceNetwork:
+        """Cluster IPs and node ports handed out (the store's)."""
+        return self.store.network
 
     @property
     def resource_version(self) -> int:
         """The last resourceVersion handed out."""
-        return self._rv
+        return self.store.resource_version
 
     @property
     def log_limit(self) -> int:
         """How many events the watch log keeps (older ones are compacted away)."""
-        return self._log_limit
+        return self.store.log_limit
 
     @log_limit.setter
     def log_limit(self, value: int) -> None:
-        with self._lock:
-            self._log_limit = value
-            self._trim_log()
+        self.store.log_limit = value
 
     def compact(self) -> None:
         """Forget the whole event log: watches from any earlier version get 410 Gone."""
-        with self._lock:
-            self._log.clear()
-            self._compacted_rv = self._rv
+        self.store.compact()
 
     def resources(self) -> list[ResourceDef]:
         """Every resource served now."""
-        with self._lock:
-            return list(self._defs.values())
+        return self.store.resources()
 
     def register(self, rd: ResourceDef) -> None:
         """Serve one more resource."""
-        with self._lock:
-            self._defs[(rd.group, rd.version, rd.plural)] = rd
+        self.store.register(rd)
 
     def objects(self, group: str, version: str, plural: str) -> list[Obj]:
         """Copies of all objects of a resource, sorted by namespace and name."""
-        with self._lock:
-            rd = self._def(group, version, plural)
-            return [self._present(rd, obj) for obj in self._select(rd, None)]
+        return self.store.objects(group, version, plural)
 
     def get_object(
         self, group: str, version: str, plural: str, name: str, namespace: str | None = None
     ) -> Obj | None:
         """A copy of one object, or None."""
-        with self._lock:
-            rd = self._def(group, version, plural)
-            obj = self._get(rd, namespace, name)
-            return self._present(rd, obj) if obj is not None else None
+        return self.store.get_object(group, version, plural, name, namespace)
 
     def put_object(self, obj: Obj) -> Obj:
-        """Create or replace an object bypassing HTTP (and faults); status is kept as given.
-
-        The resource comes from apiVersion and kind. Server-set metadata is filled in and
-        watchers see ADDED or MODIFIED as for any write.
-        """
-        with self._lock:
-            rd, stored = self._put(copy.deepcopy(obj))
-            return self._present(rd, stored)
+        """Create or replace an object bypassing HTTP (and faults): :meth:`Store.put_object`."""
+        return self.store.put_object(obj)
 
     def load(self, objects: Iterable[Obj]) -> int:
-        """``put_object`` for many objects at once, under one lock; returns how many.
-
-        The objects are stored as given (not copied): the caller must not use them
-        afterwards. Nothing is returned per object, which makes a bulk load of
-        thousands of objects (a benchmark's burst) cheap.
-        """
-        count = 0
-        with self._lock:
-            for obj in objects:
-                self._put(obj)
-                count += 1
-        return count
-
-    def _put(self, body: Obj) -> tuple[ResourceDef, Obj]:
-        """``put_object`` on a body the store may keep (callers hold the lock)."""
-        if not isinstance(body, dict):
-            raise ApiError(400, "BadRequest", "an object must be a JSON object")
-        rd = self._def_for_kind(body.get("apiVersion", ""), body.get("kind", ""))
-        meta = body.setdefault("metadata", {})
-        namespace = (meta.get("namespace") or "default") if rd.namespaced else None
-        name = meta.get("name", "")
-        meta.pop("resourceVersion", None)
-        if name and self._get(rd, namespace, name) is not None:
-            return rd, self._update(rd, namespace, name, body, raw=True, owned=True)
-        return rd, self._create(rd, namespace, body, raw=True, owned=True)
+        """Many objects at once, under one lock: :meth:`Store.load`."""
+        return self.store.load(objects)
 
     def delete_object(
         self, group: str, version: str, plural: str, name: str, namespace: str | None = None
     ) -> Obj:
         """Delete an object as a DELETE request would (finalizers are honoured)."""
-        with self._lock:
-            rd = self._def(group, version, plural)
-            return self._present(rd, self._delete(rd, namespace, name, {}))
+        return self.store.delete_object(group, version, plural, name, namespace)
+
+    def metadata(self, group: str, version: str, plural: str) -> Obj:
+        """Every object's metadata with its commit time: :meth:`Store.metadata`."""
+        return self.store.metadata(group, version, plural)
+
+    def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the event loop after ``delay`` seconds (from any thread)."""
+        loop = self._loop
+        if loop is not None:
+            self._in_loop(lambda: loop.call_later(delay, fn))
 
     def drop_watches(self) -> None:
         """End every open watch stream now (clients see the stream close and reconnect)."""
@@ -300,8 +227,6 @@ class Emulator:
                 drop.set()
 
         self._in_loop(drop_all)
-
-    # --- the store (callers hold self._lock) -----------------------------------------------------
 
     def _in_loop(self, fn: Callable[[], object]) -> None:
         loop = self._loop
@@ -319,517 +244,6 @@ class Emulator:
                 self._changed = asyncio.Event()
 
         self._in_loop(wake)
-
-    def _def(self, group: str, version: str, plural: str) -> ResourceDef:
-        rd = self._defs.get((group, version, plural))
-        if rd is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
-        return rd
-
-    def _def_for_kind(self, api_version: str, kind: str) -> ResourceDef:
-        group, _, version = api_version.rpartition("/")
-        for rd in self._defs.values():
-            if rd.group == group and rd.version == version and rd.kind == kind:
-                return rd
-        raise ApiError(404, "NotFound", f"no resource for {api_version} {kind}")
-
-    def _store(self, rd: ResourceDef) -> dict[tuple[str, str], Obj]:
-        return self._objects.setdefault(rd.storage_key, {})
-
-    def _get(self, rd: ResourceDef, namespace: str | None, name: str) -> Obj | None:
-        return self._store(rd).get((namespace or "", name))
-
-    def _present(self, rd: ResourceDef, obj: Obj) -> Obj:
-        result = copy.deepcopy(obj)
-        result["apiVersion"] = rd.api_version
-        result["kind"] = rd.kind
-        return result
-
-    @staticmethod
-    def _view(rd: ResourceDef, obj: Obj) -> Obj:
-        """A shallow view for serialisation (stored objects are never mutated)."""
-        return {**obj, "apiVersion": rd.api_version, "kind": rd.kind}
-
-    def _select(
-        self,
-        rd: ResourceDef,
-        namespace: str | None,
-        predicate: Callable[[Obj], bool] | None = None,
-    ) -> list[Obj]:
-        store = self._store(rd)
-        return [
-            store[key]
-            for key in sorted(store)
-            if (namespace is None or key[0] == namespace)
-            and (predicate is None or predicate(store[key]))
-        ]
-
-    def _next_rv(self) -> str:
-        self._rv += 1
-        return str(self._rv)
-
-    def _trim_log(self) -> None:
-        while len(self._log) > max(self._log_limit, 0):
-            dropped = self._log.popleft()
-            self._compacted_rv = dropped.rv
-
-    def _record(self, type_: str, rd: ResourceDef, obj: Obj, old: Obj | None) -> None:
-        meta = obj["metadata"]
-        rv = int(meta["resourceVersion"])
-        now = time.monotonic()
-        self._changed_at[rd.storage_key] = now
-        key = (rd.storage_key, meta.get("namespace") or "", meta.get("name") or "")
-        if type_ == "DELETED":
-            self._committed.pop(key, None)
-        else:
-            self._committed[key] = now
-        self._log.append(WatchEvent(rv, type_, rd.storage_key, obj, old))
-        self._trim_log()
-        self._wake()
-
-    def _check_namespace(self, rd: ResourceDef, namespace: str | None) -> None:
-        if not rd.namespaced or not self.require_namespaces:
-            return
-        ns = self._objects.get(_NS_KEY, {}).get(("", namespace or ""))
-        if ns is None:
-            raise not_found("namespaces", namespace or "")
-        if ns["metadata"].get("deletionTimestamp"):
-            raise ApiError(
-                403,
-                "Forbidden",
-                f"unable to create new content in namespace {namespace} "
-                "because it is being terminated",
-            )
-
-    def _create(
-        self,
-        rd: ResourceDef,
-        namespace: str | None,
-        body: Obj,
-        *,
-        raw: bool,
-        dry_run: bool = False,
-        owned: bool = False,
-    ) -> Obj:
-        """Store a new object; ``owned``: ``body`` is the caller's to give (not copied)."""
-        if not isinstance(body, dict):
-            raise ApiError(400, "BadRequest", "the body of the request must be an object")
-        obj = body if owned else copy.deepcopy(body)
-        if obj.get("kind") not in (None, "", rd.kind):
-            raise ApiError(
-                400, "BadRequest", f"the kind {obj.get('kind')!r} does not match {rd.kind!r}"
-            )
-        meta = obj.setdefault("metadata", {})
-        if rd.namespaced:
-            if meta.get("namespace") not in (None, "", namespace):
-                raise ApiError(
-                    400,
-                    "BadRequest",
-                    "the namespace of the provided object does not match "
-                    "the namespace sent on the request",
-                )
-            meta["namespace"] = namespace
-            self._check_namespace(rd, namespace)
-        else:
-            meta.pop("namespace", None)
-        store = self._store(rd)
-        name = meta.get("name")
-        if not name:
-            prefix = meta.get("generateName")
-            if not prefix:
-                raise invalid(
-                    rd.kind, "", "metadata.name: Required value: name or generateName is required"
-                )
-            for _ in range(100):
-                name = prefix + "".join(random.choices(_NAME_CHARS, k=5))
-                if (namespace or "", name) not in store:
-                    break
-            meta["name"] = name
-        if (namespace or "", name) in store:
-            raise already_exists(rd.plural, name, rd.group)
-        obj["apiVersion"] = rd.api_version
-        obj["kind"] = rd.kind
-        meta["uid"] = meta.get("uid") if raw and meta.get("uid") else str(uuid.uuid4())
-        meta["creationTimestamp"] = (
-            meta.get("creationTimestamp") if raw and meta.get("creationTimestamp") else _now()
-        )
-        meta["generation"] = 1
-        for key in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
-            meta.pop(key, None)
-        self._prepare_create(rd, obj, raw=raw)
-        self._default(rd, obj)
-        txn = self._admit(rd, namespace, name, obj, None)
-        if dry_run:
-            txn.rollback()
-            meta["resourceVersion"] = str(self._rv)
-            return obj
-        txn.commit()
-        meta["resourceVersion"] = self._next_rv()
-        store[(namespace or "", name)] = obj
-        self._record("ADDED", rd, obj, None)
-        if rd.storage_key == _CRD_KEY:
-            self._sync_crd(obj)
-        return obj
-
-    def _prepare_create(self, rd: ResourceDef, obj: Obj, *, raw: bool) -> None:
-        key = rd.storage_key
-        if key == _NS_KEY:
-            status: Obj = (obj.get("status") or {}) if raw else {}
-            obj["status"] = {**status, "phase": "Active"}
-        elif key == ("", "pods") and not raw:
-            obj["status"] = {"phase": "Pending"}
-        elif key == _SVC_KEY and not raw:
-            obj["status"] = {"loadBalancer": {}}
-        elif key == _CRD_KEY:
-            names = (obj.get("spec") or {}).get("names") or {}
-            versions = (obj.get("spec") or {}).get("versions") or []
-            stored = [v["name"] for v in versions if v.get("storage")] or [
-                v.get("name") for v in versions[:1]
-            ]
-            now = _now()
-            obj["status"] = {
-                "acceptedNames": names,
-                "storedVersions": stored,
-                "conditions": [
-                    {
-                        "type": kind,
-                        "status": "True",
-                        "lastTransitionTime": now,
-                        "reason": reason,
-                        "message": message,
-                    }
-                    for kind, reason, message in (
-                        ("NamesAccepted", "NoConflicts", "no conflicts found"),
-                        (
-                            "Established",
-                            "InitialNamesAccepted",
-                            "the initial names have been accepted",
-                        ),
-                    )
-                ],
-            }
-        elif rd.crd is not None and rd.status_subresource and not raw:
-            obj.pop("status", None)
-
-    @staticmethod
-    def _default(rd: ResourceDef, obj: Obj) -> None:
-        """The API server's defaulting that stockade relies on (protocols, policyTypes)."""
-        spec = obj.get("spec")
-        if not isinstance(spec, dict):
-            return
-        key = rd.storage_key
-        if key == ("", "pods"):
-            for field in ("initContainers", "containers"):
-                for container in spec.get(field) or []:
-                    for port in container.get("ports") or []:
-                        port.setdefault("protocol", "TCP")
-        elif key == ("networking.k8s.io", "networkpolicies"):
-            for direction in ("ingress", "egress"):
-                for rule in spec.get(direction) or []:
-                    for port in rule.get("ports") or []:
-                        port.setdefault("protocol", "TCP")
-            if not spec.get("policyTypes"):
-                spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
-
-    def _admit(
-        self, rd: ResourceDef, namespace: str | None, name: str, obj: Obj, old: Obj | None
-    ) -> Transaction:
-        """What kube-apiserver does to a Service or an EndpointSlice on a write.
-
-        Services are defaulted and get their cluster IPs and node ports (the returned
-        transaction is committed once the write is stored, rolled back on a dry run);
-        EndpointSlices are validated. Raises a 422 ``ApiError`` for an invalid object.
-        """
-        key = rd.storage_key
-        if key == _SVC_KEY:
-            return self.network.admit(namespace or "", name, obj, old)
-        if key == _SLICE_KEY:
-            admit_endpointslice(obj, old)
-        return Transaction()
-
-    @staticmethod
-    def _own(rd: ResourceDef, body: Obj) -> Obj:
-        """A version of ``body`` that ``_update`` may change in place.
-
-        A new top level and metadata, and a deep copy of the spec where defaulting
-        writes into it; everything else is shared (never mutated once stored).
-        """
-        new = dict(body)
-        meta = new.get("metadata")
-        if isinstance(meta, dict):
-            new["metadata"] = dict(meta)
-        if rd.storage_key in _DEFAULTED and isinstance(new.get("spec"), dict):
-            new["spec"] = copy.deepcopy(new["spec"])
-        return new
-
-    @staticmethod
-    def _comparable(obj: Obj) -> Obj:
-        result = dict(obj)
-        meta = dict(result.get("metadata") or {})
-        for key in ("resourceVersion", "generation", "managedFields"):
-            meta.pop(key, None)
-        result["metadata"] = meta
-        return result
-
-    @staticmethod
-    def _spec_part(rd: ResourceDef, obj: Obj) -> Obj:
-        skip = {"metadata", "status"} if rd.status_subresource else {"metadata"}
-        return {k: v for k, v in obj.items() if k not in skip}
-
-    def _update(
-        self,
-        rd: ResourceDef,
-        namespace: str | None,
-        name: str,
-        body: Obj,
-        *,
-        raw: bool = False,
-        status_only: bool = False,
-        dry_run: bool = False,
-        owned: bool = False,
-    ) -> Obj:
-        """Replace an object (PUT semantics); the heart of PUT and every PATCH.
-
-        ``owned``: ``body`` is the caller's to give (it is not copied).
-        """
-        if not isinstance(body, dict):
-            raise ApiError(400, "BadRequest", "the body of the request must be an object")
-        current = self._get(rd, namespace, name)
-        if current is None:
-            raise not_found(rd.plural, name, rd.group)
-        meta_in = body.get("metadata") or {}
-        wanted_rv = meta_in.get("resourceVersion")
-        if wanted_rv not in (None, "") and str(wanted_rv) != current["metadata"]["resourceVersion"]:
-            raise conflict(rd.plural, name, rd.group)
-        if meta_in.get("name") not in (None, "", name):
-            raise ApiError(
-                400, "BadRequest", "the name of the object does not match the name on the URL"
-            )
-        # Stored objects are never mutated, so the new version shares what it does not
-        # change with the current one (and with the request's body, which is ours).
-        if status_only:
-            new = self._own(rd, current)
-            if "status" in body:
-                new["status"] = copy.deepcopy(body["status"])
-            else:
-                new.pop("status", None)
-        else:
-            new = body if owned else self._own(rd, body)
-            if rd.status_subresource and not raw:
-                if "status" in current:
-                    new["status"] = current["status"]
-                else:
-                    new.pop("status", None)
-        new["apiVersion"] = rd.api_version
-        new["kind"] = rd.kind
-        self._default(rd, new)
-        txn = Transaction() if status_only else self._admit(rd, namespace, name, new, current)
-        meta = new.setdefault("metadata", {})
-        old_meta = current["metadata"]
-        for key in (
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ):
-            if key in old_meta:
-                meta[key] = old_meta[key]
-            else:
-                meta.pop(key, None)
-        meta["resourceVersion"] = old_meta["resourceVersion"]
-        if self._comparable(new) == self._comparable(current):
-            txn.commit()  # the same values as stored: nothing taken, nothing given back
-            return current
-        if self._spec_part(rd, new) != self._spec_part(rd, current):
-            meta["generation"] = int(old_meta.get("generation", 1)) + 1
-        if dry_run:
-            txn.rollback()
-            return new
-        txn.commit()
-        meta["resourceVersion"] = self._next_rv()
-        self._store(rd)[(namespace or "", name)] = new
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            return self._remove(rd, new)
-        self._record("MODIFIED", rd, new, current)
-        if rd.storage_key == _CRD_KEY:
-            self._sync_crd(new)
-        return new
-
-    def _patch(
-        self,
-        rd: ResourceDef,
-        namespace: str | None,
-        name: str,
-        content_type: str,
-        payload: Any,
-        *,
-        status_only: bool,
-        dry_run: bool,
-    ) -> tuple[Obj, bool]:
-        current = self._get(rd, namespace, name)
-        if content_type == "application/apply-patch+yaml":
-            if current is None:
-                body = copy.deepcopy(payload)
-                body.setdefault("metadata", {})["name"] = name
-                return self._create(rd, namespace, body, raw=False, dry_run=dry_run), True
-            patched = patching.merge_patch(current, payload)
-        elif current is None:
-            raise not_found(rd.plural, name, rd.group)
-        elif content_type == "application/json-patch+json":
-            patched = patching.json_patch(current, payload)
-        elif content_type == "application/merge-patch+json":
-            patched = patching.merge_patch(current, payload, owned=True)
-        elif content_type == "application/strategic-merge-patch+json":
-            if rd.crd is not None:
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown format - accepted media types "
-                    "include: application/json-patch+json, application/merge-patch+json, "
-                    "application/apply-patch+yaml",
-                )
-            patched = patching.strategic_merge_patch(current, payload)
-        else:
-            raise ApiError(
-                415, "UnsupportedMediaType", f"unsupported patch content type {content_type!r}"
-            )
-        if not isinstance(patched, dict):
-            raise ApiError(422, "Invalid", "the patched object is not an object")
-        patched_rv = (patched.get("metadata") or {}).get("resourceVersion")
-        if patched_rv is not None and str(patched_rv) != current["metadata"]["resourceVersion"]:
-            raise conflict(rd.plural, name, rd.group)
-        result = self._update(
-            rd, namespace, name, patched, status_only=status_only, dry_run=dry_run
-        )
-        return result, False
-
-    def _remove(self, rd: ResourceDef, obj: Obj) -> Obj:
-        meta = obj["metadata"]
-        key = (meta.get("namespace") or "", meta["name"])
-        self._store(rd).pop(key, None)
-        if rd.storage_key == _SVC_KEY:
-            self.network.release(obj)
-        gone = copy.deepcopy(obj)
-        gone["metadata"]["resourceVersion"] = self._next_rv()
-        self._record("DELETED", rd, gone, obj)
-        if rd.storage_key == _CRD_KEY:
-            self._drop_crd(obj)
-        if rd.namespaced:
-            self._maybe_finish_namespace(key[0])
-        return gone
-
-    def _delete(
-        self,
-        rd: ResourceDef,
-        namespace: str | None,
-        name: str,
-        options: Obj,
-        *,
-        dry_run: bool = False,
-    ) -> Obj:
-        current = self._get(rd, namespace, name)
-        if current is None:
-            raise not_found(rd.plural, name, rd.group)
-        pre = options.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != current["metadata"].get("uid"):
-            raise conflict(rd.plural, name, rd.group)
-        if pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"].get(
-            "resourceVersion"
-        ):
-            raise conflict(rd.plural, name, rd.group)
-        if dry_run:
-            return current
-        if rd.storage_key == _NS_KEY:
-            return self._delete_namespace(rd, current)
-        if current["metadata"].get("finalizers"):
-            if current["metadata"].get("deletionTimestamp"):
-                return current
-            marked = copy.deepcopy(current)
-            marked["metadata"]["deletionTimestamp"] = _now()
-            marked["metadata"]["deletionGracePeriodSeconds"] = 0
-            marked["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
-            marked["metadata"]["resourceVersion"] = self._next_rv()
-            self._store(rd)[(namespace or "", name)] = marked
-            self._record("MODIFIED", rd, marked, current)
-            return marked
-        return self._remove(rd, current)
-
-    def _delete_namespace(self, rd: ResourceDef, current: Obj) -> Obj:
-        name = current["metadata"]["name"]
-        result = current
-        if not current["metadata"].get("deletionTimestamp"):
-            marked = copy.deepcopy(current)
-            marked["metadata"]["deletionTimestamp"] = _now()
-            marked["metadata"]["deletionGracePeriodSeconds"] = 0
-            marked["status"] = {**(marked.get("status") or {}), "phase": "Terminating"}
-            marked["metadata"]["resourceVersion"] = self._next_rv()
-            self._store(rd)[("", name)] = marked
-            self._record("MODIFIED", rd, marked, current)
-            result = marked
-        if self._loop is not None and self.namespace_cleanup_delay > 0:
-            self._in_loop(
-                lambda: self._loop.call_later(  # type: ignore[union-attr]
-                    self.namespace_cleanup_delay, self._empty_namespace, name
-                )
-            )
-            return result
-        self._empty_namespace(name)
-        return self._get(rd, None, name) or result
-
-    def _empty_namespace(self, name: str) -> None:
-        """The namespace controller's part: delete the contents, then the namespace."""
-        with self._lock:
-            for other in list(self._defs.values()):
-                if not other.namespaced or self._defs_primary(other) is not other:
-                    continue
-                for obj in self._select(other, name):
-                    self._delete(other, name, obj["metadata"]["name"], {})
-            self._maybe_finish_namespace(name)
-
-    def _defs_primary(self, rd: ResourceDef) -> ResourceDef:
-        """One ResourceDef per storage key (the first registered), to visit storage once."""
-        for other in self._defs.values():
-            if other.storage_key == rd.storage_key:
-                return other
-        return rd
-
-    def _maybe_finish_namespace(self, namespace: str) -> Obj | None:
-        ns_def = self._defs[("", "v1", "namespaces")]
-        ns = self._get(ns_def, None, namespace)
-        if ns is None or not ns["metadata"].get("deletionTimestamp"):
-            return None
-        if ns["metadata"].get("finalizers"):
-            return None
-        for (_, _), objects in self._objects.items():
-            if any(key[0] == namespace for key in objects):
-                return None
-        return self._remove(ns_def, ns)
-
-    def _sync_crd(self, crd: Obj) -> None:
-        name = crd["metadata"]["name"]
-        if crd["metadata"].get("deletionTimestamp"):
-            return
-        for key, rd in list(self._defs.items()):
-            if rd.crd == name:
-                del self._defs[key]
-        for rd in resources_from_crd(crd):
-            self._defs[(rd.group, rd.version, rd.plural)] = rd
-
-    def _drop_crd(self, crd: Obj) -> None:
-        name = crd["metadata"]["name"]
-        defs = [rd for rd in self._defs.values() if rd.crd == name]
-        if defs:
-            rd = defs[0]
-            for obj in self._select(rd, None):
-                self._remove(rd, obj)
-        for key, rd in list(self._defs.items()):
-            if rd.crd == name:
-                del self._defs[key]
-
-    # --- HTTP ---------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith(ADMIN_PREFIX):
@@ -867,8 +281,6 @@ class Emulator:
             err = ApiError(500, "InternalError", f"emulator error: {exc!r}")
             return web.json_response(err.status(), status=500)
 
-    # --- the admin API (tests and benchmarks; not Kubernetes) -----------------------------------
-
     async def _admin(self, request: web.Request) -> web.StreamResponse:
         """``/_emulator/...``: bulk load, request log, metadata with commit times.
 
@@ -884,23 +296,23 @@ class Emulator:
                 raise ApiError(400, "BadRequest", "expected a list of objects or {items: [...]}")
             chunk = max(int(query.get("chunk") or 0), 0) or len(items) or 1
             started = time.monotonic()
-            first_rv = self._rv + 1
+            first_rv = self.store.resource_version + 1
             for start in range(0, len(items), chunk):
-                self.load(items[start : start + chunk])
+                self.store.load(items[start : start + chunk])
                 if start + chunk < len(items):
                     await asyncio.sleep(0)  # let the watches stream what is committed
             return web.json_response(
                 {
                     "count": len(items),
                     "firstResourceVersion": str(first_rv),
-                    "resourceVersion": str(self._rv),
+                    "resourceVersion": str(self.store.resource_version),
                     "started": started,
                     "finished": time.monotonic(),
                 }
             )
         if what == "requests" and request.method == "GET":
             since = int(query.get("since") or 0)
-            with self._lock:
+            with self.store.lock:
                 total = self.requests_total
                 kept = list(self.requests)
             first = total - len(kept)
@@ -910,43 +322,11 @@ class Emulator:
             )
         if what == "metadata" and request.method == "GET":
             return web.json_response(
-                self.metadata(
+                self.store.metadata(
                     query.get("group", ""), query.get("version", "v1"), query.get("plural", "")
                 )
             )
         raise ApiError(404, "NotFound", f"no admin endpoint {request.method} {request.path}")
-
-    def metadata(self, group: str, version: str, plural: str) -> Obj:
-        """Every object's metadata with the time it was last committed, cheaply.
-
-        ``lastChange``: when the resource last changed (a create, update or delete),
-        ``now``: the time of the answer (both ``time.monotonic()``).
-        """
-        with self._lock:
-            rd = self._def(group, version, plural)
-            key = rd.storage_key
-            items = []
-            for obj in self._select(rd, None):
-                meta = obj["metadata"]
-                namespace = meta.get("namespace") or ""
-                items.append(
-                    {
-                        "namespace": namespace,
-                        "name": meta.get("name"),
-                        "uid": meta.get("uid"),
-                        "resourceVersion": meta.get("resourceVersion"),
-                        "generation": meta.get("generation"),
-                        "labels": meta.get("labels") or {},
-                        "annotations": meta.get("annotations") or {},
-                        "committed": self._committed.get((key, namespace, meta.get("name") or "")),
-                    }
-                )
-            return {
-                "resourceVersion": str(self._rv),
-                "lastChange": self._changed_at.get(key),
-                "now": time.monotonic(),
-                "items": items,
-            }
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -958,7 +338,7 @@ class Emulator:
         if path == "/version":
             return web.json_response(KUBE_VERSION)
         if path == "/":
-            return web.json_response({"paths": self._root_paths()})
+            return web.json_response({"paths": root_paths(self.store.resources())})
         if parts[:2] == ["openapi", "v2"]:
             # An empty protobuf message is a valid, empty openapi_v2.Document: kubectl then
             # finds no schema and falls back to its compiled-in types.
@@ -966,7 +346,9 @@ class Emulator:
                 body=b"", content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
             )
         if parts[:2] == ["openapi", "v3"]:
-            return self._openapi_v3("/".join(parts[2:]))
+            return web.json_response(
+                openapi_v3("/".join(parts[2:]), self.store.resources(), self.store.crds())
+            )
         if parts == ["api"]:
             return web.json_response(
                 {
@@ -978,77 +360,19 @@ class Emulator:
                 }
             )
         if parts == ["apis"]:
-            return web.json_response(self._group_list())
+            return web.json_response(group_list(self.store.resources()))
         if parts[0] == "apis" and len(parts) == 2:
-            for group in self._group_list()["groups"]:
+            for group in group_list(self.store.resources())["groups"]:
                 if group["name"] == parts[1]:
                     return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **group})
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if (parts[0] == "api" and len(parts) == 2) or (parts[0] == "apis" and len(parts) == 3):
             group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
-            return web.json_response(self._resource_list(group, version))
+            return web.json_response(resource_list(self.store.resources(), group, version))
         if parts[0] in ("api", "apis"):
             target = self._parse_target(parts)
             return await self._serve_resource(request, target)
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
-
-    # --- discovery ----------------------------------------------------------------------------
-
-    def _root_paths(self) -> list[str]:
-        paths = {"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"}
-        paths |= {"/openapi/v2", "/openapi/v3"}
-        with self._lock:
-            for rd in self._defs.values():
-                if rd.group:
-                    paths |= {f"/apis/{rd.group}", f"/apis/{rd.group}/{rd.version}"}
-        return sorted(paths)
-
-    def _group_list(self) -> Obj:
-        with self._lock:
-            versions: dict[str, set[str]] = {}
-            for rd in self._defs.values():
-                if rd.group:
-                    versions.setdefault(rd.group, set()).add(rd.version)
-        groups = []
-        for group in sorted(versions):
-            ordered = sorted(versions[group], key=version_priority)
-            entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in ordered]
-            groups.append({"name": group, "versions": entries, "preferredVersion": entries[0]})
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
-
-    def _resource_list(self, group: str, version: str) -> Obj:
-        with self._lock:
-            defs = [rd for rd in self._defs.values() if (rd.group, rd.version) == (group, version)]
-        if not defs:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        return {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version,
-            "resources": [entry for rd in defs for entry in rd.discovery()],
-        }
-
-    def _openapi_v3(self, sub: str) -> web.Response:
-        with self._lock:
-            by_gv: dict[str, list[ResourceDef]] = {}
-            for rd in self._defs.values():
-                by_gv.setdefault(rd.group_version, []).append(rd)
-            crds = {
-                obj["metadata"]["name"]: obj for obj in self._objects.get(_CRD_KEY, {}).values()
-            }
-        if not sub:
-            paths = {}
-            for gv, defs in sorted(by_gv.items()):
-                digest = hashlib.sha256(
-                    json.dumps([repr(rd) for rd in defs], sort_keys=True).encode()
-                ).hexdigest()[:32]
-                paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest.upper()}"}
-            return web.json_response({"paths": paths})
-        if sub not in by_gv:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        return web.json_response(_openapi_doc(sub, by_gv[sub], crds))
-
-    # --- resources ----------------------------------------------------------------------------
 
     def _parse_target(self, parts: list[str]) -> _Target:
         if parts[0] == "api":
@@ -1059,15 +383,14 @@ class Emulator:
         if watch_path:
             rest = rest[1:]
         namespace: str | None = None
-        with self._lock:
-            if len(rest) >= 3 and rest[0] == "namespaces":
-                candidate = self._defs.get((group, version, rest[2]))
-                if candidate is not None and candidate.namespaced:
-                    namespace = rest[1]
-                    rest = rest[2:]
-            if not rest or len(rest) > 3:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            rd = self._defs.get((group, version, rest[0]))
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            candidate = self.store.find(group, version, rest[2])
+            if candidate is not None and candidate.namespaced:
+                namespace = rest[1]
+                rest = rest[2:]
+        if not rest or len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        rd = self.store.find(group, version, rest[0])
         if rd is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) >= 2 else None
@@ -1106,11 +429,11 @@ class Emulator:
         if method == "GET" and target.name is None:
             return self._serve_list(request, target)
         if method == "GET":
-            with self._lock:
-                obj = self._get(rd, target.namespace, target.name or "")
+            with self.store.lock:
+                obj = self.store.get(rd, target.namespace, target.name or "")
                 if obj is None:
                     raise not_found(rd.plural, target.name or "", rd.group)
-                obj = self._view(rd, obj)
+                obj = self.store.view(rd, obj)
             if _wants_table(request):
                 return web.json_response(
                     tables.table(
@@ -1123,15 +446,15 @@ class Emulator:
             return web.json_response(obj)
         if method == "POST" and target.name is None:
             _, body = await self._read_body(request)
-            with self._lock:
-                created = self._create(
+            with self.store.lock:
+                created = self.store.create(
                     rd, target.namespace, body, raw=False, dry_run=dry_run, owned=True
                 )
-                return web.json_response(self._view(rd, created), status=201)
+                return web.json_response(self.store.view(rd, created), status=201)
         if method == "PUT" and target.name is not None:
             _, body = await self._read_body(request)
-            with self._lock:
-                updated = self._update(
+            with self.store.lock:
+                updated = self.store.update(
                     rd,
                     target.namespace,
                     target.name,
@@ -1139,11 +462,11 @@ class Emulator:
                     status_only=target.subresource == "status",
                     dry_run=dry_run,
                 )
-                return web.json_response(self._view(rd, updated))
+                return web.json_response(self.store.view(rd, updated))
         if method == "PATCH" and target.name is not None:
             content_type, payload = await self._read_body(request)
-            with self._lock:
-                patched, created_now = self._patch(
+            with self.store.lock:
+                patched, created_now = self.store.patch(
                     rd,
                     target.namespace,
                     target.name,
@@ -1153,25 +476,27 @@ class Emulator:
                     dry_run=dry_run,
                 )
                 return web.json_response(
-                    self._view(rd, patched), status=201 if created_now else 200
+                    self.store.view(rd, patched), status=201 if created_now else 200
                 )
         if method == "DELETE":
             options: Obj = {}
             if request.can_read_body:
                 _, body = await self._read_body(request)
                 options = body if isinstance(body, dict) else {}
-            with self._lock:
+            with self.store.lock:
                 if target.name is not None:
-                    gone = self._delete(rd, target.namespace, target.name, options, dry_run=dry_run)
-                    return web.json_response(self._view(rd, gone))
+                    gone = self.store.delete(
+                        rd, target.namespace, target.name, options, dry_run=dry_run
+                    )
+                    return web.json_response(self.store.view(rd, gone))
                 predicate = _predicate(query)
                 deleted = []
-                for obj in self._select(rd, target.namespace, predicate):
+                for obj in self.store.select(rd, target.namespace, predicate):
                     meta = obj["metadata"]
                     deleted.append(
-                        self._view(
+                        self.store.view(
                             rd,
-                            self._delete(
+                            self.store.delete(
                                 rd, meta.get("namespace"), meta["name"], options, dry_run=dry_run
                             ),
                         )
@@ -1180,7 +505,7 @@ class Emulator:
                     {
                         "kind": rd.list_kind,
                         "apiVersion": rd.api_version,
-                        "metadata": {"resourceVersion": str(self._rv)},
+                        "metadata": {"resourceVersion": str(self.store.resource_version)},
                         "items": deleted,
                     }
                 )
@@ -1190,9 +515,11 @@ class Emulator:
         rd = target.rd
         query = request.query
         predicate = _predicate(query)
-        with self._lock:
-            items = [self._view(rd, o) for o in self._select(rd, target.namespace, predicate)]
-            rv = str(self._rv)
+        with self.store.lock:
+            items = [
+                self.store.view(rd, o) for o in self.store.select(rd, target.namespace, predicate)
+            ]
+            rv = str(self.store.resource_version)
         start = 0
         token = query.get("continue")
         if token:
@@ -1288,18 +615,18 @@ class Emulator:
             return json.dumps({"type": "BOOKMARK", "object": obj}).encode() + b"\n"
 
         initial: list[bytes] = []
-        with self._lock:
+        with self.store.lock:
             if send_initial:
-                for obj in self._select(rd, target.namespace, predicate):
-                    initial.append(render("ADDED", self._view(rd, obj)))
-                last = self._rv
+                for obj in self.store.select(rd, target.namespace, predicate):
+                    initial.append(render("ADDED", self.store.view(rd, obj)))
+                last = self.store.resource_version
             else:
                 try:
                     last = int(since)
                 except ValueError as exc:
                     raise ApiError(400, "BadRequest", f"invalid resourceVersion {since!r}") from exc
-                if last < self._compacted_rv:
-                    initial.append(_gone(last, self._compacted_rv))
+                if last < self.store.compacted_rv:
+                    initial.append(_gone(last, self.store.compacted_rv))
                     last = -1
         drop = asyncio.Event()
         self._drops.add(drop)
@@ -1315,17 +642,17 @@ class Emulator:
                 changed = self._changed
                 assert changed is not None
                 chunks: list[bytes] = []
-                with self._lock:
-                    if last < self._compacted_rv:
-                        chunks.append(_gone(last, self._compacted_rv))
+                with self.store.lock:
+                    if last < self.store.compacted_rv:
+                        chunks.append(_gone(last, self.store.compacted_rv))
                         gone = True
                     else:
                         gone = False
-                        for event in self._events_after(last):
-                            translated = self._translate(rd, event, target.namespace, predicate)
+                        for event in self.store.events_after(last):
+                            translated = translate_event(rd, event, target.namespace, predicate)
                             if translated is not None:
                                 chunks.append(render(*translated))
-                        last = self._rv
+                        last = self.store.resource_version
                 for chunk in chunks:
                     await response.write(chunk)
                 if gone or drop.is_set():
@@ -1346,44 +673,6 @@ class Emulator:
             return response
         finally:
             self._drops.discard(drop)
-
-    def _events_after(self, rv: int) -> list[WatchEvent]:
-        found: list[WatchEvent] = []
-        for event in reversed(self._log):
-            if event.rv <= rv:
-                break
-            found.append(event)
-        found.reverse()
-        return found
-
-    def _translate(
-        self,
-        rd: ResourceDef,
-        event: WatchEvent,
-        namespace: str | None,
-        predicate: Callable[[Obj], bool],
-    ) -> tuple[str, Obj] | None:
-        if event.key != rd.storage_key:
-            return None
-
-        def matches(obj: Obj | None) -> bool:
-            if obj is None:
-                return False
-            if namespace is not None and obj["metadata"].get("namespace") != namespace:
-                return False
-            return predicate(obj)
-
-        new_ok = matches(event.obj)
-        if event.type == "MODIFIED":
-            old_ok = matches(event.old)
-            if new_ok and old_ok:
-                return "MODIFIED", self._view(rd, event.obj)
-            if new_ok:
-                return "ADDED", self._view(rd, event.obj)
-            if old_ok:
-                return "DELETED", self._view(rd, event.obj)
-            return None
-        return (event.type, self._view(rd, event.obj)) if new_ok else None
 
 
 _REASONS = {
@@ -1428,86 +717,6 @@ def _predicate(query: Any, name: str | None = None) -> Callable[[Obj], bool]:
     if name is None:
         return lambda obj: labels(obj) and fields(obj)
     return lambda obj: obj["metadata"].get("name") == name and labels(obj) and fields(obj)
-
-
-def _openapi_doc(gv: str, defs: list[ResourceDef], crds: dict[str, Obj]) -> Obj:
-    """A minimal OpenAPI v3 document of one group version.
-
-    kubectl (1.27+) reads it to learn whether the server validates fields itself: it looks
-    for the PATCH operation of the kind (``x-kubernetes-group-version-kind``) and its
-    ``fieldValidation`` query parameter. Finding it, kubectl skips client-side validation.
-    The PATCH request bodies do not list strategic merge patch, so kubectl computes its
-    patches from its compiled-in types rather than from these (schema-less) documents.
-    """
-    paths: Obj = {}
-    schemas: Obj = {}
-    params = [
-        {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-        for name in ("dryRun", "fieldManager", "fieldValidation", "force", "pretty")
-    ]
-    for rd in defs:
-        gvk = {"group": rd.group, "version": rd.version, "kind": rd.kind}
-        ref = f"{gv.replace('/', '.')}.{rd.kind}"
-        schema: Obj = {"type": "object", "x-kubernetes-group-version-kind": [gvk]}
-        if rd.crd is not None and rd.crd in crds:
-            for version in (crds[rd.crd].get("spec") or {}).get("versions") or []:
-                if version.get("name") == rd.version:
-                    found = (version.get("schema") or {}).get("openAPIV3Schema")
-                    if isinstance(found, dict):
-                        schema = {**found, "x-kubernetes-group-version-kind": [gvk]}
-        schemas[ref] = schema
-        base = (
-            f"/{gv}/namespaces/{{namespace}}/{rd.plural}" if rd.namespaced else f"/{gv}/{rd.plural}"
-        )
-        response = {
-            "200": {
-                "description": "OK",
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}
-                },
-            }
-        }
-        common = {"x-kubernetes-group-version-kind": gvk, "responses": response}
-        paths[f"{base}/{{name}}"] = {
-            "get": {"operationId": f"read{rd.kind}", "x-kubernetes-action": "get", **common},
-            "put": {"operationId": f"replace{rd.kind}", "x-kubernetes-action": "put", **common},
-            "patch": {
-                "operationId": f"patch{rd.kind}",
-                "x-kubernetes-action": "patch",
-                "parameters": params,
-                "requestBody": {
-                    "content": {
-                        media: {"schema": {"type": "object"}}
-                        for media in (
-                            "application/json-patch+json",
-                            "application/merge-patch+json",
-                            "application/apply-patch+yaml",
-                        )
-                    }
-                },
-                **common,
-            },
-            "delete": {
-                "operationId": f"delete{rd.kind}",
-                "x-kubernetes-action": "delete",
-                **common,
-            },
-        }
-        paths[base] = {
-            "get": {"operationId": f"list{rd.kind}", "x-kubernetes-action": "list", **common},
-            "post": {
-                "operationId": f"create{rd.kind}",
-                "x-kubernetes-action": "post",
-                "parameters": params,
-                **common,
-            },
-        }
-    return {
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes (stockade emulator)", "version": KUBE_VERSION["gitVersion"]},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
 
 
 def write_kubeconfig(path: str | Path, url: str, namespace: str = "default") -> Path:
