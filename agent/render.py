@@ -137,6 +137,12 @@ DEFAULT_MARK_MASK = 0x00070000
 # policies have, inlining is the cheaper walk (docs/dataplane.md, "Inlined policies").
 INLINE_MAX_RULES = 8
 INLINE_MAX_COPIES = 256
+# A tier group chain of at least this many rules, this many of them testing a
+# protocol, is split by protocol: a TCP packet then walks the TCP rules and those of
+# no protocol only, one goto instead of every UDP and SCTP rule (docs/dataplane.md,
+# "Tiers").
+SPLIT_MIN_RULES = 8
+SPLIT_MIN_PROTOCOL_RULES = 4
 _POLICY_ID_RE = re.compile(r"^[0-9a-z]{1,22}$")  # "STK-I-" + 22 = 28 characters
 _COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/,=>()-]")
 _REJECT_WITH: dict[IPFamily, RejectWith] = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
@@ -578,6 +584,44 @@ def _cluster_policy_chain(d: _Direction, policy_id: str) -> str:
 
 def _tier_rules(d: _Direction, c: NodeClusterPolicy) -> tuple[TierRule, ...]:
     return c.policy.ingress if d.name == "ingress" else c.policy.egress
+
+
+def _rule_protocol(rule: Rule) -> Protocol | None:
+    return next((m.protocol for m in rule.matches if isinstance(m, ProtoMatch)), None)
+
+
+def _split_by_protocol(chain: Chain) -> list[Chain]:
+    """A long tier group chain as a protocol dispatch and one chain per protocol.
+
+    ``STK-AEG-<h>`` keeps ``-p tcp -g STK-AEG-<h>-T`` (then UDP, SCTP: the protocols
+    its rules test) and, for any other protocol, the rules that test none; each
+    ``-T``/``-U``/``-S`` chain holds, in the original order, that protocol's rules
+    and those that test no protocol. A rule of another protocol could never match
+    there, so the verdicts are the same; a goto'd chain ends where the group chain
+    would (back in the tier's caller). Short chains, or chains with few protocol
+    rules, stay whole: the goto would cost more than it saves.
+    """
+    rules = chain.rules
+    protocols = [_rule_protocol(r) for r in rules]
+    if (
+        len(rules) < SPLIT_MIN_RULES
+        or sum(p is not None for p in protocols) < SPLIT_MIN_PROTOCOL_RULES
+    ):
+        return [chain]
+    used = [p for p in PROTOCOLS if p in protocols]
+    subs = [
+        Chain(
+            f"{chain.name}-{p[0]}",
+            tuple(r for r, rp in zip(rules, protocols, strict=True) if rp in (p, None)),
+        )
+        for p in used
+    ]
+    head = [
+        Rule((ProtoMatch(p),), Goto(sub.name), comment(f"{p.lower()} rules of the group"))
+        for p, sub in zip(used, subs, strict=True)
+    ]
+    rest = [r for r, rp in zip(rules, protocols, strict=True) if rp is None]
+    return [Chain(chain.name, (*head, *rest)), *subs]
 
 
 def _inlined(rules: Sequence[Rule], jump_rules: int, groups: int) -> bool:
@@ -1244,7 +1288,8 @@ class _FamilyRenderer:
         )
         chains = [Chain(d.dispatch_chain, (not_subject, *root_rules))]
         chains.extend(sorted(tree_chains, key=lambda c: c.name))
-        chains.extend(self._tier_group_chain(g) for g in groups)
+        for g in groups:
+            chains.extend(_split_by_protocol(self._tier_group_chain(g)))
         return chains
 
     def _tier_groups_here(self, d: _Direction) -> list[_Group]:

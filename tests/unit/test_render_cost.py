@@ -40,6 +40,7 @@ from stockade.ruleset import (
     DENY,
     PASS,
     CompiledRule,
+    NodeClusterPolicy,
     PortMatch,
     stable_hash,
 )
@@ -419,3 +420,53 @@ def test_inlining_shortens_the_walk_of_a_new_connection() -> None:
         assert trace.verdict == "DROP"
         walks[inline] = len(trace.chains)
     assert walks[True] < walks[False] - 8
+
+
+# --- tier group chains split by protocol --------------------------------------------------
+
+
+def _mixed_policies() -> list[NodeClusterPolicy]:
+    """Two short (inlined) policies, ten rules over TCP, UDP, SCTP and no protocol."""
+    rules = [
+        tr(DENY, [to("remote")], [tcp(22)]),
+        tr(DENY, [to("remote")], [PortMatch("UDP", 53)]),
+        tr(DENY, [to("remote")], [PortMatch("SCTP", 9)]),
+        tr(ACCEPT, [to("remote")], [tcp(8080)]),
+        tr(PASS, [to("remote")], [PortMatch("UDP", 5353)]),
+        tr(DENY, [to("local-b")]),
+        tr(ACCEPT, [to("remote")], [tcp(443)]),
+        tr(DENY, [to("remote")], [PortMatch("UDP", 123)]),
+        tr(ACCEPT, [to("remote")], [PortMatch("SCTP", 38412)]),
+        tr(DENY, [to("remote")], [tcp(25)]),
+    ]
+    return [
+        cnp("mixed-1", priority=10, ingress=rules[:5]),
+        cnp("mixed-2", priority=20, ingress=rules[5:]),
+    ]
+
+
+def test_a_long_tier_group_chain_is_split_by_protocol() -> None:
+    node = Node(rule_set(*_mixed_policies(), pods=PODS))
+    chains = node.inlined_chains()
+    (group,) = [n for n in chains if n.startswith("STK-AIG-") and len(n) == 24]
+    head = chains[group]
+    # One goto per protocol its rules test, then the rules of no protocol (others).
+    gotos = [r.action.chain for r in head if isinstance(r.action, Goto)]
+    assert gotos == [f"{group}-T", f"{group}-U", f"{group}-S"]
+    assert len(head) == 3 + 1
+    # Each protocol's chain: its own rules and the protocol-less one, in order.
+    assert len(chains[f"{group}-T"]) == 5
+    assert len(chains[f"{group}-U"]) == 4
+    assert len(chains[f"{group}-S"]) == 3
+    # Same verdicts as the unsplit layout and the engine, every protocol.
+    for port, proto in ((22, "TCP"), (8080, "TCP"), (80, "TCP"), (53, "UDP"), (5353, "UDP")):
+        node.verdict(REMOTE, A, port, proto)
+    for port, proto in ((9, "SCTP"), (38412, "SCTP"), (1, "ICMP")):
+        node.verdict(REMOTE, A, port, proto)
+    assert node.allowed(B, A, 80, "ICMP") is False  # the protocol-less deny, in "others"
+
+
+def test_a_short_tier_group_chain_stays_whole() -> None:
+    short = cnp("short", ingress=[tr(DENY, [to("remote")], [tcp(22)]), tr(PASS, [to("remote")])])
+    node = Node(rule_set(short, pods=PODS))
+    assert not any(n.endswith(("-T", "-U", "-S")) for n in node.inlined_chains())

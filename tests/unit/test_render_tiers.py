@@ -41,6 +41,8 @@ from stockade.agent.render import (
     FORWARD_JUMP,
     INPUT_CHAIN,
     INPUT_JUMP,
+    SPLIT_MIN_PROTOCOL_RULES,
+    SPLIT_MIN_RULES,
     MissingPeerSetsError,
     RenderedNode,
     RenderError,
@@ -793,9 +795,9 @@ def test_cleanup_removes_the_input_jump() -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(docs=tiered_cluster_docs(), binary=st.booleans(), inline=INLINE_CHOICES)
+@given(docs=tiered_cluster_docs(), binary=st.booleans(), inline=INLINE_CHOICES, split=st.booleans())
 def test_rendered_tiers_agree_with_the_engine(
-    docs: list[dict[str, object]], binary: bool, inline: int
+    docs: list[dict[str, object]], binary: bool, inline: int, split: bool
 ) -> None:
     """Random clusters mixing NetworkPolicies and ClusterNetworkPolicies: every packet
     between pods, nodes and outside hosts gets the engine's verdict from the rendered
@@ -805,6 +807,7 @@ def test_rendered_tiers_agree_with_the_engine(
     tier groups of small clusters go through deep trees too.
 
     ``inline``: policies inlined up to that many rules (0: every policy jumped to).
+    ``split``: every tier group chain with a protocol rule split by protocol.
     """
     parsed = parse_documents(docs)
     compiled = compile_cluster(parsed.cluster)
@@ -819,6 +822,10 @@ def test_rendered_tiers_agree_with_the_engine(
             patch.object(render_module, "DISPATCH_FANOUT", 1 if binary else DISPATCH_FANOUT),
             patch.object(render_module, "DISPATCH_BITS", 1 if binary else DISPATCH_BITS),
             patch.object(render_module, "INLINE_MAX_RULES", inline),
+            patch.object(render_module, "SPLIT_MIN_RULES", 1 if split else SPLIT_MIN_RULES),
+            patch.object(
+                render_module, "SPLIT_MIN_PROTOCOL_RULES", 1 if split else SPLIT_MIN_PROTOCOL_RULES
+            ),
         ):
             out = render(rules, peer_sets, options=RenderOptions(inline_policies=inline > 0))
         assert (out.input_jump is not None) == bool(rules.cluster_policies)
