@@ -26,7 +26,9 @@ from stockade.controller.conditions import ConditionSpec, accepted_condition, co
 from stockade.controller.lag import Applied, SyncLagTracker
 from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.reports import (
+    REASON_APPLIED,
     REPORTED_KINDS,
+    AppliedSettler,
     EventSpec,
     PolicyTracker,
     cluster_policy_events,
@@ -94,6 +96,9 @@ _WATCHED: dict[str, Resource] = {
 EVENT_SOURCE = "stockade-controller"
 # A status write not seen back on the watch after this long may be written again.
 STATUS_ECHO_WAIT = 10.0
+# Seconds a policy's PolicyApplied counts must stay the same before the Event is
+# posted: a burst posts one Event per policy, with the counts it settled at.
+EVENT_SETTLE = 1.0
 
 
 class SentStatus(NamedTuple):
@@ -221,6 +226,7 @@ class Publisher:
         concurrency: int = 16,
         retry_delay: float = 1.0,
         warmup_relist: float = 5.0,
+        event_settle: float = EVENT_SETTLE,
     ) -> None:
         self.client = client
         self.state = state
@@ -238,6 +244,11 @@ class Publisher:
         self.tracker = PolicyTracker()
         self.reported: dict[str, set[EventSpec]] | None = None  # by policy uid
         self.report_pending: set[str] = set()
+        # PolicyApplied Events wait until a policy's counts settle (one per burst);
+        # the policies held, by uid: (kind, key) to report them again when due.
+        self.event_settle = event_settle
+        self.settler = AppliedSettler(event_settle)
+        self.held: dict[str, tuple[str, str]] = {}
         self.pod_reported: dict[str, set[EventSpec]] = {}  # Pod Events posted, by uid
         # ClusterNetworkPolicies: watched only when their CRD is served; those whose
         # Events or condition may have changed; the conditions written and when, so
@@ -275,6 +286,8 @@ class Publisher:
         if not leading:
             self.published = None
             self.reported = None
+            self.settler = AppliedSettler(self.event_settle)
+            self.held = {}
             self.lag.clear()
         log.info("publisher %s", "leading" if leading else "standing by")
         self._wake.set()
@@ -285,7 +298,13 @@ class Publisher:
         """Warm up, then flush whenever due (cancel to stop)."""
         await self.warm_up()
         while True:
-            due = self.coalescer.due_in(self.clock())
+            now = self.clock()
+            if self.leading and self._requeue_settled(now):
+                self.coalescer.mark(now)
+            due = self.coalescer.due_in(now)
+            held = self.settler.due_in(now) if self.leading else None
+            if held is not None:
+                due = held if due is None else min(due, held)
             if self.leading and self.published is None:
                 due = 0.0
             if due is None or due > 0:
@@ -294,6 +313,39 @@ class Publisher:
                     await asyncio.wait_for(self._wake.wait(), due)
                 continue
             await self.flush_once()
+
+    def _requeue_settled(self, now: float) -> bool:
+        """Policies whose held PolicyApplied may go now are reported again; any?"""
+        due = self.settler.take_due(now)
+        for uid in due:
+            kind, key = self.held.pop(uid, ("", ""))
+            if kind == NETWORK_POLICY:
+                self.report_pending.add(key)
+            elif kind == CLUSTER_NETWORK_POLICY:
+                self.cluster_report_pending.add(key)
+        return bool(due)
+
+    def _settle(
+        self,
+        kind: str,
+        key: str,
+        uid: str,
+        previous: set[EventSpec],
+        current: tuple[EventSpec, ...],
+    ) -> tuple[tuple[EventSpec, ...], set[EventSpec]]:
+        """What to post now, and what counts as reported afterwards.
+
+        A PolicyApplied whose counts are still moving is held back (the settler
+        says when to look again); the one posted before stays "reported" meanwhile,
+        so a burst that ends where it started posts nothing.
+        """
+        offered = self.settler.hold(uid, current, self.clock())
+        if len(offered) == len(current):
+            self.held.pop(uid, None)
+            return offered, set(offered)
+        self.held[uid] = (kind, key)
+        kept = {e for e in previous if e.reason == REASON_APPLIED}
+        return offered, set(offered) | kept
 
     async def warm_up(self) -> None:
         """Wait until the watches delivered every object that existed at start.
@@ -602,9 +654,12 @@ class Publisher:
                     record.compiled, fp, self.tracker.set_size, record.empty_rules
                 )
             previous = reported.get(record.uid, set())
+            offered, now_reported = self._settle(
+                NETWORK_POLICY, pkey, record.uid, previous, current
+            )
             async with gate:
-                await self._post_events("NetworkPolicy", pkey, record.involved, previous, current)
-            reported[record.uid] = set(current)
+                await self._post_events("NetworkPolicy", pkey, record.involved, previous, offered)
+            reported[record.uid] = now_reported
 
         await asyncio.gather(*(one(pkey) for pkey in sorted(keys)))
         statuses_ok = await self._report_cluster_policies(reported, gate)
@@ -614,6 +669,7 @@ class Publisher:
             live = {r.uid for r in self.state.policies.values()}
             live |= {r.uid for r in self.state.cluster_policies.values()}
             self.reported = {uid: v for uid, v in reported.items() if uid in live}
+            self.settler.retain(live)
         return statuses_ok
 
     async def _report_cluster_policies(
@@ -639,11 +695,14 @@ class Publisher:
                     self.tracker.overlaps_of(name),
                 )
             previous = reported.get(record.uid, set())
+            offered, now_reported = self._settle(
+                CLUSTER_NETWORK_POLICY, name, record.uid, previous, current
+            )
             async with gate:
                 await self._post_events(
-                    "ClusterNetworkPolicy", name, record.involved, previous, current
+                    "ClusterNetworkPolicy", name, record.involved, previous, offered
                 )
-                reported[record.uid] = set(current)
+                reported[record.uid] = now_reported
                 if not await self._write_condition(name, record):
                     failed.append(name)
 

@@ -414,3 +414,56 @@ def cluster_policy_events(
         *unsupported_peer_events(policy),
         *overlap_events(policy.name, overlaps),
     )
+
+
+class AppliedSettler:
+    """Holds each policy's ``PolicyApplied`` Event until its counts stop changing.
+
+    Kubernetes' event recorder aggregates repeated Events rather than posting each;
+    here a burst that moves a policy's footprint through many intermediate counts
+    (nodes, pods) posts one Event, with the counts it settled at: the Event is let
+    through once the same counts (:func:`_news_key`) have been offered for
+    ``settle`` seconds. Other Events (warnings, rejections) are never held. Pure:
+    the caller gives the clock reading, and asks :meth:`due_in` when to look again.
+    """
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._seen: dict[str, tuple[EventSpec, float]] = {}  # uid -> (news key, since)
+        self._held: set[str] = set()
+
+    def hold(self, uid: str, events: Iterable[EventSpec], now: float) -> tuple[EventSpec, ...]:
+        """``events`` without a PolicyApplied whose counts have not settled yet."""
+        events = tuple(events)
+        applied = [e for e in events if e.reason == REASON_APPLIED]
+        if not applied or self.settle <= 0:
+            self._seen.pop(uid, None)
+            self._held.discard(uid)
+            return events
+        key = _news_key(applied[-1])
+        seen = self._seen.get(uid)
+        if seen is None or seen[0] != key:
+            seen = self._seen[uid] = (key, now)
+        if now - seen[1] >= self.settle:
+            self._held.discard(uid)
+            return events
+        self._held.add(uid)
+        return tuple(e for e in events if e.reason != REASON_APPLIED)
+
+    def take_due(self, now: float) -> set[str]:
+        """The uids whose held Event may go now: report them again (no longer held)."""
+        due = {uid for uid in self._held if now - self._seen[uid][1] >= self.settle}
+        self._held -= due
+        return due
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until the first held Event may go (None: nothing held)."""
+        if not self._held:
+            return None
+        return max(0.0, min(self._seen[uid][1] for uid in self._held) + self.settle - now)
+
+    def retain(self, uids: Iterable[str]) -> None:
+        """Forget every policy but these (the others are gone)."""
+        keep = set(uids)
+        self._seen = {uid: v for uid, v in self._seen.items() if uid in keep}
+        self._held &= keep

@@ -269,6 +269,8 @@ def test_kubectl_shows_the_columns_and_the_condition(
         "jsonpath={.status.conditions[?(@.type=='Accepted')].status}",
     )
     assert status.strip() == "True"
+    # PolicyApplied waits until the policy's counts settle (one Event per burst).
+    wait_for(lambda: on(emu, "deny-nodes", "PolicyApplied"))
     listed = kubectl("get", "events", "-n", "default", "--field-selector", "reason=PolicyApplied")
     assert "applied on" in listed
     wait_for(lambda: on(emu, "deny-nodes", "UnsupportedPeer"))

@@ -316,9 +316,14 @@ class FakeClock:
         return self.now
 
 
-def make(api: FakeApi, leading: bool = True) -> tuple[Publisher, ControllerState]:
+def make(
+    api: FakeApi, leading: bool = True, settle: float = 0.0
+) -> tuple[Publisher, ControllerState]:
+    """A leading publisher on a fake clock; ``settle``: PolicyApplied settling (0: none)."""
     state = ControllerState()
-    pub = Publisher(api, state, ControllerMetrics(), interval=0.2, clock=FakeClock())
+    pub = Publisher(
+        api, state, ControllerMetrics(), interval=0.2, clock=FakeClock(), event_settle=settle
+    )
     state.on_change = pub.mark
     pub.ready = True
     state.end_warmup()
@@ -738,3 +743,68 @@ def test_an_unreadable_pod_is_denied_not_opened() -> None:
     rejected = [e for e in api.events if e["reason"] == "PodRejected"]
     assert len(rejected) == 1
     assert "spec.hostNetwork" in rejected[0]["message"]
+
+
+def _applied(api: FakeApi) -> list[str]:
+    return [e["message"] for e in api.events if e["reason"] == "PolicyApplied"]
+
+
+def test_a_burst_posts_one_policy_applied_with_the_settled_counts() -> None:
+    api = FakeApi()
+    pub, state = make(api, settle=1.0)
+    clock = pub.clock
+    assert isinstance(clock, FakeClock)
+    base_cluster(state)
+    flush(pub)
+    assert _applied(api) == []  # the counts were just seen: held
+    # The burst goes on: the counts move at every flush, the Event waits.
+    for i in range(3, 6):
+        clock.now += 0.5
+        feed(state, pod(f"web-{i}", "n1", f"10.0.1.{i}"))
+        flush(pub)
+        assert not pub._requeue_settled(clock.now)
+    assert _applied(api) == []
+    # Quiet for the settle time: one Event, with where the burst ended.
+    clock.now += 1.0
+    assert pub._requeue_settled(clock.now)
+    flush(pub)
+    assert _applied(api) == ["applied on 2 of 2 nodes selecting 5 pods"]
+    # Nothing more: not again, and not held any more.
+    clock.now += 5
+    assert not pub._requeue_settled(clock.now)
+    flush(pub)
+    assert len(_applied(api)) == 1
+
+
+def test_warnings_are_never_held() -> None:
+    api = FakeApi()
+    pub, state = make(api, settle=60.0)
+    base_cluster(state)
+    bad = policy(
+        "bad", {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Sideways"]}
+    )
+    feed(state, bad)
+    flush(pub)
+    assert [e["reason"] for e in api.events] == ["PolicyRejected"]
+
+
+def test_counts_back_where_they_were_post_nothing() -> None:
+    api = FakeApi()
+    pub, state = make(api, settle=1.0)
+    clock = pub.clock
+    assert isinstance(clock, FakeClock)
+    base_cluster(state)
+    flush(pub)
+    clock.now += 1.0
+    pub._requeue_settled(clock.now)
+    flush(pub)
+    assert _applied(api) == ["applied on 2 of 2 nodes selecting 2 pods"]
+    # A pod comes and goes within the settle time: the Event is as posted.
+    feed(state, pod("web-9", "n1", "10.0.1.9"))
+    flush(pub)
+    feed(state, pod("web-9", "n1", "10.0.1.9"), event="DELETED")
+    flush(pub)
+    clock.now += 2.0
+    pub._requeue_settled(clock.now)
+    flush(pub)
+    assert _applied(api) == ["applied on 2 of 2 nodes selecting 2 pods"]
