@@ -51,14 +51,12 @@ import argparse
 import contextlib
 import cProfile
 import dataclasses
-import datetime
 import functools
 import gc
 import io
 import ipaddress
 import json
 import os
-import platform
 import pstats
 import shutil
 import statistics
@@ -77,6 +75,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.engine import parse_all
+from bench.provenance import describe, finish, provenance
 from bench.synth import Params, SynthCluster, generate
 from stockade.agent.applier import Applier, ApplyReport
 from stockade.agent.backend import Backend, Tools
@@ -1361,14 +1360,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     options = RenderOptions()
     started = time.perf_counter()
     result: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **provenance(),
         "params": dataclasses.asdict(FULL_PARAMS),
-        "commit": _commit(),
         "cnps": args.cnps,
         "repeats": args.repeats,
         "packet_only": args.packet_only,
@@ -1404,6 +1397,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["total_s"] = time.perf_counter() - started
     console.print(report_table(result))
     console.print(f"total {result['total_s']:.0f} s")
+    finish(result)
+    console.print(describe(result), markup=False, highlight=False)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -1522,17 +1517,6 @@ def _tier_apply_measurements(
         console.print("over target: profiling one full apply with tiers ...")
         result["profile_tiers"] = profile_apply(spaces, state, backends[0], options, 30)
         console.print(result["profile_tiers"], markup=False, highlight=False)
-
-
-def _commit() -> str | None:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

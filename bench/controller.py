@@ -31,10 +31,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -56,6 +54,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from bench.provenance import describe, finish, provenance
 from bench.synth import Params, generate
 from stockade.compiler import Compiler, compile_cluster
 from stockade.controller.writes import desired_node, desired_peer_set, published_hash
@@ -453,12 +452,7 @@ def run(  # noqa: PLR0915
             "policies": params.policies,
             "seed": params.seed,
         },
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **provenance(),
         "flush_interval_ms": flush_ms,
         "load_chunk": chunk,
         "burst_objects": len(raw_burst),
@@ -608,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {"STOCKADE_CONTROLLER_PROFILE": str(ns.cprofile.resolve())} if ns.cprofile else {}
     result = run(params, ns.flush_interval, ns.idle, ns.chunk, ns.py_spy, env)
     Console(width=150).print(table(result))
+    finish(result)
+    print(describe(result))
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {ns.out}")

@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
-import datetime
 import gc
 import io
 import json
 import os
-import platform
 import pstats
 import resource
 import statistics
@@ -44,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from rich.console import Console
 from rich.table import Table
 
+from bench.provenance import describe, finish, provenance
 from bench.synth import EventMaker, Params, SynthCluster, generate
 from stockade.cluster import parse_input
 from stockade.cnp import ClusterInput, ClusterNetworkPolicy
@@ -520,13 +519,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base, profile_text = measure_scenario(scale, 0, args, console)
     result: dict[str, Any] = {
         "scale": scale,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **provenance(),
         **base,
         "tiers": None,
     }
@@ -573,17 +566,6 @@ def e2e_engine_matrix(repeats: int) -> float:
 
     seconds, _ = best_of(repeats, lambda: EngineDriver().matrix(80, "TCP"))
     return seconds
-
-
-def _commit() -> str | None:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def report_tiers(result: dict[str, Any]) -> list[Table | str]:
@@ -673,6 +655,8 @@ def _save(result: dict[str, Any], profile_text: str | None, console: Console) ->
         result["profile_file"] = str(path.relative_to(ROOT))
         path.write_text(profile_text, encoding="utf-8")
         console.print(profile_text, markup=False, highlight=False)
+    finish(result)
+    console.print(describe(result), markup=False, highlight=False)
     out = RESULTS / f"{scale}.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     console.print(f"wrote {out.relative_to(ROOT)}")

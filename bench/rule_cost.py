@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -35,9 +33,9 @@ from bench.agent import (
     RESULTS,
     SERVER_IP,
     SERVER_PORT,
-    _commit,
     connection_rate,
 )
+from bench.provenance import describe, finish, provenance
 from stockade.agent.backend import Backend, Tools
 from stockade_lab.netlab import Lab, Node
 
@@ -122,13 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(RESULTS / "rule_cost.json"))
     args = parser.parse_args(argv)
     result = measure(args.backend, args.rules, args.repeats, args.conn_seconds)
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "load": os.getloadavg(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    result["commit"] = _commit()
+    result = {**provenance(), **result}
+    finish(result)
+    print(describe(result))
     per_rule = result["ns_per_rule"]
     assert isinstance(per_rule, dict)
     for kind, ns in per_rule.items():

@@ -56,14 +56,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import errno
 import ipaddress
 import itertools
 import json
 import math
 import os
-import platform
 import re
 import selectors
 import shutil
@@ -85,6 +83,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from rich.console import Console
 from rich.table import Table
 
+from bench.provenance import describe, finish, provenance
 from stockade.agent.applier import Applier
 from stockade.agent.backend import Tools
 from stockade.agent.executor import SubprocessExecutor
@@ -1260,12 +1259,7 @@ def setup_services(
 def new_result(args: argparse.Namespace) -> dict[str, Any]:
     """The result's header: when, where, with which parameters and targets."""
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **provenance(),
         "params": {
             "nodes": len(NODES),
             "pods": NAMESPACES * PODS_PER_NAMESPACE,
@@ -1346,6 +1340,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "matrix differences: " + "; ".join(churn["matrix"]["first_differences"][:5])
             )
     console.print(f"total {result['total_s']:.0f} s")
+    finish(result)
+    console.print(describe(result), markup=False, highlight=False)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = Path(args.output)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
