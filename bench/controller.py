@@ -282,6 +282,25 @@ def wait(what: Callable[[], bool], timeout: float, interval: float = 0.05) -> fl
         time.sleep(interval)
 
 
+def events_per_policy(emu: EmulatorProcess) -> dict[str, Any]:
+    """The Events on policies, by reason: how many, and the most any one policy got."""
+    answer = emu.call("GET", "/api/v1/events")
+    per: collections.Counter[tuple[str, str]] = collections.Counter()
+    for event in answer.get("items") or []:
+        involved = event.get("involvedObject") or {}
+        if involved.get("kind") in ("NetworkPolicy", "ClusterNetworkPolicy"):
+            per[(str(event.get("reason")), str(involved.get("uid")))] += 1
+    reasons = sorted({reason for reason, _ in per})
+    return {
+        reason: {
+            "events": sum(n for (r, _), n in per.items() if r == reason),
+            "policies": sum(1 for (r, _) in per if r == reason),
+            "max_per_policy": max(n for (r, _), n in per.items() if r == reason),
+        }
+        for reason in reasons
+    }
+
+
 def quiet(emu: EmulatorProcess, seconds: float, timeout: float) -> None:
     """Wait until no write request came for ``seconds``."""
     deadline = time.monotonic() + timeout
@@ -424,6 +443,7 @@ def run(  # noqa: PLR0915
             mark, burst_requests = emu.requests_since(mark)
             writes = write_counts(burst_requests)
             changed = changed_objects(before, after)
+            events = events_per_policy(emu)
 
             console.print(f"idle: {idle:.0f} s")
             flushes_before = metric(port, "stockade_controller_flushes_total")
@@ -459,6 +479,7 @@ def run(  # noqa: PLR0915
         "outputs": {"node_rule_sets": len(want_rules), "peer_set_shards": len(want_sets)},
         "writes": writes,
         "published_writes": published_writes,
+        "events_by_reason": events,
         "changed_objects": changed,
         "distinct_changed": distinct,
         "write_ratio": published_writes / distinct if distinct else None,
@@ -502,8 +523,8 @@ def table(result: Mapping[str, Any]) -> Table:
         f"{result['published_writes']:,}",
         f"{result['distinct_changed']:,} changed objects",
         f"{wr:.2f}x" if wr is not None else "-",
-        "<= 2x",
-        verdict(wr is not None and wr <= 2.0),
+        "<= 1.2x",
+        verdict(wr is not None and wr <= 1.2),
     )
     w = result["writes"]
     t.add_row(
@@ -515,20 +536,29 @@ def table(result: Mapping[str, Any]) -> Table:
         "",
     )
     t.add_row("Events posted", f"{w.get('Event', 0):,}", "", "", "", "")
-    ratio = result["time_ratio"]
+    for reason, e in sorted((result.get("events_by_reason") or {}).items()):
+        t.add_row(
+            f"  {reason}",
+            f"{e['events']:,} on {e['policies']:,} policies",
+            "the most on one policy",
+            f"{e['max_per_policy']}",
+            "<= 1" if reason == "PolicyApplied" else "",
+            verdict(e["max_per_policy"] <= 1) if reason == "PolicyApplied" else "",
+        )
+    ratio = result["time_ratio_parse_and_compile"]
     t.add_row(
         "burst start -> every NodeRuleSet current",
         f"{result['rule_sets_current_s']:.2f} s",
-        f"compile {result['compile_s']:.3f} s",
+        f"parse + compile {result['parse_and_compile_s']:.3f} s",
         f"{ratio:.1f}x",
-        "<= 3x",
-        verdict(ratio <= 3.0),
+        "<= 5x",
+        verdict(ratio <= 5.0),
     )
     t.add_row(
-        "  vs parse + compile",
+        "  vs the compile alone",
         "",
-        f"{result['parse_and_compile_s']:.3f} s",
-        f"{result['time_ratio_parse_and_compile']:.1f}x",
+        f"{result['compile_s']:.3f} s",
+        f"{result['time_ratio']:.1f}x",
         "",
         "",
     )

@@ -231,9 +231,12 @@ class Publisher:
         self.client = client
         self.state = state
         self.metrics = metrics or ControllerMetrics()
-        # A burst is flushed once it pauses for a quarter interval, or every ten
+        # A burst is flushed once it pauses for a whole interval, or every ten
         # intervals while it lasts; a lone change still goes out after one interval.
-        self.coalescer = Coalescer(interval, quiet=interval / 4, max_delay=10 * interval)
+        # A shorter pause (a quarter interval) flushed in the gaps kopf leaves while
+        # it works through a burst's events, writing most objects twice: 491 writes
+        # for 335 changed objects on bench.controller, 335 with this, and sooner.
+        self.coalescer = Coalescer(interval, quiet=interval, max_delay=10 * interval)
         self.clock = clock
         self.concurrency = concurrency
         self.retry_delay = retry_delay
