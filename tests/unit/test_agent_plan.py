@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import yaml
 
 from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Tools, choose_backend, detect_backend
-from stockade.agent.cli import InputError, compile_bundle, parse_bundle
+from stockade.agent.cli import Bundle, InputError, compile_bundle, parse_bundle
 from stockade.agent.executor import CommandError, is_read
 from stockade.agent.ipsets import Member, MemberChange, make_set, maxelem_for
 from stockade.agent.live import (
@@ -42,6 +42,8 @@ from stockade.ruleset import (
     node_rule_set_to_dict,
     peer_set_to_dict,
 )
+from tests.unit.fake_kernel import FakeKernel
+from tests.unit.test_kernel_fake import assert_holds
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = str(ROOT / "tests/unit/data/conformance.yaml")
@@ -437,37 +439,18 @@ def test_pod_churn_is_a_set_change_and_never_touches_the_hairpin_rule() -> None:
 # --- the applier's shortcuts: unchanged input, member-only churn ---------------------
 
 
-class _NoKernel:
-    def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
-        raise AssertionError(f"the kernel was touched: {argv}")
+def _churn_applier(bundle: Bundle) -> tuple[Applier, FakeKernel]:
+    """An applier that has applied ``bundle`` to a fake kernel, its record cleared since."""
+    kernel = FakeKernel()
+    applier = Applier(kernel, kernel=kernel, tools=Tools("nft"), families=(4, 6))
+    applier.apply(bundle.node, bundle.peer_sets)
+    kernel.calls.clear()
+    return applier, kernel
 
 
-class _FakeNetlink:
-    def __init__(self) -> None:
-        self.changes: list[MemberChange] = []
-        self.calls = 0
-
-    def apply(self, changes: Iterable[MemberChange]) -> None:
-        todo = list(changes)
-        self.changes += todo
-        self.calls += len(todo)
-
-
-class _FakeConntrack:
-    def __init__(self) -> None:
-        self.dumps = 0
-
-    def flows(self) -> list[Flow]:
-        self.dumps += 1
-        return []
-
-
-def _churn_applier(monkeypatch: pytest.MonkeyPatch) -> tuple[Applier, _FakeNetlink, _FakeConntrack]:
-    applier = Applier(_NoKernel(), tools=Tools("nft"), families=(4, 6))
-    netlink, conntrack = _FakeNetlink(), _FakeConntrack()
-    monkeypatch.setattr(applier, "netlink", netlink)
-    monkeypatch.setattr(applier, "conntrack", conntrack)
-    return applier, netlink, conntrack
+def _member_changes(kernel: FakeKernel) -> list[MemberChange]:
+    """Every netlink member change the kernel received, in order."""
+    return [m for c in kernel.calls if c.method == "change_members" for m in c.changes]
 
 
 def _with_member(
@@ -501,8 +484,7 @@ def test_render_peer_set_gives_the_sets_of_the_full_render() -> None:
 
 def test_unchanged_input_is_not_even_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = compile_bundle([CLUSTER], "n1")
-    applier, netlink, _ = _churn_applier(monkeypatch)
-    applier.last = applier.desire(bundle.node, bundle.peer_sets)
+    applier, kernel = _churn_applier(bundle)
 
     def no_render(*args: object, **kwargs: object) -> None:
         raise AssertionError("rendered although nothing changed")
@@ -510,61 +492,68 @@ def test_unchanged_input_is_not_even_rendered(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr("stockade.agent.applier.render", no_render)
     copies = {name: list(shards) for name, shards in bundle.peer_sets.items()}
     assert not applier.apply(bundle.node, copies).changed
-    assert netlink.calls == 0
+    assert kernel.calls == []  # not even a read
     # Another list of known pods only (a pod no policy selects came): no render either,
     # and the new rule set is what the applier now holds.
     moved = replace(bundle.node, known_pods=(*bundle.node.known_pods, KnownPod("x/y", ())))
     assert not applier.apply(moved, copies).changed
     assert applier.last is not None
     assert applier.last.node is moved
-    assert netlink.calls == 0
+    assert kernel.calls == []
 
 
-def test_member_churn_is_a_netlink_delta_and_a_patched_rendering(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_member_churn_is_a_netlink_delta_and_a_patched_rendering() -> None:
     bundle = compile_bundle([CLUSTER], "n1")
-    applier, netlink, conntrack = _churn_applier(monkeypatch)
-    applier.last = applier.desire(bundle.node, bundle.peer_sets)
+    applier, kernel = _churn_applier(bundle)
     plain = [n for n, shards in bundle.peer_sets.items() if shards[0].selector.named_port is None]
     names = sorted(plain)[:2]
     newcomer = PeerMember("x/new", ("10.99.0.1", "fd00::99:1"))
     grown = _with_member(bundle.peer_sets, names, newcomer)
-    report = applier.apply(bundle.node, grown)  # _NoKernel: no read, no subprocess
+    report = applier.apply(bundle.node, grown)
     assert report.changed
     assert report.iptables_restores == 0
-    assert all(c.add for c in netlink.changes)
-    assert {c.value for c in netlink.changes} == {"10.99.0.1", "fd00::99:1"}
-    assert report.member_changes == len(netlink.changes) == 2 * len(names)
-    assert conntrack.dumps == 0  # adding members never denies: no conntrack cut
+    # netlink only: no read, no subprocess, and no conntrack look (adding never denies)
+    assert [c.method for c in kernel.calls] == ["change_members"]
+    changes = _member_changes(kernel)
+    assert all(c.add for c in changes)
+    assert {c.value for c in changes} == {"10.99.0.1", "fd00::99:1"}
+    assert report.member_changes == len(changes) == 2 * len(names)
     assert applier.last is not None
     assert applier.last.rendered == render(bundle.node, grown, options=RenderOptions())
-    # and back: deletes only, and a conntrack check of the removed addresses
-    netlink.changes.clear()
+    assert_holds(kernel, applier.last.rendered)
+    # and back: deletes only, then one conntrack listing for the removed addresses
+    kernel.calls.clear()
     report = applier.apply(bundle.node, bundle.peer_sets)
     assert report.changed
-    assert {(c.value, c.add) for c in netlink.changes} == {
+    assert [c.method for c in kernel.calls] == ["change_members", "flows"]
+    assert {(c.value, c.add) for c in _member_changes(kernel)} == {
         ("10.99.0.1", False),
         ("fd00::99:1", False),
     }
-    assert conntrack.dumps == 2 - 1  # one dump (both families inside flows())
     assert applier.last.rendered == render(bundle.node, bundle.peer_sets, options=RenderOptions())
+    assert_holds(kernel, applier.last.rendered)
 
 
-def test_member_churn_falls_back_to_the_full_path_when_it_must(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_member_churn_falls_back_to_the_full_path_when_it_must() -> None:
     bundle = compile_bundle([CLUSTER], "n1")
-    applier, netlink, _ = _churn_applier(monkeypatch)
-    applier.last = applier.desire(bundle.node, bundle.peer_sets)
+    applier, kernel = _churn_applier(bundle)
+    before = kernel.ipset_save(), kernel.iptables_save(4), kernel.iptables_save(6)
     name = sorted(bundle.peer_sets)[0]
-    # an incomplete PeerSet is refused by the full path, the last state stays
+    # an incomplete PeerSet is refused by the full path: nothing touched, the last state stays
     broken = {**bundle.peer_sets, name: ()}
+    last = applier.last
     with pytest.raises(RefusedError):
         applier.apply(bundle.node, broken)
-    # a delta over the churn limit goes the full way (which reads the kernel)
+    assert kernel.calls == []
+    assert applier.last is last
+    assert (kernel.ipset_save(), kernel.iptables_save(4), kernel.iptables_save(6)) == before
+    # a delta over the churn limit goes the full way: it reads the kernel, then swaps
+    # the changed set in by ipset restore, no netlink
     applier.churn_limit = 0
     grown = _with_member(bundle.peer_sets, [name], PeerMember("x/new", ("10.99.0.1",)))
-    with pytest.raises(AssertionError, match="kernel was touched"):
-        applier.apply(bundle.node, grown)
-    assert netlink.calls == 0
+    report = applier.apply(bundle.node, grown)
+    assert report.changed
+    assert _member_changes(kernel) == []
+    assert [c.tool for c in kernel.writes()] == ["ipset"]
+    assert any(line.startswith("swap ") for line in (kernel.writes()[0].stdin or "").splitlines())
+    assert_holds(kernel, render(bundle.node, grown, options=RenderOptions()))
