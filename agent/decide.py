@@ -15,6 +15,11 @@ The rules, in the words of the watcher's contract:
   fail static);
 - an invalid bundle is refused; no rule set at all (or its CRD gone) is reported as
   missing, and what is applied stays in force.
+
+Before that, :func:`on_wakeup` says what a wakeup of the loop does at all: look at
+the cache (once the reflectors have listed, and unless a failed kernel write is
+backing off), report the CRD gone without looking, fall back to the saved bundle,
+resync.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class SyncView:
     refused: tuple[str, str] | None = None  # (hash, error) of the last refused bundle
     waiting: tuple[Hashable, float] | None = None  # (wait key, since)
     crd_missing: bool = False  # the NodeRuleSet resource answered 404
+    retry_at: float | None = None  # a failed kernel write backs off until then
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,43 @@ def decide(
     if view.refused is not None and view.refused[0] == outcome.hash:
         return RefuseAgain(outcome, view.refused[1])
     return Apply(outcome)
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    """What one wakeup of the sync loop does, before and after it looks at the cache."""
+
+    look: bool  # assemble the cache and decide()
+    retry_at: float | None  # the kernel back-off still running (None: over, or none)
+    gone: str | None  # not looking, but the rule set's resource is gone: report it
+    restore_due: bool  # fall back to the saved bundle, if nothing is applied by now
+    resync: bool  # drift repair is due
+
+
+def on_wakeup(
+    now: float,
+    view: SyncView,
+    *,
+    synced: bool,
+    restore_at: float | None,
+    next_resync: float,
+    crd_reason: str,
+) -> Wakeup:
+    """What to do on this wakeup; ``synced``: every reflector has listed once.
+
+    While a failed kernel write backs off (``view.retry_at`` in the future) the
+    cache is not looked at: the kernel is not written to before then. The CRD's
+    absence is reported even so. ``restore_at``: as for :func:`next_wakeup`.
+    """
+    retry_at = view.retry_at if view.retry_at is not None and now < view.retry_at else None
+    look = synced and retry_at is None
+    return Wakeup(
+        look=look,
+        retry_at=retry_at,
+        gone=crd_reason if view.crd_missing and not look else None,
+        restore_due=restore_at is not None and now >= restore_at,
+        resync=now >= next_resync,
+    )
 
 
 def next_wakeup(

@@ -59,6 +59,7 @@ from stockade.agent.decide import (
     Wait,
     decide,
     next_wakeup,
+    on_wakeup,
 )
 from stockade.agent.executor import CommandError
 from stockade.agent.health import Health
@@ -335,16 +336,23 @@ class AgentWatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
             self._changed.clear()
-            now = self.clock()
-            if self._retry_at is not None and now >= self._retry_at:
-                self._retry_at = None
-            if self.nodes.synced and self.peers.synced and self._retry_at is None:
+            wake = on_wakeup(
+                self.clock(),
+                self._view(),
+                synced=self.nodes.synced and self.peers.synced,
+                restore_at=restore_at if self._restore_pending else None,
+                next_resync=next_resync,
+                crd_reason=self._crd_reason,
+            )
+            self._retry_at = wake.retry_at
+            if wake.look:
                 await self.sync_once()
-            elif self._crd_missing:
-                self._rule_set_gone(self._crd_reason)
-            if self._restore_pending and now >= restore_at:
+            elif wake.gone is not None:
+                self._rule_set_gone(wake.gone)
+            # sync_once may have applied a bundle: then there is nothing to restore.
+            if wake.restore_due and self._restore_pending:
                 await self.restore()
-            if now >= next_resync:
+            if wake.resync:
                 await self.resync()
                 next_resync = self.clock() + self.options.resync_interval
             self.status_writer.mark_dirty()
@@ -361,6 +369,7 @@ class AgentWatcher:
             refused=self._refused,
             waiting=self._waiting,
             crd_missing=self._crd_missing,
+            retry_at=self._retry_at,
         )
 
     async def sync_once(self) -> None:

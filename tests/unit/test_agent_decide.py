@@ -1,8 +1,9 @@
-"""The agent's sync decisions, by tables: every branch of decide and next_wakeup."""
+"""The agent's sync decisions, by tables: every branch of decide, on_wakeup and next_wakeup."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -17,8 +18,10 @@ from stockade.agent.decide import (
     RuleSetGone,
     SyncView,
     Wait,
+    Wakeup,
     decide,
     next_wakeup,
+    on_wakeup,
     wait_key,
 )
 from stockade.ruleset import NodeRuleSet
@@ -131,3 +134,87 @@ def test_next_wakeup(
         grace=GRACE,
     )
     assert got == pytest.approx(expected)
+
+
+LOOK = Wakeup(look=True, retry_at=None, gone=None, restore_due=False, resync=False)
+BACKING_OFF = SyncView(retry_at=NOW + 1)
+
+# (case, view, synced, restore_at, next_resync, expected)
+WAKES: list[tuple[str, SyncView, bool, float | None, float, Wakeup]] = [
+    ("synced: look", SyncView(), True, None, NOW + 30, LOOK),
+    (
+        "not listed yet: wait for the reflectors",
+        SyncView(),
+        False,
+        None,
+        NOW + 30,
+        Wakeup(look=False, retry_at=None, gone=None, restore_due=False, resync=False),
+    ),
+    (
+        "a failed write backs off: no look",
+        BACKING_OFF,
+        True,
+        None,
+        NOW + 30,
+        Wakeup(look=False, retry_at=NOW + 1, gone=None, restore_due=False, resync=False),
+    ),
+    ("the back-off is over: look", SyncView(retry_at=NOW), True, None, NOW + 30, LOOK),
+    (
+        "the CRD gone while backing off: report it without looking",
+        replace(BACKING_OFF, crd_missing=True),
+        True,
+        None,
+        NOW + 30,
+        Wakeup(look=False, retry_at=NOW + 1, gone=CRD, restore_due=False, resync=False),
+    ),
+    (
+        "the CRD gone before any list",
+        SyncView(crd_missing=True),
+        False,
+        None,
+        NOW + 30,
+        Wakeup(look=False, retry_at=None, gone=CRD, restore_due=False, resync=False),
+    ),
+    (
+        "the CRD gone, looking: decide reports it",
+        SyncView(crd_missing=True),
+        True,
+        None,
+        NOW + 30,
+        LOOK,
+    ),
+    ("restore not yet", SyncView(), True, NOW + 1, NOW + 30, LOOK),
+    ("restore due", SyncView(), True, NOW, NOW + 30, replace(LOOK, restore_due=True)),
+    ("resync due", SyncView(), True, None, NOW, replace(LOOK, resync=True)),
+    (
+        "everything at once",
+        replace(BACKING_OFF, crd_missing=True),
+        True,
+        NOW - 1,
+        NOW - 1,
+        Wakeup(look=False, retry_at=NOW + 1, gone=CRD, restore_due=True, resync=True),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("view", "synced", "restore_at", "next_resync", "expected"),
+    [row[1:] for row in WAKES],
+    ids=[row[0] for row in WAKES],
+)
+def test_on_wakeup(
+    view: SyncView,
+    synced: bool,
+    restore_at: float | None,
+    next_resync: float,
+    expected: Wakeup,
+) -> None:
+    got = on_wakeup(
+        NOW,
+        view,
+        synced=synced,
+        restore_at=restore_at,
+        next_resync=next_resync,
+        crd_reason=CRD,
+    )
+    assert got == expected
