@@ -45,6 +45,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.cache import Ready, StateError, WatchCache
 from stockade.agent.decide import (
@@ -91,6 +93,12 @@ from stockade.kube import (
 from stockade.ruleset import NodeRuleSet
 
 log = logging.getLogger("stockade.agent.watch")
+
+# What a kernel write may raise and the loop survives, the old state staying in force:
+# a tool's error, a plan the kernel's state does not allow, and a netlink error that
+# no adapter turned into a CommandError (the conntrack cut's dump and deletes, the
+# node's addresses, a netlink socket refused).
+KERNEL_ERRORS = (CommandError, PlanError, NetlinkError)
 
 
 @dataclass(frozen=True)
@@ -464,7 +472,7 @@ class AgentWatcher:
             report = await asyncio.to_thread(
                 self.applier.apply, applied.node, applied.peer_sets, pending
             )
-        except (RefusedError, CommandError, PlanError) as exc:
+        except (RefusedError, *KERNEL_ERRORS) as exc:
             self.metrics.errors.labels("kernel").inc()
             log.error("cannot update the pending pods: %s; will retry", exc)
             return
@@ -494,9 +502,8 @@ class AgentWatcher:
             if self.applied is not None:
                 await self._repend(self.applied)
             return
-        except (CommandError, PlanError) as exc:
-            # A kernel that refuses a write (a tool's error, or netlink's on a set
-            # member change: agent/netlink.py raises it as CommandError) is retried
+        except KERNEL_ERRORS as exc:
+            # A kernel that refuses a write (a tool's error, netlink's) is retried
             # with back-off; the old state stays.
             self.metrics.errors.labels("kernel").inc()
             delay = self._kernel_backoff.next()
@@ -581,7 +588,7 @@ class AgentWatcher:
             report = await asyncio.to_thread(
                 self.applier.apply, ready.node, ready.peer_sets, pending
             )
-        except (RefusedError, CommandError, PlanError) as exc:
+        except (RefusedError, *KERNEL_ERRORS) as exc:
             self.metrics.errors.labels("state").inc()
             log.error("cannot apply the saved bundle: %s", exc)
             return
@@ -609,7 +616,7 @@ class AgentWatcher:
             report = await asyncio.to_thread(self.applier.resync)
             if self.after_resync is not None:
                 await asyncio.to_thread(self.after_resync)
-        except (CommandError, PlanError) as exc:
+        except KERNEL_ERRORS as exc:
             self.metrics.errors.labels("kernel").inc()
             log.error("resync failed: %s; will retry", exc)
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import errno
 import functools
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2.netlink.exceptions import NetlinkError
 
 from stockade.agent.applier import Applier, ApplyReport, RefusedError
 from stockade.agent.cache import (
@@ -38,6 +40,7 @@ from stockade.agent.render import RenderOptions
 from stockade.agent.saver import StateStore
 from stockade.agent.status import (
     REASON_APPLIED,
+    REASON_KERNEL,
     REASON_REFUSED,
     SyncState,
     needs_write,
@@ -661,5 +664,59 @@ def test_saves_are_coalesced_and_the_last_one_is_written_at_stop(tmp_path: Path)
         await task
         assert watcher.saves == 2
         assert StateStore(tmp_path / "state").load("n1") == watcher.applied
+
+    asyncio.run(go())
+
+
+class NetlinkFailing(FakeApplier):
+    """Raises pyroute2's NetlinkError (as the conntrack cut's netlink calls may) at first."""
+
+    def __init__(self, applies: int, resyncs: int) -> None:
+        super().__init__()
+        self.failing_applies = applies
+        self.failing_resyncs = resyncs
+
+    def apply(
+        self,
+        node: NodeRuleSet,
+        peer_sets: Mapping[str, Sequence[PeerSet]],
+        pending: Collection[str] = (),
+    ) -> ApplyReport:
+        if self.failing_applies > 0:
+            self.failing_applies -= 1
+            raise NetlinkError(errno.ENOENT, "No such file or directory")
+        return super().apply(node, peer_sets, pending)
+
+    def resync(self) -> ApplyReport:
+        if self.failing_resyncs > 0:
+            self.failing_resyncs -= 1
+            raise NetlinkError(errno.EPERM, "Operation not permitted")
+        return super().resync()
+
+
+def test_a_netlink_error_is_a_kernel_error_retried(
+    tmp_path: Path, compiled: CompiledCluster
+) -> None:
+    """A NetlinkError out of the applier neither kills the loop nor changes the state."""
+
+    async def go() -> None:
+        api = FakeApi()
+        node_obj, peers = objects_for("n1", compiled)
+        api.objects["noderulesets"]["n1"] = node_obj
+        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+        applier = NetlinkFailing(applies=2, resyncs=2)
+        watcher = AgentWatcher(api, applier, _options(tmp_path, restore_after=60))
+        task = asyncio.create_task(watcher.run())
+        await _until(lambda: watcher.metrics.errors.labels("kernel")._value.get() >= 1)
+        assert watcher.state is not None
+        assert watcher.state.reason == REASON_KERNEL
+        assert watcher.state.message == "kernel write failed: (2, 'No such file or directory')"
+        # Retried after the back-off, then applied; the failing resyncs are retried too.
+        await _until(lambda: applier.applied == [compiled.node_rule_sets["n1"]])
+        await _until(lambda: applier.resyncs >= 1)
+        assert watcher.metrics.errors.labels("kernel")._value.get() == 4
+        assert not task.done()
+        watcher.stop()
+        await task
 
     asyncio.run(go())
