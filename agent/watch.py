@@ -88,7 +88,7 @@ from stockade.kube import (
     KubeError,
     NotFound,
     Resource,
-    now_rfc3339,
+    rfc3339,
 )
 from stockade.ruleset import NodeRuleSet
 
@@ -131,8 +131,8 @@ class AgentWatcher:
     :class:`~stockade.agent.status_writer.StatusWriter` and applied bundles to the
     :class:`~stockade.agent.saver.BundleSaver`. Whether new pods are isolated is the
     applier's option (``RenderOptions.isolate_new_pods``), read from there only.
-    ``clock`` (monotonic) and ``wall`` (epoch seconds, for metrics) are the only
-    time sources.
+    ``clock`` (monotonic) and ``wall`` (epoch seconds, for metrics and the status's
+    timestamps) are the only time sources.
     """
 
     def __init__(
@@ -531,7 +531,7 @@ class AgentWatcher:
     def _applied_state(self, ready: Ready) -> None:
         last_sync = self.state.last_sync if self.state else None
         if self.state is None or not self.state.applied or self.state.applied_hash != ready.hash:
-            last_sync = now_rfc3339()
+            last_sync = rfc3339(self.wall())
         self.state = SyncState(
             observed_generation=ready.generation,
             applied=True,
@@ -625,7 +625,7 @@ class AgentWatcher:
         if report.changed:
             log.warning("resync repaired drift: %s", "; ".join(report.differences))
         if self.state is not None and self.state.applied:
-            self.state = replace(self.state, last_sync=now_rfc3339())
+            self.state = replace(self.state, last_sync=rfc3339(self.wall()))
 
     # ------------------------------------------------------------------ status
 
@@ -633,4 +633,4 @@ class AgentWatcher:
         """The status to write now, or None (nothing to say, or no object to say it on)."""
         if self.state is None or self.cache.node_object is None or not self._looked:
             return None
-        return status_payload(self.state, now_rfc3339(), self.cache.node_status)
+        return status_payload(self.state, rfc3339(self.wall()), self.cache.node_status)

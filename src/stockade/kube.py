@@ -293,9 +293,17 @@ class KubeConfig:
 # --------------------------------------------------------------------------- client
 
 
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"  # how Kubernetes writes timestamps (seconds, Z)
+
+
 def now_rfc3339() -> str:
     """The current time as Kubernetes writes timestamps (seconds, Z)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(RFC3339)
+
+
+def rfc3339(when: float) -> str:
+    """Unix time ``when`` as Kubernetes writes timestamps (for a caller with its own clock)."""
+    return datetime.fromtimestamp(when, UTC).strftime(RFC3339)
 
 
 def now_micro() -> str:

@@ -720,3 +720,23 @@ def test_a_netlink_error_is_a_kernel_error_retried(
         await task
 
     asyncio.run(go())
+
+
+def test_status_timestamps_come_from_the_injected_wall_clock(
+    tmp_path: Path, compiled: CompiledCluster
+) -> None:
+    async def go() -> None:
+        api = FakeApi()
+        node_obj, peers = objects_for("n1", compiled)
+        api.objects["noderulesets"]["n1"] = node_obj
+        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+        watcher = AgentWatcher(api, FakeApplier(), _options(tmp_path), wall=lambda: 1_000_000_000.0)
+        task = asyncio.create_task(watcher.run())
+        await _until(lambda: api.statuses)
+        status = api.statuses[-1]
+        assert status["lastSync"] == "2001-09-09T01:46:40Z"
+        assert status["conditions"][0]["lastTransitionTime"] == "2001-09-09T01:46:40Z"
+        watcher.stop()
+        await task
+
+    asyncio.run(go())
