@@ -668,12 +668,25 @@ def test_saves_are_coalesced_and_the_last_one_is_written_at_stop(tmp_path: Path)
     asyncio.run(go())
 
 
-class NetlinkFailing(FakeApplier):
-    """Raises pyroute2's NetlinkError (as the conntrack cut's netlink calls may) at first."""
+def serving(compiled: CompiledCluster) -> FakeApi:
+    """A fake API serving n1's NodeRuleSet and every PeerSet of ``compiled``."""
+    api = FakeApi()
+    node_obj, peers = objects_for("n1", compiled)
+    api.objects["noderulesets"]["n1"] = node_obj
+    api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+    return api
 
-    def __init__(self, applies: int, resyncs: int) -> None:
+
+class NetlinkFailing(FakeApplier):
+    """Raises pyroute2's NetlinkError, as the conntrack cut's netlink calls may.
+
+    Applies fail while ``failing`` is set; the first ``resyncs`` resyncs fail.
+    """
+
+    def __init__(self, resyncs: int) -> None:
         super().__init__()
-        self.failing_applies = applies
+        self.failing = True
+        self.failed_applies = 0
         self.failing_resyncs = resyncs
 
     def apply(
@@ -682,8 +695,8 @@ class NetlinkFailing(FakeApplier):
         peer_sets: Mapping[str, Sequence[PeerSet]],
         pending: Collection[str] = (),
     ) -> ApplyReport:
-        if self.failing_applies > 0:
-            self.failing_applies -= 1
+        if self.failing:
+            self.failed_applies += 1
             raise NetlinkError(errno.ENOENT, "No such file or directory")
         return super().apply(node, peer_sets, pending)
 
@@ -697,24 +710,23 @@ class NetlinkFailing(FakeApplier):
 def test_a_netlink_error_is_a_kernel_error_retried(
     tmp_path: Path, compiled: CompiledCluster
 ) -> None:
-    """A NetlinkError out of the applier neither kills the loop nor changes the state."""
+    """A NetlinkError out of the applier is a failed kernel write: the loop goes on."""
 
     async def go() -> None:
-        api = FakeApi()
-        node_obj, peers = objects_for("n1", compiled)
-        api.objects["noderulesets"]["n1"] = node_obj
-        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
-        applier = NetlinkFailing(applies=2, resyncs=2)
+        api = serving(compiled)
+        applier = NetlinkFailing(resyncs=2)
         watcher = AgentWatcher(api, applier, _options(tmp_path, restore_after=60))
         task = asyncio.create_task(watcher.run())
-        await _until(lambda: watcher.metrics.errors.labels("kernel")._value.get() >= 1)
+        await _until(lambda: applier.failed_applies >= 2)  # retried after the back-off
         assert watcher.state is not None
         assert watcher.state.reason == REASON_KERNEL
         assert watcher.state.message == "kernel write failed: (2, 'No such file or directory')"
-        # Retried after the back-off, then applied; the failing resyncs are retried too.
+        assert watcher.applied is None
+        applier.failing = False
         await _until(lambda: applier.applied == [compiled.node_rule_sets["n1"]])
-        await _until(lambda: applier.resyncs >= 1)
-        assert watcher.metrics.errors.labels("kernel")._value.get() == 4
+        await _until(lambda: applier.resyncs >= 1)  # after two failed resyncs
+        errors = watcher.metrics.errors.labels("kernel")._value.get()
+        assert errors == applier.failed_applies + 2
         assert not task.done()
         watcher.stop()
         await task
@@ -726,10 +738,7 @@ def test_status_timestamps_come_from_the_injected_wall_clock(
     tmp_path: Path, compiled: CompiledCluster
 ) -> None:
     async def go() -> None:
-        api = FakeApi()
-        node_obj, peers = objects_for("n1", compiled)
-        api.objects["noderulesets"]["n1"] = node_obj
-        api.objects["peersets"] = {p["metadata"]["name"]: p for p in peers}
+        api = serving(compiled)
         watcher = AgentWatcher(api, FakeApplier(), _options(tmp_path), wall=lambda: 1_000_000_000.0)
         task = asyncio.create_task(watcher.run())
         await _until(lambda: api.statuses)
