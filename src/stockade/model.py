@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 from stockade.errors import FieldError, InvalidObjectError, ObjectRef
+from stockade.interning import InternTable, freeze
 from stockade.safetext import printable, short
 from stockade.selectors import EVERYTHING, LabelSelector, parse_selector
 from stockade.validation import dns1123_label, dns1123_subdomain, label_key, label_value
@@ -46,6 +47,17 @@ Labels = Mapping[str, str]
 # lowercase letters, digits and '-', at least one letter, no leading, trailing or
 # doubled '-'.
 _SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+# An IPv4 address in the one form ipaddress accepts and prints back (four decimal
+# octets, no leading zeros): most pod addresses, checked without building one.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+# Valid label maps by content (see stockade.interning): a Deployment's pods share one.
+_LABELS: InternTable[Labels] = InternTable()
+
+
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    # A plain dict, as JSON and YAML give, is told without the ABC's slower check.
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def expected_string(value: Any) -> str:
@@ -63,25 +75,34 @@ def key_path(path: str, key: Any) -> str:
 def _frozen_labels(raw: Any, path: str, errors: list[FieldError]) -> Labels:
     if raw is None:
         return MappingProxyType({})
-    if not isinstance(raw, Mapping):
+    if not _is_map(raw):
         errors.append(FieldError(path, f"must be a map of strings, got {short(raw)}"))
         return MappingProxyType({})
+    content = freeze(raw) if type(raw) is dict else None
+    known = _LABELS.get(content)
+    if known is not None:
+        return known
+    found = len(errors)
     out: dict[str, str] = {}
-    for key, value in raw.items():
-        where = key_path(path, key)
+    entries: Iterable[tuple[Any, Any]] = raw.items()  # keys as read, not yet known strings
+    for key, value in entries:
         if not isinstance(key, str):
-            errors.append(FieldError(where, f"label key {expected_string(key)}"))
+            errors.append(FieldError(key_path(path, key), f"label key {expected_string(key)}"))
             continue
         if not isinstance(value, str):
-            errors.append(FieldError(where, expected_string(value)))
+            errors.append(FieldError(key_path(path, key), expected_string(value)))
             continue
         problems = [f"key {p}" for p in label_key(key)]
         problems += [f"value {short(value)} {p}" for p in label_value(value)]
         if problems:
+            where = key_path(path, key)
             errors.extend(FieldError(where, p) for p in problems)
             continue
         out[key] = value
-    return MappingProxyType(out)
+    labels = MappingProxyType(out)
+    if len(errors) == found:
+        _LABELS.put(content, labels)
+    return labels
 
 
 def check_api_version(obj: Mapping[str, Any], errors: list[FieldError]) -> None:
@@ -284,7 +305,6 @@ def parse_object(obj: Mapping[str, Any], source: str | None = None) -> ClusterOb
 
     Raises :class:`InvalidObjectError` listing every problem found.
     """
-    ref = object_ref(obj)
     kind = obj.get("kind")
     if kind == "Pod":
         return parse_pod(obj, source)
@@ -292,7 +312,9 @@ def parse_object(obj: Mapping[str, Any], source: str | None = None) -> ClusterOb
         return parse_namespace(obj, source)
     if kind == "NetworkPolicy":
         return parse_policy(obj, source)
-    raise InvalidObjectError(ref, [FieldError("kind", f"unsupported kind {short(kind)}")], source)
+    raise InvalidObjectError(
+        object_ref(obj), [FieldError("kind", f"unsupported kind {short(kind)}")], source
+    )
 
 
 _NameCheck = Callable[[str], list[str]]
@@ -323,7 +345,7 @@ def _metadata(
 ) -> tuple[str, str, Labels]:
     check_api_version(obj, errors)
     meta = obj.get("metadata")
-    if not isinstance(meta, Mapping):
+    if not _is_map(meta):
         errors.append(FieldError("metadata", "required"))
         return "", "", MappingProxyType({})
     kind = obj.get("kind")
@@ -383,6 +405,8 @@ def parse_namespace(obj: Mapping[str, Any], source: str | None = None) -> Namesp
 
 
 def _parse_ip(raw: Any, path: str, errors: list[FieldError]) -> str | None:
+    if type(raw) is str and _CANONICAL_IPV4.fullmatch(raw):
+        return raw  # already what str(ip_address(raw)) gives back
     if not isinstance(raw, str):
         errors.append(FieldError(path, f"must be an IP address string, got {short(raw)}"))
         return None
@@ -404,7 +428,7 @@ def _pod_ips(status: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, 
         errors.append(FieldError("status.podIPs", f"must be a list, got {short(pod_ips)}"))
     if isinstance(pod_ips, list) and pod_ips:
         for i, item in enumerate(pod_ips):
-            raw = item.get("ip") if isinstance(item, Mapping) else None
+            raw = item.get("ip") if _is_map(item) else None
             ip = _parse_ip(raw, f"status.podIPs[{i}].ip", errors)
             if ip is not None and ip not in ips:
                 ips.append(ip)
@@ -432,7 +456,7 @@ def _host_ips(status: Mapping[str, Any], errors: list[FieldError]) -> tuple[str,
         errors.append(FieldError("status.hostIPs", f"must be a list, got {short(raw)}"))
     if isinstance(raw, list):
         for i, item in enumerate(raw):
-            value = item.get("ip") if isinstance(item, Mapping) else None
+            value = item.get("ip") if _is_map(item) else None
             ip = _parse_ip(value, f"status.hostIPs[{i}].ip", errors)
             if ip is not None and ip not in ips:
                 ips.append(ip)
@@ -449,7 +473,7 @@ def _container_ports(
             errors.append(FieldError(f"spec.{group}", f"must be a list, got {short(containers)}"))
             continue
         for ci, container in enumerate(containers):
-            if not isinstance(container, Mapping):
+            if not _is_map(container):
                 errors.append(FieldError(f"spec.{group}[{ci}]", "must be an object"))
                 continue
             if group == "initContainers" and container.get("restartPolicy") != "Always":
@@ -486,7 +510,7 @@ def _one_container_ports(
 
 
 def _container_port(raw: Any, path: str, errors: list[FieldError]) -> ContainerPort | None:
-    if not isinstance(raw, Mapping):
+    if not _is_map(raw):
         errors.append(FieldError(path, "must be an object"))
         return None
     number = raw.get("containerPort")
@@ -521,8 +545,8 @@ def parse_pod(obj: Mapping[str, Any], source: str | None = None) -> Pod:
     namespace, name, labels = _metadata(obj, errors, namespaced=True)
     spec = _object_field(obj, "spec", errors)
     status = _object_field(obj, "status", errors)
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    assert isinstance(meta, Mapping)
+    raw_meta = obj.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if _is_map(raw_meta) else {}
     ips = _pod_ips(status, errors)
     ports = _container_ports(spec, errors)
     node = spec.get("nodeName") or ""
@@ -597,7 +621,7 @@ def _object_field(obj: Mapping[str, Any], name: str, errors: list[FieldError]) -
     raw = obj.get(name)
     if raw is None:
         return {}
-    if not isinstance(raw, Mapping):
+    if not _is_map(raw):
         errors.append(FieldError(name, f"must be an object, got {short(raw)}"))
         return {}
     return raw
@@ -612,9 +636,32 @@ def parse_policy(obj: Mapping[str, Any], source: str | None = None) -> NetworkPo
     errors: list[FieldError] = []
     namespace, name, _ = _metadata(obj, errors, namespaced=True)
     spec = obj.get("spec")
-    if not isinstance(spec, Mapping):
+    if not _is_map(spec):
         errors.append(FieldError("spec", "required, an object"))
         raise InvalidObjectError(object_ref(obj), errors, source)
+    # A spec names no namespace: one template's policies share their parsed spec.
+    content = freeze(spec) if type(spec) is dict else None
+    parsed = _POLICY_SPECS.get(content)
+    if parsed is None:
+        found = len(errors)
+        parsed = _policy_spec(spec, errors)
+        if len(errors) == found:
+            _POLICY_SPECS.put(content, parsed)
+    if errors:
+        raise InvalidObjectError(object_ref(obj), errors, source)
+    pod_selector, ingress, egress = parsed
+    return NetworkPolicy(
+        namespace=namespace, name=name, pod_selector=pod_selector, ingress=ingress, egress=egress
+    )
+
+
+_PolicySpec = tuple[LabelSelector, tuple[Rule, ...] | None, tuple[Rule, ...] | None]
+# Valid NetworkPolicy specs by content (see stockade.interning).
+_POLICY_SPECS: InternTable[_PolicySpec] = InternTable()
+
+
+def _policy_spec(spec: Mapping[str, Any], errors: list[FieldError]) -> _PolicySpec:
+    """The pod selector, ingress and egress rules of a spec; problems go to ``errors``."""
     for key in sorted(set(spec) - {"podSelector", "ingress", "egress", "policyTypes"}):
         errors.append(FieldError(f"spec.{key}", "unknown field"))
     if "podSelector" not in spec:
@@ -626,14 +673,10 @@ def parse_policy(obj: Mapping[str, Any], source: str | None = None) -> NetworkPo
     ingress_rules = _parse_rules(raw_ingress, "spec.ingress", "from", errors)
     egress_rules = _parse_rules(raw_egress, "spec.egress", "to", errors)
     types = _policy_types(spec.get("policyTypes"), bool(egress_rules), errors)
-    if errors:
-        raise InvalidObjectError(object_ref(obj), errors, source)
-    return NetworkPolicy(
-        namespace=namespace,
-        name=name,
-        pod_selector=pod_selector,
-        ingress=ingress_rules if INGRESS in types else None,
-        egress=egress_rules if EGRESS in types else None,
+    return (
+        pod_selector,
+        ingress_rules if INGRESS in types else None,
+        egress_rules if EGRESS in types else None,
     )
 
 

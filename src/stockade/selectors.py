@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stockade.errors import FieldError
+from stockade.interning import InternTable, freeze
 from stockade.safetext import printable, short
 from stockade.validation import label_key, label_value
 
@@ -86,6 +87,8 @@ class LabelSelector:
 
 
 EVERYTHING = LabelSelector()
+# Valid selectors by their raw content (see stockade.interning).
+_PARSED: InternTable[LabelSelector] = InternTable()
 
 
 def parse_selector(raw: Any, path: str, errors: list[FieldError]) -> LabelSelector:
@@ -95,9 +98,21 @@ def parse_selector(raw: Any, path: str, errors: list[FieldError]) -> LabelSelect
     """
     if raw is None:
         return EVERYTHING
+    key = freeze(raw) if type(raw) is dict else None
+    known = _PARSED.get(key)
+    if known is not None:
+        return known
     if not isinstance(raw, Mapping):
         errors.append(FieldError(path, "must be a label selector object"))
         return EVERYTHING
+    found = len(errors)
+    selector = _parse_selector(raw, path, errors)
+    if len(errors) == found:
+        _PARSED.put(key, selector)
+    return selector
+
+
+def _parse_selector(raw: Mapping[str, Any], path: str, errors: list[FieldError]) -> LabelSelector:
     unknown = set(raw) - {"matchLabels", "matchExpressions"}
     for key in sorted(unknown):
         errors.append(FieldError(f"{path}.{key}", "unknown field in label selector"))
@@ -135,7 +150,7 @@ def parse_selector(raw: Any, path: str, errors: list[FieldError]) -> LabelSelect
             # Requirements are ANDed and kept apart (two In on one key intersect).
             plain.append(req)
     canonical = tuple(sorted(set(plain), key=lambda r: (r.key, r.operator, r.values)))
-    return LabelSelector(canonical)
+    return LabelSelector(canonical) if canonical else EVERYTHING
 
 
 def _parse_expression(expr: Any, path: str, errors: list[FieldError]) -> Requirement | None:

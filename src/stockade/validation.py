@@ -11,7 +11,9 @@ words them, with the value echoed only through :func:`stockade.safetext.short`.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
 DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253
@@ -22,6 +24,22 @@ _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+# The same label keys come back object after object (every pod of a Deployment has
+# its labels), and checking one takes a few steps: label_key remembers its recent
+# answers. Answers are kept as tuples, so no caller can change one.
+_CACHED = 8192
+
+
+def _remembered(check: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    @functools.lru_cache(maxsize=_CACHED)
+    def answer(value: str) -> tuple[str, ...]:
+        return tuple(check(value))
+
+    @functools.wraps(check)
+    def problems(value: str) -> list[str]:
+        return list(answer(value))
+
+    return problems
 
 
 def dns1123_label(value: str) -> list[str]:
@@ -48,6 +66,7 @@ def dns1123_subdomain(value: str) -> list[str]:
     return []
 
 
+@_remembered
 def label_key(key: str) -> list[str]:
     """A label key: ``[prefix/]name``, prefix a DNS-1123 subdomain, name <= 63."""
     prefix, sep, name = key.rpartition("/")
