@@ -29,6 +29,7 @@ from stockade.cnp import (
     NodeInfo,
     Subject,
 )
+from stockade.gcpause import collector_paused
 from stockade.index import LabelIndex
 from stockade.model import (
     Namespace,
@@ -1153,9 +1154,13 @@ def _discard(mapping: dict[str, set[str]], key: str, value: str) -> None:
 def compile_cluster(
     source: Cluster | Iterable[ClusterInput], shard_size: int = DEFAULT_SHARD_SIZE
 ) -> CompiledCluster:
-    """Compile a whole snapshot: the rule sets of every node and every peer set."""
+    """Compile a whole snapshot: the rule sets of every node and every peer set.
+
+    The cyclic garbage collector is held off meanwhile (:mod:`stockade.gcpause`).
+    """
     objects = source.objects() if isinstance(source, Cluster) else source
-    compiler = Compiler(shard_size)
-    for obj in objects:
-        compiler.upsert(obj)
-    return compiler.result()
+    with collector_paused():
+        compiler = Compiler(shard_size)
+        for obj in objects:
+            compiler.upsert(obj)
+        return compiler.result()
