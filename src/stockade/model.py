@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, TypeGuard
@@ -170,16 +170,16 @@ class Pod:
     contested_ips: tuple[str, ...] = ()
     # The object did not parse (see untrusted_pod): its addresses are denied.
     untrusted: bool = False
+    # ``namespace/name``: made once, the engine asks for it at every step.
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
     @property
     def host_ip(self) -> str:
         """The node's primary address (``status.hostIP``), or empty when unknown."""
         return self.host_ips[0] if self.host_ips else ""
-
-    @property
-    def key(self) -> str:
-        """``namespace/name``."""
-        return f"{self.namespace}/{self.name}"
 
     @property
     def active(self) -> bool:
