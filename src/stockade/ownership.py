@@ -112,6 +112,14 @@ class OwnershipTracker:
     def upsert(self, pod: Pod) -> list[Pod]:
         """Add or replace a raw pod; the effective pods that may have changed."""
         old = self._pods.get(pod.key)
+        if old is None and self._alone(pod):
+            # The common case, a new pod at addresses nobody claims: it owns them all
+            # and nobody else changes (what the general path below finds, faster).
+            key = pod.key
+            self._pods[key] = pod
+            for ip in pod.ips:
+                self._by_ip[ip] = {key}
+            return [pod]
         touched = self._unclaim(old) if old is not None else set()
         self._pods[pod.key] = pod
         if claims(pod):
@@ -146,6 +154,13 @@ class OwnershipTracker:
         if pod is None:
             return []
         return [self._decided[ip] for ip in pod.ips if ip in self._decided]
+
+    def _alone(self, pod: Pod) -> bool:
+        """Whether ``pod`` claims addresses no other pod claims, and is its own effective form."""
+        if pod.untrusted or pod.contested_ips or not claims(pod):
+            return False
+        by_ip = self._by_ip
+        return not any(ip in by_ip for ip in pod.ips)
 
     def _unclaim(self, pod: Pod) -> set[str]:
         if not claims(pod):
