@@ -59,7 +59,9 @@ from stockade.ruleset import (
     PortMatch,
     SelectorRequirement,
     TierRule,
+    canonical_json,
     stable_hash,
+    text_hash,
 )
 from stockade.selectors import EVERYTHING, LabelSelector, Requirement
 
@@ -85,22 +87,36 @@ def _selector(reqs: tuple[SelectorRequirement, ...]) -> LabelSelector:
     return LabelSelector(tuple(Requirement(r.key, r.operator, r.values) for r in reqs))
 
 
+@functools.lru_cache(maxsize=8192)
+def _reqs_json(reqs: tuple[SelectorRequirement, ...]) -> str:
+    return canonical_json([[r.key, r.operator, list(r.values)] for r in reqs])
+
+
 def peer_set_name(selector: PeerSelector) -> str:
-    """The content-addressed name of the set ``selector`` selects."""
-    payload = {
-        "p": [[r.key, r.operator, list(r.values)] for r in selector.pod_selector],
-        "n": selector.namespace,
-        "ns": None
-        if selector.namespace_selector is None
-        else [[r.key, r.operator, list(r.values)] for r in selector.namespace_selector],
-        "port": None
-        if selector.named_port is None
-        else [selector.named_port.name, selector.named_port.protocol],
-    }
-    if selector.node_selector is not None:
-        # Only present for node sets, so the names of pod sets stay as they were.
-        payload["nodes"] = [[r.key, r.operator, list(r.values)] for r in selector.node_selector]
-    return "ps-" + stable_hash(payload)
+    """The content-addressed name of the set ``selector`` selects.
+
+    The hash of the canonical JSON of ``{"n": namespace, "nodes": node selector (node
+    sets only, so the names of pod sets stay as they were), "ns": namespace selector,
+    "p": pod selector, "port": [name, protocol]}``, each selector a list of ``[key,
+    operator, values]``. The text is put together from the JSON of its parts, in
+    the sorted order of the keys: the selectors' parts recur from set to set.
+    """
+    ns_sel, nodes, port = selector.namespace_selector, selector.node_selector, selector.named_port
+    text = "".join(
+        (
+            '{"n":',
+            canonical_json(selector.namespace),
+            "" if nodes is None else ',"nodes":' + _reqs_json(nodes),
+            ',"ns":',
+            "null" if ns_sel is None else _reqs_json(ns_sel),
+            ',"p":',
+            _reqs_json(selector.pod_selector),
+            ',"port":',
+            "null" if port is None else canonical_json([port.name, port.protocol]),
+            "}",
+        )
+    )
+    return "ps-" + text_hash(text)
 
 
 def policy_id(key: str) -> str:
@@ -1163,4 +1179,9 @@ def compile_cluster(
         compiler = Compiler(shard_size)
         for obj in objects:
             compiler.upsert(obj)
-        return compiler.result()
+        result = compiler.result()
+        # Its state goes before the collector is back, which then has only the
+        # outputs left to look at (the first young collection after a pause walks
+        # everything made during it).
+        del compiler
+    return result

@@ -39,7 +39,12 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 def stable_hash(payload: Any, length: int = 16) -> str:
     """A short hex digest of ``payload`` in canonical JSON (sorted keys)."""
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:length]
+    return text_hash(canonical_json(payload), length)
+
+
+def text_hash(text: str, length: int = 16) -> str:
+    """A short hex digest of ``text``, canonical JSON made by the caller."""
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True, slots=True)
