@@ -15,6 +15,7 @@ are rebuilt only for the nodes and peer-set shards marked dirty.
 from __future__ import annotations
 
 import functools
+import operator
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -405,6 +406,9 @@ class CompiledCluster:
         for ps in self.peer_sets.values():
             out.setdefault(ps.set_name, []).append(ps)
         return {k: tuple(sorted(v, key=lambda ps: ps.shard)) for k, v in sorted(out.items())}
+
+
+_member_pod = operator.attrgetter("pod")
 
 
 def _bucket(key: str) -> int:
@@ -1008,20 +1012,30 @@ class Compiler:
 
     def _build_base(self, node: str) -> _BasePart:
         """The NetworkPolicy part of a node's rule set, with its known and contested pods."""
+        # Pods in order, so each policy's targets come out sorted.
+        local = sorted(self._node_pods.get(node, ()))
+        pod_policies = self._pod_policies
         by_policy: dict[str, list[str]] = {}
-        for pod in self._node_pods.get(node, ()):
-            for pkey in self._pod_policies.get(pod, ()):
-                by_policy.setdefault(pkey, []).append(pod)
+        targeted: list[str] = []
+        for pod in local:
+            pkeys = pod_policies.get(pod)
+            if pkeys:
+                targeted.append(pod)
+                for pkey in pkeys:
+                    found = by_policy.get(pkey)
+                    if found is None:
+                        by_policy[pkey] = [pod]
+                    else:
+                        found.append(pod)
+        states = self._policies
         policies: list[NodePolicy] = []
         set_names: set[str] = set()
-        targeted: set[str] = set()
         for pkey in sorted(by_policy):
-            state = self._policies[pkey]
-            targets = tuple(sorted(by_policy[pkey]))
-            targeted.update(targets)
-            policies.append(NodePolicy(state.compiled, targets))
-            set_names |= state.sets
-        known = tuple(KnownPod(k, self._pods[k].ips) for k in sorted(self._node_pods.get(node, ())))
+            state = states[pkey]
+            policies.append(NodePolicy(state.compiled, tuple(by_policy[pkey])))
+            set_names.update(state.sets)
+        pods = self._pods
+        known = tuple([KnownPod(k, pods[k].ips) for k in local])
         contested = sorted(
             {ip for ips in self._node_contested.get(node, {}).values() for ip in ips}
         )
@@ -1066,6 +1080,9 @@ class Compiler:
             self._set_out.pop(name, None)
             return
         count = self._shard_count(state)
+        if count == 1:
+            self._flush_one_shard(state, previous, changes)
+            return
         if count != len(previous) or state.dirty is None:
             rebuild = set(range(count))
         else:
@@ -1087,6 +1104,22 @@ class Compiler:
         self._set_out[name] = current
         state.dirty = set()
 
+    def _flush_one_shard(
+        self, state: _SetState, previous: dict[int, PeerSet], changes: dict[str, PeerSet | None]
+    ) -> None:
+        """_flush_set for a set that fits one shard (most sets): no grouping by shard."""
+        if state.dirty is not None and not state.dirty and len(previous) == 1:
+            return  # nothing moved since the last flush
+        members = [member for bucket in state.buckets.values() for member in bucket.values()]
+        shard = self._build_shard(state, 0, 1, members)
+        if previous.get(0) != shard:
+            changes[shard.name] = shard
+        for number, gone in previous.items():
+            if number >= 1:
+                changes[gone.name] = None
+        self._set_out[state.name] = {0: shard}
+        state.dirty = set()
+
     def _shard_count(self, state: _SetState) -> int:
         count = 1
         if state.size <= self.shard_size:
@@ -1104,7 +1137,7 @@ class Compiler:
     def _build_shard(
         state: _SetState, shard: int, count: int, members: list[PeerMember]
     ) -> PeerSet:
-        members.sort(key=lambda m: m.pod)
+        members.sort(key=_member_pod)
         return PeerSet(
             name=f"{state.name}-{shard}",
             set_name=state.name,
@@ -1150,6 +1183,8 @@ def _known_address(pod: Pod | None) -> tuple[str, str, tuple[str, ...]] | None:
 
 
 def _local_pod(pod: Pod) -> LocalPod:
+    if not pod.ports:
+        return LocalPod(pod.key, pod.ips)
     ports = tuple(
         sorted(
             (ContainerPortSpec(p.name, p.port, p.protocol) for p in pod.named_ports),
