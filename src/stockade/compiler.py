@@ -84,6 +84,8 @@ def _reqs(sel: LabelSelector) -> tuple[SelectorRequirement, ...]:
     return tuple(SelectorRequirement(r.key, r.operator, r.values) for r in sel.requirements)
 
 
+# Cached like _reqs, its inverse: every set of a policy template asks for the same one.
+@functools.lru_cache(maxsize=8192)
 def _selector(reqs: tuple[SelectorRequirement, ...]) -> LabelSelector:
     return LabelSelector(tuple(Requirement(r.key, r.operator, r.values) for r in reqs))
 
@@ -800,10 +802,16 @@ class Compiler:
             for pod in old.targets - (new.targets if new else set()):
                 _discard(self._pod_policies, pod, key)
         if new is not None:
-            for pod in new.targets - (old.targets if old else set()):
-                self._pod_policies.setdefault(pod, set()).add(key)
+            pod_policies = self._pod_policies
+            for pod in (new.targets - old.targets) if old else new.targets:
+                found = pod_policies.get(pod)
+                if found is None:
+                    pod_policies[pod] = {key}
+                else:
+                    found.add(key)
         touched = (old.targets if old else set()) | (new.targets if new else set())
-        self._dirty_nodes.update(self._pods[p].node_name for p in touched)
+        pods = self._pods
+        self._dirty_nodes.update([pods[p].node_name for p in touched])
 
     # ------------------------------------------------------------------ cluster policies
 

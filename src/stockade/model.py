@@ -276,11 +276,11 @@ class NetworkPolicy:
     pod_selector: LabelSelector
     ingress: tuple[Rule, ...] | None
     egress: tuple[Rule, ...] | None
+    # ``namespace/name``, made once (see Pod.key).
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """``namespace/name``."""
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
 
 ClusterObject = Namespace | Pod | NetworkPolicy
