@@ -991,10 +991,10 @@ class Compiler:
             self._cnp_parts.pop(node, None)
             self._node_targeted.pop(node, None)
             return None
-        base = self._base_parts.get(node)
+        old_base = base = self._base_parts.get(node)
         if base is None or node in self._dirty_nodes:
             base = self._base_parts[node] = self._build_base(node)
-        cluster = self._cnp_parts.get(node)
+        old_cluster = cluster = self._cnp_parts.get(node)
         if cluster is None or node in self._dirty_cnp_nodes:
             cluster = self._cnp_parts[node] = self._build_cluster_part(node)
         targeted = base.targeted | cluster.targeted
@@ -1008,11 +1008,22 @@ class Compiler:
         else:
             pods = tuple(self._local_pod(k) for k in sorted(targeted))
         self._node_targeted[node] = targeted
+        if (
+            previous is not None
+            and old_base is not None
+            and old_cluster is not None
+            and base.set_names == old_base.set_names
+            and cluster.set_names == old_cluster.set_names
+        ):
+            # The output was made from the old parts: the same names, already sorted.
+            peer_sets = previous.peer_sets
+        else:
+            peer_sets = tuple(sorted(base.set_names | cluster.set_names))
         return NodeRuleSet(
             node,
             pods,
             base.policies,
-            tuple(sorted(base.set_names | cluster.set_names)),
+            peer_sets,
             known_pods=base.known,
             contested_ips=base.contested,
             cluster_policies=cluster.policies,
