@@ -904,14 +904,34 @@ class Compiler:
             state.namespaces = self._ns_index.select(ns_sel)
         for ns in state.namespaces:
             self._ns_sets.setdefault(ns, set()).add(name)
-        for key in self._initial_members(state):
-            member = state.wants(self._pods[key])
-            if member is not None:
-                state.buckets.setdefault(_bucket(key), {})[key] = member
-                state.size += 1
+        self._fill(state, self._initial_members(state))
         state.dirty = None
         self._dirty_sets.add(name)
         return state
+
+    def _fill(self, state: _SetState, keys: set[str]) -> None:
+        """Put the members of a new pod set in place: ``keys`` match its pod selector.
+
+        What :meth:`_SetState.wants` decides, without asking the selector again.
+        """
+        named = state.selector.named_port
+        pods, buckets = self._pods, state.buckets
+        for key in keys:
+            pod = pods[key]
+            if named is None:
+                member = PeerMember(key, pod.ips)
+            else:
+                number = pod.named_port(named.name, named.protocol)
+                if number is None:
+                    continue
+                member = PeerMember(key, pod.ips, number)
+            bucket = _bucket(key)
+            found = buckets.get(bucket)
+            if found is None:
+                buckets[bucket] = {key: member}
+            else:
+                found[key] = member
+        state.size = sum(len(members) for members in buckets.values())
 
     def _create_node_set(self, name: str, selector: PeerSelector) -> _SetState:
         assert selector.node_selector is not None
