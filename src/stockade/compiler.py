@@ -451,6 +451,8 @@ class Compiler:
         self._node_contested: dict[str, dict[str, tuple[str, ...]]] = {}
         # ClusterNetworkPolicies, their subjects, and the Nodes for `nodes` peers.
         self._cnps: dict[str, _ClusterPolicyState] = {}
+        # Every CNP's name in evaluation order; None when a CNP came, went or changed.
+        self._cnp_order: list[str] | None = None
         self._ns_cnps: dict[str, set[str]] = {}  # namespace -> CNPs whose subject has it
         self._pod_cnps: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeInfo] = {}
@@ -829,8 +831,10 @@ class Compiler:
             targets = self._subjects(policy.subject, namespaces)
             new = _ClusterPolicyState(policy, compiled, frozenset(selectors), namespaces, targets)
             self._cnps[name] = new
+            self._cnp_order = None
         else:
             del self._cnps[name]
+            self._cnp_order = None
         old_ns = old.namespaces if old else set()
         new_ns = new.namespaces if new else set()
         for ns in old_ns - new_ns:
@@ -1090,7 +1094,11 @@ class Compiler:
         by_cnp = self._node_cnp_pods.get(node, {})
         cnps, cache = self._cnps, self._ncp_cache
         entries: list[NodeClusterPolicy] = []
-        for name in sorted(by_cnp, key=lambda n: cnps[n].order):
+        order = self._cnp_order
+        if order is None:
+            order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
+        # The cluster's order, filtered: cheaper than sorting each node's CNPs anew.
+        for name in [n for n in order if n in by_cnp]:
             ncp = cache.get((node, name))
             if ncp is None:
                 ncp = cache[(node, name)] = NodeClusterPolicy(
