@@ -15,18 +15,28 @@ from stockade.cnp import (
     parse_node,
 )
 from stockade.errors import FieldError, InvalidObjectError, ObjectRef
+from stockade.isolation import KIND as ISOLATION_KIND
+from stockade.isolation import parse_isolation_policy
 from stockade.model import Namespace, NetworkPolicy, Pod, object_ref, parse_object
 from stockade.yamlload import MAX_DEPTH, MAX_INPUT_BYTES, YamlLoadError, load_documents
 
-SUPPORTED_KINDS = ("Namespace", "Pod", "NetworkPolicy", "ClusterNetworkPolicy", "Node")
+SUPPORTED_KINDS = (
+    "Namespace",
+    "Pod",
+    "NetworkPolicy",
+    "ClusterNetworkPolicy",
+    ISOLATION_KIND,
+    "Node",
+)
 
 
 @dataclass(frozen=True)
 class Cluster:
     """The objects policy is judged on, by name (``ns/name`` for namespaced ones).
 
-    ``cluster_policies`` are the ClusterNetworkPolicies (by name) and ``nodes`` the
-    Nodes their ``nodes`` peers select (by name).
+    ``cluster_policies`` are the ClusterNetworkPolicies (by name) and the
+    IsolationPolicies (by key, ``IsolationPolicy/<name>``), and ``nodes`` the Nodes
+    their ``nodes`` peers select (by name).
     """
 
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
@@ -49,7 +59,7 @@ class Cluster:
             elif isinstance(obj, Pod):
                 pods[obj.key] = obj
             elif isinstance(obj, ClusterNetworkPolicy):
-                cluster_policies[obj.name] = obj
+                cluster_policies[obj.key] = obj
             elif isinstance(obj, NodeInfo):
                 nodes[obj.name] = obj
             else:
@@ -170,6 +180,8 @@ def parse_input(obj: Mapping[str, Any], source: str | None = None) -> ClusterInp
     kind = obj.get("kind")
     if kind == "ClusterNetworkPolicy":
         return parse_cluster_network_policy(obj, source)
+    if kind == ISOLATION_KIND:
+        return parse_isolation_policy(obj, source)
     if kind == "Node":
         return parse_node(obj, source)
     return parse_object(obj, source)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from stockade.errors import FieldError, InvalidObjectError, ObjectRef
 from stockade.model import (
@@ -181,10 +181,23 @@ class ClusterNetworkPolicy:
     ingress: tuple[ClusterRule, ...] = ()
     egress: tuple[ClusterRule, ...] = ()
 
+    # The kind, and its rank among policies of equal tier, priority and name
+    # (a ClusterNetworkPolicy first); IsolationPolicy has the same shape.
+    kind: ClassVar[str] = KIND
+    kind_rank: ClassVar[int] = 0
+
     @property
     def key(self) -> str:
-        """The policy's name (cluster-scoped objects have no namespace)."""
+        """The policy's name (cluster-scoped objects have no namespace).
+
+        Other kinds of this shape prefix it with their kind, so keys never clash.
+        """
         return self.name
+
+    @property
+    def order(self) -> tuple[int, int, str, int]:
+        """Evaluation order: tier, priority, name, then kind (ClusterNetworkPolicy first)."""
+        return (TIERS.index(self.tier), self.priority, self.name, self.kind_rank)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +207,9 @@ class NodeInfo:
     name: str
     labels: Labels
     addresses: tuple[str, ...] = ()
+
+
+_P = TypeVar("_P", bound=ClusterNetworkPolicy)
 
 
 # Everything the compiler and the verdict engine read: the NetworkPolicy kinds, and
@@ -301,26 +317,51 @@ def parse_cluster_network_policy(obj: Any, source: str | None = None) -> Cluster
     anything the API server would refuse with the v0.2.0 CRD installed, and for
     fields it does not know (it would prune them; stockade does not guess).
     """
+    return parse_tiered_policy(
+        obj, source, kind=KIND, api_version=API_VERSION, peer=parse_peer, build=ClusterNetworkPolicy
+    )
+
+
+# Parses one ``from``/``to`` item: (raw, path, ingress, errors) -> peer or None.
+PeerParser = Callable[[Any, str, bool, list[FieldError]], "ClusterPeer | None"]
+
+
+def parse_tiered_policy(
+    obj: Any,
+    source: str | None,
+    *,
+    kind: str,
+    api_version: str,
+    peer: PeerParser,
+    build: Callable[..., _P],
+) -> _P:
+    """The parser of the ClusterNetworkPolicy spec shape, for any kind that has it.
+
+    ``peer`` parses each ``from``/``to`` item (a kind may accept more peers than a
+    ClusterNetworkPolicy does) and ``build`` makes the policy from its fields
+    (``name``, ``tier``, ``priority``, ``subject``, ``ingress``, ``egress``).
+    Raises :class:`InvalidObjectError` listing every problem.
+    """
     errors: list[FieldError] = []
     if not isinstance(obj, Mapping):
         errors.append(FieldError("<object>", f"must be an object, got {short(obj)}"))
-        raise InvalidObjectError(_ref(obj, KIND), errors, source)
-    _check_type_meta(obj, KIND, API_VERSION, errors)
+        raise InvalidObjectError(_ref(obj, kind), errors, source)
+    _check_type_meta(obj, kind, api_version, errors)
     # Cluster-scoped: a metadata.namespace is ignored, as the API server clears it.
     _, name, _ = parse_metadata(obj, errors, namespaced=False)
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         errors.append(FieldError("spec", f"required, an object, got {short(spec)}"))
-        raise InvalidObjectError(_ref(obj, KIND), errors, source)
+        raise InvalidObjectError(_ref(obj, kind), errors, source)
     _unknown_fields(spec, ("tier", "priority", "subject", "ingress", "egress"), "spec", errors)
     tier = _tier(spec.get("tier"), errors)
     priority = _priority(spec.get("priority"), errors)
     subject = _subject(spec.get("subject"), "spec.subject", errors)
-    ingress = _rules(spec.get("ingress"), "spec.ingress", ingress=True, errors=errors)
-    egress = _rules(spec.get("egress"), "spec.egress", ingress=False, errors=errors)
+    ingress = _rules(spec.get("ingress"), "spec.ingress", peer, ingress=True, errors=errors)
+    egress = _rules(spec.get("egress"), "spec.egress", peer, ingress=False, errors=errors)
     if errors or tier is None or priority is None or subject is None:
-        raise InvalidObjectError(_ref(obj, KIND), errors, source)
-    return ClusterNetworkPolicy(
+        raise InvalidObjectError(_ref(obj, kind), errors, source)
+    return build(
         name=name, tier=tier, priority=priority, subject=subject, ingress=ingress, egress=egress
     )
 
@@ -385,7 +426,7 @@ def _namespaced_pods(raw: Any, path: str, errors: list[FieldError]) -> Namespace
 
 
 def _rules(
-    raw: Any, path: str, *, ingress: bool, errors: list[FieldError]
+    raw: Any, path: str, peer: PeerParser, *, ingress: bool, errors: list[FieldError]
 ) -> tuple[ClusterRule, ...]:
     if raw is None:
         return ()
@@ -394,13 +435,15 @@ def _rules(
         return ()
     rules: list[ClusterRule] = []
     for i, item in enumerate(items):
-        rule = _rule(item, f"{path}[{i}]", ingress=ingress, errors=errors)
+        rule = _rule(item, f"{path}[{i}]", peer, ingress=ingress, errors=errors)
         if rule is not None:
             rules.append(rule)
     return tuple(rules)
 
 
-def _rule(raw: Any, path: str, *, ingress: bool, errors: list[FieldError]) -> ClusterRule | None:
+def _rule(
+    raw: Any, path: str, peer: PeerParser, *, ingress: bool, errors: list[FieldError]
+) -> ClusterRule | None:
     rule = _mapping(raw, path, errors)
     if rule is None:
         return None
@@ -409,7 +452,9 @@ def _rule(raw: Any, path: str, *, ingress: bool, errors: list[FieldError]) -> Cl
     before = len(errors)
     name = _rule_name(rule.get("name"), f"{path}.name", errors)
     action = _action(rule.get("action"), f"{path}.action", errors)
-    peers = _peers(rule.get(peers_field), f"{path}.{peers_field}", ingress=ingress, errors=errors)
+    peers = _peers(
+        rule.get(peers_field), f"{path}.{peers_field}", peer, ingress=ingress, errors=errors
+    )
     protocols = _protocols(rule.get("protocols"), f"{path}.protocols", errors)
     if not ingress and _named_port_with_address_peer(peers, protocols):
         # The CRD's CEL rule on ClusterNetworkPolicyEgressRule.
@@ -460,7 +505,7 @@ def _action(raw: Any, path: str, errors: list[FieldError]) -> str | None:
 
 
 def _peers(
-    raw: Any, path: str, *, ingress: bool, errors: list[FieldError]
+    raw: Any, path: str, parse: PeerParser, *, ingress: bool, errors: list[FieldError]
 ) -> tuple[ClusterPeer, ...]:
     if raw is None:
         errors.append(FieldError(path, "required: a list of 1 to 25 peers"))
@@ -470,13 +515,14 @@ def _peers(
         return ()
     peers: list[ClusterPeer] = []
     for i, item in enumerate(items):
-        peer = _peer(item, f"{path}[{i}]", ingress=ingress, errors=errors)
+        peer = parse(item, f"{path}[{i}]", ingress, errors)
         if peer is not None:
             peers.append(peer)
     return tuple(peers)
 
 
-def _peer(raw: Any, path: str, *, ingress: bool, errors: list[FieldError]) -> ClusterPeer | None:
+def parse_peer(raw: Any, path: str, ingress: bool, errors: list[FieldError]) -> ClusterPeer | None:
+    """One ClusterNetworkPolicy ``from``/``to`` item; problems go to ``errors``."""
     peer = _mapping(raw, path, errors)
     if peer is None:
         return None

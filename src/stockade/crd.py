@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from stockade import crd_cnp
+from stockade import crd_cnp, crd_isolation
 from stockade.ruleset import GROUP, VERSION, node_rule_set_schema, peer_set_schema
 
 _DROP = ("title", "description", "default")
@@ -175,14 +175,16 @@ def peer_set_crd() -> dict[str, Any]:
 
 
 def render_crds() -> str:
-    """Both CRDs as one multi-document YAML text, as kept in manifests/crds.yaml."""
+    """stockade.dev's CRDs (NodeRuleSet, PeerSet, IsolationPolicy) as one YAML text,
+    as kept in manifests/crds.yaml."""
     import yaml  # noqa: PLC0415 - only this entry point needs it
 
     header = (
-        "# Generated from stockade.ruleset by `python -m stockade.crd`; do not edit.\n"
+        "# Generated from stockade.ruleset and stockade.crd_isolation by\n"
+        "# `python -m stockade.crd`; do not edit.\n"
         "# tests/unit/test_crd.py fails when this file is out of date.\n"
     )
-    docs = [node_rule_set_crd(), peer_set_crd()]
+    docs = [node_rule_set_crd(), peer_set_crd(), crd_isolation.isolation_policy_crd()]
     return header + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
 
 

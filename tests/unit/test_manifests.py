@@ -298,8 +298,8 @@ def test_namespace_allows_the_agents_privileges() -> None:
 
 
 def test_crds_are_the_generated_file() -> None:
-    """The kustomization ships manifests/crds.yaml and cnp-crd.yaml unchanged (apart
-    from labels)."""
+    """The kustomization ships manifests/crds.yaml (NodeRuleSet, PeerSet,
+    IsolationPolicy) and cnp-crd.yaml unchanged (apart from labels)."""
     generated = [
         d
         for name in ("crds.yaml", "cnp-crd.yaml")
@@ -307,7 +307,7 @@ def test_crds_are_the_generated_file() -> None:
         if d
     ]
     shipped = [d for d in objects(MANIFESTS) if d["kind"] == "CustomResourceDefinition"]
-    assert len(shipped) == len(generated) == 3
+    assert len(shipped) == len(generated) == 4
     for got in shipped:
         got["metadata"].pop("labels", None)
     for want in generated:
