@@ -12,13 +12,15 @@ down, with their reasons, in ``docs/semantics.md``; the docstrings below name th
 
 :func:`allowed_with_tiers` adds the ClusterNetworkPolicy tiers (Admin, then
 NetworkPolicy, then Baseline) around the same NetworkPolicy step; its choices are
-in ``docs/tiers.md``.
+in ``docs/tiers.md``. IsolationPolicies take part in those tiers like
+ClusterNetworkPolicies, with their peers by sameness with the subject pod
+(:func:`_same_peer_matches`, written from the table of docs/tiers.md).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from stockade.cluster import Cluster
@@ -33,6 +35,7 @@ from stockade.cnp import (
     NodeInfo,
     ProtocolMatch,
 )
+from stockade.isolation import IsolationPolicy, SamePeer
 from stockade.model import IPNetwork, NetworkPolicy, Peer, Pod, PolicyPort, Rule
 from stockade.selectors import LabelSelector
 
@@ -392,9 +395,12 @@ class TierStep:
     """One point of a direction's evaluation: the rule (or tier) that acted, and how.
 
     ``action`` is Accept, Deny or Pass for a CNP rule; Accept or Deny for the
-    NetworkPolicy tier; Allow for the default. ``policy`` is the CNP's name, or the
-    ``ns/name`` of the isolating NetworkPolicies joined by ``,``; ``rule`` the index
-    of the rule in its list (None for the NetworkPolicy tier and the default).
+    NetworkPolicy tier; Allow for the default. ``policy`` is the CNP's name (an
+    IsolationPolicy's key, ``IsolationPolicy/<name>``), or the ``ns/name`` of the
+    isolating NetworkPolicies joined by ``,``; ``rule`` the index of the rule in its
+    list (None for the NetworkPolicy tier and the default). ``note`` says why, when
+    there is more to say: a rule that failed closed, or the sameness that matched
+    (``same value of app (web)``).
     """
 
     tier: str
@@ -599,12 +605,14 @@ def _subject_pod(flow: _Flow, direction: str) -> Endpoint:
 
 
 def ordered_tier(cnps: Iterable[ClusterNetworkPolicy], tier: str) -> list[ClusterNetworkPolicy]:
-    """The CNPs of ``tier`` in evaluation order: priority ascending, then name.
+    """The CNPs (and IsolationPolicies) of ``tier`` in evaluation order: priority
+    ascending, then name, then the ClusterNetworkPolicy before the IsolationPolicy.
 
     The spec leaves the order of equal priorities undefined; stockade orders them by
     name so that every evaluation agrees.
     """
-    return sorted((p for p in cnps if p.tier == tier), key=lambda p: (p.priority, p.name))
+    chosen = [p for p in cnps if p.tier == tier]
+    return sorted(chosen, key=lambda p: (p.priority, p.name, isinstance(p, IsolationPolicy)))
 
 
 def _cnp_tier_step(flow: _Flow, direction: str, tier: str) -> TierStep | None:
@@ -620,8 +628,23 @@ def _cnp_tier_step(flow: _Flow, direction: str, tier: str) -> TierStep | None:
             action = _rule_action(flow, direction, rule)
             if action is not None:
                 note = "fail closed: unsupported peer" if rule.unsupported else ""
-                return TierStep(tier, action, policy.name, index, rule.name, note)
+                note = note or _sameness_note(flow, direction, rule)
+                return TierStep(tier, action, policy.key, index, rule.name, note)
     return None
+
+
+def _sameness_note(flow: _Flow, direction: str, rule: ClusterRule) -> str:
+    """Why a rule matched when its first matching peer is a sameness peer, else ""."""
+    subject = _subject_pod(flow, direction)
+    for peer in rule.peers:
+        if not _cnp_peer_matches(flow, direction, peer):
+            continue
+        if not isinstance(peer, SamePeer) or not isinstance(subject, Pod):
+            return ""
+        ns_labels = flow.cluster.namespace(subject.namespace).labels
+        values = peer.values(ns_labels, subject)
+        return peer.describe(values) if values is not None else ""
+    return ""
 
 
 def cnp_selects(cluster: Cluster, policy: ClusterNetworkPolicy, pod: Pod) -> bool:
@@ -665,6 +688,8 @@ def _cnp_peer_matches(flow: _Flow, direction: str, peer: ClusterPeer) -> bool:
     """Whether one ``from``/``to`` item matches the far end of the connection."""
     other = flow.dst if direction == EGRESS_SIDE else flow.src
     other_addr = flow.dst_addr if direction == EGRESS_SIDE else flow.src_addr
+    if isinstance(peer, SamePeer):
+        return _same_peer_matches(flow.cluster, peer, _subject_pod(flow, direction), other)
     if peer.namespaces is not None:
         return _namespaces_peer_matches(flow.cluster, peer.namespaces, other)
     if peer.pods is not None:
@@ -689,6 +714,44 @@ def _pods_peer_matches(cluster: Cluster, pods: NamespacedPods, other: Endpoint) 
         return False
     ns_labels = cluster.namespace(other.namespace).labels
     return pods.namespace_selector.matches(ns_labels) and pods.pod_selector.matches(other.labels)
+
+
+def _same_peer_matches(
+    cluster: Cluster, peer: SamePeer, subject: Endpoint, other: Endpoint
+) -> bool:
+    """An IsolationPolicy peer by sameness with the subject pod (docs/tiers.md).
+
+    * ``namespaces: {sameAs: Self}``: a pod of the subject pod's own namespace;
+    * ``namespaces: {sameLabels: keys}``: a pod whose namespace has every key with the
+      value the subject pod's namespace has; nothing if the subject's namespace lacks
+      a key (and a namespace lacking a key is never matched);
+    * ``pods: {sameLabels: keys, ...}``: a pod with every key, each with the subject
+      pod's value (nothing if the subject lacks one), in the subject pod's namespace
+      without a namespaceSelector, else in the namespaces it selects, and matching
+      the podSelector when there is one.
+
+    Like every pod peer, never a host-network pod or a plain address.
+    """
+    if not isinstance(subject, Pod) or not isinstance(other, Pod) or not other.selectable:
+        return False
+    if peer.scope == "namespaces" and not peer.keys:
+        return other.namespace == subject.namespace
+    if peer.scope == "namespaces":
+        mine = cluster.namespace(subject.namespace).labels
+        theirs = cluster.namespace(other.namespace).labels
+        return _same_values(peer.keys, mine, theirs)
+    if not _same_values(peer.keys, subject.labels, other.labels):
+        return False
+    if peer.in_namespaces is None:
+        in_scope = other.namespace == subject.namespace
+    else:
+        in_scope = peer.in_namespaces.matches(cluster.namespace(other.namespace).labels)
+    return in_scope and (peer.also is None or peer.also.matches(other.labels))
+
+
+def _same_values(keys: tuple[str, ...], mine: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
+    """Both label maps have every key, each with the same value."""
+    return all(k in mine and k in theirs and mine[k] == theirs[k] for k in keys)
 
 
 def _networks_peer_matches(networks: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
