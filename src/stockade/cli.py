@@ -358,14 +358,17 @@ def cluster_policy_warnings(cluster: Cluster) -> list[str]:
     """
     pods = cluster.active_pods()
     subjects = {
-        p.name: {
+        key: {
             pod.key
             for pod in pods
             if p.subject.selects(cluster.namespace(pod.namespace).labels, pod)
         }
-        for p in cluster.cluster_policies.values()
+        for key, p in cluster.cluster_policies.items()
     }
-    found = overlaps((p, subjects[p.name]) for p in cluster.cluster_policies.values())
+    found = overlaps(
+        (_Keyed(key, p.tier, p.priority, p.ingress, p.egress), subjects[key])
+        for key, p in cluster.cluster_policies.items()
+    )
     ways: dict[tuple[str, str], list[Overlap]] = {}
     for overlap in sorted(found):
         ways.setdefault((overlap.first, overlap.second), []).append(overlap)
@@ -374,18 +377,33 @@ def cluster_policy_warnings(cluster: Cluster) -> list[str]:
         common = sorted(subjects[a] & subjects[b])
         more = f" and {len(common) - 1} more" if len(common) > 1 else ""
         directions = sorted({o.direction for o in both}, key=("ingress", "egress").index)
+        first, second = cluster.cluster_policies[a], cluster.cluster_policies[b]
+        if first.kind == second.kind:
+            kinds = f"{first.kind} {first.name} and {second.name}"
+        else:
+            kinds = f"{first.kind} {first.name} and {second.kind} {second.name}"
         out.append(
-            f"ClusterNetworkPolicy {a} and {b}: both {both[0].tier} priority "
+            f"{kinds}: both {both[0].tier} priority "
             f"{both[0].priority} with {' and '.join(directions)} rules, both selecting "
             f"{common[0]}{more}; the API leaves their order undefined, stockade "
-            f"orders them by name ({a} first)"
+            f"orders them by name ({first.name} first)"
         )
-    for policy in sorted(cluster.cluster_policies.values(), key=lambda p: p.name):
+    for policy in sorted(cluster.cluster_policies.values(), key=lambda p: (p.name, p.kind_rank)):
         out.extend(
-            f"ClusterNetworkPolicy {policy.name}: {rule.message}"
-            for rule in fail_closed_rules(policy)
+            f"{policy.kind} {policy.name}: {rule.message}" for rule in fail_closed_rules(policy)
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """A tiered policy named by its key, as :func:`stockade.tier_lint.overlaps` wants it."""
+
+    name: str
+    tier: str
+    priority: int
+    ingress: tuple[object, ...]
+    egress: tuple[object, ...]
 
 
 # --------------------------------------------------------------------------- commands

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import operator
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from stockade.cluster import Cluster
@@ -32,6 +32,7 @@ from stockade.cnp import (
 )
 from stockade.gcpause import collector_paused
 from stockade.index import LabelIndex
+from stockade.isolation import IsolationPolicy, SamePeer
 from stockade.model import (
     Namespace,
     NetworkPolicy,
@@ -58,6 +59,7 @@ from stockade.ruleset import (
     PeerSelector,
     PeerSet,
     PortMatch,
+    SameMatch,
     SelectorRequirement,
     TierRule,
     canonical_json,
@@ -219,12 +221,20 @@ def cluster_policy_id(name: str) -> str:
     """A short stable id for a ClusterNetworkPolicy, used in chain and set names.
 
     Hashed with a prefix, so it never equals the id of a NetworkPolicy (whose key
-    has a namespace) whatever the names.
+    has a namespace) whatever the names. An IsolationPolicy's id is the hash of its
+    key, ``IsolationPolicy/<name>``: never a ClusterNetworkPolicy's.
     """
+    if name.startswith(ISOLATION_PREFIX):
+        return stable_hash(name, 12)
     return stable_hash("ClusterNetworkPolicy/" + name, 12)
 
 
+ISOLATION_PREFIX = IsolationPolicy.kind + "/"
+
+
 def _cluster_peer(peer: ClusterPeer, sets: dict[str, PeerSelector]) -> tuple[PeerMatch, ...]:
+    if isinstance(peer, SamePeer):
+        return ()  # by sameness: per subject, on each node (see expand_isolation)
     if peer.networks:
         return tuple(PeerMatch(cidr=str(net)) for net in peer.networks)
     if peer.namespaces is not None:
@@ -254,25 +264,39 @@ def _compile_tier_rules(
             if rule.action != ACCEPT:
                 out.append(TierRule(DENY, index, name=rule.name, fail_closed=True))
             continue
+        if _by_sameness(rule):
+            continue  # compiled per node, for its subjects (expand_isolation)
         peers: list[PeerMatch] = []
         for peer in rule.peers:
             for match in _cluster_peer(peer, sets):
                 if match not in peers:
                     peers.append(match)
-        ports: list[PortMatch] = []
-        for pm in rule.protocols:
-            if pm.named_port is not None:
-                found = [
-                    _named_port_match(pm.named_port, proto, egress, sets)
-                    for proto in _NAMED_PORT_PROTOCOLS
-                ]
-            else:
-                assert pm.protocol is not None
-                end = pm.end_port if pm.end_port != pm.port else None
-                found = [PortMatch(protocol=pm.protocol, port=pm.port, end_port=end)]
-            ports.extend(p for p in found if p not in ports)
-        out.append(TierRule(rule.action, index, tuple(peers), tuple(ports), rule.name))
+        ports = _tier_ports(rule, egress, sets)
+        out.append(TierRule(rule.action, index, tuple(peers), ports, rule.name))
     return tuple(out)
+
+
+def _by_sameness(rule: ClusterRule) -> bool:
+    """The rule has a peer by sameness (an IsolationPolicy's)."""
+    return any(isinstance(p, SamePeer) for p in rule.peers)
+
+
+def _tier_ports(
+    rule: ClusterRule, egress: bool, sets: dict[str, PeerSelector]
+) -> tuple[PortMatch, ...]:
+    ports: list[PortMatch] = []
+    for pm in rule.protocols:
+        if pm.named_port is not None:
+            found = [
+                _named_port_match(pm.named_port, proto, egress, sets)
+                for proto in _NAMED_PORT_PROTOCOLS
+            ]
+        else:
+            assert pm.protocol is not None
+            end = pm.end_port if pm.end_port != pm.port else None
+            found = [PortMatch(protocol=pm.protocol, port=pm.port, end_port=end)]
+        ports.extend(p for p in found if p not in ports)
+    return tuple(ports)
 
 
 def compile_cluster_policy(
@@ -282,18 +306,117 @@ def compile_cluster_policy(
 
     Returns the compiled policy and the selector of every PeerSet it refers to.
     Rule order and indexes are kept (an Accept rule that fails closed is left out,
-    so indexes may skip).
+    so indexes may skip; so is an IsolationPolicy rule with peers by sameness,
+    which each node gets for its own subjects from :func:`expand_isolation`).
     """
     sets: dict[str, PeerSelector] = {}
     compiled = CompiledClusterPolicy(
-        name=policy.name,
-        id=cluster_policy_id(policy.name),
+        name=policy.key,
+        id=cluster_policy_id(policy.key),
         tier=policy.tier,
         priority=policy.priority,
         ingress=_compile_tier_rules(policy.ingress, False, sets),
         egress=_compile_tier_rules(policy.egress, True, sets),
     )
     return compiled, sets
+
+
+def _same_selector(peer: SamePeer, pod: Pod, values: tuple[str, ...]) -> PeerSelector:
+    """The set of the far ends ``peer`` matches for the subject ``pod`` (with ``values``).
+
+    Requirements are sorted, so rules comparing the same keys share one set per value.
+    """
+    if peer.scope == "namespaces" and not peer.keys:
+        return PeerSelector(pod_selector=(), namespace=pod.namespace)
+    same = [SelectorRequirement(k, "In", (v,)) for k, v in zip(peer.keys, values, strict=True)]
+    if peer.scope == "namespaces":
+        return PeerSelector(pod_selector=(), namespace_selector=_sorted_reqs(same))
+    reqs = _sorted_reqs([*same, *(_reqs(peer.also) if peer.also is not None else ())])
+    if peer.in_namespaces is None:
+        return PeerSelector(pod_selector=reqs, namespace=pod.namespace)
+    return PeerSelector(pod_selector=reqs, namespace_selector=_reqs(peer.in_namespaces))
+
+
+def _sorted_reqs(reqs: Iterable[SelectorRequirement]) -> tuple[SelectorRequirement, ...]:
+    return tuple(sorted(set(reqs), key=lambda r: (r.key, r.operator, r.values)))
+
+
+def _subject_peers(
+    rule: ClusterRule,
+    pod: Pod,
+    namespace_labels: Mapping[str, str],
+    sets: dict[str, PeerSelector],
+) -> tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]]:
+    """The peers of ``rule`` for one subject, in the order written, and the sameness
+    each set stands for. A sameness peer whose keys the subject lacks is left out."""
+    peers: list[PeerMatch] = []
+    same: list[SameMatch] = []
+    for peer in rule.peers:
+        if not isinstance(peer, SamePeer):
+            peers.extend(m for m in _cluster_peer(peer, sets) if m not in peers)
+            continue
+        values = peer.values(namespace_labels, pod)
+        if values is None:
+            continue
+        selector = _same_selector(peer, pod, values)
+        name = peer_set_name(selector)
+        sets[name] = selector
+        match = PeerMatch(peer_set=name)
+        if match not in peers:
+            # A set an earlier peer brought matches as that peer (explain says so).
+            peers.append(match)
+            same.append(SameMatch(name, peer.describe(values)))
+    return tuple(peers), tuple(same)
+
+
+def expand_isolation(
+    policy: IsolationPolicy,
+    compiled: CompiledClusterPolicy,
+    subjects: Iterable[Pod],
+    namespace_labels: Callable[[str], Mapping[str, str]],
+) -> tuple[CompiledClusterPolicy, dict[str, PeerSelector]]:
+    """An IsolationPolicy as one node enforces it, for its local ``subjects``.
+
+    A rule with peers by sameness becomes one rule per distinct peer list of the
+    subjects (so per distinct value of the labels compared, never per pod of the
+    cluster), each guarded by its subjects (``TierRule.subjects``; None when one rule
+    serves every local subject) and in the rule's place; a subject for which the
+    rule has no peer left gets none. Other rules are ``compiled``'s. Returns the
+    node's compiled policy and the selector of every sameness set it refers to.
+    """
+    pods = sorted(subjects, key=lambda p: p.key)
+    sets: dict[str, PeerSelector] = {}
+    directions: list[tuple[TierRule, ...]] = []
+    for rules, base, egress in (
+        (policy.ingress, compiled.ingress, False),
+        (policy.egress, compiled.egress, True),
+    ):
+        out: list[TierRule] = []
+        for index, rule in enumerate(rules):
+            if rule.unsupported or not _by_sameness(rule):
+                out.extend(r for r in base if r.index == index)
+                continue
+            ports = _tier_ports(rule, egress, sets)
+            groups: dict[tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]], list[str]] = {}
+            for pod in pods:
+                peers, same = _subject_peers(rule, pod, namespace_labels(pod.namespace), sets)
+                if peers:
+                    groups.setdefault((peers, same), []).append(pod.key)
+            for (peers, same), keys in sorted(groups.items(), key=lambda g: g[1][0]):
+                guard = None if len(groups) == 1 and len(keys) == len(pods) else tuple(keys)
+                out.append(
+                    TierRule(rule.action, index, peers, ports, rule.name, False, guard, same)
+                )
+        directions.append(tuple(out))
+    node_policy = CompiledClusterPolicy(
+        name=compiled.name,
+        id=compiled.id,
+        tier=compiled.tier,
+        priority=compiled.priority,
+        ingress=directions[0],
+        egress=directions[1],
+    )
+    return node_policy, sets
 
 
 def _subject_namespace_selector(subject: Subject) -> LabelSelector:
@@ -322,7 +445,7 @@ class _ClusterPolicyState:
     namespaces: set[str]  # namespaces the subject's namespace selector matches
     targets: set[str]
     # The compiled policy's sort key, kept: node rule sets sort their CNPs by it.
-    order: tuple[int, int, str] = field(init=False)
+    order: tuple[int, int, str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.order = self.compiled.order
@@ -463,6 +586,9 @@ class Compiler:
         # NodeClusterPolicy of every other CNP there.
         self._node_cnp_pods: dict[str, dict[str, set[str]]] = {}  # node -> CNP -> subjects
         self._ncp_cache: dict[tuple[str, str], NodeClusterPolicy] = {}
+        # The sets an IsolationPolicy's rules by sameness use on a node (its subjects'
+        # values), acquired by the user "<key>@<node>": node -> policy key -> sets.
+        self._same_sets: dict[str, dict[str, frozenset[str]]] = {}
         self._dirty_cnp_nodes: set[str] = set()
         self._base_parts: dict[str, _BasePart] = {}
         self._cnp_parts: dict[str, _ClusterPart] = {}
@@ -486,7 +612,7 @@ class Compiler:
         elif isinstance(obj, Namespace):
             self._set_namespace(obj.name, obj)
         elif isinstance(obj, ClusterNetworkPolicy):
-            self._set_cluster_policy(obj.name, obj)
+            self._set_cluster_policy(obj.key, obj)
         elif isinstance(obj, NodeInfo):
             self.upsert_node(obj.name)
             self._set_node_info(obj.name, obj)
@@ -496,9 +622,9 @@ class Compiler:
     def delete(self, kind: str, key: str) -> None:
         """Remove an object by kind and key.
 
-        Kinds: Pod, Namespace, NetworkPolicy, ClusterNetworkPolicy, Node (which is
-        also undeclared, see :meth:`delete_node`). Namespaced keys are
-        ``namespace/name``. Unknown keys are ignored.
+        Kinds: Pod, Namespace, NetworkPolicy, ClusterNetworkPolicy, IsolationPolicy
+        (by name), Node (which is also undeclared, see :meth:`delete_node`).
+        Namespaced keys are ``namespace/name``. Unknown keys are ignored.
         """
         if kind == "Pod":
             self._set_pod(key, None)
@@ -510,6 +636,8 @@ class Compiler:
             self._set_policy(key, None)
         elif kind == "ClusterNetworkPolicy":
             self._set_cluster_policy(key, None)
+        elif kind == IsolationPolicy.kind:
+            self._set_cluster_policy(ISOLATION_PREFIX + key, None)
         elif kind == "Node":
             self._set_node_info(key, None)
             self.delete_node(key)
@@ -655,11 +783,11 @@ class Compiler:
         old: Pod | None,
         pod: Pod | None,
     ) -> None:
-        if was and now and _same_local(old, pod):
+        if was and now and _same_local(old, pod) and not _regroups(state, old, pod):
             return
         if not was and not now:
             return
-        name = state.policy.name
+        name = state.policy.key
         if now:
             state.targets.add(key)
             self._pod_cnps.setdefault(key, set()).add(name)
@@ -758,6 +886,8 @@ class Compiler:
         for cnp_name, state in self._cnps.items():
             now = _subject_namespace_selector(state.policy.subject).matches(ns.labels)
             if now == (name in state.namespaces):
+                if now and _isolating(state):
+                    self._regroup_namespace(cnp_name, state, name)
                 continue
             if now:
                 state.namespaces.add(name)
@@ -770,6 +900,14 @@ class Compiler:
                 was = key in state.targets
                 selected = now and _subject_pod_matches(state.policy.subject, pod)
                 self._mark_subject(state, key, was, selected, pod, pod)
+
+    def _regroup_namespace(self, key: str, state: _ClusterPolicyState, namespace: str) -> None:
+        """An IsolationPolicy's subjects in a relabelled namespace: their nodes compile
+        the policy again (the namespace's values may have changed)."""
+        for pod in self._ns_pods.get(namespace, set()) & state.targets:
+            node = self._pods[pod].node_name
+            self._ncp_cache.pop((node, key), None)
+            self._dirty_cnp_nodes.add(node)
 
     def _refill_namespace(self, state: _SetState, namespace: str, include: bool) -> None:
         for key in self._ns_pods.get(namespace, ()):
@@ -821,7 +959,8 @@ class Compiler:
         old = self._cnps.get(name)
         if (old.policy if old is not None else None) == policy:
             return
-        user = "ClusterNetworkPolicy/" + name  # set users share one namespace of keys
+        # Set users share one namespace of keys; an IsolationPolicy's key has its kind.
+        user = name if name.startswith(ISOLATION_PREFIX) else "ClusterNetworkPolicy/" + name
         new: _ClusterPolicyState | None = None
         if policy is not None:
             compiled, selectors = compile_cluster_policy(policy)
@@ -852,8 +991,13 @@ class Compiler:
         for pod in new_targets - old_targets:
             self._pod_cnps.setdefault(pod, set()).add(name)
             self._subject(self._pods[pod].node_name, name, pod)
-        if old is not None and new is not None and old.compiled != new.compiled:
-            # Same subjects, new rules: their nodes get the new compiled policy.
+        if (
+            old is not None
+            and new is not None
+            and (old.compiled != new.compiled or _isolating(new))
+        ):
+            # Same subjects, new rules: their nodes get the new compiled policy (an
+            # IsolationPolicy's rules by sameness are compiled on each node).
             for node in {self._pods[p].node_name for p in old_targets & new_targets}:
                 self._ncp_cache.pop((node, name), None)
                 self._dirty_cnp_nodes.add(node)
@@ -1014,6 +1158,7 @@ class Compiler:
             self._base_parts.pop(node, None)
             self._cnp_parts.pop(node, None)
             self._node_targeted.pop(node, None)
+            self._keep_same_sets(node, {})
             return None
         old_base = base = self._base_parts.get(node)
         if base is None or node in self._dirty_nodes:
@@ -1094,6 +1239,7 @@ class Compiler:
         by_cnp = self._node_cnp_pods.get(node, {})
         cnps, cache = self._cnps, self._ncp_cache
         entries: list[NodeClusterPolicy] = []
+        same_sets = dict(self._same_sets.get(node, {}))
         order = self._cnp_order
         if order is None:
             order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
@@ -1101,14 +1247,45 @@ class Compiler:
         for name in [n for n in order if n in by_cnp]:
             ncp = cache.get((node, name))
             if ncp is None:
-                ncp = cache[(node, name)] = NodeClusterPolicy(
-                    cnps[name].compiled, tuple(sorted(by_cnp[name]))
-                )
+                state = cnps[name]
+                compiled = state.compiled
+                if isinstance(state.policy, IsolationPolicy):
+                    compiled, selectors = expand_isolation(
+                        state.policy,
+                        compiled,
+                        (self._pods[p] for p in by_cnp[name]),
+                        lambda ns: self._namespace_labels(ns).labels,
+                    )
+                    same_sets[name] = self._acquire_sets(selectors, f"{name}@{node}")
+                ncp = cache[(node, name)] = NodeClusterPolicy(compiled, tuple(sorted(by_cnp[name])))
             entries.append(ncp)
-        set_names = frozenset().union(*(cnps[name].sets for name in by_cnp))
+        self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp})
+        set_names = frozenset().union(
+            *(cnps[name].sets for name in by_cnp), *self._same_sets.get(node, {}).values()
+        )
         subjects = self._pod_cnps
         targeted = frozenset(p for p in self._node_pods.get(node, ()) if p in subjects)
         return _ClusterPart(tuple(entries), set_names, targeted)
+
+    def _acquire_sets(self, selectors: Mapping[str, PeerSelector], user: str) -> frozenset[str]:
+        for set_name, selector in selectors.items():
+            self._acquire_set(set_name, selector, user)
+        return frozenset(selectors)
+
+    def _keep_same_sets(self, node: str, keep: Mapping[str, frozenset[str]]) -> None:
+        """The sets of the IsolationPolicies compiled for ``node`` are now ``keep``
+        (policy key -> set names): release what the node's policies no longer use.
+
+        Acquired before released, so a set that stays is never rebuilt.
+        """
+        before = self._same_sets.get(node, {})
+        for key, names in before.items():
+            for set_name in names - keep.get(key, frozenset()):
+                self._release_set(set_name, f"{key}@{node}")
+        if keep:
+            self._same_sets[node] = dict(keep)
+        else:
+            self._same_sets.pop(node, None)
 
     def _local_pod(self, key: str) -> LocalPod:
         pod = self._pods[key]
@@ -1193,6 +1370,16 @@ class Compiler:
             shards=count,
             members=tuple(members),
         )
+
+
+def _isolating(state: _ClusterPolicyState) -> bool:
+    """The policy is an IsolationPolicy (its nodes compile its rules for their subjects)."""
+    return isinstance(state.policy, IsolationPolicy)
+
+
+def _regroups(state: _ClusterPolicyState, old: Pod | None, pod: Pod | None) -> bool:
+    """A subject of an IsolationPolicy changed labels: it may change value groups."""
+    return _isolating(state) and (old is None or pod is None or old.labels != pod.labels)
 
 
 def _subject_pod_matches(subject: Subject, pod: Pod) -> bool:

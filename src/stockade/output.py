@@ -28,6 +28,8 @@ from rich.text import Text
 
 from stockade.cluster import Cluster
 from stockade.cnp import ClusterPeer, ClusterRule, ProtocolMatch
+from stockade.isolation import KIND as ISOLATION_KIND
+from stockade.isolation import SamePeer
 from stockade.model import EGRESS, NetworkPolicy, Peer, PolicyPort, Rule
 from stockade.safetext import printable
 from stockade.service_explain import ServiceVerdict
@@ -255,6 +257,9 @@ def _hit_dict(hit: TierHit) -> dict[str, Any]:
         "rule": hit.rule,
         "ruleName": hit.rule_name or None,
         "failClosed": hit.fail_closed,
+        # An IsolationPolicy rule matched by sameness: which (e.g. "same value of
+        # app (web)"); None otherwise.
+        "same": hit.same or None,
     }
 
 
@@ -340,6 +345,7 @@ def _tiered_direction(
         )
     for step in dv.passed:
         lines.append(f"  passed: {_hit_text(step, way)}, the rest of the {step.tier} tier skipped")
+        lines += [f"    {text}" for text in _same_lines(step)]
         lines += [f"    {text}" for text in _cnp_rule_lines(step, direction, cluster)]
     hit = dv.decided_by
     if hit is None:
@@ -352,6 +358,7 @@ def _tiered_direction(
     tail = f"; {' and '.join(skipped)} {'tier' if len(skipped) == 1 else 'tiers'} not reached"
     lines.append(f"  decided by: {_hit_text(hit, way)}{tail if skipped else ''}")
     if hit.tier != NETWORK_POLICY_TIER:
+        lines += [f"    {text}" for text in _same_lines(hit)]
         lines += [f"    {text}" for text in _cnp_rule_lines(hit, direction, cluster)]
         return lines
     lines.append(f"  isolated by: {', '.join(dv.isolated_by)}")
@@ -369,12 +376,30 @@ def _tiered_direction(
     return lines
 
 
+_SAME_WORD = {"Accept": "allowed", "Deny": "denied", "Pass": "passed"}
+
+
+def _same_lines(hit: TierHit) -> list[str]:
+    """``allowed: same value of com.rancher.department (qa)`` for a match by sameness."""
+    if not hit.same:
+        return []
+    return [f"{_SAME_WORD.get(hit.action, hit.action)}: {hit.same}"]
+
+
+def policy_label(key: str) -> str:
+    """A tiered policy for people: ``cnp 'x'`` or ``isolationpolicy 'x'`` (from its key)."""
+    prefix = ISOLATION_KIND + "/"
+    if key.startswith(prefix):
+        return f"isolationpolicy '{key[len(prefix) :]}'"
+    return f"cnp '{key}'"
+
+
 def _hit_text(hit: TierHit, way: str) -> str:
     """``Admin cnp 'deny-legacy' egress rule 0 (legacy): Deny``, or the NetworkPolicy tier."""
     if hit.rule is None:
         return f"{hit.tier} tier: {hit.action}"
     named = f" ({hit.rule_name})" if hit.rule_name else ""
-    text = f"{hit.tier} cnp '{hit.policy}' {way} rule {hit.rule}{named}: {hit.action}"
+    text = f"{hit.tier} {policy_label(hit.policy)} {way} rule {hit.rule}{named}: {hit.action}"
     if hit.fail_closed:
         text += " (fails closed: a domainNames peer, not enforced, makes it a Deny all rule)"
     return text
@@ -402,6 +427,8 @@ def describe_cluster_peers(rule: ClusterRule) -> str:
 
 def describe_cluster_peer(peer: ClusterPeer) -> str:
     """One ClusterNetworkPolicy peer in words, e.g. ``namespaces team=a``."""
+    if isinstance(peer, SamePeer):
+        return describe_same_peer(peer)
     if peer.namespaces is not None:
         sel = peer.namespaces
         return "all pods in all namespaces" if sel.is_empty else f"all pods in namespaces {sel}"
@@ -416,6 +443,23 @@ def describe_cluster_peer(peer: ClusterPeer) -> str:
         sel = peer.nodes
         return "all nodes" if sel.is_empty else f"nodes {sel}"
     return f"domainNames {', '.join(peer.domain_names)} (not enforced)"
+
+
+def describe_same_peer(peer: SamePeer) -> str:
+    """An IsolationPolicy peer by sameness in words, e.g. ``pods with the same app``."""
+    if peer.scope == "namespaces" and not peer.keys:
+        return "all pods in the same namespace"
+    keys = ", ".join(peer.keys)
+    if peer.scope == "namespaces":
+        return f"all pods in namespaces with the same {keys}"
+    what = "pods" if peer.also is None or peer.also.is_empty else f"pods {peer.also}"
+    if peer.in_namespaces is None:
+        where = "the same namespace"
+    elif peer.in_namespaces.is_empty:
+        where = "all namespaces"
+    else:
+        where = f"namespaces {peer.in_namespaces}"
+    return f"{what} with the same {keys} in {where}"
 
 
 def describe_protocols(rule: ClusterRule) -> str:

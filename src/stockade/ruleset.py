@@ -188,6 +188,19 @@ PASS = "Pass"
 
 
 @dataclass(frozen=True, slots=True)
+class SameMatch:
+    """Why a peer set of an IsolationPolicy rule matches: the sameness it stands for.
+
+    ``peer_set`` is one of the rule's peer sets, ``reason`` the words for people
+    (``same value of app (web)``, ``same namespace (team-a)``).
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    peer_set: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class TierRule:
     """One rule of a ClusterNetworkPolicy, compiled: ``action`` on a match.
 
@@ -197,6 +210,12 @@ class TierRule:
     stockade does not enforce, compiled as "Deny all"); an Accept rule that fails
     closed matches nothing and is left out. ``index`` is the rule's position in the
     policy's ``ingress``/``egress`` list, ``name`` its optional name.
+
+    ``subjects``: the local subjects the rule applies to (None: every subject of the
+    policy on the node). An IsolationPolicy rule with peers by sameness becomes, on
+    each node, one rule per distinct peer list of its local subjects (one per
+    distinct value of the labels compared), each guarded by the subjects it is for;
+    ``same`` then names the sameness each of its peer sets stands for.
     """
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
@@ -206,14 +225,22 @@ class TierRule:
     ports: tuple[PortMatch, ...] = ()
     name: str = ""
     fail_closed: bool = False
+    subjects: tuple[str, ...] | None = None
+    same: tuple[SameMatch, ...] = ()
+
+    def applies_to(self, pod: str) -> bool:
+        """Whether the rule is judged for the local subject ``pod``."""
+        return self.subjects is None or pod in self.subjects
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledClusterPolicy:
-    """A ClusterNetworkPolicy compiled independently of any node.
+    """A ClusterNetworkPolicy (or IsolationPolicy) compiled independently of any node.
 
-    ``tier`` is Admin or Baseline, ``priority`` 0..1000 (lower first); rules keep the
-    order written. ``id`` is a short stable hash of the name, for chain and set names.
+    ``name`` is the policy's key: a ClusterNetworkPolicy's name, or
+    ``IsolationPolicy/<name>``. ``tier`` is Admin or Baseline, ``priority`` 0..1000
+    (lower first); rules keep the order written. ``id`` is a short stable hash of
+    the name, for chain and set names.
     """
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
@@ -225,9 +252,15 @@ class CompiledClusterPolicy:
     egress: tuple[TierRule, ...] = ()
 
     @property
-    def order(self) -> tuple[int, int, str]:
-        """The evaluation order: tier, then priority, then name (equal priorities)."""
-        return (TIER_ORDER.get(self.tier, len(TIER_ORDER)), self.priority, self.name)
+    def order(self) -> tuple[int, int, str, int]:
+        """The evaluation order: tier, then priority, then name (equal priorities),
+        then the ClusterNetworkPolicy before an IsolationPolicy of the same name.
+
+        An IsolationPolicy's ``name`` is its key, ``IsolationPolicy/<name>`` (a
+        ClusterNetworkPolicy's name has no ``/``).
+        """
+        _, slash, bare = self.name.rpartition("/")
+        return (TIER_ORDER.get(self.tier, len(TIER_ORDER)), self.priority, bare, 1 if slash else 0)
 
     def peer_sets(self) -> set[str]:
         """Names of every PeerSet the rules refer to."""

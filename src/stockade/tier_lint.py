@@ -47,7 +47,9 @@ class Overlap:
     pod and both have rules of ``direction`` (``ingress``/``egress``) for it.
 
     The API leaves their order undefined; stockade orders them by name, so
-    ``first`` < ``second``.
+    ``first`` < ``second``. An IsolationPolicy is named by its key,
+    ``IsolationPolicy/<name>``, and ordered by its name (:func:`evaluation_name`);
+    one never overlaps the ClusterNetworkPolicy of its own name, which goes first.
     """
 
     first: str
@@ -71,16 +73,25 @@ def overlaps(subjects: Iterable[tuple[_Tiered, Collection[str]]]) -> frozenset[O
     for (tier, priority), group in groups.items():
         if len(group) < 2:
             continue
-        group.sort(key=lambda entry: entry[0].name)
+        group.sort(key=lambda entry: evaluation_name(entry[0].name))
         for i, (a, a_pods) in enumerate(group):
             mine = set(a_pods)
             for b, b_pods in group[i + 1 :]:
-                if a.name == b.name or mine.isdisjoint(b_pods):
+                if evaluation_name(a.name)[0] == evaluation_name(b.name)[0]:
+                    continue  # the same name: the ClusterNetworkPolicy first, documented
+                if mine.isdisjoint(b_pods):
                     continue
                 for direction in DIRECTIONS:
                     if getattr(a, direction) and getattr(b, direction):
                         found.add(Overlap(a.name, b.name, direction, tier, priority))
     return frozenset(found)
+
+
+def evaluation_name(key: str) -> tuple[str, bool]:
+    """How a policy's key orders among equal priorities: by name, then the
+    ClusterNetworkPolicy before the IsolationPolicy (whose key is ``IsolationPolicy/<name>``)."""
+    _, slash, name = key.rpartition("/")
+    return (name, bool(slash))
 
 
 def node_overlaps(policies: Iterable[NodeClusterPolicy]) -> frozenset[Overlap]:

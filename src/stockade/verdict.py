@@ -62,9 +62,11 @@ class TierHit:
     For a ClusterNetworkPolicy rule: ``tier`` Admin or Baseline, ``action`` Accept,
     Deny or Pass, ``policy`` the CNP's name, ``rule`` its index in the direction's
     list and ``rule_name`` its name; ``fail_closed`` when the rule is a "Deny all"
-    because of a peer stockade does not enforce. For the NetworkPolicy tier:
-    ``tier`` NetworkPolicy, ``action`` Accept or Deny, ``policy`` the isolating
-    policies joined by ``,``, ``rule`` None.
+    because of a peer stockade does not enforce; ``same`` the sameness that matched
+    when the rule is an IsolationPolicy's and its first matching peer is one by
+    sameness (``same value of app (web)``). For the NetworkPolicy tier: ``tier``
+    NetworkPolicy, ``action`` Accept or Deny, ``policy`` the isolating policies
+    joined by ``,``, ``rule`` None.
     """
 
     tier: str
@@ -73,6 +75,7 @@ class TierHit:
     rule: int | None = None
     rule_name: str = ""
     fail_closed: bool = False
+    same: str = ""
 
     def __str__(self) -> str:
         if self.rule is None:
@@ -261,7 +264,8 @@ class NodeEvaluator:
         dst_local = None if egress else self._pods_by_ip[dst_ip]
         flow = (peer_ip, dst_ip, port, protocol, dst_local)
         passed: list[TierHit] = []
-        decided = self._tier(cnps, ADMIN_TIER, direction, flow, passed)
+        local = self._pods_by_ip[local_ip].name
+        decided = self._tier(cnps, ADMIN_TIER, direction, flow, passed, local)
         allowed: list[RuleRef] = []
         isolated_by = tuple(n for n, _ in policies or ())
         if decided is None and policies:
@@ -277,7 +281,7 @@ class NodeEvaluator:
                 action = ACCEPT if allowed else DENY
                 decided = TierHit(NETWORK_POLICY_TIER, action, ",".join(isolated_by))
         if decided is None:
-            decided = self._tier(cnps, BASELINE_TIER, direction, flow, passed)
+            decided = self._tier(cnps, BASELINE_TIER, direction, flow, passed, local)
         pod = self._pods_by_ip[local_ip].name
         return DirectionVerdict(
             pod, direction, isolated_by, tuple(allowed), decided, tuple(passed), own_node
@@ -290,17 +294,26 @@ class NodeEvaluator:
         direction: str,
         flow: tuple[str, str, int, str, LocalPod | None],
         passed: list[TierHit],
+        local: str,
     ) -> TierHit | None:
-        """The first matching rule of ``tier``; a Pass is recorded and ends the tier."""
+        """The first matching rule of ``tier`` for the local pod ``local`` (a rule
+        guarded by its subjects is judged for those only); a Pass is recorded and
+        ends the tier."""
         for policy in cnps or ():
             if policy.tier != tier:
                 continue
             rules = policy.egress if direction == EGRESS else policy.ingress
             for rule in rules:
-                if not self._rule_matches(rule, *flow):
+                if not rule.applies_to(local) or not self._rule_matches(rule, *flow):
                     continue
                 hit = TierHit(
-                    tier, rule.action, policy.name, rule.index, rule.name, rule.fail_closed
+                    tier,
+                    rule.action,
+                    policy.name,
+                    rule.index,
+                    rule.name,
+                    rule.fail_closed,
+                    self._sameness(rule, flow[0]),
                 )
                 if rule.action == PASS:
                     passed.append(hit)
@@ -322,6 +335,15 @@ class NodeEvaluator:
         if not rule.ports:
             return True
         return any(self._port_matches(p, dst_ip, port, protocol, dst_local) for p in rule.ports)
+
+    def _sameness(self, rule: TierRule, peer_ip: str) -> str:
+        """The sameness of the rule's first peer matching ``peer_ip``, or ""."""
+        if not rule.same:
+            return ""
+        first = next((p for p in rule.peers if self._peer_matches(p, peer_ip)), None)
+        if first is None:
+            return ""
+        return next((s.reason for s in rule.same if s.peer_set == first.peer_set), "")
 
     def _peer_matches(self, peer: PeerMatch, ip: str) -> bool:
         if peer.peer_set is not None:

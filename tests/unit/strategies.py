@@ -347,3 +347,77 @@ def tiered_cluster_docs(
 # How far the renderer inlines policies into group chains (0: never; the rest: up to
 # that many rules), so properties cover the jumped, the inlined and the mixed layouts.
 INLINE_CHOICES = st.sampled_from([0, 1, 3, INLINE_MAX_RULES])
+
+
+@st.composite
+def same_peer(draw: st.DrawFn) -> Raw:
+    """One peer by sameness of an IsolationPolicy, over the small label vocabularies."""
+    kind = draw(st.sampled_from(("self", "ns-labels", "pod-labels")))
+    if kind == "self":
+        return {"namespaces": {draw(st.sampled_from(("sameAs", "match"))): "Self"}}
+    if kind == "ns-labels":
+        keys = draw(
+            st.lists(st.sampled_from(sorted(NS_LABELS)), min_size=1, max_size=2, unique=True)
+        )
+        return {"namespaces": {"sameLabels": keys}}
+    keys = draw(st.lists(st.sampled_from(sorted(POD_LABELS)), min_size=1, max_size=2, unique=True))
+    pods: Raw = {"sameLabels": keys}
+    if draw(st.booleans()):
+        pods["namespaceSelector"] = draw(_often_all(NS_LABELS))
+    if draw(st.integers(0, 3)) == 0:
+        pods["podSelector"] = draw(selector(POD_LABELS))
+    return {"pods": pods}
+
+
+@st.composite
+def isolation_rule(draw: st.DrawFn, egress: bool) -> Raw:
+    """A rule of an IsolationPolicy: a ClusterNetworkPolicy rule, often with sameness."""
+    rule = draw(cnp_rule(egress))
+    field = "to" if egress else "from"
+    same: list[Raw] = draw(st.lists(same_peer(), min_size=1, max_size=2))
+    only_same: bool = draw(st.booleans())
+    if only_same:
+        rule[field] = same  # by sameness only
+    else:
+        rule[field] = [*rule[field], *same][:3]
+    if "protocols" in rule and any(
+        set(p) & {"networks", "nodes", "domainNames"} for p in rule[field]
+    ):
+        rule["protocols"] = [p for p in rule["protocols"] if "destinationNamedPort" not in p]
+        if not rule["protocols"]:
+            del rule["protocols"]
+    return rule
+
+
+@st.composite
+def isolation_policy(draw: st.DrawFn, index: int) -> Raw:
+    """An IsolationPolicy dict, named like the CNPs at times (their order is a tie-break)."""
+    doc = draw(cluster_network_policy(index))
+    spec = doc["spec"]
+    for direction, egress in (("ingress", False), ("egress", True)):
+        if direction in spec or draw(st.booleans()):
+            spec[direction] = draw(st.lists(isolation_rule(egress), min_size=1, max_size=3))
+    name = draw(st.sampled_from((f"cnp{index}", f"iso{index}")))
+    return {
+        "apiVersion": "stockade.dev/v1alpha1",
+        "kind": "IsolationPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+@st.composite
+def isolation_cluster_docs(
+    draw: st.DrawFn, max_pods: int = 8, max_policies: int = 2, max_cnps: int = 2, max_isops: int = 2
+) -> list[Raw]:
+    """:func:`tiered_cluster_docs` (maybe no CNP) plus IsolationPolicies with sameness."""
+    docs: list[Raw] = []
+    for name in NAMESPACES:
+        if draw(st.booleans()):
+            docs.append(draw(namespace(name)))
+    docs += [draw(pod(i)) for i in range(draw(st.integers(2, max_pods)))]
+    docs += [draw(policy(i)) for i in range(draw(st.integers(0, max_policies)))]
+    docs += [draw(node(name)) for name in NODES if draw(st.booleans())]
+    docs += [draw(cluster_network_policy(i)) for i in range(draw(st.integers(0, max_cnps)))]
+    docs += [draw(isolation_policy(i)) for i in range(draw(st.integers(1, max_isops)))]
+    return docs

@@ -73,6 +73,7 @@ def _hit(
         "rule": rule,
         "ruleName": name,
         "failClosed": fail_closed,
+        "same": None,
     }
 
 

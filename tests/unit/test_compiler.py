@@ -38,7 +38,7 @@ def _key(obj: ClusterInput) -> tuple[str, str]:
     if isinstance(obj, Namespace):
         return ("Namespace", obj.name)
     if isinstance(obj, ClusterNetworkPolicy):
-        return ("ClusterNetworkPolicy", obj.name)
+        return (obj.kind, obj.name)
     if isinstance(obj, NodeInfo):
         return ("Node", obj.name)
     return ("NetworkPolicy", obj.key)
