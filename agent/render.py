@@ -1408,6 +1408,9 @@ class _FamilyRenderer:
         tier = _TIER_OF[cp.policy.tier]
         rules: list[Rule] = []
         for rule in _tier_rules(d, cp):
+            guard = self._subject_guard(d, cp, rule)
+            if guard is None:
+                continue  # for subjects with no address of this family
             peers = self._peer_matches(d, cp, rule.peers)
             ports = self._port_matches(d, cp, rule.ports)
             what = f"rule {rule.index}" + (f" ({rule.name})" if rule.name else "")
@@ -1415,7 +1418,8 @@ class _FamilyRenderer:
             note = comment(f"{cp.policy.name} {d.name} {what} {rule.action}{closed}")
             for port in ports:
                 for peer in peers:
-                    matches = port + peer
+                    # Cheap first: protocol and ports, then which subject, then the peer.
+                    matches = port + guard + peer
                     if rule.action == ACCEPT:
                         rules.append(Rule(matches, Goto(d.allow_chain), note))
                     elif rule.action == PASS:
@@ -1423,6 +1427,31 @@ class _FamilyRenderer:
                     else:
                         rules.extend(self._tier_deny(d, tier, cp, matches, note))
         return Chain(_cluster_policy_chain(d, cp.policy.id), tuple(rules))
+
+    def _subject_guard(
+        self, d: _Direction, cp: NodeClusterPolicy, rule: TierRule
+    ) -> tuple[Match, ...] | None:
+        """What limits a rule to its subjects (an IsolationPolicy rule by sameness):
+        nothing for a rule of every subject; the address of a lone subject (``-d``
+        for ingress, ``-s`` for egress); else a ``hash:ip`` set of the subjects'
+        addresses, named by its content. None: no subject has an address here.
+        """
+        if rule.subjects is None:
+            return ()
+        _check_targets(self.pods, rule.subjects, f"cluster policy {cp.policy.name}: subject")
+        ips = self._ips(
+            [ip for name in rule.subjects for ip in self.pods[name].ips], f"{d.label} subject"
+        )
+        if not ips:
+            return None
+        if len(ips) == 1:
+            host = f"{ips[0]}/{32 if self.family == 4 else 128}"
+            side: Literal["src", "dst"] = "dst" if d.target_dir == "dst" else "src"
+            return (AddressMatch(canonical_cidr(host), side),)
+        name = set_name("subj", self.family, sorted(ips))
+        if name not in self.sets:
+            self.sets[name] = ip_set(name, self.family, ips, self._member)
+        return (SetMatch(name, d.target_dir),)
 
     def _tier_deny(
         self, d: _Direction, tier: str, cp: NodeClusterPolicy, matches: tuple[Match, ...], note: str

@@ -809,6 +809,14 @@ def test_rendered_tiers_agree_with_the_engine(
     ``inline``: policies inlined up to that many rules (0: every policy jumped to).
     ``split``: every tier group chain with a protocol rule split by protocol.
     """
+    assert_rendered_agree_with_the_engine(docs, binary, inline, split)
+
+
+def assert_rendered_agree_with_the_engine(
+    docs: Sequence[Mapping[str, object]], binary: bool, inline: int, split: bool
+) -> None:
+    """Every packet of the cluster of ``docs``: the rendered chains of each node (in
+    the layout ``binary``, ``inline`` and ``split`` choose) give the engine's verdict."""
     parsed = parse_documents(docs)
     compiled = compile_cluster(parsed.cluster)
     by_set = compiled.by_set()
