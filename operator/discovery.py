@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from stockade.kube import (
     CLUSTER_NETWORK_POLICIES,
+    ISOLATION_POLICIES,
     NODE_RULE_SETS,
     PEER_SETS,
     ApiError,
@@ -40,7 +41,9 @@ log = logging.getLogger("stockade.controller")
 
 # What the controller publishes and watches: both must be served before it starts.
 REQUIRED: tuple[Resource, ...] = (NODE_RULE_SETS, PEER_SETS)
-OPTIONAL: tuple[Resource, ...] = (CLUSTER_NETWORK_POLICIES,)
+# IsolationPolicy's CRD ships with stockade's, but an install may predate it.
+OPTIONAL: tuple[Resource, ...] = (CLUSTER_NETWORK_POLICIES, ISOLATION_POLICIES)
+_INSTALL = {ISOLATION_POLICIES.plural: "manifests/crds.yaml"}
 # How long to look again for an optional CRD when the required ones were not served
 # at the first look (an install in progress).
 OPTIONAL_GRACE = 5.0
@@ -223,11 +226,11 @@ class CrdGate:
             why = f"discovery failed ({error})" if error else "not served by the API server"
             log.warning(
                 "CustomResourceDefinition %s: %s; running without %s (install "
-                "manifests/cnp-crd.yaml or the upstream CRD: the controller restarts to "
-                "watch them once served)",
+                "%s: the controller restarts to watch them once served)",
                 describe(resource),
                 why,
                 resource.plural,
+                _INSTALL.get(resource.plural, "manifests/cnp-crd.yaml or the upstream CRD"),
             )
         return tuple(r for r in optional if r not in absent)
 

@@ -19,6 +19,7 @@ from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.state import (
     ALL_KINDS,
     CLUSTER_NETWORK_POLICY,
+    ISOLATION_POLICY,
     NAMESPACE,
     NETWORK_POLICY,
     NODE,
@@ -58,12 +59,14 @@ def build_registry(
     metrics: ControllerMetrics,
     on_rule_set: RuleSetObserver | None = None,
     cluster_policies: bool = False,
+    isolation_policies: bool = False,
 ) -> kopf.OperatorRegistry:
     """A registry of one controller's handlers (one per instance, nothing global).
 
     ``on_rule_set`` (the publisher's ``observe_rule_set``) sees every NodeRuleSet
     event, for the agents' status (sync lag); without it NodeRuleSets are not watched.
-    ``cluster_policies``: watch ClusterNetworkPolicies too (their CRD is served).
+    ``cluster_policies``: watch ClusterNetworkPolicies too (their CRD is served);
+    ``isolation_policies``: IsolationPolicies likewise.
     """
     registry = kopf.OperatorRegistry()
 
@@ -80,7 +83,7 @@ def build_registry(
         error = state.observe(kind, event.get("type"), body)
         if error is not None:
             metrics.rejected.labels(kind).inc()
-            if kind in (NETWORK_POLICY, CLUSTER_NETWORK_POLICY):
+            if kind in (NETWORK_POLICY, CLUSTER_NETWORK_POLICY, ISOLATION_POLICY):
                 log.warning(
                     "rejected (a new policy enforces nothing; an edited one keeps "
                     "its last valid version): %s",
@@ -109,6 +112,12 @@ def build_registry(
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def on_node(event: Any, **_: Any) -> None:
         observe(NODE, event)
+
+    if isolation_policies:
+
+        @kopf.on.event("stockade.dev", "v1alpha1", "isolationpolicies", registry=registry)
+        async def on_isolation_policy(event: Any, **_: Any) -> None:
+            observe(ISOLATION_POLICY, event)
 
     if cluster_policies:
 

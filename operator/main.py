@@ -35,7 +35,13 @@ from stockade.controller.leader import LeaderElector
 from stockade.controller.metrics import ControllerMetrics, serve_http
 from stockade.controller.publisher import LeanWrites, Publisher
 from stockade.controller.state import ControllerState
-from stockade.kube import CLUSTER_NETWORK_POLICIES, KubeClient, KubeConfig
+from stockade.kube import (
+    CLUSTER_NETWORK_POLICIES,
+    ISOLATION_POLICIES,
+    KubeClient,
+    KubeConfig,
+    Resource,
+)
 
 log = logging.getLogger("stockade.controller")
 
@@ -207,6 +213,8 @@ async def run(
                 return
             if CLUSTER_NETWORK_POLICIES in optional:
                 controller.publisher.watch_cluster_policies()
+            if ISOLATION_POLICIES in optional:
+                controller.publisher.watch_isolation_policies()
             await _run_parts(options, config, controller, tasks, stop)
         finally:
             if runner is not None:
@@ -253,15 +261,24 @@ async def _run_parts(
         metrics,
         publisher.observe_rule_set,
         cluster_policies=publisher.cluster_policies_watched,
+        isolation_policies=publisher.isolation_policies_watched,
     )
     settings = operator_settings()
     settings.process.ultimate_exiting_timeout = None
     kopf_stop = asyncio.Event()
     tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
-    crd_appeared: asyncio.Task[object] | None = None
-    if not publisher.cluster_policies_watched:
+    crd_appeared: asyncio.Task[Resource] | None = None
+    absent = [
+        resource
+        for resource, watched in (
+            (CLUSTER_NETWORK_POLICIES, publisher.cluster_policies_watched),
+            (ISOLATION_POLICIES, publisher.isolation_policies_watched),
+        )
+        if not watched
+    ]
+    if absent:
         crd_appeared = asyncio.create_task(
-            controller.gate.until_served((CLUSTER_NETWORK_POLICIES,), options.optional_recheck),
+            controller.gate.until_served(absent, options.optional_recheck),
             name="crd-appeared",
         )
     if elector is not None:
@@ -295,11 +312,14 @@ async def _run_parts(
             if task.get_name() != "stop-flag" and not task.cancelled() and task.exception():
                 log.error("%s failed", task.get_name(), exc_info=task.exception())
             elif task is crd_appeared and not task.cancelled():
+                served = crd_appeared.result()
                 log.warning(
-                    "CustomResourceDefinition clusternetworkpolicies.%s/%s is served now: "
-                    "stopping, to start again watching ClusterNetworkPolicies",
-                    CLUSTER_NETWORK_POLICIES.group,
-                    CLUSTER_NETWORK_POLICIES.version,
+                    "CustomResourceDefinition %s.%s/%s is served now: "
+                    "stopping, to start again watching %ss",
+                    served.plural,
+                    served.group,
+                    served.version,
+                    served.kind,
                 )
     finally:
         kopf_stop.set()

@@ -41,6 +41,7 @@ from stockade.controller.reports import (
 from stockade.controller.state import (
     ALL_KINDS,
     CLUSTER_NETWORK_POLICY,
+    ISOLATION_POLICY,
     KINDS,
     NAMESPACE,
     NETWORK_POLICY,
@@ -67,6 +68,7 @@ from stockade.controller.writes import (
 from stockade.kube import (
     CLUSTER_NETWORK_POLICIES,
     EVENTS,
+    ISOLATION_POLICIES,
     NAMESPACES,
     NETWORK_POLICIES,
     NODE_RULE_SETS,
@@ -92,6 +94,7 @@ _WATCHED: dict[str, Resource] = {
     NETWORK_POLICY: NETWORK_POLICIES,
     NODE: NODES,
     CLUSTER_NETWORK_POLICY: CLUSTER_NETWORK_POLICIES,
+    ISOLATION_POLICY: ISOLATION_POLICIES,
 }
 EVENT_SOURCE = "stockade-controller"
 # A status write not seen back on the watch after this long may be written again.
@@ -270,12 +273,25 @@ class Publisher:
 
     def watch_cluster_policies(self) -> None:
         """ClusterNetworkPolicies are watched (their CRD is served): wait for them too."""
-        self.watched_kinds = ALL_KINDS
+        self._watch(CLUSTER_NETWORK_POLICY)
+
+    def watch_isolation_policies(self) -> None:
+        """IsolationPolicies are watched (their CRD is served): wait for them too."""
+        self._watch(ISOLATION_POLICY)
+
+    def _watch(self, kind: str) -> None:
+        if kind not in self.watched_kinds:
+            self.watched_kinds = tuple(k for k in ALL_KINDS if k in {*self.watched_kinds, kind})
 
     @property
     def cluster_policies_watched(self) -> bool:
         """Whether ClusterNetworkPolicies are watched."""
         return CLUSTER_NETWORK_POLICY in self.watched_kinds
+
+    @property
+    def isolation_policies_watched(self) -> bool:
+        """Whether IsolationPolicies are watched."""
+        return ISOLATION_POLICY in self.watched_kinds
 
     def mark(self) -> None:
         """Something changed: flush soon."""
@@ -703,7 +719,7 @@ class Publisher:
             )
             async with gate:
                 await self._post_events(
-                    "ClusterNetworkPolicy", name, record.involved, previous, offered
+                    str(record.involved["kind"]), name, record.involved, previous, offered
                 )
                 reported[record.uid] = now_reported
                 if not await self._write_condition(name, record):
@@ -747,20 +763,24 @@ class Publisher:
             and self.clock() - sent.at < STATUS_ECHO_WAIT
         ):
             return True  # written; the watch has not brought it back yet
+        kind = str(record.involved["kind"])
+        patch = {"conditions": conditions}
         try:
-            await self.client.patch_status(
-                CLUSTER_NETWORK_POLICIES, name, {"conditions": conditions}
-            )
+            if kind == ISOLATION_POLICY:
+                bare = str(record.involved["metadata"]["name"])
+                await self.client.patch_status(ISOLATION_POLICIES, bare, patch)
+            else:
+                await self.client.patch_status(CLUSTER_NETWORK_POLICIES, name, patch)
         except NotFound:
             return True  # deleted meanwhile: its DELETED event follows
         except KubeError as exc:
             self.metrics.write_errors.labels(CLUSTER_NETWORK_POLICY, "patch").inc()
-            log.warning("status of ClusterNetworkPolicy %s not written: %s", name, exc)
+            log.warning("status of %s %s not written: %s", kind, name, exc)
             self.last_error = str(exc)
             return False
         self.status_sent[name] = SentStatus(want, self.clock())
         self.metrics.writes.labels(CLUSTER_NETWORK_POLICY, "patch").inc()
-        log.debug("ClusterNetworkPolicy %s: Accepted=%s", name, want.status)
+        log.debug("%s %s: Accepted=%s", kind, name, want.status)
         return True
 
     async def _report_pods(self, gate: asyncio.Semaphore) -> None:

@@ -394,13 +394,24 @@ def overlap_events(name: str, overlaps: Iterable[Overlap]) -> tuple[EventSpec, .
             EventSpec(
                 WARNING,
                 REASON_PRIORITY_OVERLAP,
-                f"ClusterNetworkPolicy {other} has the same tier ({o.tier}) and priority "
+                f"{_tiered_label(other)} has the same tier ({o.tier}) and priority "
                 f"({o.priority}) and selects some of the same pods, with {where} rules: the "
                 "API leaves their order undefined; stockade orders them by name, "
-                f"{o.first} before {o.second}",
+                f"{_bare(o.first)} before {_bare(o.second)}",
             )
         )
     return tuple(out)
+
+
+def _tiered_label(key: str) -> str:
+    """``ClusterNetworkPolicy x`` or ``IsolationPolicy x``, from a compiled policy's key."""
+    kind, slash, name = key.partition("/")
+    return f"{kind} {name}" if slash else f"ClusterNetworkPolicy {key}"
+
+
+def _bare(key: str) -> str:
+    """A CNP's name as it is; an IsolationPolicy's key as ``IsolationPolicy x``."""
+    return _tiered_label(key) if "/" in key else key
 
 
 def cluster_policy_events(

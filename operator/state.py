@@ -34,6 +34,8 @@ from stockade.compiler import Compiler
 from stockade.controller.conditions import observed_conditions
 from stockade.controller.reports import EventSpec, pod_events
 from stockade.errors import InvalidObjectError
+from stockade.isolation import API_VERSION as ISOLATION_API_VERSION
+from stockade.isolation import parse_isolation_policy
 from stockade.lint import EmptyRule, empty_rules
 from stockade.model import parse_namespace, parse_pod, parse_policy, untrusted_pod
 from stockade.ruleset import CompiledPolicy
@@ -43,9 +45,16 @@ NAMESPACE = "Namespace"
 NETWORK_POLICY = "NetworkPolicy"
 NODE = "Node"
 CLUSTER_NETWORK_POLICY = "ClusterNetworkPolicy"
-# Always watched; ClusterNetworkPolicies only when their CRD is served.
+# stockade's own tiered kind: its CRD ships with stockade's (manifests/crds.yaml).
+ISOLATION_POLICY = "IsolationPolicy"
+# Always watched; ClusterNetworkPolicies and IsolationPolicies when their CRD is served.
 KINDS = (POD, NAMESPACE, NETWORK_POLICY, NODE)
-ALL_KINDS = (*KINDS, CLUSTER_NETWORK_POLICY)
+# The kinds of the tiers, and how each is read.
+TIERED_KINDS: dict[str, tuple[str, Callable[[Any], ClusterNetworkPolicy]]] = {
+    CLUSTER_NETWORK_POLICY: (CNP_API_VERSION, parse_cluster_network_policy),
+    ISOLATION_POLICY: (ISOLATION_API_VERSION, parse_isolation_policy),
+}
+ALL_KINDS = (*KINDS, CLUSTER_NETWORK_POLICY, ISOLATION_POLICY)
 DELETED = "DELETED"
 
 
@@ -99,9 +108,12 @@ class ClusterPolicyRecord:
 
 def object_key(kind: str, body: Mapping[str, Any]) -> str:
     """``namespace/name`` for Pods and NetworkPolicies, ``name`` for cluster-scoped kinds
-    (Namespaces, Nodes, ClusterNetworkPolicies)."""
+    (Namespaces, Nodes, ClusterNetworkPolicies), ``IsolationPolicy/<name>`` for an
+    IsolationPolicy (its key in the compiler: it may share a name with a CNP)."""
     meta = body.get("metadata") or {}
     name = str(meta.get("name") or "")
+    if kind == ISOLATION_POLICY:
+        return f"{ISOLATION_POLICY}/{name}"
     if kind in (NAMESPACE, NODE, CLUSTER_NETWORK_POLICY):
         return name
     return f"{meta.get('namespace') or 'default'}/{name}"
@@ -117,13 +129,16 @@ def involved_object(body: Mapping[str, Any]) -> dict[str, Any]:
     return _involved("networking.k8s.io/v1", NETWORK_POLICY, body)
 
 
-def involved_cluster_policy(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a ClusterNetworkPolicy an Event about it needs: no namespace (it is
-    cluster-scoped; its Events go to ``default``, as Kubernetes puts them)."""
+def involved_cluster_policy(
+    body: Mapping[str, Any], kind: str = CLUSTER_NETWORK_POLICY
+) -> dict[str, Any]:
+    """The parts of a ClusterNetworkPolicy (or IsolationPolicy) an Event about it needs:
+    no namespace (it is cluster-scoped; its Events go to ``default``, as Kubernetes
+    puts them)."""
     meta = body.get("metadata") or {}
     return {
-        "apiVersion": CNP_API_VERSION,
-        "kind": CLUSTER_NETWORK_POLICY,
+        "apiVersion": TIERED_KINDS[kind][0],
+        "kind": kind,
         "metadata": {
             "name": meta.get("name", ""),
             "uid": meta.get("uid", ""),
@@ -207,14 +222,14 @@ class ControllerState:
             changed, error = self._observe_node(key, body, event_type == DELETED)
             if not changed:
                 return error  # a heartbeat, or nothing a nodes peer reads: nothing to compile
-        elif kind == CLUSTER_NETWORK_POLICY:
+        elif kind in TIERED_KINDS:
             if event_type == DELETED:
                 self.compiler.delete(kind, key)
                 if self.cluster_policies.pop(key, None) is not None:
                     self.policy_changes.setdefault(key, self.clock())
                 self.touched_cluster_policies.discard(key)
             else:
-                error = self._observe_cluster_policy(key, body)
+                error = self._observe_cluster_policy(key, body, kind)
         elif event_type == DELETED:
             self.compiler.delete(kind, key)
             if kind == NETWORK_POLICY:
@@ -286,16 +301,16 @@ class ControllerState:
         return None
 
     def _observe_cluster_policy(
-        self, key: str, body: Mapping[str, Any]
+        self, key: str, body: Mapping[str, Any], kind: str = CLUSTER_NETWORK_POLICY
     ) -> InvalidObjectError | None:
-        involved = involved_cluster_policy(body)
+        involved = involved_cluster_policy(body, kind)
         generation = _generation(body)
         conditions = observed_conditions(body)
         previous = self.cluster_policies.get(key)
         # Every event is looked at again (its status may need the condition back).
         self.touched_cluster_policies.add(key)
         try:
-            policy = parse_cluster_network_policy(body)
+            policy = TIERED_KINDS[kind][1](body)
         except InvalidObjectError as exc:
             # The compiler keeps the last valid version (if any): never open traffic.
             kept = previous.policy if previous is not None else None

@@ -623,7 +623,7 @@ class Compiler:
         """Remove an object by kind and key.
 
         Kinds: Pod, Namespace, NetworkPolicy, ClusterNetworkPolicy, IsolationPolicy
-        (by name), Node (which is also undeclared, see :meth:`delete_node`).
+        (by name or key), Node (which is also undeclared, see :meth:`delete_node`).
         Namespaced keys are ``namespace/name``. Unknown keys are ignored.
         """
         if kind == "Pod":
@@ -637,7 +637,9 @@ class Compiler:
         elif kind == "ClusterNetworkPolicy":
             self._set_cluster_policy(key, None)
         elif kind == IsolationPolicy.kind:
-            self._set_cluster_policy(ISOLATION_PREFIX + key, None)
+            # By name, or by key (IsolationPolicy/<name>: a name has no "/").
+            prefixed = key if key.startswith(ISOLATION_PREFIX) else ISOLATION_PREFIX + key
+            self._set_cluster_policy(prefixed, None)
         elif kind == "Node":
             self._set_node_info(key, None)
             self.delete_node(key)

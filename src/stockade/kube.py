@@ -102,6 +102,9 @@ ENDPOINT_SLICES = Resource(
 )
 NODE_RULE_SETS = Resource("stockade.dev", "v1alpha1", "noderulesets", "NodeRuleSet", False)
 PEER_SETS = Resource("stockade.dev", "v1alpha1", "peersets", "PeerSet", namespaced=False)
+ISOLATION_POLICIES = Resource(
+    "stockade.dev", "v1alpha1", "isolationpolicies", "IsolationPolicy", namespaced=False
+)
 # network-policy-api's ClusterNetworkPolicy: an optional API (its CRD may be absent).
 CLUSTER_NETWORK_POLICIES = Resource(
     "policy.networking.k8s.io",

@@ -42,7 +42,13 @@ from stockade.controller.state import (
     object_key,
 )
 from stockade.errors import InvalidObjectError
-from stockade.kube import CLUSTER_NETWORK_POLICIES, JsonObject, NotFound, Resource
+from stockade.kube import (
+    CLUSTER_NETWORK_POLICIES,
+    ISOLATION_POLICIES,
+    JsonObject,
+    NotFound,
+    Resource,
+)
 from stockade.ruleset import CompiledClusterPolicy, NodeClusterPolicy, NodeRuleSet, TierRule
 from stockade.tier_lint import Overlap, node_overlaps
 from tests.unit.test_publisher import FakeApi, FakeClock, flush, make, namespace, pod
@@ -609,9 +615,10 @@ CNP_DOCUMENT = {
 
 
 class Discovery:
-    def __init__(self, cnp_after: int | None) -> None:
+    def __init__(self, cnp_after: int | None, isolation: bool = True) -> None:
         self.cnp_after = cnp_after  # served from this look on (None: never)
         self.cnp_looks = 0
+        self.isolation = isolation  # stockade.dev serves isolationpolicies too
 
     async def __call__(self, gv: str) -> Mapping[str, object] | None:
         if gv == "policy.networking.k8s.io/v1alpha2":
@@ -619,7 +626,8 @@ class Discovery:
             if self.cnp_after is not None and self.cnp_looks >= self.cnp_after:
                 return CNP_DOCUMENT
             return None
-        return {"resources": [{"name": "noderulesets"}, {"name": "peersets"}]}
+        names = ["noderulesets", "peersets"] + (["isolationpolicies"] if self.isolation else [])
+        return {"resources": [{"name": n} for n in names]}
 
 
 def _look(fetch: Discovery, checks: int) -> tuple[tuple[Resource, ...], list[float]]:
@@ -643,16 +651,26 @@ def _look(fetch: Discovery, checks: int) -> tuple[tuple[Resource, ...], list[flo
 def test_optional_crd_served(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, "stockade.controller"):
         served, slept = _look(Discovery(1), checks=1)
-    assert served == (CLUSTER_NETWORK_POLICIES,)
+    assert served == (CLUSTER_NETWORK_POLICIES, ISOLATION_POLICIES)
     assert slept == []
     assert not caplog.records
+
+
+def test_an_install_without_the_isolation_policy_crd_runs_without_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, "stockade.controller"):
+        served, _ = _look(Discovery(1, isolation=False), checks=1)
+    assert served == (CLUSTER_NETWORK_POLICIES,)
+    (record,) = caplog.records
+    assert "running without isolationpolicies (install manifests/crds.yaml" in (record.getMessage())
 
 
 def test_optional_crd_absent_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
     fetch = Discovery(None)
     with caplog.at_level(logging.WARNING, "stockade.controller"):
         served, slept = _look(fetch, checks=1)
-    assert served == ()
+    assert served == (ISOLATION_POLICIES,)
     assert slept == []  # the install was not in progress: no wait
     assert fetch.cnp_looks == 1
     (record,) = caplog.records
@@ -662,10 +680,10 @@ def test_optional_crd_absent_is_said_once(caplog: pytest.LogCaptureFixture) -> N
 
 def test_optional_crd_being_installed_is_waited_for_a_little() -> None:
     served, slept = _look(Discovery(3), checks=4)  # the gate had waited: an install
-    assert served == (CLUSTER_NETWORK_POLICIES,)
+    assert served == (CLUSTER_NETWORK_POLICIES, ISOLATION_POLICIES)
     assert slept == [0.5, 1.0]
     served, slept = _look(Discovery(None), checks=4)
-    assert served == ()
+    assert served == (ISOLATION_POLICIES,)
     assert 5.0 <= sum(slept) < 10
 
 

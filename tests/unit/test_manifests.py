@@ -78,6 +78,13 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
         "clusternetworkpolicies/status",
         "patch",
     ),
+    # The same, of an IsolationPolicy's status.
+    ("operator/publisher.py", "patch_status", "ISOLATION_POLICIES"): (
+        "controller",
+        "stockade.dev",
+        "isolationpolicies/status",
+        "patch",
+    ),
     ("operator/publisher.py", "patch_status", "resource"): (
         "controller",
         "policy.networking.k8s.io",
@@ -122,6 +129,7 @@ _GROUPS_OF: dict[str, list[tuple[str, str]]] = {
         ("", "nodes"),
         ("networking.k8s.io", "networkpolicies"),
         ("policy.networking.k8s.io", "clusternetworkpolicies"),
+        ("stockade.dev", "isolationpolicies"),
     ],
     "*published": [("stockade.dev", "noderulesets"), ("stockade.dev", "peersets")],
     # Pods: the reflector of --isolate-new-pods (field selector spec.nodeName=<node>).
@@ -501,6 +509,7 @@ def test_the_scan_finds_exactly_the_listed_api_calls() -> None:
         ("", "nodes"),
         ("networking.k8s.io", "networkpolicies"),
         ("policy.networking.k8s.io", "clusternetworkpolicies"),
+        ("stockade.dev", "isolationpolicies"),
         ("stockade.dev", "noderulesets"),
     }
 
@@ -525,9 +534,13 @@ def test_the_controller_writes_only_cnp_status_and_the_agent_only_status() -> No
     writes = {"create", "update", "patch", "delete", "deletecollection"}
     controller, agent = granted["stockade-controller"], granted["stockade-agent"]
     statuses = {(g, r): v for (g, r), v in controller.items() if r.endswith("/status")}
-    assert statuses == {("policy.networking.k8s.io", "clusternetworkpolicies/status"): {"patch"}}
+    assert statuses == {
+        ("policy.networking.k8s.io", "clusternetworkpolicies/status"): {"patch"},
+        ("stockade.dev", "isolationpolicies/status"): {"patch"},
+    }
     cnp = controller[("policy.networking.k8s.io", "clusternetworkpolicies")]
     assert cnp == {"list", "watch"}, "the controller never writes a policy itself"
+    assert controller[("stockade.dev", "isolationpolicies")] == {"list", "watch"}
     for (_group, resource), verbs in agent.items():
         if verbs & writes:
             assert resource == "noderulesets/status", resource

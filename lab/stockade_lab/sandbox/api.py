@@ -78,9 +78,10 @@ _ORDER = {
     "EndpointSlice": 2,
     "NetworkPolicy": 2,
     "ClusterNetworkPolicy": 2,
+    "IsolationPolicy": 2,
 }
 # Cluster-wide kinds of the engine's view whose CRD an older sandbox may lack.
-_OPTIONAL_KINDS = ("ClusterNetworkPolicy",)
+_OPTIONAL_KINDS = ("ClusterNetworkPolicy", "IsolationPolicy")
 
 
 @dataclass
@@ -487,11 +488,13 @@ class Sandbox:
     def snapshot(self) -> Snapshot:
         """The API's objects, parsed as the engine does (invalid ones left out).
 
-        Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies and Nodes (every
-        Node of the API, sandbox node or not: ``nodes`` peers select among them).
+        Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies, IsolationPolicies and
+        Nodes (every Node of the API, sandbox node or not: ``nodes`` peers select among
+        them).
         """
         raw: dict[str, list[JsonObject]] = {}
-        for kind in ("Namespace", "Pod", "NetworkPolicy", "Node", "ClusterNetworkPolicy"):
+        kinds = ("Namespace", "Pod", "NetworkPolicy", "Node", "ClusterNetworkPolicy")
+        for kind in (*kinds, "IsolationPolicy"):
             try:
                 raw[kind] = self.api.list(kind)
             except ApiError as exc:

@@ -38,6 +38,7 @@ from stockade import kube
 from stockade.kube import (
     CLUSTER_NETWORK_POLICIES,
     ENDPOINT_SLICES,
+    ISOLATION_POLICIES,
     NAMESPACES,
     NETWORK_POLICIES,
     NODE_RULE_SETS,
@@ -250,6 +251,7 @@ KINDS: dict[str, Resource] = {
         NODES,
         NETWORK_POLICIES,
         CLUSTER_NETWORK_POLICIES,
+        ISOLATION_POLICIES,
         SERVICES,
         ENDPOINT_SLICES,
         NODE_RULE_SETS,
