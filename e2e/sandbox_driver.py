@@ -37,7 +37,7 @@ EXTERNAL_HOSTS = {"ext-1": "203.0.113.10", "ext-2": "203.0.113.11"}
 SERVICE_LABEL = "e2e.stockade.dev/service"
 VIA = ("pod", "service")
 # Kinds reset() deletes: every policy a scenario applied.
-POLICY_KINDS = ("NetworkPolicy", "ClusterNetworkPolicy")
+POLICY_KINDS = ("NetworkPolicy", "ClusterNetworkPolicy", "IsolationPolicy")
 
 
 def _kernel_has_sctp() -> bool:

@@ -18,6 +18,7 @@ from e2e.cluster_model import (
     model_objects,
 )
 from e2e.driver import ClusterDriver, EngineDriver, Flow, FlowDriver
+from e2e.isolation_scenarios import ISOLATION_SCENARIOS
 from e2e.scenarios import (
     SCENARIOS,
     AddNode,
@@ -40,8 +41,9 @@ from e2e.scenarios import (
 from e2e.tier_scenarios import TIER_SCENARIOS
 from stockade.cluster import parse_documents
 
-#: The NetworkPolicy scenarios, then the tier (ClusterNetworkPolicy) scenarios.
-ALL_SCENARIOS: tuple[Scenario, ...] = SCENARIOS + TIER_SCENARIOS
+#: The NetworkPolicy scenarios, then the tier (ClusterNetworkPolicy) scenarios, then
+#: the IsolationPolicy ones.
+ALL_SCENARIOS: tuple[Scenario, ...] = SCENARIOS + TIER_SCENARIOS + ISOLATION_SCENARIOS
 
 # --------------------------------------------------------------------------- runner
 

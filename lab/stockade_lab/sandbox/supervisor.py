@@ -40,6 +40,7 @@ from stockade.agent.applier import Applier, RefusedError
 from stockade.agent.backend import Backend, Tools
 from stockade.agent.executor import CommandError, SubprocessExecutor
 from stockade.crd import cluster_network_policy_crd, node_rule_set_crd, peer_set_crd
+from stockade.crd_isolation import isolation_policy_crd
 from stockade.kube import NODE_RULE_SETS, NODES, PEER_SETS, KubeClient, KubeConfig, KubeError
 from stockade.kube import Resource as KubeResource
 from stockade.ruleset import node_rule_set_from_dict, peer_set_from_dict
@@ -433,9 +434,11 @@ class Supervisor:
         else:
             raise RuntimeError("the API server emulator did not start within 20 s")
         self.client = KubeClient(KubeConfig.load(str(self.layout.kubeconfig)))
-        # stockade's own CRDs, and the ClusterNetworkPolicy CRD (manifests/cnp-crd.yaml)
-        # so that `kubectl apply -f cnp.yaml` works and the controller sees CNPs.
-        for crd in (node_rule_set_crd(), peer_set_crd(), cluster_network_policy_crd()):
+        # stockade's own CRDs (IsolationPolicy's included), and the ClusterNetworkPolicy
+        # CRD (manifests/cnp-crd.yaml) so that `kubectl apply -f cnp.yaml` works and the
+        # controller sees CNPs.
+        crds = (node_rule_set_crd(), peer_set_crd(), isolation_policy_crd())
+        for crd in (*crds, cluster_network_policy_crd()):
             await self.client.create(CRDS, crd)
 
     async def run(self) -> None:
