@@ -1432,9 +1432,12 @@ class _FamilyRenderer:
         self, d: _Direction, cp: NodeClusterPolicy, rule: TierRule
     ) -> tuple[Match, ...] | None:
         """What limits a rule to its subjects (an IsolationPolicy rule by sameness):
-        nothing for a rule of every subject; the address of a lone subject (``-d``
-        for ingress, ``-s`` for egress); else a ``hash:ip`` set of the subjects'
-        addresses, named by its content. None: no subject has an address here.
+        nothing for a rule of every subject, else a ``hash:ip`` set of the subjects'
+        addresses. None: no subject has an address of this family here.
+
+        The set is named by what the rule is (policy, direction, rule, peer sets),
+        never by its members: a local pod relabelled from one value's group to
+        another's, both kept on the node, changes two sets' members and no rule.
         """
         if rule.subjects is None:
             return ()
@@ -1444,11 +1447,14 @@ class _FamilyRenderer:
         )
         if not ips:
             return None
-        if len(ips) == 1:
-            host = f"{ips[0]}/{32 if self.family == 4 else 128}"
-            side: Literal["src", "dst"] = "dst" if d.target_dir == "dst" else "src"
-            return (AddressMatch(canonical_cidr(host), side),)
-        name = set_name("subj", self.family, sorted(ips))
+        identity = (
+            cp.policy.id,
+            d.name,
+            rule.index,
+            [(p.peer_set, p.cidr, p.excepts) for p in rule.peers],
+            [(s.peer_set, s.reason) for s in rule.same],
+        )
+        name = set_name("subj", self.family, identity)
         if name not in self.sets:
             self.sets[name] = ip_set(name, self.family, ips, self._member)
         return (SetMatch(name, d.target_dir),)

@@ -402,7 +402,10 @@ def expand_isolation(
                 peers, same = _subject_peers(rule, pod, namespace_labels(pod.namespace), sets)
                 if peers:
                     groups.setdefault((peers, same), []).append(pod.key)
-            for (peers, same), keys in sorted(groups.items(), key=lambda g: g[1][0]):
+            # Ordered by what each group is, not by who is in it: the guards are
+            # disjoint, and a relabel that keeps both groups on the node then changes
+            # the guards' members only (no rule moves).
+            for (peers, same), keys in sorted(groups.items(), key=lambda g: _group_order(g[0])):
                 guard = None if len(groups) == 1 and len(keys) == len(pods) else tuple(keys)
                 out.append(
                     TierRule(rule.action, index, peers, ports, rule.name, False, guard, same)
@@ -417,6 +420,15 @@ def expand_isolation(
         egress=directions[1],
     )
     return node_policy, sets
+
+
+def _group_order(
+    group: tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]],
+) -> tuple[tuple[tuple[str, str, tuple[str, ...]], ...], tuple[str, ...]]:
+    peers, same = group
+    return tuple((p.peer_set or "", p.cidr or "", p.excepts) for p in peers), tuple(
+        s.reason for s in same
+    )
 
 
 def _subject_namespace_selector(subject: Subject) -> LabelSelector:

@@ -1,5 +1,6 @@
 """Rendering IsolationPolicy rules by sameness: one rule per value group, guarded by its
-subjects (an address, or a set of them), peers the shared sets per value; and, on random
+subjects (a set named by the rule, not by its members), peers the shared sets per value;
+a relabel between groups kept on the node changes set members only; and, on random
 clusters, the rendered chains give the engine's verdict for every packet."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stockade.agent.iptables import AddressMatch, SetMatch
+from stockade.agent.iptables import SetMatch
 from stockade.agent.render import RenderOptions, render
 from stockade.cluster import parse_documents
 from stockade.compiler import compile_cluster
@@ -59,8 +60,8 @@ DOCS = [
 ]
 
 
-def _rendered_node(name: str) -> Any:
-    compiled = compile_cluster(parse_documents(DOCS).cluster)
+def _rendered_node(name: str, docs: list[Raw] = DOCS) -> Any:
+    compiled = compile_cluster(parse_documents(docs).cluster)
     rules = compiled.node_rule_sets[name]
     by_set = compiled.by_set()
     return render(
@@ -80,22 +81,60 @@ def _policy_chain(family: Any) -> Any:
     return chain
 
 
+def _guard(rule: Any) -> str:
+    (guard,) = [m for m in rule.matches if isinstance(m, SetMatch) and m.dirs == "dst"]
+    assert guard.set_name.startswith("stk-subj4-")
+    return str(guard.set_name)
+
+
+def _guarded_groups(family: Any) -> dict[frozenset[str], Any]:
+    """The rules of value groups, by the members of their subject set."""
+    rules = _policy_chain(family).rules[:-1]
+    return {frozenset(_members(family, _guard(r))): r for r in rules}
+
+
 def test_one_guarded_rule_per_value_and_a_set_per_value() -> None:
     family = _rendered_node("n1")
     rules = _policy_chain(family).rules
-    # Value groups in the order of their first subject: eng (one subject: its
-    # address), qa (two: a set); then the Deny of rule 1 (no log by default).
+    # A rule per value group among n1's subjects (eng: one subject, qa: two), each
+    # guarded by a set of its subjects; then the Deny of rule 1 (no log by default).
     assert len(rules) == 3
-    eng, qa, rest = rules
-    guard = [m for m in qa.matches if isinstance(m, SetMatch) and m.dirs == "dst"]
-    assert len(guard) == 1
-    assert guard[0].set_name.startswith("stk-subj4-")
-    assert _members(family, guard[0].set_name) == {"10.0.1.1", "10.0.1.2"}
-    assert AddressMatch("10.0.1.3/32", "dst") in eng.matches
-    assert not any(isinstance(m, AddressMatch) for m in rest.matches)
+    groups = _guarded_groups(family)
+    assert set(groups) == {frozenset({"10.0.1.1", "10.0.1.2"}), frozenset({"10.0.1.3"})}
+    rest = rules[-1]
+    assert not any(isinstance(m, SetMatch) and m.dirs == "dst" for m in rest.matches)
     # The peers: a set per value, all pods of the cluster with that value.
+    qa = groups[frozenset({"10.0.1.1", "10.0.1.2"})]
     (qa_peer,) = [m for m in qa.matches if isinstance(m, SetMatch) and m.dirs == "src"]
     assert _members(family, qa_peer.set_name) == {"10.0.1.1", "10.0.1.2", "10.0.2.1"}
+
+
+def _relabelled(key: str, **labels: str) -> list[Raw]:
+    out = []
+    for doc in DOCS:
+        meta = doc["metadata"]
+        if doc["kind"] == "Pod" and f"{meta['namespace']}/{meta['name']}" == key:
+            out.append({**doc, "metadata": {**meta, "labels": labels}})
+        else:
+            out.append(doc)
+    return out
+
+
+def test_a_relabel_between_groups_kept_on_the_node_changes_set_members_only() -> None:
+    """qa2 moves to eng: both groups stay on n1, so the chains are the same text and
+    only the guards' (and the value sets') members differ: the agent applies it by
+    set membership, with no iptables call."""
+    before = _rendered_node("n1")
+    after = _rendered_node("n1", _relabelled("a/qa2", dept="eng"))
+    assert after.chains == before.chains
+    assert {s.name for s in after.ipsets} == {s.name for s in before.ipsets}
+    assert set(_guarded_groups(after)) == {
+        frozenset({"10.0.1.1"}),
+        frozenset({"10.0.1.2", "10.0.1.3"}),
+    }
+    # A remote pod's relabel changes the value sets only, on every node.
+    remote = _rendered_node("n1", _relabelled("b/ops", dept="qa"))
+    assert remote.chains == before.chains
 
 
 def test_the_set_of_a_value_is_the_same_on_every_node() -> None:
