@@ -15,6 +15,7 @@ stack_two, ``z`` stack_three. Labels are set by relabel steps (each keeps the mo
 
 from __future__ import annotations
 
+from e2e.cluster_model import cluster_network_policy
 from e2e.scenarios import (
     Doc,
     RelabelNamespace,
@@ -257,6 +258,49 @@ z/b   X   X   X   .   .   .   .   .   .
 z/c   X   X   X   .   .   .   .   .   .
 """
 
+# --------------------------------------------------------------------------- (e) linked services
+
+# Rancher's "between linked services" compares no label: a link is an ordinary
+# ClusterNetworkPolicy rule between two selectors (examples/cnp-linked-services.yaml):
+# db accepts web, and nothing else.
+LINK_LABELS: tuple[Step, ...] = (
+    relabel("x/a", app="web"),
+    relabel("x/b", app="db"),
+    relabel("x/c", app="worker"),
+)
+LINKED = cluster_network_policy(
+    "db-linked-from-web",
+    {
+        "tier": "Admin",
+        "priority": 20,
+        "subject": {
+            "pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "db"}}}
+        },
+        "ingress": [
+            rule(
+                "link-web-db",
+                "Accept",
+                {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}},
+            ),
+            rule("default-deny", "Deny", ALL_PODS),
+        ],
+    },
+)
+
+# Only x/a (web) reaches x/b (db); everything else is open.
+DB_FROM_WEB_ONLY = """
+     x/a x/b x/c y/a y/b y/c z/a z/b z/c
+x/a   .   .   .   .   .   .   .   .   .
+x/b   .   .   .   .   .   .   .   .   .
+x/c   .   X   .   .   .   .   .   .   .
+y/a   .   X   .   .   .   .   .   .   .
+y/b   .   X   .   .   .   .   .   .   .
+y/c   .   X   .   .   .   .   .   .   .
+z/a   .   X   .   .   .   .   .   .   .
+z/b   .   X   .   .   .   .   .   .   .
+z/c   .   X   .   .   .   .   .   .   .
+"""
+
 # --------------------------------------------------------------------------- the scenarios
 
 ISOLATION_SCENARIOS: tuple[Scenario, ...] = (
@@ -298,6 +342,14 @@ ISOLATION_SCENARIOS: tuple[Scenario, ...] = (
             check(tcp(80, X_C_JOINS_QA)),
             labelled("x/a", _department("engineering", CUPERTINO)),
             check(tcp(80, X_A_MOVES_TO_ENGINEERING), udp(81, X_A_MOVES_TO_ENGINEERING)),
+        ),
+    ),
+    Scenario(
+        "isolation-linked-services-as-a-rule-between-two-selectors",
+        steps=(
+            *LINK_LABELS,
+            apply(LINKED),
+            check(tcp(80, DB_FROM_WEB_ONLY), udp(81, DB_FROM_WEB_ONLY)),
         ),
     ),
 )

@@ -112,6 +112,49 @@ PASS_80: Grid = {
     "tenant-b/app": {_PROM: T, "tenant-a/app": F, "tenant-b/app": T},
 }
 
+# IsolationPolicy examples (docs/isolation.md): peers by sameness with the subject.
+_S1Q, _S1E, _S1P = "stack-one/qa", "stack-one/eng", "stack-one/plain"
+_S2Q, _S3E = "stack-two/qa", "stack-three/eng"
+DEPARTMENTS: Grid = {
+    _S1E: {_S1E: T, _S1P: F, _S1Q: F, _S3E: T, _S2Q: F},
+    _S1P: {_S1E: F, _S1P: T, _S1Q: F, _S3E: F, _S2Q: F},
+    _S1Q: {_S1E: F, _S1P: F, _S1Q: T, _S3E: F, _S2Q: T},
+    _S3E: {_S1E: T, _S1P: F, _S1Q: F, _S3E: T, _S2Q: F},
+    _S2Q: {_S1E: F, _S1P: F, _S1Q: T, _S3E: F, _S2Q: T},
+}
+_BW, _DB, _W1, _W2 = "blog/web", "shop/db", "shop/web-1", "shop/web-2"
+WITHIN_STACK: Grid = {
+    _BW: {_BW: T, _DB: F, _W1: F, _W2: F},
+    _DB: {_BW: F, _DB: T, _W1: T, _W2: T},
+    _W1: {_BW: F, _DB: T, _W1: T, _W2: T},
+    _W2: {_BW: F, _DB: T, _W1: T, _W2: T},
+}
+WITHIN_SERVICE: Grid = {
+    _BW: {_BW: T, _DB: F, _W1: F, _W2: F},
+    _DB: {_BW: F, _DB: T, _W1: F, _W2: F},
+    _W1: {_BW: F, _DB: F, _W1: T, _W2: T},
+    _W2: {_BW: F, _DB: F, _W1: T, _W2: T},
+}
+_OPS, _WA, _WB = "ops/app", "web-a/app", "web-b/app"
+PROJECTS: Grid = {
+    _OPS: {_OPS: T, _WA: F, _WB: F},
+    _WA: {_OPS: F, _WA: T, _WB: F},
+    _WB: {_OPS: F, _WA: T, _WB: T},
+}
+_AD, _AW, _GX, _DNS2 = "acme-db/app", "acme-web/app", "globex/app", "kube-system/dns"
+TENANTS: Grid = {
+    _AD: {_AD: T, _AW: T, _GX: F, _DNS2: T},
+    _AW: {_AD: T, _AW: T, _GX: F, _DNS2: T},
+    _GX: {_AD: F, _AW: F, _GX: T, _DNS2: T},
+    _DNS2: {_AD: F, _AW: F, _GX: F, _DNS2: T},
+}
+_LDB, _LWEB, _LWK = "shop/db", "shop/web", "shop/worker"
+LINKED: Grid = {
+    _LDB: {_LDB: T, _LWEB: T, _LWK: T},
+    _LWEB: {_LDB: T, _LWEB: T, _LWK: T},
+    _LWK: {_LDB: F, _LWEB: T, _LWK: T},
+}
+
 CASES: list[tuple[str, int, str, Grid]] = [
     ("three-tier.yaml", 80, "TCP", THREE_TIER_80),
     ("three-tier.yaml", 8080, "TCP", THREE_TIER_8080),
@@ -133,6 +176,16 @@ CASES: list[tuple[str, int, str, Grid]] = [
     ("cnp-deny-nodes.yaml", 10250, "TCP", DENY_NODES),
     ("cnp-pass-monitoring.yaml", 9090, "TCP", PASS_9090),
     ("cnp-pass-monitoring.yaml", 80, "TCP", PASS_80),
+    ("cnp-linked-services.yaml", 80, "TCP", LINKED),
+    ("cnp-linked-services.yaml", 53, "UDP", LINKED),
+    ("isolation-rancher-departments.yaml", 80, "TCP", DEPARTMENTS),
+    ("isolation-rancher-departments.yaml", 53, "UDP", DEPARTMENTS),
+    ("isolation-rancher-stack.yaml", 80, "TCP", WITHIN_STACK),
+    ("isolation-rancher-service.yaml", 80, "TCP", WITHIN_SERVICE),
+    ("isolation-rancher-service.yaml", 9000, "SCTP", WITHIN_SERVICE),
+    ("isolation-projects.yaml", 80, "TCP", PROJECTS),
+    ("isolation-tenants.yaml", 80, "TCP", TENANTS),
+    ("isolation-tenants.yaml", 53, "UDP", TENANTS),
 ]
 
 
