@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from stockade.agent.cache import WatchCache
-from stockade.agent.reflector import Backoff, WatchApi
 from stockade.agent.status import needs_write
 from stockade.kube import NODE_RULE_SETS, KubeError, NotFound
+from stockade.reflector import Backoff, WatchApi
 
 log = logging.getLogger("stockade.agent.watch")
 

@@ -3,7 +3,7 @@
 :class:`AgentWatcher` runs five tasks on one event loop (six with
 ``isolate_new_pods``: a reflector of the node's Pods, see :mod:`stockade.agent.newpods`):
 
-- two :class:`~stockade.agent.reflector.Reflector` s (list, then watch from the
+- two :class:`~stockade.reflector.Reflector` s (list, then watch from the
   list's resourceVersion; on 410 Gone list again; on any other error back off
   exponentially with jitter, 0.2 s up to 10 s by default): the node's own
   NodeRuleSet (field selector ``metadata.name=<node>``) and every PeerSet, into a
@@ -68,7 +68,6 @@ from stockade.agent.health import Health
 from stockade.agent.metrics import AgentMetrics
 from stockade.agent.newpods import LocalPods
 from stockade.agent.plan import PlanError
-from stockade.agent.reflector import Backoff, Reflector, WatchApi
 from stockade.agent.saver import DEFAULT_STATE_DIR, BundleSaver, StateStore
 from stockade.agent.status import (
     REASON_APPLIED,
@@ -90,6 +89,7 @@ from stockade.kube import (
     Resource,
     rfc3339,
 )
+from stockade.reflector import Backoff, Reflector, WatchApi
 from stockade.ruleset import NodeRuleSet
 
 log = logging.getLogger("stockade.agent.watch")

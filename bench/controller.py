@@ -43,7 +43,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,8 +336,10 @@ def run(  # noqa: PLR0915
     chunk: int = 100,
     py_spy_out: Path | None = None,
     controller_env: Mapping[str, str] | None = None,
+    controller_args: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The whole benchmark; returns the result document."""
+    """The whole benchmark; returns the result document (``controller_args``: added to
+    the controller's command line, for A/B runs)."""
     cluster = generate(params)
     raw_burst = [_with_api_fields(o) for o in [*cluster.pods, *cluster.policies]]
     parsed = [parse_object(o) for o in cluster.objects()]
@@ -372,6 +374,7 @@ def run(  # noqa: PLR0915
             str(flush_ms),
             "--log-level",
             "WARNING",
+            *controller_args,
         ]
         log = open(Path(tmp) / "controller.log", "w+", encoding="utf-8")  # noqa: SIM115
         env = {**os.environ, **(controller_env or {})}
@@ -626,11 +629,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="cProfile the whole controller run (STOCKADE_CONTROLLER_PROFILE)",
     )
+    p.add_argument(
+        "--controller-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an argument added to the controller's command line (repeatable; A/B runs)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "controller.json")
     ns = p.parse_args(argv)
     params = Params(pods=ns.pods, namespaces=ns.namespaces, nodes=ns.nodes, policies=ns.policies)
     env = {"STOCKADE_CONTROLLER_PROFILE": str(ns.cprofile.resolve())} if ns.cprofile else {}
-    result = run(params, ns.flush_interval, ns.idle, ns.chunk, ns.py_spy, env)
+    result = run(params, ns.flush_interval, ns.idle, ns.chunk, ns.py_spy, env, ns.controller_arg)
     Console(width=150).print(table(result))
     finish(result)
     print(describe(result))

@@ -4,7 +4,9 @@
 type None), every ADDED/MODIFIED, and DELETED; it writes nothing to the watched
 objects (no finalizers, no annotations, unlike the change-detecting handlers).
 The handlers are coroutines on purpose: kopf runs plain functions in a thread pool,
-and the compiler is fed from one event loop only.
+and the compiler is fed from one event loop only. Given a client, the Pods come
+from :class:`~stockade.controller.pod_feed.PodFeed` instead, started and stopped
+by kopf's startup and cleanup handlers (why: operator/pod_feed.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import kopf
 
 from stockade.controller.metrics import ControllerMetrics
+from stockade.controller.pod_feed import PodFeed
 from stockade.controller.state import (
     ALL_KINDS,
     CLUSTER_NETWORK_POLICY,
@@ -27,6 +30,7 @@ from stockade.controller.state import (
     ControllerState,
 )
 from stockade.kube import KubeConfig
+from stockade.reflector import WatchApi
 
 log = logging.getLogger("stockade.controller")
 
@@ -60,13 +64,16 @@ def build_registry(
     on_rule_set: RuleSetObserver | None = None,
     cluster_policies: bool = False,
     isolation_policies: bool = False,
+    pod_client: WatchApi | None = None,
 ) -> kopf.OperatorRegistry:
     """A registry of one controller's handlers (one per instance, nothing global).
 
     ``on_rule_set`` (the publisher's ``observe_rule_set``) sees every NodeRuleSet
     event, for the agents' status (sync lag); without it NodeRuleSets are not watched.
     ``cluster_policies``: watch ClusterNetworkPolicies too (their CRD is served);
-    ``isolation_policies``: IsolationPolicies likewise.
+    ``isolation_policies``: IsolationPolicies likewise. ``pod_client``: the Pods are
+    listed and watched with it by a :class:`PodFeed` inside kopf's lifecycle (else by
+    a kopf handler).
     """
     registry = kopf.OperatorRegistry()
 
@@ -97,9 +104,22 @@ def build_registry(
             else:
                 log.warning("ignored: %s", "; ".join(error.lines()))
 
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def on_pod(event: Any, **_: Any) -> None:
-        observe(POD, event)
+    if pod_client is None:
+
+        @kopf.on.event("", "v1", "pods", registry=registry)
+        async def on_pod(event: Any, **_: Any) -> None:
+            observe(POD, event)
+
+    else:
+        feed = PodFeed(pod_client, lambda kind, body: observe(POD, {"type": kind, "object": body}))
+
+        @kopf.on.startup(registry=registry)
+        async def start_pod_feed(**_: Any) -> None:
+            feed.start()
+
+        @kopf.on.cleanup(registry=registry)
+        async def stop_pod_feed(**_: Any) -> None:
+            await feed.stop()
 
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def on_namespace(event: Any, **_: Any) -> None:

@@ -66,6 +66,9 @@ class Options:
     log_level: str = "INFO"
     # Full garbage collections only when idle, at least this often (0: CPython's own).
     gc_idle_interval: float = 60.0
+    # Pods by stockade's own reflector inside kopf's lifecycle (operator/pod_feed.py);
+    # False: by a kopf handler like every other kind.
+    pod_feed: bool = True
 
 
 def default_identity() -> str:
@@ -106,6 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="full garbage collections only when idle, every S seconds at most "
         "(0: Python's own schedule)",
     )
+    p.add_argument(
+        "--pods-via-kopf",
+        action="store_true",
+        help="watch Pods with a kopf handler instead of the Pod feed (slower in bursts)",
+    )
     ns = p.parse_args(argv)
     return Options(
         kubeconfig=ns.kubeconfig,
@@ -120,6 +128,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         shard_size=ns.shard_size,
         log_level=ns.log_level,
         gc_idle_interval=ns.gc_idle_interval,
+        pod_feed=not ns.pods_via_kopf,
     )
 
 
@@ -215,7 +224,7 @@ async def run(
                 controller.publisher.watch_cluster_policies()
             if ISOLATION_POLICIES in optional:
                 controller.publisher.watch_isolation_policies()
-            await _run_parts(options, config, controller, tasks, stop)
+            await _run_parts(options, config, controller, client, tasks, stop)
         finally:
             if runner is not None:
                 await runner.cleanup()
@@ -245,6 +254,7 @@ async def _run_parts(
     options: Options,
     config: KubeConfig,
     controller: Controller,
+    client: KubeClient,
     tasks: list[asyncio.Task[None]],
     stop: threading.Event | None,
 ) -> None:
@@ -262,6 +272,7 @@ async def _run_parts(
         publisher.observe_rule_set,
         cluster_policies=publisher.cluster_policies_watched,
         isolation_policies=publisher.isolation_policies_watched,
+        pod_client=client if options.pod_feed else None,
     )
     settings = operator_settings()
     settings.process.ultimate_exiting_timeout = None

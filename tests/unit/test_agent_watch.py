@@ -35,7 +35,6 @@ from stockade.agent.cache import (
     empty_rule_set,
 )
 from stockade.agent.executor import SubprocessExecutor
-from stockade.agent.reflector import Backoff
 from stockade.agent.render import RenderOptions
 from stockade.agent.saver import StateStore
 from stockade.agent.status import (
@@ -52,6 +51,7 @@ from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.controller.writes import SET_LABEL as PUBLISHER_SET_LABEL
 from stockade.controller.writes import desired_node, desired_peer_set
 from stockade.kube import Gone, JsonObject, Resource, Unreachable
+from stockade.reflector import Backoff
 from stockade.ruleset import NodeRuleSet, PeerSet
 
 API_VERSION = "stockade.dev/v1alpha1"

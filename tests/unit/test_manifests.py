@@ -109,8 +109,9 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
     ),
     # agent/watch.py Reflector.run: list, then watch, of NODE_RULE_SETS, PEER_SETS and
     # (with --isolate-new-pods) PODS.
-    ("agent/reflector.py", "list", "self.resource"): ("agent", "*synced", "*", "list"),
-    ("agent/reflector.py", "watch", "self.resource"): ("agent", "*synced", "*", "watch"),
+    # The same reflector is the controller's Pod feed (SHARED_CALL_SITES).
+    ("stockade/reflector.py", "list", "self.resource"): ("agent", "*synced", "*", "list"),
+    ("stockade/reflector.py", "watch", "self.resource"): ("agent", "*synced", "*", "watch"),
     # agent/watch.py _status_loop: merge patch of the NodeRuleSet's status subresource.
     ("agent/status_writer.py", "patch_status", "NODE_RULE_SETS"): (
         "agent",
@@ -118,6 +119,13 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
         "noderulesets/status",
         "patch",
     ),
+}
+
+# Call sites shared by both programs: the other users of the same call.
+# operator/pod_feed.py: the controller's Pod feed lists and watches Pods.
+SHARED_CALL_SITES: dict[tuple[str, str, str], tuple[tuple[str, str, str, str], ...]] = {
+    ("stockade/reflector.py", "list", "self.resource"): (("controller", "", "pods", "list"),),
+    ("stockade/reflector.py", "watch", "self.resource"): (("controller", "", "pods", "watch"),),
 }
 
 # What the indirections above stand for (publisher._WATCHED, publisher._RESOURCES,
@@ -155,8 +163,10 @@ _KOPF = re.compile(r'kopf\.on\.event\(\s*"([^"]*)",\s*"([^"]*)",\s*"([^"]*)"')
 
 def _scan_calls() -> set[tuple[str, str, str]]:
     found: set[tuple[str, str, str]] = set()
-    for folder in ("operator", "agent"):
-        for path in sorted((ROOT / folder).glob("*.py")):
+    for where in ("operator", "agent", "src/stockade/reflector.py"):
+        paths = [ROOT / where] if where.endswith(".py") else sorted((ROOT / where).glob("*.py"))
+        folder = where.removeprefix("src/").removesuffix("/reflector.py")
+        for path in paths:
             for match in _CALL.finditer(path.read_text(encoding="utf-8")):
                 method, arg = match.group(1), match.group(2) or ""
                 found.add(
@@ -173,7 +183,8 @@ def _kopf_watches() -> set[tuple[str, str]]:
 def used_verbs() -> dict[str, dict[tuple[str, str], set[str]]]:
     """Per service account: (apiGroup, resource) -> the verbs the code needs."""
     used: dict[str, dict[tuple[str, str], set[str]]] = {sa: {} for sa in SERVICE_ACCOUNTS.values()}
-    for who, group, resource, verb in CALL_SITES.values():
+    shared = [use for uses in SHARED_CALL_SITES.values() for use in uses]
+    for who, group, resource, verb in [*CALL_SITES.values(), *shared]:
         targets = _GROUPS_OF.get(group, [(group, resource)])
         for target in targets:
             used[SERVICE_ACCOUNTS[who]].setdefault(target, set()).add(verb)

@@ -4,7 +4,7 @@ A :class:`Reflector` keeps one resource's objects flowing into callbacks: on 410
 Gone it lists again; on any other API error it backs off exponentially with
 jitter (:class:`Backoff`) and tries again, forever. The agent runs one per
 resource it follows (its NodeRuleSet, the PeerSets, with ``--isolate-new-pods``
-its node's Pods).
+its node's Pods); the controller runs one for the Pods (docs/controller.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from stockade.kube import Gone, JsonObject, KubeError, Resource
 
-log = logging.getLogger("stockade.agent.watch")
+log = logging.getLogger("stockade.reflector")
 
 
 class WatchApi(Protocol):

@@ -1,0 +1,120 @@
+"""The controller's Pod feed: list, watch, relist after 410 Gone, into ``observe``.
+
+A fake API serves a list, then a watch stream, then 410 Gone and a second list that
+lacks a pod: the feed reports every listed pod (type None), every event as it comes,
+and the pod missing from the relist as deleted; it stops when cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from stockade.controller.pod_feed import PodFeed
+from stockade.kube import Gone, JsonObject, Resource
+
+
+def _pod(ns: str, name: str, app: str = "x") -> JsonObject:
+    return {"metadata": {"namespace": ns, "name": name, "labels": {"app": app}}}
+
+
+class FakePodApi:
+    """Lists and watch streams given in order; a watch beyond them waits forever."""
+
+    def __init__(self, lists: list[list[JsonObject]], streams: list[list[Any]]) -> None:
+        self.lists = lists
+        self.streams = streams
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[JsonObject], str]:
+        self.calls.append(("list", resource.plural, None))
+        return self.lists.pop(0), str(len(self.calls))
+
+    async def _stream(self, version: str | None) -> AsyncIterator[tuple[str, JsonObject]]:
+        if not self.streams:
+            await asyncio.Event().wait()
+        for item in self.streams.pop(0):
+            if item == "GONE":
+                raise Gone(410, "too old")
+            yield item
+        await asyncio.Event().wait()
+
+    def watch(
+        self,
+        resource: Resource,
+        resource_version: str | None = None,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, JsonObject]]:
+        self.calls.append(("watch", resource.plural, resource_version))
+        return self._stream(resource_version)
+
+    async def patch_status(
+        self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        raise AssertionError("the Pod feed writes nothing")
+
+
+def _names(seen: list[tuple[str | None, Mapping[str, Any]]]) -> list[tuple[str | None, str]]:
+    return [(kind, f"{o['metadata']['namespace']}/{o['metadata']['name']}") for kind, o in seen]
+
+
+async def _until(cond: Any) -> None:
+    for _ in range(200):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("not reached")
+
+
+def test_list_events_and_a_relist_that_lost_a_pod() -> None:
+    async def scenario() -> None:
+        api = FakePodApi(
+            lists=[[_pod("a", "p1"), _pod("a", "p2")], [_pod("a", "p1"), _pod("b", "p3")]],
+            streams=[
+                [("MODIFIED", _pod("a", "p1", "y")), ("ADDED", _pod("b", "p3")), "GONE"],
+                [("DELETED", _pod("b", "p3"))],
+            ],
+        )
+        seen: list[tuple[str | None, Mapping[str, Any]]] = []
+        feed = PodFeed(api, lambda kind, obj: seen.append((kind, obj)))
+        assert not feed.reflector.synced
+        feed.start()
+        await _until(lambda: len(seen) >= 8)
+        assert feed.synced
+        assert _names(seen)[:7] == [
+            (None, "a/p1"),
+            (None, "a/p2"),
+            ("MODIFIED", "a/p1"),
+            ("ADDED", "b/p3"),
+            # 410: listed again; a/p2 is gone from the list, so it is reported deleted
+            (None, "a/p1"),
+            (None, "b/p3"),
+            ("DELETED", "a/p2"),
+        ]
+        assert _names(seen)[7:] == [("DELETED", "b/p3")]
+        assert feed.known == {("a", "p1")}
+        assert [c[0] for c in api.calls] == ["list", "watch", "list", "watch"]
+        assert {c[1] for c in api.calls} == {"pods"}
+        await feed.stop()
+        await feed.stop()  # twice is harmless
+
+    asyncio.run(scenario())
+
+
+def test_a_namespace_less_pod_is_keyed_in_default() -> None:
+    seen: list[tuple[str | None, Mapping[str, Any]]] = []
+    feed = PodFeed(FakePodApi([], []), lambda kind, obj: seen.append((kind, obj)))
+    feed.on_list([{"metadata": {"name": "p"}}])
+    assert feed.known == {("default", "p")}
+    feed.on_list([])
+    assert seen[-1] == ("DELETED", {"metadata": {"namespace": "default", "name": "p"}})
