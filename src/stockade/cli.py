@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, NoReturn, TextIO
 
-from stockade import __version__, output
+from stockade import __version__, convert_cli, output
 from stockade.cluster import SUPPORTED_KINDS, Cluster, UnreadableList, iter_documents, parse_input
 from stockade.cnp import ClusterInput, ClusterNetworkPolicy, NodeInfo
 from stockade.errors import InvalidObjectError
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "-o", "--output", choices=("text", "json"), default="text", help="default: text"
     )
+    convert_cli.add_parser(sub)
     return parser
 
 
@@ -620,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         # --help, --version and usage errors; return the code rather than exit, so
         # that callers (tests, the kubectl plugin) get an int as from any command.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "convert":
+        return convert_cli.run(args)
     loaded = load(args.files)
     # Warnings and errors echo names and values from the files: escaped, so a
     # manifest cannot write control sequences to the user's terminal.

@@ -22,7 +22,13 @@ PACKAGE = ROOT / "src" / "stockade"
 
 # Modules no purity contract constrains: the programs (I/O by design). The lab is a
 # package of its own (lab/stockade_lab), which the product may not import at all.
-PROGRAMS = {"stockade.cli", "stockade.output", "stockade.plugin", "stockade.kube"}
+PROGRAMS = {
+    "stockade.cli",
+    "stockade.convert_cli",
+    "stockade.output",
+    "stockade.plugin",
+    "stockade.kube",
+}
 LAB = {"stockade_lab"}
 COMPONENTS = {"stockade.agent", "stockade.controller"}
 
