@@ -25,6 +25,7 @@ from stockade import __version__, convert_cli, output
 from stockade.cluster import SUPPORTED_KINDS, Cluster, UnreadableList, iter_documents, parse_input
 from stockade.cnp import ClusterInput, ClusterNetworkPolicy, NodeInfo
 from stockade.errors import InvalidObjectError
+from stockade.inputs import read_input
 from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, Namespace, Pod, object_ref
 from stockade.ownership import resolve
@@ -38,7 +39,7 @@ from stockade.service_explain import (
 from stockade.services import EndpointSlice, Service, parse_endpoint_slice, parse_service
 from stockade.tier_lint import Overlap, fail_closed_rules, overlaps
 from stockade.verdict import Dataplane, Endpoint
-from stockade.yamlload import MAX_INPUT_BYTES, YamlLoadError, load_documents
+from stockade.yamlload import YamlLoadError, load_documents
 
 EXIT_OK = 0
 # Kinds read for routing, not policy: a Service destination and its endpoints.
@@ -241,7 +242,7 @@ def _read_documents(path: str, errors: list[str]) -> list[Any] | None:
     # bytes on stdin read the same, with the same messages.
     try:
         # "-" is stdin, for `kubectl get pods,netpol -A -o yaml | stockade matrix -f -`.
-        data = _read_stdin() if path == "-" else _read_file(path)
+        data = read_input(path)
     except FileNotFoundError:
         errors.append(f"{path}: no such file")
         return None
@@ -256,21 +257,6 @@ def _read_documents(path: str, errors: list[str]) -> list[Any] | None:
     except YamlLoadError as exc:
         errors.append(str(exc))
         return None
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as stream:
-        return stream.read(MAX_INPUT_BYTES + 1)
-
-
-def _read_stdin() -> bytes:
-    binary = getattr(sys.stdin, "buffer", None)
-    if binary is not None:
-        data: bytes = binary.read(MAX_INPUT_BYTES + 1)
-        return data
-    # A text stream without bytes underneath (an embedding, a test's StringIO):
-    # its text, as UTF-8; a lone surrogate stays invalid for the loader to report.
-    return sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogatepass")
 
 
 def _parse_file(

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from stockade.inputs import read_input
 from stockade.rancher import (
     DEFAULT_NAME,
     DEFAULT_PRIORITY,
@@ -116,11 +117,7 @@ def to_yaml(policy: dict[str, Any], notes: tuple[str, ...]) -> str:
 def read_json(path: str) -> Any:
     """The JSON value of ``path`` (``-``: stdin), within the CLI's input size limit."""
     try:
-        if path == "-":
-            data = _stdin_bytes()
-        else:
-            with open(path, "rb") as stream:
-                data = stream.read(MAX_INPUT_BYTES + 1)
+        data = read_input(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_INPUT_BYTES:
@@ -137,11 +134,3 @@ def read_json(path: str) -> Any:
         ) from None
     except RecursionError:
         raise InputError(f"{path}: nested too deeply") from None
-
-
-def _stdin_bytes() -> bytes:
-    binary = getattr(sys.stdin, "buffer", None)
-    if binary is not None:
-        data: bytes = binary.read(MAX_INPUT_BYTES + 1)
-        return data
-    return sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogatepass")

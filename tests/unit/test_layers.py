@@ -25,6 +25,7 @@ PACKAGE = ROOT / "src" / "stockade"
 PROGRAMS = {
     "stockade.cli",
     "stockade.convert_cli",
+    "stockade.inputs",
     "stockade.output",
     "stockade.plugin",
     "stockade.kube",

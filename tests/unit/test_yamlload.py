@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade import cli, yamlload
+from stockade import cli, inputs, yamlload
 from stockade.cluster import UnreadableList, iter_documents, load_files, parse_documents
 from stockade.errors import InvalidObjectError
 from stockade.yamlload import MAX_ALIAS_NODES, MAX_DEPTH, YamlLoadError, load_documents
@@ -616,7 +616,7 @@ def test_cli_refuses_an_input_past_the_size_bound(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(yamlload, "MAX_INPUT_BYTES", len(POD))
-    monkeypatch.setattr(cli, "MAX_INPUT_BYTES", len(POD))
+    monkeypatch.setattr(inputs, "MAX_INPUT_BYTES", len(POD))
     path = tmp_path / "in.yaml"
     path.write_text(POD + "\n")
     code, out, err = _run(capsys, "matrix", "-f", str(path))
