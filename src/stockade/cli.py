@@ -25,7 +25,7 @@ from stockade import __version__, convert_cli, output
 from stockade.cluster import SUPPORTED_KINDS, Cluster, UnreadableList, iter_documents, parse_input
 from stockade.cnp import ClusterInput, ClusterNetworkPolicy, NodeInfo
 from stockade.errors import InvalidObjectError
-from stockade.inputs import read_input
+from stockade.inputs import read_or_report
 from stockade.lint import policy_warnings
 from stockade.model import PROTOCOLS, Namespace, Pod, object_ref
 from stockade.ownership import resolve
@@ -239,18 +239,10 @@ def load(paths: Iterable[str]) -> Loaded:
 def _read_documents(path: str, errors: list[str]) -> list[Any] | None:
     # Bytes, at most one more than the loader takes (so /dev/zero or an endless pipe
     # is refused, not read forever), decoded by the loader: a file and the same
-    # bytes on stdin read the same, with the same messages.
-    try:
-        # "-" is stdin, for `kubectl get pods,netpol -A -o yaml | stockade matrix -f -`.
-        data = read_input(path)
-    except FileNotFoundError:
-        errors.append(f"{path}: no such file")
-        return None
-    except IsADirectoryError:
-        errors.append(f"{path}: is a directory, not a file")
-        return None
-    except OSError as exc:
-        errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+    # bytes on stdin read the same, with the same messages. "-" is stdin, for
+    # `kubectl get pods,netpol -A -o yaml | stockade matrix -f -`.
+    data = read_or_report(path, errors)
+    if data is None:
         return None
     try:
         return load_documents(data, path)
@@ -608,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         # that callers (tests, the kubectl plugin) get an int as from any command.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command == "convert":
-        return convert_cli.run(args)
+        return convert_cli.main(args)
     loaded = load(args.files)
     # Warnings and errors echo names and values from the files: escaped, so a
     # manifest cannot write control sequences to the user's terminal.

@@ -19,6 +19,19 @@ def read_input(path: str) -> bytes:
         return stream.read(MAX_INPUT_BYTES + 1)
 
 
+def read_or_report(path: str, errors: list[str]) -> bytes | None:
+    """:func:`read_input`, or None after adding why not to ``errors`` (one line)."""
+    try:
+        return read_input(path)
+    except FileNotFoundError:
+        errors.append(f"{path}: no such file")
+    except IsADirectoryError:
+        errors.append(f"{path}: is a directory, not a file")
+    except OSError as exc:
+        errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+    return None
+
+
 def _read_stdin() -> bytes:
     binary = getattr(sys.stdin, "buffer", None)
     if binary is not None:

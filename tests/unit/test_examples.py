@@ -7,6 +7,7 @@ both produce it.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
@@ -155,6 +156,26 @@ LINKED: Grid = {
     _LWK: {_LDB: F, _LWEB: T, _LWK: T},
 }
 
+# The Rancher departments' pods, without the converted policy: nothing isolates them.
+_RANCHER = (
+    "stack-one/engineering",
+    "stack-one/qa",
+    "stack-one/unlabelled",
+    "stack-three/engineering",
+    "stack-two/qa",
+)
+RANCHER_OPEN: Grid = {s: dict.fromkeys(_RANCHER, T) for s in _RANCHER}
+# With it (`stockade convert rancher-network -f examples/rancher-network.json`): only
+# the same department, across namespaces; the pod without one reaches only itself.
+_RE1, _RQ1, _RU1, _RE3, _RQ2 = _RANCHER
+RANCHER_BY_DEPARTMENT: Grid = {
+    _RE1: {_RE1: T, _RQ1: F, _RU1: F, _RE3: T, _RQ2: F},
+    _RQ1: {_RE1: F, _RQ1: T, _RU1: F, _RE3: F, _RQ2: T},
+    _RU1: {_RE1: F, _RQ1: F, _RU1: T, _RE3: F, _RQ2: F},
+    _RE3: {_RE1: T, _RQ1: F, _RU1: F, _RE3: T, _RQ2: F},
+    _RQ2: {_RE1: F, _RQ1: T, _RU1: F, _RE3: F, _RQ2: T},
+}
+
 CASES: list[tuple[str, int, str, Grid]] = [
     ("three-tier.yaml", 80, "TCP", THREE_TIER_80),
     ("three-tier.yaml", 8080, "TCP", THREE_TIER_8080),
@@ -186,6 +207,7 @@ CASES: list[tuple[str, int, str, Grid]] = [
     ("isolation-projects.yaml", 80, "TCP", PROJECTS),
     ("isolation-tenants.yaml", 80, "TCP", TENANTS),
     ("isolation-tenants.yaml", 53, "UDP", TENANTS),
+    ("rancher-departments.yaml", 80, "TCP", RANCHER_OPEN),
 ]
 
 
@@ -248,7 +270,7 @@ def test_example_has_header(path: Path) -> None:
 
 def _documented_commands() -> list[str]:
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
-    return re.findall(r"^\s*(stockade (?:matrix|explain) .+)$", readme, flags=re.MULTILINE)
+    return re.findall(r"^\s*(stockade (?:matrix|explain|convert) .+)$", readme, flags=re.MULTILINE)
 
 
 def test_readme_documents_every_example() -> None:
@@ -262,13 +284,43 @@ def test_readme_documents_every_example() -> None:
 def test_readme_commands_run(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
-    """Every command shown in examples/README.md runs as written, from the repo root."""
+    """Every command shown in examples/README.md runs as written, from the repo root;
+    in a pipeline (``stockade ... | stockade ...``) each command reads the one before."""
     monkeypatch.chdir(ROOT)
-    argv = shlex.split(command)[1:]
-    assert main(argv) == 0
-    captured = capsys.readouterr()
-    assert captured.out
-    assert captured.err == ""
+    for stage in command.split(" | "):
+        argv = shlex.split(stage)
+        assert argv[0] == "stockade"
+        assert main(argv[1:]) == 0
+        captured = capsys.readouterr()
+        assert captured.out
+        assert captured.err == ""
+        monkeypatch.setattr("sys.stdin", io.StringIO(captured.out))
+
+
+def test_converted_rancher_example(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy converted from rancher-network.json, with rancher-departments.yaml,
+    gives the department matrix (compiled rule sets and the reference evaluator)."""
+    assert main(["convert", "rancher-network", "-f", str(EXAMPLES / "rancher-network.json")]) == 0
+    policy = capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(policy))
+    cluster_file = str(EXAMPLES / "rancher-departments.yaml")
+    assert main(["matrix", "-f", "-", "-f", cluster_file, "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["matrix"] == RANCHER_BY_DEPARTMENT
+    monkeypatch.setattr("sys.stdin", io.StringIO(policy))
+    loaded = load(["-", cluster_file])
+    assert (loaded.errors, loaded.warnings) == ([], [])
+    cluster = loaded.cluster
+    cnps, nodes = cluster.cluster_policies.values(), cluster.nodes.values()
+    pods = cluster.active_pods()
+    got = {
+        s.key: {
+            d.key: reference.allowed_with_tiers(cluster, cnps, nodes, s, d, 80, "TCP") for d in pods
+        }
+        for s in pods
+    }
+    assert got == RANCHER_BY_DEPARTMENT
 
 
 @pytest.mark.parametrize(("port", "allowed"), [(80, True), (443, False)])
