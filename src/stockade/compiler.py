@@ -15,6 +15,7 @@ are rebuilt only for the nodes and peer-set shards marked dirty.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -321,19 +322,20 @@ def compile_cluster_policy(
     return compiled, sets
 
 
-def _same_selector(peer: SamePeer, pod: Pod, values: tuple[str, ...]) -> PeerSelector:
-    """The set of the far ends ``peer`` matches for the subject ``pod`` (with ``values``).
+def _same_selector(peer: SamePeer, namespace: str | None, values: tuple[str, ...]) -> PeerSelector:
+    """The set of the far ends ``peer`` matches for a subject with ``values`` (in
+    ``namespace``: given when the set depends on it, see :func:`_same_namespace`).
 
     Requirements are sorted, so rules comparing the same keys share one set per value.
     """
     if peer.scope == "namespaces" and not peer.keys:
-        return PeerSelector(pod_selector=(), namespace=pod.namespace)
+        return PeerSelector(pod_selector=(), namespace=namespace)
     same = [SelectorRequirement(k, "In", (v,)) for k, v in zip(peer.keys, values, strict=True)]
     if peer.scope == "namespaces":
         return PeerSelector(pod_selector=(), namespace_selector=_sorted_reqs(same))
     reqs = _sorted_reqs([*same, *(_reqs(peer.also) if peer.also is not None else ())])
     if peer.in_namespaces is None:
-        return PeerSelector(pod_selector=reqs, namespace=pod.namespace)
+        return PeerSelector(pod_selector=reqs, namespace=namespace)
     return PeerSelector(pod_selector=reqs, namespace_selector=_reqs(peer.in_namespaces))
 
 
@@ -358,15 +360,63 @@ def _subject_peers(
         values = peer.values(namespace_labels, pod)
         if values is None:
             continue
-        selector = _same_selector(peer, pod, values)
-        name = peer_set_name(selector)
+        name, selector, reason = _same_set(peer, _same_namespace(peer, pod), values)
         sets[name] = selector
         match = PeerMatch(peer_set=name)
         if match not in peers:
             # A set an earlier peer brought matches as that peer (explain says so).
             peers.append(match)
-            same.append(SameMatch(name, peer.describe(values)))
+            same.append(SameMatch(name, reason))
     return tuple(peers), tuple(same)
+
+
+def _same_namespace(peer: SamePeer, pod: Pod) -> str | None:
+    """The subject's namespace when ``peer``'s set depends on it, else None."""
+    if peer.scope == "namespaces":
+        return pod.namespace if not peer.keys else None
+    return pod.namespace if peer.in_namespaces is None else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _same_set(
+    peer: SamePeer, namespace: str | None, values: tuple[str, ...]
+) -> tuple[str, PeerSelector, str]:
+    """The name, selector and reason of the set ``peer`` matches for a subject with
+    ``values`` (in ``namespace``, when the set depends on it): the same for every
+    such subject of every node, so computed once."""
+    selector = _same_selector(peer, namespace, values)
+    return peer_set_name(selector), selector, peer.describe(values)
+
+
+SignaturePart = Callable[[Pod, Mapping[str, str]], object]
+# An IsolationPolicy's memo (see expand_isolation): per rule (egress?, index), per
+# signature of a subject, its peers and the selectors of their sets.
+_MemoEntry = tuple[tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]], dict[str, PeerSelector]]
+PeersMemo = dict[tuple[bool, int], dict[tuple[object, ...], _MemoEntry]]
+MEMO_LIMIT = 100_000  # signatures kept per rule, then forgotten at once
+
+
+def _signature_part(peer: SamePeer) -> SignaturePart:
+    """What ``peer``'s set depends on for one subject (pod, its namespace's labels):
+    the values compared (None for a missing key) and the namespace where it matters.
+    Subjects equal in every part of a rule get the same peers."""
+    keys = peer.keys
+    if peer.scope == "namespaces":
+        if not keys:
+            return lambda pod, ns: pod.namespace
+        if len(keys) == 1:
+            (key,) = keys
+            return lambda pod, ns: ns.get(key)
+        return lambda pod, ns: tuple(ns.get(k) for k in keys)
+    local = peer.in_namespaces is None
+    if len(keys) == 1:
+        (key,) = keys
+        if local:
+            return lambda pod, ns: (pod.namespace, pod.labels.get(key))
+        return lambda pod, ns: pod.labels.get(key)
+    if local:
+        return lambda pod, ns: (pod.namespace, *(pod.labels.get(k) for k in keys))
+    return lambda pod, ns: tuple(pod.labels.get(k) for k in keys)
 
 
 def expand_isolation(
@@ -374,6 +424,7 @@ def expand_isolation(
     compiled: CompiledClusterPolicy,
     subjects: Iterable[Pod],
     namespace_labels: Callable[[str], Mapping[str, str]],
+    memo: PeersMemo | None = None,
 ) -> tuple[CompiledClusterPolicy, dict[str, PeerSelector]]:
     """An IsolationPolicy as one node enforces it, for its local ``subjects``.
 
@@ -383,8 +434,14 @@ def expand_isolation(
     serves every local subject) and in the rule's place; a subject for which the
     rule has no peer left gets none. Other rules are ``compiled``'s. Returns the
     node's compiled policy and the selector of every sameness set it refers to.
+
+    ``memo`` (kept by the caller for one version of ``policy``, for every node) holds
+    the peers of each signature of a subject (:func:`_signature_part`) already seen.
     """
     pods = sorted(subjects, key=lambda p: p.key)
+    with_labels = [(pod, namespace_labels(pod.namespace)) for pod in pods]
+    if memo is None:
+        memo = {}
     sets: dict[str, PeerSelector] = {}
     directions: list[tuple[TierRule, ...]] = []
     for rules, base, egress in (
@@ -398,10 +455,27 @@ def expand_isolation(
                 continue
             ports = _tier_ports(rule, egress, sets)
             groups: dict[tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]], list[str]] = {}
-            for pod in pods:
-                peers, same = _subject_peers(rule, pod, namespace_labels(pod.namespace), sets)
-                if peers:
-                    groups.setdefault((peers, same), []).append(pod.key)
+            # Subjects of one signature (the values compared, and the namespace where
+            # it matters) get the same peers: worked out once per signature.
+            parts = [_signature_part(p) for p in rule.peers if isinstance(p, SamePeer)]
+            seen = memo.setdefault((egress, index), {})
+            if len(seen) > MEMO_LIMIT:
+                seen.clear()
+            here: dict[tuple[object, ...], _MemoEntry] = {}
+            for pod, labels in with_labels:
+                signature = tuple([part(pod, labels) for part in parts])
+                entry = here.get(signature)
+                if entry is None:
+                    entry = seen.get(signature)
+                    if entry is None:
+                        found: dict[str, PeerSelector] = {}
+                        entry = (_subject_peers(rule, pod, labels, found), found)
+                        seen[signature] = entry
+                    here[signature] = entry
+                if entry[0][0]:
+                    groups.setdefault(entry[0], []).append(pod.key)
+            for _, found in here.values():
+                sets.update(found)
             # Ordered by what each group is, not by who is in it: the guards are
             # disjoint, and a relabel that keeps both groups on the node then changes
             # the guards' members only (no rule moves).
@@ -458,6 +532,8 @@ class _ClusterPolicyState:
     targets: set[str]
     # The compiled policy's sort key, kept: node rule sets sort their CNPs by it.
     order: tuple[int, int, str, int] = field(init=False)
+    # An IsolationPolicy's peers by signature of a subject, shared by its nodes.
+    memo: PeersMemo = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.order = self.compiled.order
@@ -576,6 +652,8 @@ class Compiler:
         self._sets: dict[str, _SetState] = {}
         self._ns_sets: dict[str, set[str]] = {}  # namespace -> sets whose scope has it
         self._nssel_sets: set[str] = set()  # sets with a namespace selector
+        # Sets whose namespace selector is empty (every namespace): in no _ns_sets entry.
+        self._everywhere_sets: set[str] = set()
         self._dirty_nodes: set[str] = set()
         self._dirty_sets: set[str] = set()
         self._node_out: dict[str, NodeRuleSet] = {}
@@ -829,7 +907,7 @@ class Compiler:
 
     def _repeer_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
         bucket = _bucket(key)
-        for name in self._ns_sets.get(namespace, ()):
+        for name in itertools.chain(self._ns_sets.get(namespace, ()), self._everywhere_sets):
             state = self._sets[name]
             members = state.buckets.get(bucket)
             before = members.get(key) if members else None
@@ -889,7 +967,8 @@ class Compiler:
                 continue
             if now:
                 state.namespaces.add(name)
-                scoped.add(set_name)
+                if set_name not in self._everywhere_sets:
+                    scoped.add(set_name)
             else:
                 state.namespaces.discard(name)
                 scoped.discard(set_name)
@@ -1064,8 +1143,11 @@ class Compiler:
         else:
             self._nssel_sets.add(name)
             state.namespaces = self._ns_index.select(ns_sel)
-        for ns in state.namespaces:
-            self._ns_sets.setdefault(ns, set()).add(name)
+        if selector.namespace_selector == ():
+            self._everywhere_sets.add(name)
+        else:
+            for ns in state.namespaces:
+                self._ns_sets.setdefault(ns, set()).add(name)
         self._fill(state, self._initial_members(state))
         state.dirty = None
         self._dirty_sets.add(name)
@@ -1115,8 +1197,13 @@ class Compiler:
             (ns,) = state.namespaces
             within = self._ns_pods.get(ns)
             return self._pod_index.select(state.pod_selector, within) if within else set()
-        in_scope = sum(len(self._ns_pods.get(ns, ())) for ns in state.namespaces)
-        if in_scope <= self._pod_index.estimate(state.pod_selector):
+        estimate = self._pod_index.estimate(state.pod_selector)
+        in_scope, ns_pods = 0, self._ns_pods
+        for ns in state.namespaces:
+            in_scope += len(ns_pods.get(ns, ()))
+            if in_scope > estimate:
+                break
+        if in_scope <= estimate:
             # Fewer pods in the selected namespaces than the selector's best index
             # entry: select among them.
             scope: set[str] = set()
@@ -1135,8 +1222,11 @@ class Compiler:
         del self._sets[name]
         self._nssel_sets.discard(name)
         self._node_sets.discard(name)
-        for ns in state.namespaces:
-            _discard(self._ns_sets, ns, name)
+        if name in self._everywhere_sets:
+            self._everywhere_sets.discard(name)
+        else:
+            for ns in state.namespaces:
+                _discard(self._ns_sets, ns, name)
         self._dirty_sets.add(name)
 
     # ------------------------------------------------------------------ outputs
@@ -1269,6 +1359,7 @@ class Compiler:
                         compiled,
                         (self._pods[p] for p in by_cnp[name]),
                         lambda ns: self._namespace_labels(ns).labels,
+                        state.memo,
                     )
                     same_sets[name] = self._acquire_sets(selectors, f"{name}@{node}")
                 ncp = cache[(node, name)] = NodeClusterPolicy(compiled, tuple(sorted(by_cnp[name])))
