@@ -88,6 +88,11 @@ class Params:
     # Node objects to emit when there are CNPs: at least ``nodes``; the extra ones
     # carry no pod (a one-node agent benchmark still has many nodes to select).
     node_objects: int = 0
+    # IsolationPolicies (Admin and Baseline, peers by sameness) on top of the rest;
+    # with any, tenant pods carry GROUP_LABEL (``group_values`` distinct values, one
+    # per Deployment, spread over them) and tenant namespaces PROJECT_LABEL.
+    isolation_policies: int = 0
+    group_values: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,10 +122,19 @@ class SynthCluster:
     serial: int = 0
     nodes: list[Raw] = field(default_factory=list)
     cluster_policies: list[Raw] = field(default_factory=list)
+    isolation_policies: list[Raw] = field(default_factory=list)
 
     def objects(self) -> list[Raw]:
-        """Every object: Nodes, namespaces, pods, NetworkPolicies, then CNPs."""
-        return [*self.nodes, *self.namespaces, *self.pods, *self.policies, *self.cluster_policies]
+        """Every object: Nodes, namespaces, pods, NetworkPolicies, CNPs, then
+        IsolationPolicies."""
+        return [
+            *self.nodes,
+            *self.namespaces,
+            *self.pods,
+            *self.policies,
+            *self.cluster_policies,
+            *self.isolation_policies,
+        ]
 
     def __len__(self) -> int:
         return len(self.objects())
@@ -255,6 +269,12 @@ def generate(params: Params) -> SynthCluster:
         rng = random.Random(params.seed + 13)
         _node_objects(cluster, rng)
         _cluster_network_policies(cluster, rng)
+    if params.isolation_policies:
+        # Another generator again: the cluster without them is drawn as before (but
+        # for the grouping labels its pods and namespaces gain).
+        rng = random.Random(params.seed + 29)
+        _grouping_labels(cluster, rng)
+        _isolation_policies(cluster, rng)
     return cluster
 
 
@@ -970,6 +990,145 @@ def _cluster_network_policies(cluster: SynthCluster, rng: random.Random) -> None
         )
 
 
+# ----------------------------------------------------------------------- isolation policies
+
+ISOLATION_API_VERSION = "stockade.dev/v1alpha1"
+GROUP_LABEL = "group"  # on tenant pods: ``params.group_values`` distinct values
+PROJECT_LABEL = "project"  # on tenant namespaces: about one project per 5 namespaces
+NAMESPACES_PER_PROJECT = 5
+
+
+def group_value(n: int) -> str:
+    """The ``n``-th value of :data:`GROUP_LABEL`."""
+    return f"g-{n:04d}"
+
+
+def _grouping_labels(cluster: SynthCluster, rng: random.Random) -> None:
+    """Tenant pods get :data:`GROUP_LABEL`, tenant namespaces :data:`PROJECT_LABEL`.
+
+    Values go round-robin over the shuffled Deployments (every replica of one has
+    the same value; every value is used when there are at least as many
+    Deployments), and over the shuffled tenant namespaces for projects.
+    """
+    values = cluster.params.group_values
+    if values < 1:
+        raise ValueError("isolation_policies need group_values >= 1")
+    tenants = [ns for ns in cluster.namespaces if ns["metadata"]["labels"].get("tier") != "system"]
+    names = [ns["metadata"]["name"] for ns in tenants]
+    rng.shuffle(tenants)
+    projects = max(1, len(tenants) // NAMESPACES_PER_PROJECT)
+    for i, ns in enumerate(tenants):
+        ns["metadata"]["labels"][PROJECT_LABEL] = f"p-{i % projects:04d}"
+    deployments = [(ns, dep.app) for ns in names for dep in cluster.deployments.get(ns, [])]
+    rng.shuffle(deployments)
+    group = {dep: group_value(i % values) for i, dep in enumerate(deployments)}
+    for pod in cluster.pods:
+        meta = pod["metadata"]
+        value = group.get((meta["namespace"], meta["labels"].get("app", "")))
+        if value is not None:
+            meta["labels"][GROUP_LABEL] = value
+
+
+_TENANTS: Raw = {
+    "namespaces": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["system"]}]}
+}
+_ALL_PODS: Raw = {"pods": {"namespaceSelector": {}, "podSelector": {}}}
+
+
+def _same_group(**extra: Raw) -> Raw:
+    return {"pods": {"sameLabels": [GROUP_LABEL], "namespaceSelector": {}, **extra}}
+
+
+def _isolation_rules(kind: int, rng: random.Random) -> tuple[list[Raw], list[Raw]]:
+    """The ingress and egress rules of one IsolationPolicy of ``kind`` (0-4)."""
+    same_ns: Raw = {"namespaces": {"sameAs": "Self"}}
+    same_project: Raw = {"namespaces": {"sameLabels": [PROJECT_LABEL]}}
+    if kind == 0:  # departments across the cluster, the rest of the namespace passed
+        return [
+            {"name": "same-group", "action": "Accept", "from": [_same_group()]},
+            {"name": "same-namespace", "action": "Pass", "from": [same_ns]},
+            {"name": "others", "action": "Deny", "from": [_ALL_PODS]},
+        ], []
+    if kind == 1:  # projects: open inside, closed between
+        return [
+            {"name": "same-project", "action": "Pass", "from": [same_project]},
+            {"name": "other-projects", "action": "Deny", "from": [_ALL_PODS]},
+        ], [
+            {"name": "to-group", "action": "Accept", "to": [_same_group()],
+             "protocols": [_tcp(8080), _named("grpc")]},
+        ]  # fmt: skip
+    if kind == 2:  # a service (same group in the namespace), and its tier in the project
+        return [
+            {"name": "same-service", "action": "Accept",
+             "from": [{"pods": {"sameLabels": [GROUP_LABEL]}}],
+             "protocols": [_named("http"), _tcp(9000)]},
+            {"name": "same-env", "action": rng.choice(("Pass", "Accept")),
+             "from": [{"pods": {"sameLabels": ["env", "tier"],
+                                "namespaceSelector": _ml(team=rng.choice(TEAMS[:8]))}}]},
+        ], [
+            {"name": "no-other-groups-db", "action": "Deny",
+             "to": [_same_group(podSelector=_ml(tier="db")), same_project],
+             "protocols": [_named("postgres")]},
+        ]  # fmt: skip
+    if kind == 3:  # egress kept in the department and the project
+        return [], [
+            {"name": "group-or-project", "action": "Accept", "to": [_same_group(), same_project]},
+            {"name": "namespace", "action": "Pass", "to": [same_ns]},
+            {"name": "dns", "action": "Accept",
+             "to": [{"pods": {"namespaceSelector": _ml(**{NAME_LABEL: "kube-system"}),
+                              "podSelector": _ml(**{"k8s-app": "kube-dns"})}}],
+             "protocols": [_udp(53), _tcp(53)]},
+            {"name": "rest", "action": "Deny", "to": [_ALL_PODS]},
+        ]  # fmt: skip
+    return [  # namespaces of the same team label and env, by namespace sameness
+        {"name": "same-team-env", "action": "Accept",
+         "from": [{"namespaces": {"sameLabels": ["team", "env"]}}]},
+        {"name": "same-project-metrics", "action": "Accept", "from": [same_project],
+         "protocols": [_named("metrics")]},
+    ], []  # fmt: skip
+
+
+def _isolation_policies(cluster: SynthCluster, rng: random.Random) -> None:
+    """``params.isolation_policies`` IsolationPolicies, alternately Admin and Baseline.
+
+    Rules by sameness of every form (pods ``sameLabels`` on :data:`GROUP_LABEL`
+    across the cluster, in the namespace, with a podSelector, on two keys;
+    namespaces ``sameLabels`` on :data:`PROJECT_LABEL` and on team and env;
+    namespaces ``sameAs: Self``) mixed with ordinary peers, Accept, Deny and Pass.
+    Subjects are mostly every tenant namespace, sometimes one team's or the prod pods.
+    """
+    teams = sorted(
+        {ns["metadata"]["labels"]["team"] for ns in cluster.namespaces
+         if ns["metadata"]["labels"].get("tier") != "system" and "team" in ns["metadata"]["labels"]}
+    ) or ["infra"]  # fmt: skip
+    for i in range(cluster.params.isolation_policies):
+        tier = "Admin" if i % 2 == 0 else "Baseline"
+        kind = (i // 2) % 5
+        roll = rng.random()
+        if roll < 0.7:
+            word, subject = "tenants", _TENANTS
+        elif roll < 0.85:
+            team = rng.choice(teams)
+            word, subject = f"team-{team}", {"namespaces": _ml(team=team)}
+        else:
+            word = "prod"
+            subject = {"pods": {"namespaceSelector": _ml(env="prod"), "podSelector": {}}}
+        ingress, egress = _isolation_rules(kind, rng)
+        spec: Raw = {"tier": tier, "priority": rng.randrange(0, 1001), "subject": subject}
+        if ingress:
+            spec["ingress"] = ingress
+        if egress:
+            spec["egress"] = egress
+        cluster.isolation_policies.append(
+            {
+                "apiVersion": ISOLATION_API_VERSION,
+                "kind": "IsolationPolicy",
+                "metadata": {"name": f"{tier.lower()}-isolate-{word}-{i:04d}"},
+                "spec": spec,
+            }
+        )
+
+
 # ----------------------------------------------------------------------- antrea
 
 
@@ -1037,6 +1196,8 @@ class EventMaker:
         }
         self.nodes: dict[str, Raw] = {n["metadata"]["name"]: n for n in cluster.nodes}
         self._cnp_serial = 0
+        self._groups: list[str] | None = None
+        self._grouped: list[str] = []
 
     def _fresh(self, pool: list[str]) -> str:
         for _ in range(10_000):
@@ -1088,6 +1249,27 @@ class EventMaker:
             del pod["metadata"]["labels"]["canary"]
         else:
             pod["metadata"]["labels"] = {**labels, "canary": "true"}
+        self.pods[key] = pod
+        return pod
+
+    def pod_regrouped(self) -> Raw:
+        """An existing pod with :data:`GROUP_LABEL` takes another value of it (the
+        value of another pod, so the group it joins exists)."""
+        if self._groups is None:
+            self._groups = sorted(
+                {p["metadata"]["labels"][GROUP_LABEL] for p in self.pods.values()
+                 if GROUP_LABEL in p["metadata"].get("labels", {})}
+            )  # fmt: skip
+            self._grouped = sorted(
+                k for k, p in self.pods.items() if GROUP_LABEL in p["metadata"].get("labels", {})
+            )
+        if len(self._groups) < 2 or not self._grouped:
+            raise RuntimeError("the cluster has no pods in two groups to move between")
+        key = self._fresh([k for k in self._grouped if k in self.pods])
+        pod = copy.deepcopy(self.pods[key])
+        labels = pod["metadata"]["labels"]
+        old = labels[GROUP_LABEL]
+        labels[GROUP_LABEL] = self.rng.choice([g for g in self._groups if g != old])
         self.pods[key] = pod
         return pod
 
