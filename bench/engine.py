@@ -6,10 +6,14 @@ Run from the repository root::
     python -m bench.engine --scale small   # a quick check
     python -m bench.engine --cnps 0        # NetworkPolicies only
     python bench/engine.py --scale limits --profile
+    python -m bench.engine --scale isolation   # + 20 IsolationPolicies, 50,000 pods
 
 Each scale is measured twice in one run: with its NetworkPolicies only, then with
 ``--cnps`` ClusterNetworkPolicies (Admin and Baseline) and Node objects added (200
-at the default scale); the two are reported side by side.
+at the default scale); the two are reported side by side. With ``--isolation N``
+(20 at the ``isolation`` scale: 50,000 pods, 1,000 values of the grouping label), a
+third time with N IsolationPolicies on top of the CNPs, beside the CNP figures,
+with the event of a pod moving to another group.
 
 Every figure of one run is measured in that run, so ratios compare like with like
 on a busy machine. Results go to ``bench/results/<scale>.json``. See
@@ -60,14 +64,28 @@ SCALES: dict[str, Params] = {
     # Antrea's TestInitXLargeScaleWithSmallNamespaces: 25k namespaces of 4 pods and
     # 3 policies; its pods land on 1,000 nodes.
     "antrea": Params(pods=100_000, namespaces=25_000, nodes=1_000, policies=75_000, shape="antrea"),
+    # The IsolationPolicy targets: 20 IsolationPolicies (--isolation) grouping 50,000
+    # pods by 1,000 values of a label, on top of 200 CNPs and 10,000 NetworkPolicies.
+    "isolation": Params(
+        pods=50_000, namespaces=2_500, nodes=500, policies=10_000, group_values=1_000
+    ),
 }
 # Peak memory of parse + full compile, in MB.
-MEMORY_TARGET_MB = {"small": 600.0, "default": 600.0, "limits": 2048.0, "antrea": 1700.0}
+MEMORY_TARGET_MB = {
+    "small": 600.0,
+    "default": 600.0,
+    "limits": 2048.0,
+    "antrea": 1700.0,
+    "isolation": 2048.0,
+}
 RATIO_TARGET = 5.0  # full compile / parse
 POD_EVENT_TARGET = 0.01  # of a full compile
 CNP_EVENT_TARGET = 0.01  # one ClusterNetworkPolicy changed, of the (tiered) full compile
 # ClusterNetworkPolicies added for the tiered figures, by scale (--cnps overrides).
-CNPS_DEFAULT = {"small": 20, "default": 200, "limits": 200, "antrea": 0}
+CNPS_DEFAULT = {"small": 20, "default": 200, "limits": 200, "antrea": 0, "isolation": 200}
+# IsolationPolicies added (on top of the CNPs) for the third figures (--isolation overrides).
+ISOLATION_DEFAULT = {"small": 0, "default": 0, "limits": 0, "antrea": 0, "isolation": 20}
+ISOLATION_EVENT_TARGET = 0.01  # one pod moved to another group, of the full compile
 # What Antrea's controller reports for its scenario (Go, its central computation).
 ANTREA_SECONDS = (5.84, 6.42)
 ANTREA_MB = (1522.0, 1708.0)
@@ -82,6 +100,8 @@ POD_EVENTS = ("pod added", "pod relabelled", "pod deleted")
 # Only when the cluster has ClusterNetworkPolicies (and Node objects).
 TIER_EVENT_KINDS = ("cluster policy changed", "node relabelled")
 CNP_EVENT = "cluster policy changed"
+# Only when the cluster has IsolationPolicies: a pod's grouping label takes another value.
+ISOLATION_EVENT = "pod relabelled (group value)"
 
 
 # ----------------------------------------------------------------------- measuring
@@ -141,8 +161,13 @@ def _summary(kind: str, times: list[float], nodes: list[int], shards: list[int])
 
 
 def event_kinds(cluster: SynthCluster) -> tuple[str, ...]:
-    """The event kinds measured on ``cluster`` (CNP and Node events when it has them)."""
-    return EVENT_KINDS + (TIER_EVENT_KINDS if cluster.cluster_policies else ())
+    """The event kinds measured on ``cluster`` (CNP and Node events when it has them,
+    the regrouping of a pod when it has IsolationPolicies)."""
+    return (
+        EVENT_KINDS
+        + (TIER_EVENT_KINDS if cluster.cluster_policies else ())
+        + ((ISOLATION_EVENT,) if cluster.isolation_policies else ())
+    )
 
 
 def measure_events(
@@ -170,6 +195,7 @@ def measure_events(
         "policy changed": maker.policy_changed,
         "cluster policy changed": maker.cluster_policy_changed,
         "node relabelled": maker.node_relabelled,
+        ISOLATION_EVENT: maker.pod_regrouped,
     }
     out: list[EventFigures] = []
     for kind in event_kinds(cluster):
@@ -224,14 +250,20 @@ def _reset_hwm() -> bool:
     return True
 
 
-def scale_params(scale: str, cnps: int = 0) -> Params:
-    """The parameters of ``scale``, with ``cnps`` ClusterNetworkPolicies."""
-    return dataclasses.replace(SCALES[scale], cnps=cnps)
+def scale_params(scale: str, cnps: int = 0, isolation: int = 0) -> Params:
+    """The parameters of ``scale``, with ``cnps`` ClusterNetworkPolicies and
+    ``isolation`` IsolationPolicies (grouping by the scale's ``group_values``, or one
+    value per 50 pods)."""
+    params = SCALES[scale]
+    values = params.group_values or max(2, params.pods // 50)
+    return dataclasses.replace(
+        params, cnps=cnps, isolation_policies=isolation, group_values=values if isolation else 0
+    )
 
 
-def memory_child(scale: str, cnps: int = 0) -> dict[str, Any]:
+def memory_child(scale: str, cnps: int = 0, isolation: int = 0) -> dict[str, Any]:
     """In a fresh process: the RSS that parse + full compile add over the raw dicts."""
-    raw = generate(scale_params(scale, cnps)).objects()
+    raw = generate(scale_params(scale, cnps, isolation)).objects()
     gc.collect()
     baseline = _current_rss()
     reset = _reset_hwm()
@@ -256,9 +288,10 @@ def memory_child(scale: str, cnps: int = 0) -> dict[str, Any]:
     }
 
 
-def measure_memory(scale: str, cnps: int = 0) -> dict[str, Any]:
+def measure_memory(scale: str, cnps: int = 0, isolation: int = 0) -> dict[str, Any]:
     """Run :func:`memory_child` in a fresh interpreter and read its JSON."""
-    argv = ["--scale", scale, "--cnps", str(cnps), "--memory-child"]
+    argv = ["--scale", scale, "--cnps", str(cnps), "--isolation", str(isolation)]
+    argv.append("--memory-child")
     proc = subprocess.run(
         [sys.executable, "-m", "bench.engine", *argv],
         cwd=ROOT,
@@ -300,6 +333,7 @@ def profile_events(
         "cluster policy changed": maker.cluster_policy_changed,
         "namespace relabelled": maker.namespace_relabelled,
         "policy changed": maker.policy_changed,
+        ISOLATION_EVENT: maker.pod_regrouped,
     }[kind]
     events = [parse_input(make()) for _ in range(count)]
     profiler = cProfile.Profile()
@@ -412,6 +446,8 @@ def _checks(result: dict[str, Any], events: list[EventFigures]) -> dict[str, boo
             checks[ev.kind] = ev.fraction_of_full <= POD_EVENT_TARGET
         elif ev.kind == CNP_EVENT:
             checks[ev.kind] = ev.fraction_of_full <= CNP_EVENT_TARGET
+        elif ev.kind == ISOLATION_EVENT:
+            checks[ev.kind] = ev.fraction_of_full <= ISOLATION_EVENT_TARGET
     return checks
 
 
@@ -433,18 +469,19 @@ def _outputs(compiled: CompiledCluster) -> dict[str, Any]:
 
 
 def measure_scenario(
-    scale: str, cnps: int, args: argparse.Namespace, console: Console
+    scale: str, cnps: int, args: argparse.Namespace, console: Console, isolation: int = 0
 ) -> tuple[dict[str, Any], str | None]:
-    """Every figure of one cluster (``cnps`` ClusterNetworkPolicies on ``scale``).
+    """Every figure of one cluster (``cnps`` ClusterNetworkPolicies and ``isolation``
+    IsolationPolicies on ``scale``).
 
     Returns the figures (with their checks under ``pass``) and the profile text.
     """
-    params = scale_params(scale, cnps)
+    params = scale_params(scale, cnps, isolation)
     repeats: int = args.repeats or (5 if params.pods <= 20_000 else 1)
     memory: dict[str, Any] | None = None
     if not args.no_memory:
         console.print("measuring memory in a fresh process ...")
-        memory = measure_memory(scale, cnps)
+        memory = measure_memory(scale, cnps, isolation)
 
     start = time.perf_counter()
     cluster = generate(params)
@@ -477,6 +514,9 @@ def measure_scenario(
         if cluster.cluster_policies:
             console.print(f"profiling {args.events} CNP events ...")
             profile_text += "\n" + profile_events(cluster, objects, CNP_EVENT, args.events)
+        if cluster.isolation_policies:
+            console.print(f"profiling {args.events} regrouping events ...")
+            profile_text += "\n" + profile_events(cluster, objects, ISOLATION_EVENT, args.events)
 
     result: dict[str, Any] = {
         "params": asdict(params),
@@ -488,6 +528,7 @@ def measure_scenario(
             "pods": len(cluster.pods),
             "network_policies": len(cluster.policies),
             "cluster_network_policies": len(cluster.cluster_policies),
+            "isolation_policies": len(cluster.isolation_policies),
         },
         "outputs": outputs,
         "parse_s": parse_s,
@@ -502,6 +543,7 @@ def measure_scenario(
             "memory_mb": MEMORY_TARGET_MB[scale],
             "pod_event_fraction": POD_EVENT_TARGET,
             "cnp_event_fraction": CNP_EVENT_TARGET,
+            "isolation_event_fraction": ISOLATION_EVENT_TARGET,
         },
     }
     result["pass"] = _checks(result, events)
@@ -513,8 +555,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     console = Console(width=None if sys.stdout.isatty() else 130)
     scale: str = args.scale
     cnps: int = CNPS_DEFAULT[scale] if args.cnps is None else args.cnps
-    if cnps and SCALES[scale].shape != "realistic":
-        raise SystemExit(f"--cnps needs a realistic scale, not {scale}")
+    isolation: int = ISOLATION_DEFAULT[scale] if args.isolation is None else args.isolation
+    if (cnps or isolation) and SCALES[scale].shape != "realistic":
+        raise SystemExit(f"--cnps and --isolation need a realistic scale, not {scale}")
     console.print(f"[bold]stockade engine benchmark[/bold], scale {scale}: {SCALES[scale]}")
     base, profile_text = measure_scenario(scale, 0, args, console)
     result: dict[str, Any] = {
@@ -545,6 +588,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["pass"][f"tiers: {name}"] = ok
     if tier_profile is not None:
         profile_text = f"{profile_text}\n=== with ClusterNetworkPolicies ===\n{tier_profile}"
+    if isolation:
+        console.print(
+            f"[bold]with {isolation} IsolationPolicies[/bold] on top of the {cnps} "
+            f"ClusterNetworkPolicies ..."
+        )
+        iso, iso_profile = measure_scenario(scale, cnps, args, console, isolation)
+        result["isolation"] = iso
+        for table in report_isolation(result):
+            console.print(table)
+        for name, ok in iso["pass"].items():
+            result["pass"][f"isolation: {name}"] = ok
+        if iso_profile is not None:
+            profile_text = f"{profile_text}\n=== with IsolationPolicies ===\n{iso_profile}"
     result["e2e_engine_matrix_s"] = seconds = e2e_engine_matrix(args.repeats)
     result["pass"]["e2e engine matrix"] = seconds < E2E_MATRIX_TARGET_S
     console.print(
@@ -647,6 +703,72 @@ def report_tiers(result: dict[str, Any]) -> list[Table | str]:
     return [table, summary]
 
 
+def report_isolation(result: dict[str, Any]) -> list[Table | str]:
+    """The figures with IsolationPolicies beside those without (CNPs alone, if any)."""
+    iso: dict[str, Any] = result["isolation"]
+    before: dict[str, Any] = result["tiers"] or result
+    checks: dict[str, bool] = iso["pass"]
+    kinds = iso["objects_by_kind"]
+    params = iso["params"]
+    table = Table(
+        title=f"stockade engine, scale {result['scale']}: + {kinds['isolation_policies']} "
+        f"IsolationPolicies ({kinds['pods']:,} pods, {params['group_values']:,} group values)"
+    )
+    table.add_column("figure")
+    table.add_column("without", justify="right")
+    table.add_column("with IsolationPolicies", justify="right")
+    table.add_column("ratio (with)", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("")
+    table.add_row("objects", f"{before['objects']:,}", f"{iso['objects']:,}", "", "", "")
+    table.add_row("parse (baseline)", _ms(before["parse_s"]), _ms(iso["parse_s"]), "1.00x", "", "")
+    table.add_row(
+        "full compile",
+        _ms(before["compile_s"]),
+        _ms(iso["compile_s"]),
+        f"{iso['compile_over_parse']:.2f}x parse (without {before['compile_over_parse']:.2f}x)",
+        f"<= {RATIO_TARGET:g}x",
+        _verdict(checks["compile_over_parse"]),
+    )
+    mem, imem = before["memory"], iso["memory"]
+    if mem is not None and imem is not None:
+        table.add_row(
+            "peak memory, parse + compile",
+            f"{mem['peak_mb']:,.0f} MB",
+            f"{imem['peak_mb']:,.0f} MB",
+            f"retained {imem['retained_mb']:,.0f} MB",
+            f"< {iso['targets']['memory_mb']:,.0f} MB",
+            _verdict(checks["memory"]),
+        )
+    old = {ev["kind"]: EventFigures(**ev) for ev in before["events"]}
+    for ev in (EventFigures(**e) for e in iso["events"]):
+        prior = old.get(ev.kind)
+        target = ""
+        if ev.kind in POD_EVENTS or ev.kind == ISOLATION_EVENT:
+            target = f"<= {POD_EVENT_TARGET:.0%}"
+        elif ev.kind == CNP_EVENT:
+            target = f"<= {CNP_EVENT_TARGET:.0%}"
+        table.add_row(
+            f"event: {ev.kind} (median of {ev.count})",
+            _ms(prior.median_s) if prior else "",
+            _ms(ev.median_s),
+            f"{ev.fraction_of_full:.3%} of full",
+            target,
+            _verdict(checks[ev.kind]) if ev.kind in checks else "",
+        )
+    out = iso["outputs"]
+    regroup = next(EventFigures(**e) for e in iso["events"] if e["kind"] == ISOLATION_EVENT)
+    summary = (
+        f"outputs with IsolationPolicies: {out['node_rule_sets']:,} node rule sets, "
+        f"{out['peer_sets']:,} peer sets in {out['peer_set_shards']:,} shards "
+        f"(without: {before['outputs']['peer_sets']:,}); {ISOLATION_EVENT} p90 / max "
+        f"{_ms(regroup.p90_s)} / {_ms(regroup.max_s)}, median "
+        f"{regroup.median_nodes_changed:g} node rule sets and "
+        f"{regroup.median_shards_changed:g} shards changed"
+    )
+    return [table, summary]
+
+
 def _save(result: dict[str, Any], profile_text: str | None, console: Console) -> None:
     scale = result["scale"]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -679,6 +801,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ClusterNetworkPolicies of the tiered figures (default: 200 at the default "
         "scale, 20 small, 0 antrea); 0 measures NetworkPolicies only",
     )
+    parser.add_argument(
+        "--isolation",
+        type=int,
+        default=None,
+        help="IsolationPolicies of the third figures, on top of the CNPs (default: 20 at "
+        "the isolation scale, else 0); 0 skips them",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile one full compile")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocess")
     parser.add_argument(
@@ -687,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        print(json.dumps(memory_child(args.scale, args.cnps or 0)))
+        print(json.dumps(memory_child(args.scale, args.cnps or 0, args.isolation or 0)))
         return 0
     result = run(args)
     return 0 if all(result["pass"].values()) else 1
