@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import cProfile
 import dataclasses
 import functools
@@ -76,14 +77,23 @@ from rich.table import Table
 
 from bench.engine import parse_all
 from bench.provenance import describe, finish, provenance
-from bench.synth import Params, SynthCluster, generate
+from bench.synth import (
+    GROUP_LABEL,
+    NAME_LABEL,
+    PROJECT_LABEL,
+    Params,
+    SynthCluster,
+    generate,
+    group_value,
+)
 from stockade.agent.applier import Applier, ApplyReport
 from stockade.agent.backend import Backend, Tools
 from stockade.agent.executor import SubprocessExecutor
 from stockade.agent.iptables import Goto, SetMatch
 from stockade.agent.render import RenderedNode, RenderOptions, render
+from stockade.cluster import parse_input
 from stockade.cnp import parse_cluster_network_policy
-from stockade.compiler import compile_cluster, compile_cluster_policy
+from stockade.compiler import Changes, Compiler, compile_cluster, compile_cluster_policy
 from stockade.model import parse_pod
 from stockade.ruleset import (
     CompiledPolicy,
@@ -148,6 +158,28 @@ SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_PORT = 80  # the measured Service's port to SERVER_PORT (and IPERF_PORT to itself)
 CLUSTER_CIDR = NODE_CIDR  # kube-proxy's --cluster-cidr: the client is a pod, no masquerade
 PACKET_NODE = "pp"
+
+# The IsolationPolicy figures (--isolation N, 0 skips them). Relabel churn: a
+# cluster of 10,000 pods on 20 nodes (the measured node has 500) with the CNPs and
+# N IsolationPolicies grouping tenant pods by 1,000 values; one pod moves to
+# another group (a remote pod, then a local subject), the Compiler recompiles
+# incrementally and the applier applies the difference. Packet path: the tiered
+# packet-path node with N IsolationPolicies whose subjects are its local pods.
+ISOLATION_POLICIES = 20
+ISO_PARAMS = Params(
+    pods=10_000,
+    namespaces=500,
+    nodes=20,
+    policies=2_000,
+    cnps=FULL_CNPS,
+    node_objects=FULL_NODE_OBJECTS,
+    isolation_policies=ISOLATION_POLICIES,
+    group_values=1_000,
+)
+# The packet-path node's pods in groups: the server and the client share one;
+# each dummy deployment has its own; remote pods of every group fill the sets.
+PACKET_GROUP_VALUES = 1_000
+PACKET_REMOTE_PODS = 2_000
 
 Shards = Mapping[str, Sequence[PeerSet]]
 
@@ -465,6 +497,285 @@ def _one_apply(
     }
 
 
+# ----------------------------------------------------------------------- isolation: relabel churn
+
+
+@dataclass
+class IsolationNode:
+    """One node of a cluster with IsolationPolicies, kept by an incremental Compiler."""
+
+    compiler: Compiler
+    name: str
+    node: NodeRuleSet
+    shards: dict[str, dict[str, PeerSet]]  # set name -> shard name -> shard
+    cluster: SynthCluster
+    pods: dict[str, dict[str, Any]]  # key -> the raw pod as last given
+
+    def peer_sets(self) -> dict[str, tuple[PeerSet, ...]]:
+        """The PeerSets the node names, their shards in order."""
+        return {
+            n: tuple(sorted(self.shards[n].values(), key=lambda ps: ps.shard))
+            for n in self.node.peer_sets
+        }
+
+    def update(self, raw: dict[str, Any]) -> tuple[float, Changes]:
+        """Upsert one object and flush: the seconds it took and what changed."""
+        obj = parse_input(raw)
+        start = time.perf_counter()
+        self.compiler.upsert(obj)
+        changes = self.compiler.flush()
+        seconds = time.perf_counter() - start
+        built = changes.nodes.get(self.name, self.node)
+        assert built is not None
+        self.node = built
+        for shard_name, ps in changes.peer_sets.items():
+            if ps is None:
+                for by_shard in self.shards.values():
+                    by_shard.pop(shard_name, None)
+            else:
+                self.shards.setdefault(ps.set_name, {})[shard_name] = ps
+        return seconds, changes
+
+    def local_groups(self) -> list[str]:
+        """The group values of the node's pods, sorted."""
+        return sorted(
+            {
+                p["metadata"]["labels"][GROUP_LABEL]
+                for p in self.pods.values()
+                if p["spec"]["nodeName"] == self.name and GROUP_LABEL in p["metadata"]["labels"]
+            }
+        )
+
+
+def isolation_node(count: int) -> IsolationNode:
+    """:data:`ISO_PARAMS` with ``count`` IsolationPolicies, loaded into a Compiler; the
+    measured node is the first (every node has about the same number of pods)."""
+    cluster = generate(dataclasses.replace(ISO_PARAMS, isolation_policies=count))
+    compiler = Compiler()
+    for obj in parse_all(cluster.objects()):
+        compiler.upsert(obj)
+    compiled = compiler.result()
+    name = cluster.node_names[0]
+    shards: dict[str, dict[str, PeerSet]] = {}
+    for shard_name, ps in compiled.peer_sets.items():
+        shards.setdefault(ps.set_name, {})[shard_name] = ps
+    pods = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in cluster.pods}
+    return IsolationNode(compiler, name, compiled.node_rule_sets[name], shards, cluster, pods)
+
+
+def _regrouped(raw: dict[str, Any], value: str) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    out["metadata"]["labels"][GROUP_LABEL] = value
+    return out
+
+
+def _mover(state: IsolationNode, local: bool) -> tuple[str, str, str]:
+    """A running pod (on the node, or elsewhere) of a group of the node's pods, and
+    another such group to move it to: (pod key, its group, the other group)."""
+    groups = state.local_groups()
+    for key in sorted(state.pods):
+        pod = state.pods[key]
+        labels = pod["metadata"]["labels"]
+        here = pod["spec"]["nodeName"] == state.name
+        if here != local or labels.get(GROUP_LABEL) not in groups:
+            continue
+        if pod["status"].get("phase") != "Running" or "podIP" not in pod["status"]:
+            continue
+        old = labels[GROUP_LABEL]
+        new = next(g for g in groups if g != old)
+        return key, old, new
+    raise RuntimeError("no pod to move between the node's groups")
+
+
+def _node_isolation_shape(state: IsolationNode, rendered: RenderedNode) -> dict[str, int]:
+    iso = [
+        cp
+        for cp in state.node.cluster_policies
+        if any(r.subjects is not None or r.same for r in (*cp.policy.ingress, *cp.policy.egress))
+    ]
+    return {
+        "local_pods": len(state.node.pods),
+        "cluster_policies": len(state.node.cluster_policies),
+        "isolation_policies_expanded": len(iso),
+        "guarded_rules": sum(
+            r.subjects is not None for cp in iso for r in (*cp.policy.ingress, *cp.policy.egress)
+        ),
+        "local_groups": len(state.local_groups()),
+        "peer_sets": len(state.node.peer_sets),
+        "v4_sets": len(rendered.v4.ipsets),
+        "v4_subject_sets": sum(s.name.startswith("stk-subj") for s in rendered.v4.ipsets),
+        "v4_rules": sum(len(c.rules) for c in rendered.v4.chains),
+    }
+
+
+def measure_isolation_churn(
+    spaces: Namespaces,
+    backend: Backend,
+    options: RenderOptions,
+    repeats: int,
+    count: int,
+    console: Console,
+) -> dict[str, Any]:
+    """A pod moved to another group of the node's pods and back, ``repeats`` times:
+    a remote pod (a peer of the node's sets only), then a local pod (a subject too).
+
+    Each move is one Compiler upsert and flush (timed) and one apply of the node's
+    new rule set and PeerSets (timed, its kernel calls counted) into a namespace that
+    holds the full state.
+    """
+    console.print(
+        f"  building the node: {dataclasses.replace(ISO_PARAMS, isolation_policies=count)}"
+    )
+    build_s, state = timed(lambda: isolation_node(count))
+    assert isinstance(state, IsolationNode)
+    out: dict[str, Any] = {"build_s": build_s}
+    with spaces.fresh() as ns:
+        applier = new_applier(ns, backend, options)
+        ex = applier.executor
+        assert isinstance(ex, TimedExecutor)
+        full_s, report = timed(lambda: applier.apply(state.node, state.peer_sets()))
+        assert isinstance(report, ApplyReport)
+        assert report.changed
+        assert applier.last is not None
+        out["shape"] = _node_isolation_shape(state, applier.last.rendered)
+        out["full_apply_s"] = full_s
+        console.print(f"  full apply {full_s:.2f} s; {out['shape']}")
+        for where in ("remote", "local"):
+            key, old, new = _mover(state, local=where == "local")
+            runs: list[dict[str, Any]] = []
+            for _ in range(repeats):
+                for value in (new, old):
+                    raw = _regrouped(state.pods[key], value)
+                    state.pods[key] = raw
+                    compile_s, changes = state.update(raw)
+                    one = _one_apply(applier, ex, state.node, state.peer_sets(), options)
+                    one["compile_s"] = compile_s
+                    one["node_changed"] = state.name in changes.nodes
+                    one["shards_changed"] = len(changes.peer_sets)
+                    runs.append(one)
+            if applier.verify():
+                raise RuntimeError("after the relabels the kernel differs from the applied state")
+            figures = {
+                "pod": key,
+                "groups": [old, new],
+                "moves": len(runs),
+                "compile_s": median([r["compile_s"] for r in runs]),
+                "apply_s": median([r["apply_s"] for r in runs]),
+                "apply_over_full": median([r["apply_s"] for r in runs]) / full_s,
+                "iptables_restores": max(r["iptables_restores"] for r in runs),
+                "iptables_calls": max(r["iptables_calls"] for r in runs),
+                "ipset_subprocesses": max(
+                    r["subprocess_calls"] - r["iptables_calls"] - r["conntrack_calls"] for r in runs
+                ),
+                "netlink_calls": max(r["netlink_calls"] for r in runs),
+                "member_changes": max(r["member_changes"] for r in runs),
+                "node_rule_set_changed": any(r["node_changed"] for r in runs),
+                "shards_changed": max(r["shards_changed"] for r in runs),
+                "runs": [r["apply_s"] for r in runs],
+            }
+            out[where] = figures
+            console.print(
+                f"  {where} pod {key} {old} <-> {new}: "
+                f"compile {figures['compile_s'] * 1000:.1f} ms, "
+                f"apply {figures['apply_s'] * 1000:.1f} ms, {figures['iptables_restores']} "
+                f"iptables-restore, {figures['ipset_subprocesses']} ipset subprocesses, "
+                f"{figures['netlink_calls']} netlink calls, {figures['member_changes']} "
+                "member changes"
+            )
+    return out
+
+
+# ----------------------------------------------------------------------- isolation, packet path
+
+
+def _raw_pod(
+    namespace: str, name: str, ip: str, node: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "ports": []}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def _raw_namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {**labels, NAME_LABEL: name}},
+    }
+
+
+def packet_isolation(
+    count: int, dummy_deployments: Sequence[tuple[str, ...]]
+) -> tuple[list[NodeClusterPolicy], dict[str, tuple[PeerSet, ...]], dict[str, int]]:
+    """``count`` IsolationPolicies on the packet-path node, compiled by the Compiler.
+
+    The policies are :mod:`bench.synth`'s (every form of sameness peer; subjects
+    mostly every tenant namespace). The node's pods (namespace ``bench``, a tenant
+    namespace of the prod env with a project) are the server, the client and the
+    dummy deployments, each in a group of its own; :data:`PACKET_REMOTE_PODS` remote
+    pods in 50 namespaces (10 projects) spread over every group fill the sets. The
+    client is not in the server's group (the same namespace and project let it in),
+    and the server's group rule comes last among its policy's (subject rules sort by
+    their first pod): its SYN is judged by every group rule of the server's chains.
+    """
+    synth = generate(
+        Params(
+            pods=600,
+            namespaces=40,
+            nodes=3,
+            policies=0,
+            isolation_policies=count,
+            group_values=PACKET_GROUP_VALUES,
+        )
+    )
+    ns_labels = {"team": "payments", "env": "prod", PROJECT_LABEL: "p-0000"}
+    raws: list[dict[str, Any]] = [_raw_namespace("bench", ns_labels)]
+    for n in range(50):
+        labels = {"team": "payments", "env": "prod", PROJECT_LABEL: f"p-{n % 10:04d}"}
+        raws.append(_raw_namespace(f"remote-{n:02d}", labels))
+    common = {"team": "payments", "env": "prod"}
+    last = group_value(PACKET_GROUP_VALUES - 1)
+    raws.append(
+        _raw_pod("bench", "server", SERVER_IP, PACKET_NODE,
+                 {"app": "server", "tier": "backend", GROUP_LABEL: last, **common})
+    )  # fmt: skip
+    raws.append(
+        _raw_pod("bench", "client", CLIENT_IP, PACKET_NODE,
+                 {"app": "client", "tier": "frontend", GROUP_LABEL: group_value(0), **common})
+    )  # fmt: skip
+    for d, names in enumerate(dummy_deployments):
+        for k, key in enumerate(names):
+            ip = str(ipaddress.IPv4Address("10.1.1.0") + 2 * d + k)
+            labels = {"app": f"dep{d:03d}", "tier": "backend", **common}
+            labels[GROUP_LABEL] = group_value(1 + d % (PACKET_GROUP_VALUES - 1))
+            raws.append(_raw_pod("bench", key.split("/")[1], ip, PACKET_NODE, labels))
+    remote = ipaddress.IPv4Address("10.4.0.0")
+    for r in range(PACKET_REMOTE_PODS):
+        labels = {"app": f"r{r % 200}", "tier": "backend", **common}
+        labels[GROUP_LABEL] = group_value(r % PACKET_GROUP_VALUES)
+        raws.append(_raw_pod(f"remote-{r % 50:02d}", f"r{r}", str(remote + r), "remote", labels))
+    raws.extend(synth.isolation_policies)
+    compiled = compile_cluster([parse_input(raw) for raw in raws])
+    node = compiled.node_rule_sets[PACKET_NODE]
+    by_set = compiled.by_set()
+    peer_sets = {name: by_set[name] for name in node.peer_sets}
+    rules = [r for cp in node.cluster_policies for r in (*cp.policy.ingress, *cp.policy.egress)]
+    shape = {
+        "isolation_policies": len(node.cluster_policies),
+        "isolation_rules": len(rules),
+        "isolation_guarded_rules": sum(r.subjects is not None for r in rules),
+        "isolation_peer_sets": len(peer_sets),
+        "isolation_set_members": sum(
+            len(ps.members) for shards in peer_sets.values() for ps in shards
+        ),
+    }
+    return list(node.cluster_policies), peer_sets, shape
+
+
 # ----------------------------------------------------------------------- tiers on the packet path
 
 
@@ -669,12 +980,14 @@ def packet_tiers(
 
 
 def packet_ruleset(
-    cnps: int = 0,
+    cnps: int = 0, isolation: int = 0
 ) -> tuple[NodeRuleSet, dict[str, tuple[PeerSet, ...]], dict[str, int]]:
     """1,000 policies on one node; 10 select the server pod, the last of them allows us.
 
     With ``cnps``, that many ClusterNetworkPolicies too (:func:`packet_tiers`): the
     client becomes a local pod (CNPs select it), the rest select the dummy pods.
+    With ``isolation``, that many IsolationPolicies too (:func:`packet_isolation`),
+    in evaluation order with the CNPs; the client is a local pod (a subject).
 
     The other 990 select 330 dummy deployments (2 local pods each, 3 policies each),
     so the node has ~331 ingress and ~330 egress policy groups: the client's SYN
@@ -738,6 +1051,13 @@ def packet_ruleset(
         tiers, tier_sets, tier_shape = packet_tiers(cnps, deployments)
         cluster_policies = tuple(tiers)
         peer_sets.update(tier_sets)
+    if isolation:
+        iso, iso_sets, iso_shape = packet_isolation(isolation, deployments)
+        cluster_policies = tuple(sorted((*cluster_policies, *iso), key=lambda p: p.policy.order))
+        for name, shards in iso_sets.items():
+            peer_sets.setdefault(name, shards)  # a set the CNPs have keeps its members
+        tier_shape |= iso_shape
+    if cnps or isolation:
         pods.append(LocalPod("bench/client", (CLIENT_IP,)))
     node = NodeRuleSet(
         "bench",
@@ -987,17 +1307,28 @@ def measure_packet_path(
     console: Console,
     services: int = 0,
     cnps: int = 0,
+    isolation: int = 0,
 ) -> dict[str, Any]:
     """Measurement 4 (``services`` 0) or 5: conn/s and throughput, 1,000 policies vs none.
 
     With ``services``, that many Services are programmed by the kube-proxy stand-in
     on both sides of the ratio, and every connection goes to a cluster IP. With
     ``cnps``, the node also carries that many ClusterNetworkPolicies
-    (:func:`packet_tiers`) on the "policies" side.
+    (:func:`packet_tiers`) on the "policies" side, and with ``isolation`` that many
+    IsolationPolicies (:func:`packet_isolation`).
     """
     with Lab() as lab:
         return _packet_path(
-            lab, backend, options, repeats, conn_seconds, bulk_seconds, console, services, cnps
+            lab,
+            backend,
+            options,
+            repeats,
+            conn_seconds,
+            bulk_seconds,
+            console,
+            services,
+            cnps,
+            isolation,
         )
 
 
@@ -1079,6 +1410,7 @@ def _packet_path(
     console: Console,
     services: int = 0,
     cnps: int = 0,
+    isolation: int = 0,
 ) -> dict[str, Any]:
     node = lab.add_node(PACKET_NODE, pod_cidr4=NODE_CIDR)
     server = lab.add_pod(node, "srv", SERVER_IP)
@@ -1098,7 +1430,7 @@ def _packet_path(
     sink = start_sink(lab, server, iperf)
     try:
         bulk = iperf_throughput if iperf else socket_throughput
-        rules, peer_sets, shape = packet_ruleset(cnps)
+        rules, peer_sets, shape = packet_ruleset(cnps, isolation)
         empty = NodeRuleSet("bench", (), (), ())
         applier = Applier(
             SubprocessExecutor(netns=node.ns), netns=node.ns, options=options, tools=Tools(backend)
@@ -1116,7 +1448,7 @@ def _packet_path(
         configure(True)
         assert applier.last is not None
         shape |= _dispatch_shape(applier.last.rendered)
-        shape |= _tier_shape(applier.last.rendered) if cnps else {}
+        shape |= _tier_shape(applier.last.rendered) if cnps or isolation else {}
         checks = {
             "client_allowed": lab.ask(client, dst, port) == "ok",
             "other_denied": not lab.probe(other, dst, port, timeout=0.5),
@@ -1147,6 +1479,7 @@ def _packet_path(
     out: dict[str, Any] = {
         "backend": backend,
         "cnps": cnps,
+        "isolation": isolation,
         "shape": shape,
         "checks": checks,
         "destination": f"{dst}:{port}",
@@ -1284,11 +1617,14 @@ def report_table(result: dict[str, Any]) -> Table:
         )  # fmt: skip
         kernel = u["subprocess_calls"] + u["netlink_calls"]
         table.add_row("  kernel calls", str(kernel), "", "", "0", _verdict(kernel == 0))
+    _isolation_churn_rows(table, result.get("isolation_churn"))
     packet = [(pp, "") for pp in result.get("packet_path", [])]
     for pp in result.get("packet_path_tiers", []):
         packet.append((pp, f" + {pp['shape']['cnps']} CNPs"))
     for pp in result.get("packet_path_services", []):
         packet.append((pp, f" via {pp['services']['services']:,} Services"))
+    for pp in result.get("packet_path_isolation", []):
+        packet.append((pp, f" + {pp['cnps']} CNPs + {pp['isolation']} IsolationPolicies"))
     for pp, via in packet:
         c, t = pp["conn_per_s"], pp["throughput_bps"]
         table.add_row(
@@ -1308,6 +1644,39 @@ def report_table(result: dict[str, Any]) -> Table:
             _verdict(pp["throughput_ratio"] >= THROUGHPUT_TARGET),
         )
     return table
+
+
+def _isolation_churn_rows(table: Table, churn: dict[str, Any] | None) -> None:
+    """The relabel churn rows (a pod moved to another group), if measured."""
+    if not churn:
+        return
+    full_s = churn["full_apply_s"]
+    for where in ("remote", "local"):
+        c = churn[where]
+        what = "a remote pod (peer only)" if where == "remote" else "a local pod (subject)"
+        table.add_row(
+            f"relabel churn: {what} to another group ({churn['backend']})",
+            _s(c["apply_s"]),
+            _s(full_s),
+            f"{c['apply_over_full']:.1%} of full apply",
+            "",
+            "info",
+        )
+        table.add_row(
+            "  iptables-restore calls",
+            str(c["iptables_restores"]),
+            "",
+            "",
+            "0",
+            _verdict(c["iptables_restores"] == 0),
+        )
+        table.add_row(
+            "  ipset work / compile",
+            f"{c['member_changes']} member changes, {c['netlink_calls']} netlink, "
+            f"{c['ipset_subprocesses']} ipset subprocesses, {c['iptables_calls']} iptables-save; "
+            f"compile {_s(c['compile_s'])}",
+            "", "", "", "info",
+        )  # fmt: skip
 
 
 def checks(result: dict[str, Any]) -> dict[str, bool]:
@@ -1335,17 +1704,23 @@ def checks(result: dict[str, Any]) -> dict[str, bool]:
     for pp in result.get("packet_path_services", []):
         out[f"conn_rate_services_{pp['backend']}"] = pp["conn_ratio"] >= CONN_TARGET
         out[f"throughput_services_{pp['backend']}"] = pp["throughput_ratio"] >= THROUGHPUT_TARGET
+    iso = result.get("isolation_churn")
+    if iso:
+        for where in ("remote", "local"):
+            out[f"isolation_relabel_{where}_no_iptables_restore"] = (
+                iso[where]["iptables_restores"] == 0
+            )
+    for pp in result.get("packet_path_isolation", []):
+        out[f"conn_rate_isolation_{pp['backend']}"] = pp["conn_ratio"] >= CONN_TARGET
+        out[f"throughput_isolation_{pp['backend']}"] = pp["throughput_ratio"] >= THROUGHPUT_TARGET
     return out
 
 
 # ----------------------------------------------------------------------- main
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every measurement; print the table; return the JSON result."""
-    console = Console(width=None if sys.stdout.isatty() else 130)
-    if os.geteuid() != 0:
-        raise SystemExit("bench.agent needs root (network namespaces)")
+def _check_args(args: argparse.Namespace) -> list[Backend]:
+    """The backends to measure; SystemExit for options that do not go together."""
     backends: list[Backend] = []
     for name in args.backends.split(","):
         if name not in ("nft", "legacy"):
@@ -1355,14 +1730,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--services must be 0 or more")
     if args.packet_only and args.skip_packet:
         raise SystemExit("--packet-only and --skip-packet leave nothing to measure")
-    if args.cnps < 0:
-        raise SystemExit("--cnps must be 0 or more")
+    if args.cnps < 0 or args.isolation < 0:
+        raise SystemExit("--cnps and --isolation must be 0 or more")
+    if args.isolation_only and not args.isolation:
+        raise SystemExit("--isolation-only needs --isolation N (N > 0)")
+    return backends
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement; print the table; return the JSON result."""
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    if os.geteuid() != 0:
+        raise SystemExit("bench.agent needs root (network namespaces)")
+    backends = _check_args(args)
     options = RenderOptions()
     started = time.perf_counter()
     result: dict[str, Any] = {
         **provenance(),
         "params": dataclasses.asdict(FULL_PARAMS),
         "cnps": args.cnps,
+        "isolation": args.isolation,
+        "isolation_only": args.isolation_only,
         "repeats": args.repeats,
         "packet_only": args.packet_only,
         "targets": {
@@ -1372,7 +1760,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "throughput_ratio": THROUGHPUT_TARGET,
         },
     }
-    if not args.packet_only:
+    if args.isolation_only:
+        console.print("[bold]stockade agent benchmark[/bold]: the IsolationPolicy figures only")
+        _isolation_measurements(result, backends, options, args, console)
+    elif not args.packet_only:
         console.print(f"[bold]stockade agent benchmark[/bold]: {FULL_PARAMS}")
         gen_s, state = timed(lambda: big_node(options))
         assert isinstance(state, NodeState)
@@ -1388,11 +1779,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     _tier_apply_measurements(
                         result, spaces, tiered, backends, options, args, console
                     )
+                if args.isolation:
+                    console.print(f"relabel churn with IsolationPolicies, {backends[0]} ...")
+                    result["isolation_churn"] = measure_isolation_churn(
+                        spaces, backends[0], options, args.repeats, args.isolation, console
+                    )
+                    result["isolation_churn"]["backend"] = backends[0]
             finally:
                 spaces.close()
     else:
         console.print("[bold]stockade agent benchmark[/bold]: the packet path only")
-    _packet_measurements(result, [] if args.skip_packet else backends, options, args, console)
+    if not args.isolation_only:
+        _packet_measurements(result, [] if args.skip_packet else backends, options, args, console)
     result["pass"] = checks(result)
     result["total_s"] = time.perf_counter() - started
     console.print(report_table(result))
@@ -1406,6 +1804,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _isolation_measurements(
+    result: dict[str, Any],
+    backends: Sequence[Backend],
+    options: RenderOptions,
+    args: argparse.Namespace,
+    console: Console,
+) -> None:
+    """The IsolationPolicy figures only: relabel churn, and the packet path."""
+    with Lab() as lab:
+        spaces = Namespaces(lab)
+        try:
+            console.print(f"relabel churn with IsolationPolicies, {backends[0]} ...")
+            result["isolation_churn"] = measure_isolation_churn(
+                spaces, backends[0], options, args.repeats, args.isolation, console
+            )
+            result["isolation_churn"]["backend"] = backends[0]
+        finally:
+            spaces.close()
+    result["packet_path_isolation"] = []
+    for backend in [] if args.skip_packet else backends:
+        result["packet_path_isolation"].append(_packet_isolation(backend, options, args, console))
+
+
+def _packet_isolation(
+    backend: Backend, options: RenderOptions, args: argparse.Namespace, console: Console
+) -> dict[str, Any]:
+    console.print(
+        f"packet path with {args.cnps} ClusterNetworkPolicies and {args.isolation} "
+        f"IsolationPolicies, {backend} ..."
+    )
+    pp = measure_packet_path(
+        backend,
+        options,
+        args.packet_repeats,
+        args.conn_seconds,
+        args.bulk_seconds,
+        console,
+        cnps=args.cnps,
+        isolation=args.isolation,
+    )
+    console.print(f"  {pp['checks']}; {pp['shape']}")
+    return pp
+
+
 def _packet_measurements(
     result: dict[str, Any],
     backends: Sequence[Backend],
@@ -1417,6 +1859,7 @@ def _packet_measurements(
     result["packet_path"] = []
     result["packet_path_services"] = []
     result["packet_path_tiers"] = []
+    result["packet_path_isolation"] = []
     for backend in backends:
         console.print(f"packet path, {backend} ...")
         pp = measure_packet_path(
@@ -1436,6 +1879,10 @@ def _packet_measurements(
             )
             console.print(f"  {pp['checks']}; {pp['shape']}")
             result["packet_path_tiers"].append(pp)
+        if args.isolation:
+            result["packet_path_isolation"].append(
+                _packet_isolation(backend, options, args, console)
+            )
         if args.services:
             console.print(f"packet path through {args.services:,} Services, {backend} ...")
             pp = measure_packet_path(
@@ -1545,6 +1992,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=FULL_CNPS,
         help="ClusterNetworkPolicies of the tiered figures (full apply and packet path, "
         "beside the NetworkPolicy-only ones); 0 skips them",
+    )
+    parser.add_argument(
+        "--isolation",
+        type=int,
+        default=ISOLATION_POLICIES,
+        help="IsolationPolicies of the isolation figures (relabel churn, and the packet "
+        "path on top of the CNPs); 0 skips them",
+    )
+    parser.add_argument(
+        "--isolation-only",
+        action="store_true",
+        help="only the IsolationPolicy figures (relabel churn, packet path)",
     )
     parser.add_argument("--no-profile", action="store_true", help="never profile")
     parser.add_argument("--output", default=str(RESULTS / "agent.json"), help="the JSON result")
