@@ -601,7 +601,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["pass"][f"isolation: {name}"] = ok
         if iso_profile is not None:
             profile_text = f"{profile_text}\n=== with IsolationPolicies ===\n{iso_profile}"
-    result["e2e_engine_matrix_s"] = seconds = e2e_engine_matrix(args.repeats)
+    result["e2e_engine_matrix_s"] = seconds = e2e_engine_matrix(args.repeats or 5)
     result["pass"]["e2e engine matrix"] = seconds < E2E_MATRIX_TARGET_S
     console.print(
         f"e2e scenarios' engine driver: one full matrix in {_ms(seconds)} "
