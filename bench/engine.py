@@ -555,7 +555,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     console = Console(width=None if sys.stdout.isatty() else 130)
     scale: str = args.scale
     cnps: int = CNPS_DEFAULT[scale] if args.cnps is None else args.cnps
-    isolation: int = ISOLATION_DEFAULT[scale] if args.isolation is None else args.isolation
+    isolation: int = ISOLATION_DEFAULT.get(scale, 0) if args.isolation is None else args.isolation
     if (cnps or isolation) and SCALES[scale].shape != "realistic":
         raise SystemExit(f"--cnps and --isolation need a realistic scale, not {scale}")
     console.print(f"[bold]stockade engine benchmark[/bold], scale {scale}: {SCALES[scale]}")
