@@ -3,12 +3,13 @@
 Run from the repository root, as root (everything happens in ``stk-*`` network
 namespaces this run creates and removes; the host's namespace is never touched)::
 
-    .venv/bin/python -m bench.agent                  # everything, about 7 minutes
+    .venv/bin/python -m bench.agent                  # everything, about 12 minutes
     .venv/bin/python -m bench.agent --backends nft   # skip the legacy backend
     .venv/bin/python -m bench.agent --skip-packet    # no packet-path measurement
     .venv/bin/python -m bench.agent --packet-only    # measurements 4 and 5 only
     .venv/bin/python -m bench.agent --services 0     # no packet path through Services
     .venv/bin/python -m bench.agent --cnps 0         # NetworkPolicies only, no tiers
+    .venv/bin/python -m bench.agent --isolation-only # the IsolationPolicy figures only
 
 What is measured, each against a baseline measured in the same run:
 
@@ -39,6 +40,12 @@ figures: measurement 1 again on the same cluster with N ClusterNetworkPolicies a
 100 Node objects (:func:`full_params`), and measurement 4 again with N
 ClusterNetworkPolicies on the packet-path node (:func:`packet_tiers`: the client's
 SYN meets Admin, NetworkPolicy and Baseline rules); same targets.
+
+With ``--isolation N`` (20 by default, 0 skips it; ``--isolation-only`` runs only
+this): relabel churn (:func:`measure_isolation_churn`: a pod moved to another group
+on a node with N IsolationPolicies, recompiled incrementally and applied; the apply
+must not call ``iptables-restore``), and measurement 4 again with N
+IsolationPolicies on top of the CNPs (:func:`packet_isolation`); same targets.
 
 Figures are medians of a few repetitions, the two sides of each ratio interleaved.
 Results go to ``bench/results/agent.json`` (``--output`` elsewhere); docs/performance.md
