@@ -1680,7 +1680,8 @@ def _isolation_churn_rows(table: Table, churn: dict[str, Any] | None) -> None:
         table.add_row(
             "  ipset work / compile",
             f"{c['member_changes']} member changes, {c['netlink_calls']} netlink, "
-            f"{c['ipset_subprocesses']} ipset subprocesses, {c['iptables_calls']} iptables-save; "
+            f"{c['ipset_subprocesses']} ipset subprocesses, {c['iptables_calls']} iptables "
+            "(save and restore); "
             f"compile {_s(c['compile_s'])}",
             "", "", "", "info",
         )  # fmt: skip
