@@ -1432,12 +1432,15 @@ class _FamilyRenderer:
         self, d: _Direction, cp: NodeClusterPolicy, rule: TierRule
     ) -> tuple[Match, ...] | None:
         """What limits a rule to its subjects (an IsolationPolicy rule by sameness):
-        nothing for a rule of every subject, else a ``hash:ip`` set of the subjects'
+        nothing for a rule of every subject; the address of a lone subject (``-d``
+        for ingress, ``-s`` for egress); else a ``hash:ip`` set of the subjects'
         addresses. None: no subject has an address of this family here.
 
         The set is named by what the rule is (policy, direction, rule, peer sets),
         never by its members: a local pod relabelled from one value's group to
-        another's, both kept on the node, changes two sets' members and no rule.
+        another's, both keeping two subjects or more on the node, changes two sets'
+        members and no rule. A lone subject costs no set (most groups of a node are
+        one pod: a set each doubled the apply of a large node).
         """
         if rule.subjects is None:
             return ()
@@ -1447,6 +1450,10 @@ class _FamilyRenderer:
         )
         if not ips:
             return None
+        if len(ips) == 1:
+            host = f"{ips[0]}/{32 if self.family == 4 else 128}"
+            side: Literal["src", "dst"] = "dst" if d.target_dir == "dst" else "src"
+            return (AddressMatch(canonical_cidr(host), side),)
         identity = (
             cp.policy.id,
             d.name,

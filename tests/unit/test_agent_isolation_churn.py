@@ -1,10 +1,11 @@
 """The agent applies a relabel between value groups by set membership alone.
 
 An IsolationPolicy rule by sameness is one rule per value group of the node's
-subjects, guarded by a set named by the rule (not by its members). A subject that
-moves from one group to another, both staying on the node, and any remote pod that
-changes value, change set members only: the applier, on the fake kernel, writes no
-iptables restore and the kernel ends up holding the new rendering.
+subjects, guarded by a lone subject's address or by a set named by the rule (not by
+its members). A subject that moves between two groups that both keep two subjects or
+more on the node, and any remote pod that changes value, change set members only: the
+applier, on the fake kernel, writes no iptables restore and the kernel ends up holding
+the new rendering.
 """
 
 from __future__ import annotations
@@ -19,20 +20,9 @@ from stockade.agent.backend import Tools
 from stockade.agent.cli import compile_bundle
 from tests.unit.fake_kernel import FakeKernel
 from tests.unit.test_kernel_fake import assert_holds
-from tests.unit.test_render_isolation import DOCS
+from tests.unit.test_render_isolation import BIGGER, relabelled
 
 Raw = dict[str, Any]
-
-
-def _relabelled(docs: list[Raw], key: str, **labels: str) -> list[Raw]:
-    out = []
-    for doc in docs:
-        meta = doc["metadata"]
-        if doc["kind"] == "Pod" and f"{meta['namespace']}/{meta['name']}" == key:
-            out.append({**doc, "metadata": {**meta, "labels": labels}})
-        else:
-            out.append(doc)
-    return out
 
 
 def _bundle(tmp_path: Path, docs: list[Raw], name: str) -> Any:
@@ -48,15 +38,16 @@ def _tools(kernel: FakeKernel) -> list[str]:
 def test_relabels_between_kept_groups_are_set_changes_only(tmp_path: Path) -> None:
     kernel = FakeKernel()
     applier = Applier(kernel, kernel=kernel, tools=Tools("nft"), families=(4, 6))
-    first = _bundle(tmp_path, DOCS, "first")
+    first = _bundle(tmp_path, BIGGER, "first")
     applier.apply(first.node, first.peer_sets)
+    moved = relabelled(BIGGER, "a/qa2", dept="eng")
     steps = [
-        # a local subject from qa to eng (both groups stay on n1)
-        _relabelled(DOCS, "a/qa2", dept="eng"),
+        # a local subject from qa to eng (both groups keep two subjects or more on n1)
+        moved,
         # then a remote pod joins qa
-        _relabelled(_relabelled(DOCS, "a/qa2", dept="eng"), "b/ops", dept="qa"),
+        relabelled(moved, "b/ops", dept="qa"),
         # and everything back
-        DOCS,
+        BIGGER,
     ]
     for i, docs in enumerate(steps):
         kernel.calls.clear()
@@ -74,10 +65,10 @@ def test_a_new_group_on_the_node_needs_a_rule(tmp_path: Path) -> None:
     """The contrast: a value new to the node's subjects is a new guarded rule."""
     kernel = FakeKernel()
     applier = Applier(kernel, kernel=kernel, tools=Tools("nft"), families=(4, 6))
-    first = _bundle(tmp_path, DOCS, "first")
+    first = _bundle(tmp_path, BIGGER, "first")
     applier.apply(first.node, first.peer_sets)
     kernel.calls.clear()
-    moved = _bundle(tmp_path, _relabelled(DOCS, "a/qa2", dept="ops"), "moved")
+    moved = _bundle(tmp_path, relabelled(BIGGER, "a/qa2", dept="ops"), "moved")
     report = applier.apply(moved.node, moved.peer_sets)
     assert report.iptables_restores == 1
     assert applier.last is not None

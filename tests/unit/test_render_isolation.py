@@ -1,7 +1,8 @@
 """Rendering IsolationPolicy rules by sameness: one rule per value group, guarded by its
-subjects (a set named by the rule, not by its members), peers the shared sets per value;
-a relabel between groups kept on the node changes set members only; and, on random
-clusters, the rendered chains give the engine's verdict for every packet."""
+subjects (a lone subject's address, or a set named by the rule, not by its members),
+peers the shared sets per value; a relabel between groups that keep two subjects or
+more on the node changes set members only; and, on random clusters, the rendered chains
+give the engine's verdict for every packet."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stockade.agent.iptables import SetMatch
+from stockade.agent.iptables import AddressMatch, SetMatch
 from stockade.agent.render import RenderOptions, render
 from stockade.cluster import parse_documents
 from stockade.compiler import compile_cluster
@@ -81,26 +82,38 @@ def _policy_chain(family: Any) -> Any:
     return chain
 
 
-def _guard(rule: Any) -> str:
-    (guard,) = [m for m in rule.matches if isinstance(m, SetMatch) and m.dirs == "dst"]
-    assert guard.set_name.startswith("stk-subj4-")
-    return str(guard.set_name)
+def _guard(rule: Any) -> frozenset[str] | None:
+    """The subjects a rule is guarded by (a set's members, or one address)."""
+    for m in rule.matches:
+        if isinstance(m, AddressMatch) and m.direction == "dst":
+            return frozenset({m.cidr.split("/")[0]})
+    return None
 
 
 def _guarded_groups(family: Any) -> dict[frozenset[str], Any]:
-    """The rules of value groups, by the members of their subject set."""
-    rules = _policy_chain(family).rules[:-1]
-    return {frozenset(_members(family, _guard(r))): r for r in rules}
+    """The rules of value groups, by the subjects they are guarded by."""
+    out = {}
+    for rule in _policy_chain(family).rules[:-1]:
+        sets = [m for m in rule.matches if isinstance(m, SetMatch) and m.dirs == "dst"]
+        if sets:
+            assert sets[0].set_name.startswith("stk-subj4-")
+            out[frozenset(_members(family, sets[0].set_name))] = rule
+        else:
+            guard = _guard(rule)
+            assert guard is not None
+            out[guard] = rule
+    return out
 
 
 def test_one_guarded_rule_per_value_and_a_set_per_value() -> None:
     family = _rendered_node("n1")
     rules = _policy_chain(family).rules
-    # A rule per value group among n1's subjects (eng: one subject, qa: two), each
-    # guarded by a set of its subjects; then the Deny of rule 1 (no log by default).
+    # A rule per value group among n1's subjects (eng: one subject, guarded by its
+    # address; qa: two, by a set); then the Deny of rule 1 (no log by default).
     assert len(rules) == 3
     groups = _guarded_groups(family)
     assert set(groups) == {frozenset({"10.0.1.1", "10.0.1.2"}), frozenset({"10.0.1.3"})}
+    assert AddressMatch("10.0.1.3/32", "dst") in groups[frozenset({"10.0.1.3"})].matches
     rest = rules[-1]
     assert not any(isinstance(m, SetMatch) and m.dirs == "dst" for m in rest.matches)
     # The peers: a set per value, all pods of the cluster with that value.
@@ -109,9 +122,10 @@ def test_one_guarded_rule_per_value_and_a_set_per_value() -> None:
     assert _members(family, qa_peer.set_name) == {"10.0.1.1", "10.0.1.2", "10.0.2.1"}
 
 
-def _relabelled(key: str, **labels: str) -> list[Raw]:
+def relabelled(docs: list[Raw], key: str, **labels: str) -> list[Raw]:
+    """``docs`` with pod ``key``'s labels replaced."""
     out = []
-    for doc in DOCS:
+    for doc in docs:
         meta = doc["metadata"]
         if doc["kind"] == "Pod" and f"{meta['namespace']}/{meta['name']}" == key:
             out.append({**doc, "metadata": {**meta, "labels": labels}})
@@ -120,20 +134,28 @@ def _relabelled(key: str, **labels: str) -> list[Raw]:
     return out
 
 
+# Two groups of two subjects or more on n1 (qa: three, eng: two).
+BIGGER = [
+    *DOCS,
+    _pod("a/qa4", "n1", "10.0.1.5", dept="qa"),
+    _pod("a/eng2", "n1", "10.0.1.6", dept="eng"),
+]
+
+
 def test_a_relabel_between_groups_kept_on_the_node_changes_set_members_only() -> None:
-    """qa2 moves to eng: both groups stay on n1, so the chains are the same text and
-    only the guards' (and the value sets') members differ: the agent applies it by
-    set membership, with no iptables call."""
-    before = _rendered_node("n1")
-    after = _rendered_node("n1", _relabelled("a/qa2", dept="eng"))
+    """qa2 moves to eng: both groups keep two subjects or more on n1, so the chains
+    are the same text and only the guards' (and the value sets') members differ: the
+    agent applies it by set membership, with no iptables call."""
+    before = _rendered_node("n1", BIGGER)
+    after = _rendered_node("n1", relabelled(BIGGER, "a/qa2", dept="eng"))
     assert after.chains == before.chains
     assert {s.name for s in after.ipsets} == {s.name for s in before.ipsets}
     assert set(_guarded_groups(after)) == {
-        frozenset({"10.0.1.1"}),
-        frozenset({"10.0.1.2", "10.0.1.3"}),
+        frozenset({"10.0.1.1", "10.0.1.5"}),
+        frozenset({"10.0.1.2", "10.0.1.3", "10.0.1.6"}),
     }
     # A remote pod's relabel changes the value sets only, on every node.
-    remote = _rendered_node("n1", _relabelled("b/ops", dept="qa"))
+    remote = _rendered_node("n1", relabelled(BIGGER, "b/ops", dept="qa"))
     assert remote.chains == before.chains
 
 
