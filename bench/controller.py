@@ -325,6 +325,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def controller_command(
+    emu: EmulatorProcess,
+    port: int,
+    flush_ms: float,
+    log_level: str = "WARNING",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of a standalone controller against ``emu``, metrics on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "stockade.controller.main",
+        "--kubeconfig",
+        str(emu.kubeconfig),
+        "--standalone",
+        "--metrics-port",
+        str(port),
+        "--metrics-host",
+        "127.0.0.1",
+        "--flush-interval",
+        str(flush_ms),
+        "--log-level",
+        log_level,
+        *extra,
+    ]
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The process's peak resident memory (VmHWM; None when unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def _py_spy() -> str | None:
     return os.environ.get("PY_SPY") or shutil.which("py-spy")
 
@@ -359,23 +397,7 @@ def run(  # noqa: PLR0915
             + [_node(name) for name in cluster.node_names]
         )
         port = _free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "stockade.controller.main",
-            "--kubeconfig",
-            str(emu.kubeconfig),
-            "--standalone",
-            "--metrics-port",
-            str(port),
-            "--metrics-host",
-            "127.0.0.1",
-            "--flush-interval",
-            str(flush_ms),
-            "--log-level",
-            "WARNING",
-            *controller_args,
-        ]
+        cmd = controller_command(emu, port, flush_ms, "WARNING", controller_args)
         log = open(Path(tmp) / "controller.log", "w+", encoding="utf-8")  # noqa: SIM115
         env = {**os.environ, **(controller_env or {})}
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
