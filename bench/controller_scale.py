@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,6 +264,8 @@ def run(  # noqa: PLR0915 - one measurement after another, in order
         finally:
             ctl.stop()
             result["controller_log_tail"] = ctl.log_tail()
+            for log in Path(tmp).glob("controller*.log"):
+                shutil.copy(log, RESULTS / f"scale-{log.name}")
     result["checks"] = checks(result)
     return result
 

@@ -65,6 +65,7 @@ def build_registry(
     cluster_policies: bool = False,
     isolation_policies: bool = False,
     pod_client: WatchApi | None = None,
+    listed_by_feed: dict[str, Callable[[], bool]] | None = None,
 ) -> kopf.OperatorRegistry:
     """A registry of one controller's handlers (one per instance, nothing global).
 
@@ -73,7 +74,8 @@ def build_registry(
     ``cluster_policies``: watch ClusterNetworkPolicies too (their CRD is served);
     ``isolation_policies``: IsolationPolicies likewise. ``pod_client``: the Pods are
     listed and watched with it by a :class:`PodFeed` inside kopf's lifecycle (else by
-    a kopf handler).
+    a kopf handler); ``listed_by_feed`` (the publisher's) then learns when the feed's
+    first list is in.
     """
     registry = kopf.OperatorRegistry()
 

@@ -273,6 +273,7 @@ async def _run_parts(
         cluster_policies=publisher.cluster_policies_watched,
         isolation_policies=publisher.isolation_policies_watched,
         pod_client=client if options.pod_feed else None,
+        listed_by_feed=publisher.listed_by_feed,
     )
     settings = operator_settings()
     settings.process.ultimate_exiting_timeout = None
@@ -431,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # kopf says "Handler ... succeeded" at INFO for every event of every object:
+        # a line per policy and namespace at start, and CPU in a burst. Its warnings
+        # and errors still show; --log-level DEBUG shows everything.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # A development aid: profile the whole run into this file (pstats format).
     profile_to = os.environ.get("STOCKADE_CONTROLLER_PROFILE")
     profiler = cProfile.Profile() if profile_to else None

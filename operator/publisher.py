@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from stockade.controller.conditions import ConditionSpec, accepted_condition, conditions_patch
@@ -260,6 +260,9 @@ class Publisher:
         # Events or condition may have changed; the conditions written and when, so
         # a write is not repeated before the watch brings it back.
         self.watched_kinds: tuple[str, ...] = KINDS
+        # Kinds a feed of our own lists whole before it reports synced (the Pods):
+        # the warm-up waits for that instead of listing them a second time.
+        self.listed_by_feed: dict[str, Callable[[], bool]] = {}
         self.cluster_report_pending: set[str] = set()
         self.status_sent: dict[str, SentStatus] = {}
         self.leading = False
@@ -370,15 +373,19 @@ class Publisher:
         """Wait until the watches delivered every object that existed at start.
 
         The objects are listed here once; objects deleted before the watches
-        listed them are dropped from the wait by a fresh list every few seconds.
+        listed them are dropped from the wait by a fresh list every few seconds. A
+        kind a feed lists itself (``listed_by_feed``) is waited for until the feed
+        says its list is in, without a second list of its objects.
         """
         expected: set[tuple[str, str]] = set()
+        fed = {k: v for k, v in self.listed_by_feed.items() if k in self.watched_kinds}
         for kind in self.watched_kinds:
-            expected |= await self._list_keys(kind)
+            if kind not in fed:
+                expected |= await self._list_keys(kind)
         started = last_list = self.clock()
         while True:
             missing = self.state.missing(expected)
-            if not missing:
+            if not missing and all(synced() for synced in fed.values()):
                 break
             if self.clock() - last_list >= self.warmup_relist:
                 kinds = {kind for kind, _ in missing}

@@ -705,6 +705,33 @@ def test_warm_up_waits_for_every_listed_object() -> None:
     assert state.missing({("Pod", "default/x")}) == set()
 
 
+def test_warm_up_waits_for_a_feed_without_listing_its_kind() -> None:
+    """The Pods come from a feed that lists them itself: the warm-up lists only the
+    other kinds, and waits until the feed says its list is in."""
+    api = FakeApi()
+    state = ControllerState()
+    pub = Publisher(api, state, ControllerMetrics(), interval=0.01, warmup_relist=0.05)
+    synced = [False]
+    pub.listed_by_feed["Pod"] = lambda: synced[0]
+    api.cluster = {
+        PODS.plural: [pod("never-delivered", "n1", "10.0.1.9")],
+        NAMESPACES.plural: [namespace("default")],
+        NETWORK_POLICIES.plural: [policy("allow-client")],
+    }
+
+    async def go() -> None:
+        task = asyncio.create_task(pub.warm_up())
+        feed(state, namespace("default"), policy("allow-client"))
+        await asyncio.sleep(0.05)
+        assert not task.done()  # everything listed is in, but the feed is not synced
+        synced[0] = True
+        await asyncio.wait_for(task, 2)
+        assert pub.ready
+
+    asyncio.run(go())
+    assert ("list", PODS.plural, "") not in api.calls
+
+
 def test_a_reused_address_is_reported_on_the_pod_once() -> None:
     api = FakeApi()
     pub, state = make(api)
