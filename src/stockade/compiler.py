@@ -18,7 +18,7 @@ import functools
 import itertools
 import operator
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from stockade.cluster import Cluster
@@ -666,6 +666,8 @@ class Compiler:
         self._cnps: dict[str, _ClusterPolicyState] = {}
         # Every CNP's name in evaluation order; None when a CNP came, went or changed.
         self._cnp_order: list[str] | None = None
+        # Per node: the sets its cluster policies use, and what they were made of.
+        self._cluster_sets_cache: dict[str, tuple[Hashable, frozenset[str]]] = {}
         self._ns_cnps: dict[str, set[str]] = {}  # namespace -> CNPs whose subject has it
         self._pod_cnps: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeInfo] = {}
@@ -1348,7 +1350,8 @@ class Compiler:
         if order is None:
             order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
         # The cluster's order, filtered: cheaper than sorting each node's CNPs anew.
-        for name in [n for n in order if n in by_cnp]:
+        names = [n for n in order if n in by_cnp]
+        for name in names:
             ncp = cache.get((node, name))
             if ncp is None:
                 state = cnps[name]
@@ -1365,12 +1368,27 @@ class Compiler:
                 ncp = cache[(node, name)] = NodeClusterPolicy(compiled, tuple(sorted(by_cnp[name])))
             entries.append(ncp)
         self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp})
-        set_names = frozenset().union(
-            *(cnps[name].sets for name in by_cnp), *self._same_sets.get(node, {}).values()
-        )
+        set_names = self._cluster_set_names(node, names)
         subjects = self._pod_cnps
         targeted = frozenset(p for p in self._node_pods.get(node, ()) if p in subjects)
         return _ClusterPart(tuple(entries), set_names, targeted)
+
+    def _cluster_set_names(self, node: str, names: list[str]) -> frozenset[str]:
+        """The sets the node's cluster policies use (theirs and their sameness sets).
+
+        Kept per node while the same policies bring the same sets: a CNP edit
+        rebuilds the cluster part of every node it touches, and the union of the
+        sets of every other policy there was most of that work.
+        """
+        cnps = self._cnps
+        same = self._same_sets.get(node, {})
+        key = (tuple([(n, cnps[n].sets) for n in names]), tuple(same.items()))
+        cached = self._cluster_sets_cache.get(node)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        union = frozenset().union(*(sets for _, sets in key[0]), *same.values())
+        self._cluster_sets_cache[node] = (key, union)
+        return union
 
     def _acquire_sets(self, selectors: Mapping[str, PeerSelector], user: str) -> frozenset[str]:
         for set_name, selector in selectors.items():
