@@ -363,6 +363,16 @@ def peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def show_and_save(result: dict[str, Any], figures: Table, out: Path) -> None:
+    """Print the table and the provenance; write the result document to ``out``."""
+    Console(width=150).print(figures)
+    finish(result)
+    print(describe(result))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def _py_spy() -> str | None:
     return os.environ.get("PY_SPY") or shutil.which("py-spy")
 
@@ -663,12 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     params = Params(pods=ns.pods, namespaces=ns.namespaces, nodes=ns.nodes, policies=ns.policies)
     env = {"STOCKADE_CONTROLLER_PROFILE": str(ns.cprofile.resolve())} if ns.cprofile else {}
     result = run(params, ns.flush_interval, ns.idle, ns.chunk, ns.py_spy, env, ns.controller_arg)
-    Console(width=150).print(table(result))
-    finish(result)
-    print(describe(result))
-    ns.out.parent.mkdir(parents=True, exist_ok=True)
-    ns.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {ns.out}")
+    show_and_save(result, table(result), ns.out)
     return 0
 
 

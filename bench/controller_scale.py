@@ -27,7 +27,6 @@ Prints a table with PASS/MISS and writes ``bench/results/controller_scale.json``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -65,10 +64,11 @@ from bench.controller import (
     peak_rss_bytes,
     published,
     quiet,
+    show_and_save,
     wait,
     write_counts,
 )
-from bench.provenance import describe, finish, provenance
+from bench.provenance import provenance
 from bench.synth import EventMaker, Params, generate
 from stockade.compiler import compile_cluster
 from stockade.model import parse_object
@@ -339,12 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     params = Params(pods=ns.pods, namespaces=ns.namespaces, nodes=ns.nodes, policies=ns.policies)
     console = Console(stderr=True)
     result = run(params, ns.burst, ns.flush_interval, console)
-    Console(width=150).print(table(result))
-    finish(result)
-    print(describe(result))
-    ns.out.parent.mkdir(parents=True, exist_ok=True)
-    ns.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {ns.out}")
+    show_and_save(result, table(result), ns.out)
     return 0
 
 
