@@ -4,9 +4,9 @@
 type None), every ADDED/MODIFIED, and DELETED; it writes nothing to the watched
 objects (no finalizers, no annotations, unlike the change-detecting handlers).
 The handlers are coroutines on purpose: kopf runs plain functions in a thread pool,
-and the compiler is fed from one event loop only. Given a client, the Pods come
-from :class:`~stockade.controller.pod_feed.PodFeed` instead, started and stopped
-by kopf's startup and cleanup handlers (why: operator/pod_feed.py).
+and the compiler is fed from one event loop only. Given a client, Pods, Namespaces
+and NetworkPolicies come from :class:`~stockade.controller.feed.Feed` s instead,
+started and stopped by kopf's startup and cleanup handlers (why: operator/feed.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import kopf
 
+from stockade.controller.feed import Feed
 from stockade.controller.metrics import ControllerMetrics
-from stockade.controller.pod_feed import PodFeed
 from stockade.controller.state import (
     ALL_KINDS,
     CLUSTER_NETWORK_POLICY,
@@ -29,7 +29,7 @@ from stockade.controller.state import (
     POD,
     ControllerState,
 )
-from stockade.kube import KubeConfig
+from stockade.kube import NAMESPACES, NETWORK_POLICIES, PODS, KubeConfig, Resource
 from stockade.reflector import WatchApi
 
 log = logging.getLogger("stockade.controller")
@@ -57,6 +57,17 @@ def connection_info(config: KubeConfig) -> kopf.ConnectionInfo:
 RuleSetObserver = Callable[[str | None, Mapping[str, Any]], None]
 
 
+def _observer(
+    observe: Callable[[str, Any], None], kind: str
+) -> Callable[[str | None, Mapping[str, Any]], None]:
+    """A feed's callback: its events as the kopf handlers pass them on."""
+    return lambda event_type, body: observe(kind, {"type": event_type, "object": body})
+
+
+def _synced(feed: Feed) -> Callable[[], bool]:
+    return lambda: feed.synced
+
+
 def build_registry(
     state: ControllerState,
     config: KubeConfig,
@@ -64,7 +75,7 @@ def build_registry(
     on_rule_set: RuleSetObserver | None = None,
     cluster_policies: bool = False,
     isolation_policies: bool = False,
-    pod_client: WatchApi | None = None,
+    feed_client: WatchApi | None = None,
     listed_by_feed: dict[str, Callable[[], bool]] | None = None,
 ) -> kopf.OperatorRegistry:
     """A registry of one controller's handlers (one per instance, nothing global).
@@ -72,10 +83,10 @@ def build_registry(
     ``on_rule_set`` (the publisher's ``observe_rule_set``) sees every NodeRuleSet
     event, for the agents' status (sync lag); without it NodeRuleSets are not watched.
     ``cluster_policies``: watch ClusterNetworkPolicies too (their CRD is served);
-    ``isolation_policies``: IsolationPolicies likewise. ``pod_client``: the Pods are
-    listed and watched with it by a :class:`PodFeed` inside kopf's lifecycle (else by
-    a kopf handler); ``listed_by_feed`` (the publisher's) then learns when the feed's
-    first list is in.
+    ``isolation_policies``: IsolationPolicies likewise. ``feed_client``: Pods,
+    Namespaces and NetworkPolicies are listed and watched with it by :class:`Feed` s
+    inside kopf's lifecycle (else by kopf handlers); ``listed_by_feed`` (the
+    publisher's) then learns when each feed's first list is in.
     """
     registry = kopf.OperatorRegistry()
 
@@ -106,30 +117,36 @@ def build_registry(
             else:
                 log.warning("ignored: %s", "; ".join(error.lines()))
 
-    if pod_client is None:
+    fed: dict[str, Resource] = {POD: PODS, NAMESPACE: NAMESPACES, NETWORK_POLICY: NETWORK_POLICIES}
+    if feed_client is None:
 
         @kopf.on.event("", "v1", "pods", registry=registry)
         async def on_pod(event: Any, **_: Any) -> None:
             observe(POD, event)
 
+        @kopf.on.event("", "v1", "namespaces", registry=registry)
+        async def on_namespace(event: Any, **_: Any) -> None:
+            observe(NAMESPACE, event)
+
+        @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", registry=registry)
+        async def on_policy(event: Any, **_: Any) -> None:
+            observe(NETWORK_POLICY, event)
+
     else:
-        feed = PodFeed(pod_client, lambda kind, body: observe(POD, {"type": kind, "object": body}))
+        feeds = [Feed(feed_client, res, _observer(observe, kind)) for kind, res in fed.items()]
+        if listed_by_feed is not None:
+            for kind, feed in zip(fed, feeds, strict=True):
+                listed_by_feed[kind] = _synced(feed)
 
         @kopf.on.startup(registry=registry)
-        async def start_pod_feed(**_: Any) -> None:
-            feed.start()
+        async def start_feeds(**_: Any) -> None:
+            for feed in feeds:
+                feed.start()
 
         @kopf.on.cleanup(registry=registry)
-        async def stop_pod_feed(**_: Any) -> None:
-            await feed.stop()
-
-    @kopf.on.event("", "v1", "namespaces", registry=registry)
-    async def on_namespace(event: Any, **_: Any) -> None:
-        observe(NAMESPACE, event)
-
-    @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", registry=registry)
-    async def on_policy(event: Any, **_: Any) -> None:
-        observe(NETWORK_POLICY, event)
+        async def stop_feeds(**_: Any) -> None:
+            for feed in feeds:
+                await feed.stop()
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def on_node(event: Any, **_: Any) -> None:

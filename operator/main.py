@@ -66,9 +66,9 @@ class Options:
     log_level: str = "INFO"
     # Full garbage collections only when idle, at least this often (0: CPython's own).
     gc_idle_interval: float = 60.0
-    # Pods by stockade's own reflector inside kopf's lifecycle (operator/pod_feed.py);
-    # False: by a kopf handler like every other kind.
-    pod_feed: bool = True
+    # Pods, Namespaces and NetworkPolicies by reflectors of our own inside kopf's
+    # lifecycle (operator/feed.py); False: by kopf handlers like every other kind.
+    feeds: bool = True
 
 
 def default_identity() -> str:
@@ -110,9 +110,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "(0: Python's own schedule)",
     )
     p.add_argument(
-        "--pods-via-kopf",
+        "--kopf-watches",
         action="store_true",
-        help="watch Pods with a kopf handler instead of the Pod feed (slower in bursts)",
+        help="watch Pods, Namespaces and NetworkPolicies with kopf handlers instead of "
+        "the controller's feeds (slower in bursts)",
     )
     ns = p.parse_args(argv)
     return Options(
@@ -128,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         shard_size=ns.shard_size,
         log_level=ns.log_level,
         gc_idle_interval=ns.gc_idle_interval,
-        pod_feed=not ns.pods_via_kopf,
+        feeds=not ns.kopf_watches,
     )
 
 
@@ -272,7 +273,7 @@ async def _run_parts(
         publisher.observe_rule_set,
         cluster_policies=publisher.cluster_policies_watched,
         isolation_policies=publisher.isolation_policies_watched,
-        pod_client=client if options.pod_feed else None,
+        feed_client=client if options.feeds else None,
         listed_by_feed=publisher.listed_by_feed,
     )
     settings = operator_settings()

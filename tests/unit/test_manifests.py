@@ -122,10 +122,14 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
 }
 
 # Call sites shared by both programs: the other users of the same call.
-# operator/pod_feed.py: the controller's Pod feed lists and watches Pods.
+# operator/feed.py: the controller's feeds list and watch Pods, Namespaces and
+# NetworkPolicies.
+_FEEDS = (("", "pods"), ("", "namespaces"), ("networking.k8s.io", "networkpolicies"))
 SHARED_CALL_SITES: dict[tuple[str, str, str], tuple[tuple[str, str, str, str], ...]] = {
-    ("stockade/reflector.py", "list", "self.resource"): (("controller", "", "pods", "list"),),
-    ("stockade/reflector.py", "watch", "self.resource"): (("controller", "", "pods", "watch"),),
+    ("stockade/reflector.py", verb, "self.resource"): tuple(
+        ("controller", group, resource, verb) for group, resource in _FEEDS
+    )
+    for verb in ("list", "watch")
 }
 
 # What the indirections above stand for (publisher._WATCHED, publisher._RESOURCES,

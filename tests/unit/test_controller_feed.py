@@ -1,4 +1,4 @@
-"""The controller's Pod feed: list, watch, relist after 410 Gone, into ``observe``.
+"""The controller's feeds: list, watch, relist after 410 Gone, into ``observe``.
 
 A fake API serves a list, then a watch stream, then 410 Gone and a second list that
 lacks a pod: the feed reports every listed pod (type None), every event as it comes,
@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from stockade.controller.pod_feed import PodFeed
-from stockade.kube import Gone, JsonObject, Resource
+from stockade.controller.feed import Feed
+from stockade.kube import NAMESPACES, PODS, Gone, JsonObject, Resource
 
 
 def _pod(ns: str, name: str, app: str = "x") -> JsonObject:
@@ -86,7 +86,7 @@ def test_list_events_and_a_relist_that_lost_a_pod() -> None:
             ],
         )
         seen: list[tuple[str | None, Mapping[str, Any]]] = []
-        feed = PodFeed(api, lambda kind, obj: seen.append((kind, obj)))
+        feed = Feed(api, PODS, lambda kind, obj: seen.append((kind, obj)))
         assert not feed.reflector.synced
         feed.start()
         await _until(lambda: len(seen) >= 8)
@@ -111,10 +111,10 @@ def test_list_events_and_a_relist_that_lost_a_pod() -> None:
     asyncio.run(scenario())
 
 
-def test_a_namespace_less_pod_is_keyed_in_default() -> None:
+def test_a_cluster_scoped_object_is_deleted_without_a_namespace() -> None:
     seen: list[tuple[str | None, Mapping[str, Any]]] = []
-    feed = PodFeed(FakePodApi([], []), lambda kind, obj: seen.append((kind, obj)))
-    feed.on_list([{"metadata": {"name": "p"}}])
-    assert feed.known == {("default", "p")}
+    feed = Feed(FakePodApi([], []), NAMESPACES, lambda kind, obj: seen.append((kind, obj)))
+    feed.on_list([{"metadata": {"name": "team-a"}}])
+    assert feed.known == {("", "team-a")}
     feed.on_list([])
-    assert seen[-1] == ("DELETED", {"metadata": {"namespace": "default", "name": "p"}})
+    assert seen[-1] == ("DELETED", {"metadata": {"name": "team-a"}})

@@ -1,0 +1,102 @@
+"""The high-volume kinds, fed to the controller's state by reflectors of our own.
+
+Pods are nine events in ten of a burst, and NetworkPolicies and Namespaces most of
+the rest; kopf's per-event machinery (its per-object dispatch, its handler
+invocation with a dozen keyword arguments, its logging adapters) cost more than
+parsing and compiling the object itself (docs/performance.md, "Control plane").
+The handlers need none of it for these kinds: they read the event's object and
+nothing else. So each is listed and watched by :class:`~stockade.reflector.Reflector`
+(the one the agent uses) and every event goes straight to the same ``observe`` the
+kopf handlers call. The feeds live inside kopf's lifecycle: started by a
+``kopf.on.startup`` handler, stopped by ``kopf.on.cleanup`` (operator/handlers.py),
+so they run exactly when kopf's watches run. The low-volume kinds (Nodes,
+ClusterNetworkPolicies, IsolationPolicies, NodeRuleSets) stay on kopf.
+
+A relist (after 410 Gone) delivers the whole list again: objects that were known
+and are missing from it are reported deleted, as a watch would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stockade.kube import JsonObject, Resource
+from stockade.reflector import Reflector, WatchApi
+
+log = logging.getLogger("stockade.controller")
+
+# observe(event type, object): None for a listed object, else ADDED/MODIFIED/DELETED.
+Observe = Callable[[str | None, Mapping[str, Any]], None]
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """``(namespace, name)`` of an object (namespace empty when cluster-scoped)."""
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _deleted(namespace: str, name: str) -> dict[str, Any]:
+    meta = {"namespace": namespace, "name": name} if namespace else {"name": name}
+    return {"metadata": meta}
+
+
+class Feed:
+    """List and watch one resource into ``observe``, remembering what is known."""
+
+    def __init__(self, client: WatchApi, resource: Resource, observe: Observe) -> None:
+        self.resource = resource
+        self.observe = observe
+        self.known: set[tuple[str, str]] = set()
+        self.reflector = Reflector(client, resource, self.on_list, self.on_event, lambda: None)
+        self._task: asyncio.Task[None] | None = None
+
+    def on_list(self, items: list[JsonObject]) -> None:
+        """A (re)list: every item observed; known objects it lacks are deleted."""
+        listed: set[tuple[str, str]] = set()
+        for item in items:
+            listed.add(object_key(item))
+            self.observe(None, item)
+        for namespace, name in sorted(self.known - listed):
+            self.observe("DELETED", _deleted(namespace, name))
+        self.known = listed
+
+    def on_event(self, kind: str, obj: JsonObject) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED; ERROR events never get here)."""
+        key = object_key(obj)
+        if kind == "DELETED":
+            self.known.discard(key)
+        else:
+            self.known.add(key)
+        self.observe(kind, obj)
+
+    @property
+    def synced(self) -> bool:
+        """The first list is in."""
+        return self.reflector.synced
+
+    def start(self) -> None:
+        """Run the reflector (from kopf's startup)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"feed-{self.resource.plural}")
+
+    async def _run(self) -> None:
+        try:
+            await self.reflector.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pragma: no cover - a bug: say so, kopf's health sees the rest
+            log.exception("the %s feed stopped", self.resource.plural)
+            raise
+
+    async def stop(self) -> None:
+        """Stop the reflector (from kopf's cleanup)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
