@@ -363,6 +363,17 @@ def peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def params_doc(params: Params) -> dict[str, int]:
+    """The cluster's size and seed, for the result document."""
+    return {
+        "pods": params.pods,
+        "namespaces": params.namespaces,
+        "nodes": params.nodes,
+        "policies": params.policies,
+        "seed": params.seed,
+    }
+
+
 def show_and_save(result: dict[str, Any], figures: Table, out: Path) -> None:
     """Print the table and the provenance; write the result document to ``out``."""
     Console(width=150).print(figures)
@@ -500,13 +511,7 @@ def run(  # noqa: PLR0915
     distinct = changed.get("NodeRuleSet", 0) + changed.get("PeerSet", 0)
     idle_total = sum(idle_writes.values())
     return {
-        "params": {
-            "pods": params.pods,
-            "namespaces": params.namespaces,
-            "nodes": params.nodes,
-            "policies": params.policies,
-            "seed": params.seed,
-        },
+        "params": params_doc(params),
         **provenance(),
         "flush_interval_ms": flush_ms,
         "load_chunk": chunk,

@@ -61,6 +61,7 @@ from bench.controller import (
     cpu_seconds,
     emulator_process,
     expected,
+    params_doc,
     peak_rss_bytes,
     published,
     quiet,
@@ -156,13 +157,7 @@ def run(  # noqa: PLR0915 - one measurement after another, in order
         f"  {parse_compile_s:.2f} s; {len(want_rules)} NodeRuleSets, {len(want_sets)} PeerSets"
     )
     result: dict[str, Any] = {
-        "params": {
-            "pods": params.pods,
-            "namespaces": params.namespaces,
-            "nodes": params.nodes,
-            "policies": params.policies,
-            "seed": params.seed,
-        },
+        "params": params_doc(params),
         **provenance(),
         "objects": len(raw),
         "outputs": {"node_rule_sets": len(want_rules), "peer_set_shards": len(want_sets)},
