@@ -60,8 +60,8 @@ def relabel(key: str, **labels: str) -> RelabelPod:
 
 
 def labelled(key: str, labels: dict[str, str]) -> RelabelPod:
-    """Pod ``key`` with exactly ``labels`` and its model label ``pod=<name>``."""
-    return RelabelPod(key, {"pod": key.split("/")[1], **labels})
+    """:func:`relabel` with the labels as a map (label keys are not identifiers)."""
+    return relabel(key, **labels)
 
 
 # --------------------------------------------------------------------------- (a) departments
