@@ -6,7 +6,7 @@ render is refused whole, and the last applied state stays in force. After an app
 that changed anything, it removes the conntrack entries of flows the new state
 denies, so a narrowed policy also cuts established connections.
 
-Two shortcuts keep the common cases cheap (docs/agent.md, "Writes only when needed"):
+Three shortcuts keep the common cases cheap (docs/agent.md, "Writes only when needed"):
 
 - the same NodeRuleSet and the same PeerSet shards as the last apply: nothing is
   rendered, nothing read or written;
@@ -15,6 +15,9 @@ Two shortcuts keep the common cases cheap (docs/agent.md, "Writes only when need
   full render's own code for those sets), their member deltas go out by netlink (adds
   before deletes), and the last applied rendering is patched to what a full render
   would give. The kernel is not read: the periodic resync repairs drift.
+- a new NodeRuleSet that renders to the same chains and the same sets but for their
+  members (a local pod moving between dispatch groups the node already has): the
+  member deltas by netlink, again without reading the kernel.
 """
 
 from __future__ import annotations
@@ -222,10 +225,62 @@ class Applier:
             if report is not None:
                 return report
         desired = self.desire(node, peer_sets, held)
-        if last is not None and last.rendered == desired.rendered:
-            self.last = desired
-            return ApplyReport(changed=False)
+        if last is not None:
+            if last.rendered == desired.rendered:
+                self.last = desired
+                return ApplyReport(changed=False)
+            report = self._apply_rendered_members(last, desired)
+            if report is not None:
+                return report
         return self._reconcile(desired)
+
+    def _apply_rendered_members(self, last: Desired, desired: Desired) -> ApplyReport | None:
+        """A new rule set that renders to the last applied chains and sets, but for
+        the sets' members (a local pod moved between dispatch groups the node
+        already has: an IsolationPolicy relabel, a pod joining a NetworkPolicy
+        group): the member deltas by netlink, no iptables call and no kernel read.
+        None when anything but members differs, a set would outgrow its ``maxelem``
+        or the delta is over ``churn_limit``: the full path then.
+        """
+        start = time.perf_counter()
+        old, new = last.rendered, desired.rendered
+        if old.forward_jump != new.forward_jump or old.input_jump != new.input_jump:
+            return None
+        adds: list[MemberChange] = []
+        dels: list[MemberChange] = []
+        differences: list[str] = []
+        for have_family, want_family in ((old.v4, new.v4), (old.v6, new.v6)):
+            if have_family.chains != want_family.chains:
+                return None
+            if len(have_family.ipsets) != len(want_family.ipsets):
+                return None
+            for have, want in zip(have_family.ipsets, want_family.ipsets, strict=True):
+                if (have.name, have.type, have.family) != (want.name, want.type, want.family):
+                    return None
+                if have.members == want.members:
+                    continue
+                if len(want.members) > have.maxelem:
+                    return None  # the full path swaps in a bigger set
+                new_members, old_members = set_members(want), set_members(have)
+                plus, minus = new_members - old_members, old_members - new_members
+                differences.append(f"set {want.name}: {len(plus)} to add, {len(minus)} to delete")
+                adds += [MemberChange(want.name, want.type, v, True) for v in sorted(plus)]
+                dels += [MemberChange(want.name, want.type, v, False) for v in sorted(minus)]
+                if len(adds) + len(dels) > self.churn_limit:
+                    return None
+        # Adds before deletes: a pod moving between sets is never in neither.
+        self.netlink.apply([*adds, *dels])
+        self.last = desired
+        report = ApplyReport(
+            changed=True, differences=differences, member_changes=len(adds) + len(dels)
+        )
+        if self.cut_conntrack:
+            involving = {c.value.split(",", 1)[0] for c in dels} | (desired.pending - last.pending)
+            if involving:
+                report.conntrack_deleted = self.cut_denied_flows(desired, involving)
+        report.seconds = time.perf_counter() - start
+        log.info("applied (members only): %s", "; ".join(differences))
+        return report
 
     def _apply_members(
         self,

@@ -68,8 +68,6 @@ SetKind = Literal[
     "bit",
     "bet",
     "link",
-    # The subjects an IsolationPolicy rule by sameness is for (one value's pods).
-    "subj",
 ]
 
 SET_TYPES: tuple[SetType, ...] = ("hash:ip", "hash:net", "hash:ip,port")

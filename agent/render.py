@@ -461,14 +461,15 @@ def render(
     groups: dict[str, tuple[_Group, ...]] = {
         d.dispatch_chain: _groups(pods, policies, d) for d in DIRECTIONS
     }
+    origins: dict[str, str] = {}  # a variant's policy id -> its policy's
     if cluster:
         for d in TIER_DIRECTIONS:
-            groups[d.dispatch_chain] = _tier_groups(pods, cluster, d)
+            groups[d.dispatch_chain] = _tier_groups(pods, cluster, d, origins)
     new_sets = render_pending_sets(pending) if options.isolate_new_pods else None
     contested = render_contested_sets(node.contested_ips) if node.contested_ips else None
     families = [
         _FamilyRenderer(
-            f, options, views, groups, pods, cache, new_sets, contested, cluster
+            f, options, views, groups, pods, cache, new_sets, contested, cluster, origins
         ).render()
         for f in FAMILIES
     ]
@@ -880,18 +881,26 @@ def _partition(
 
 
 def _tier_groups(
-    pods: Mapping[str, LocalPod], cluster: tuple[NodeClusterPolicy, ...], d: _Direction
+    pods: Mapping[str, LocalPod],
+    cluster: tuple[NodeClusterPolicy, ...],
+    d: _Direction,
+    origins: dict[str, str],
 ) -> tuple[_Group, ...]:
     """Group local pods by the ordered list of tier ``d``'s ClusterNetworkPolicies
     that have rules of ``d``'s direction and select them (``cluster`` is in order).
 
     As for NetworkPolicy groups: one set lookup dispatches a packet to its group,
-    whose chain visits only its own policies' chains, in evaluation order.
+    whose chain visits only its own policies' chains, in evaluation order. A policy
+    with rules by sameness takes part as its variants (:func:`_variants`), so the
+    groups also tell apart the subjects of different variants; ``origins`` gains
+    each variant's policy id.
     """
     tier = ADMIN_TIER if d.tier == "A" else BASELINE_TIER
-    chosen = [c for c in cluster if c.policy.tier == tier and _tier_rules(d, c)]
-    for c in chosen:
-        _check_targets(pods, c.targets, f"cluster policy {c.policy.name}: subject")
+    chosen: list[NodeClusterPolicy] = []
+    for c in cluster:
+        if c.policy.tier == tier and _tier_rules(d, c):
+            _check_targets(pods, c.targets, f"cluster policy {c.policy.name}: subject")
+            chosen.extend(_variants(d, c, origins))
     groups = [
         _Group(
             d,
@@ -902,6 +911,61 @@ def _tier_groups(
         for key, cps, ips in _partition(pods, chosen)
     ]
     return tuple(sorted(groups, key=lambda g: g.hash))
+
+
+def _variants(
+    d: _Direction, c: NodeClusterPolicy, origins: dict[str, str]
+) -> list[NodeClusterPolicy]:
+    """``c`` as the variants its subjects see in ``d``: one per distinct set of its
+    rules by sameness that apply to them (``TierRule.subjects``).
+
+    A variant holds the rules of every subject and, of those by sameness, the ones
+    of its subjects, unguarded: the tier dispatch sends a packet to the group of
+    its pod, and that group jumps to the pod's own variant, so no rule has to find
+    the pod's value group among the node's (one lookup per group, each rule, each
+    new connection). A variant's id is a hash of the policy, the direction and what
+    its rules by sameness are (index and peer sets), never of who is in it: a pod
+    relabelled into a value group the node already has moves between dispatch
+    sets, and no rule changes. A policy without rules by sameness is itself. A pod
+    named by a rule but not a subject of ``c`` is ignored: ``c``'s chains are only
+    ever reached for its subjects.
+    """
+    rules = _tier_rules(d, c)
+    same = [i for i, r in enumerate(rules) if r.subjects is not None]
+    if not same:
+        return [c]
+    kept: dict[str, list[int]] = {pod: [] for pod in c.targets}
+    for i in same:
+        for pod in rules[i].subjects or ():
+            indexes = kept.get(pod)
+            if indexes is not None:
+                indexes.append(i)
+    by_key: dict[tuple[int, ...], list[str]] = {}
+    for pod in c.targets:
+        by_key.setdefault(tuple(kept[pod]), []).append(pod)
+    unguarded = {i: replace(rules[i], subjects=None) for i in same}
+    out = []
+    for key, members in by_key.items():
+        chosen = set(key)
+        variant_rules = tuple(
+            unguarded.get(i, r) for i, r in enumerate(rules) if i not in unguarded or i in chosen
+        )
+        identity = [
+            (
+                rules[i].index,
+                [(p.peer_set, p.cidr, p.excepts) for p in rules[i].peers],
+                [(s.peer_set, s.reason) for s in rules[i].same],
+            )
+            for i in key
+        ]
+        vid = stable_hash({"policy": c.policy.id, "direction": d.name, "same": identity}, 16)
+        origins[vid] = c.policy.id
+        if d.name == "ingress":
+            policy = replace(c.policy, id=vid, ingress=variant_rules, egress=())
+        else:
+            policy = replace(c.policy, id=vid, ingress=(), egress=variant_rules)
+        out.append(NodeClusterPolicy(policy, tuple(members)))
+    return out
 
 
 # A node of the dispatch tree with at most DISPATCH_FANOUT groups tests each directly;
@@ -1003,6 +1067,8 @@ class _FamilyRenderer:
     contested: Mapping[IPFamily, IPSet] | None = None
     # The node's ClusterNetworkPolicies in evaluation order (empty: no tier chains).
     cluster: tuple[NodeClusterPolicy, ...] = ()
+    # A variant's policy id -> the id of the policy it is a variant of (_variants).
+    origins: Mapping[str, str] = field(default_factory=dict)
     sets: dict[str, IPSet] = field(default_factory=dict)
     # PeerSet name -> its (peer, pport) sets in this family, made once per render.
     peer_sets: dict[str, tuple[IPSet, IPSet | None]] = field(default_factory=dict)
@@ -1408,9 +1474,7 @@ class _FamilyRenderer:
         tier = _TIER_OF[cp.policy.tier]
         rules: list[Rule] = []
         for rule in _tier_rules(d, cp):
-            guard = self._subject_guard(d, cp, rule)
-            if guard is None:
-                continue  # for subjects with no address of this family
+            # Rules by sameness come unguarded: the policy here is a variant.
             peers = self._peer_matches(d, cp, rule.peers)
             ports = self._port_matches(d, cp, rule.ports)
             what = f"rule {rule.index}" + (f" ({rule.name})" if rule.name else "")
@@ -1418,8 +1482,8 @@ class _FamilyRenderer:
             note = comment(f"{cp.policy.name} {d.name} {what} {rule.action}{closed}")
             for port in ports:
                 for peer in peers:
-                    # Cheap first: protocol and ports, then which subject, then the peer.
-                    matches = port + guard + peer
+                    # Cheap first: protocol and ports, then the peer.
+                    matches = port + peer
                     if rule.action == ACCEPT:
                         rules.append(Rule(matches, Goto(d.allow_chain), note))
                     elif rule.action == PASS:
@@ -1428,51 +1492,14 @@ class _FamilyRenderer:
                         rules.extend(self._tier_deny(d, tier, cp, matches, note))
         return Chain(_cluster_policy_chain(d, cp.policy.id), tuple(rules))
 
-    def _subject_guard(
-        self, d: _Direction, cp: NodeClusterPolicy, rule: TierRule
-    ) -> tuple[Match, ...] | None:
-        """What limits a rule to its subjects (an IsolationPolicy rule by sameness):
-        nothing for a rule of every subject; the address of a lone subject (``-d``
-        for ingress, ``-s`` for egress); else a ``hash:ip`` set of the subjects'
-        addresses. None: no subject has an address of this family here.
-
-        The set is named by what the rule is (policy, direction, rule, peer sets),
-        never by its members: a local pod relabelled from one value's group to
-        another's, both keeping two subjects or more on the node, changes two sets'
-        members and no rule. A lone subject costs no set (most groups of a node are
-        one pod: a set each doubled the apply of a large node).
-        """
-        if rule.subjects is None:
-            return ()
-        _check_targets(self.pods, rule.subjects, f"cluster policy {cp.policy.name}: subject")
-        ips = self._ips(
-            [ip for name in rule.subjects for ip in self.pods[name].ips], f"{d.label} subject"
-        )
-        if not ips:
-            return None
-        if len(ips) == 1:
-            host = f"{ips[0]}/{32 if self.family == 4 else 128}"
-            side: Literal["src", "dst"] = "dst" if d.target_dir == "dst" else "src"
-            return (AddressMatch(canonical_cidr(host), side),)
-        identity = (
-            cp.policy.id,
-            d.name,
-            rule.index,
-            [(p.peer_set, p.cidr, p.excepts) for p in rule.peers],
-            [(s.peer_set, s.reason) for s in rule.same],
-        )
-        name = set_name("subj", self.family, identity)
-        if name not in self.sets:
-            self.sets[name] = ip_set(name, self.family, ips, self._member)
-        return (SetMatch(name, d.target_dir),)
-
     def _tier_deny(
         self, d: _Direction, tier: str, cp: NodeClusterPolicy, matches: tuple[Match, ...], note: str
     ) -> list[Rule]:
         opts = self.options
         rules = []
         if opts.log_denied:
-            prefix = f"stk deny {d.name} {tier}{cp.policy.id[:8]}: "
+            origin = self.origins.get(cp.policy.id, cp.policy.id)
+            prefix = f"stk deny {d.name} {tier}{origin[:8]}: "
             log = NFLog(opts.nflog_group, prefix) if opts.log_mode == "NFLOG" else Log(prefix)
             rules.append(Rule((*matches, LimitMatch(opts.log_rate)), log, note))
         rules.append(Rule(matches, self._verdict(), note))

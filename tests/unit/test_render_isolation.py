@@ -1,8 +1,8 @@
-"""Rendering IsolationPolicy rules by sameness: one rule per value group, guarded by its
-subjects (a lone subject's address, or a set named by the rule, not by its members),
-peers the shared sets per value; a relabel between groups that keep two subjects or
-more on the node changes set members only; and, on random clusters, the rendered chains
-give the engine's verdict for every packet."""
+"""Rendering IsolationPolicy rules by sameness: the policy as one variant per value
+group of the node's subjects (its rules by sameness unguarded, the peers the shared
+sets per value), each subject dispatched to its own variant by the tier groups; a
+relabel into a value group the node already has changes set members only; and, on
+random clusters, the rendered chains give the engine's verdict for every packet."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stockade.agent.iptables import AddressMatch, SetMatch
+from stockade.agent.iptables import AddressMatch, Jump, SetMatch
 from stockade.agent.render import RenderOptions, render
 from stockade.cluster import parse_documents
 from stockade.compiler import compile_cluster
@@ -77,49 +77,58 @@ def _members(family: Any, set_name: str) -> set[str]:
     return {m.value for m in found.members}
 
 
-def _policy_chain(family: Any) -> Any:
-    (chain,) = [c for c in family.chains if c.name.startswith("STK-CI-")]
-    return chain
+def _variants(family: Any) -> dict[frozenset[str], Any]:
+    """The policy's variant chains, by the subjects dispatched to each.
 
-
-def _guard(rule: Any) -> frozenset[str] | None:
-    """The subjects a rule is guarded by (a set's members, or one address)."""
-    for m in rule.matches:
-        if isinstance(m, AddressMatch) and m.direction == "dst":
-            return frozenset({m.cidr.split("/")[0]})
-    return None
-
-
-def _guarded_groups(family: Any) -> dict[frozenset[str], Any]:
-    """The rules of value groups, by the subjects they are guarded by."""
-    out = {}
-    for rule in _policy_chain(family).rules[:-1]:
-        sets = [m for m in rule.matches if isinstance(m, SetMatch) and m.dirs == "dst"]
-        if sets:
-            assert sets[0].set_name.startswith("stk-subj4-")
-            out[frozenset(_members(family, sets[0].set_name))] = rule
-        else:
-            guard = _guard(rule)
-            assert guard is not None
-            out[guard] = rule
+    A tier group chain jumps to its variant (policies are not inlined here); the
+    group's set holds its subjects.
+    """
+    chains = {c.name: c for c in family.chains}
+    out: dict[frozenset[str], Any] = {}
+    for chain in family.chains:
+        if not chain.name.startswith("STK-AIG-"):
+            continue
+        (target,) = [r.action.chain for r in chain.rules if isinstance(r.action, Jump)]
+        group_set = "stk-aig4-" + chain.name.removeprefix("STK-AIG-")
+        out[frozenset(_members(family, group_set))] = chains[target]
     return out
 
 
-def test_one_guarded_rule_per_value_and_a_set_per_value() -> None:
+def _peer_sets(rule: Any) -> list[str]:
+    return [m.set_name for m in rule.matches if isinstance(m, SetMatch) and m.dirs == "src"]
+
+
+def test_a_variant_per_value_group_and_a_set_per_value() -> None:
     family = _rendered_node("n1")
-    rules = _policy_chain(family).rules
-    # A rule per value group among n1's subjects (eng: one subject, guarded by its
-    # address; qa: two, by a set); then the Deny of rule 1 (no log by default).
-    assert len(rules) == 3
-    groups = _guarded_groups(family)
-    assert set(groups) == {frozenset({"10.0.1.1", "10.0.1.2"}), frozenset({"10.0.1.3"})}
-    assert AddressMatch("10.0.1.3/32", "dst") in groups[frozenset({"10.0.1.3"})].matches
-    rest = rules[-1]
-    assert not any(isinstance(m, SetMatch) and m.dirs == "dst" for m in rest.matches)
+    variants = _variants(family)
+    # qa (two subjects), eng (one) and the pod without the key (none): each gets its
+    # own variant of the policy, and no rule tests which subject it is for.
+    assert set(variants) == {
+        frozenset({"10.0.1.1", "10.0.1.2"}),
+        frozenset({"10.0.1.3"}),
+        frozenset({"10.0.1.4"}),
+    }
+    for chain in variants.values():
+        for rule in chain.rules:
+            assert not any(
+                isinstance(m, AddressMatch) and m.direction == "dst" for m in rule.matches
+            )
+            assert not any(isinstance(m, SetMatch) and m.dirs == "dst" for m in rule.matches)
+    assert not [s for s in family.ipsets if s.name.startswith("stk-subj")]
+    qa, eng, bare = (
+        variants[frozenset({"10.0.1.1", "10.0.1.2"})],
+        variants[frozenset({"10.0.1.3"})],
+        variants[frozenset({"10.0.1.4"})],
+    )
+    # The Accept of the value group, then the Deny of rule 1 (no log by default).
+    assert len(qa.rules) == len(eng.rules) == 2
+    assert len(bare.rules) == 1
+    assert bare.rules[0] == qa.rules[1] == eng.rules[1]
     # The peers: a set per value, all pods of the cluster with that value.
-    qa = groups[frozenset({"10.0.1.1", "10.0.1.2"})]
-    (qa_peer,) = [m for m in qa.matches if isinstance(m, SetMatch) and m.dirs == "src"]
-    assert _members(family, qa_peer.set_name) == {"10.0.1.1", "10.0.1.2", "10.0.2.1"}
+    (qa_peer,) = _peer_sets(qa.rules[0])
+    assert _members(family, qa_peer) == {"10.0.1.1", "10.0.1.2", "10.0.2.1"}
+    (eng_peer,) = _peer_sets(eng.rules[0])
+    assert _members(family, eng_peer) == {"10.0.1.3"}
 
 
 def relabelled(docs: list[Raw], key: str, **labels: str) -> list[Raw]:
@@ -134,40 +143,43 @@ def relabelled(docs: list[Raw], key: str, **labels: str) -> list[Raw]:
     return out
 
 
-# Two groups of two subjects or more on n1 (qa: three, eng: two).
-BIGGER = [
-    *DOCS,
-    _pod("a/qa4", "n1", "10.0.1.5", dept="qa"),
-    _pod("a/eng2", "n1", "10.0.1.6", dept="eng"),
-]
-
-
-def test_a_relabel_between_groups_kept_on_the_node_changes_set_members_only() -> None:
-    """qa2 moves to eng: both groups keep two subjects or more on n1, so the chains
-    are the same text and only the guards' (and the value sets') members differ: the
-    agent applies it by set membership, with no iptables call."""
-    before = _rendered_node("n1", BIGGER)
-    after = _rendered_node("n1", relabelled(BIGGER, "a/qa2", dept="eng"))
+def test_a_relabel_into_a_group_the_node_has_changes_set_members_only() -> None:
+    """qa2 moves to eng: qa keeps qa1 on n1, eng already has eng1, so the chains are
+    the same text and only the dispatch sets' (and the value sets') members differ:
+    the agent applies it by set membership, with no iptables call."""
+    before = _rendered_node("n1")
+    after = _rendered_node("n1", relabelled(DOCS, "a/qa2", dept="eng"))
     assert after.chains == before.chains
     assert {s.name for s in after.ipsets} == {s.name for s in before.ipsets}
-    assert set(_guarded_groups(after)) == {
-        frozenset({"10.0.1.1", "10.0.1.5"}),
-        frozenset({"10.0.1.2", "10.0.1.3", "10.0.1.6"}),
+    assert set(_variants(after)) == {
+        frozenset({"10.0.1.1"}),
+        frozenset({"10.0.1.2", "10.0.1.3"}),
+        frozenset({"10.0.1.4"}),
     }
     # A remote pod's relabel changes the value sets only, on every node.
-    remote = _rendered_node("n1", relabelled(BIGGER, "b/ops", dept="qa"))
+    remote = _rendered_node("n1", relabelled(DOCS, "b/ops", dept="qa"))
     assert remote.chains == before.chains
+
+
+def test_a_value_new_to_the_node_adds_a_variant_and_a_group() -> None:
+    before = _rendered_node("n1")
+    after = _rendered_node("n1", relabelled(DOCS, "a/bare", dept="ops"))
+    assert frozenset({"10.0.1.4"}) in _variants(after)
+    (ops_peer,) = _peer_sets(_variants(after)[frozenset({"10.0.1.4"})].rules[0])
+    assert _members(after, ops_peer) == {"10.0.1.4", "10.0.2.2"}
+    assert len(_variants(after)) == len(_variants(before))
+    assert after.chains != before.chains
 
 
 def test_the_set_of_a_value_is_the_same_on_every_node() -> None:
     def qa_peer_sets(node: str) -> set[str]:
         family = _rendered_node(node)
         return {
-            m.set_name
-            for r in _policy_chain(family).rules
-            for m in r.matches
-            if isinstance(m, SetMatch) and m.dirs == "src"
-            if _members(family, m.set_name) == {"10.0.1.1", "10.0.1.2", "10.0.2.1"}
+            name
+            for chain in _variants(family).values()
+            for r in chain.rules
+            for name in _peer_sets(r)
+            if _members(family, name) == {"10.0.1.1", "10.0.1.2", "10.0.2.1"}
         }
 
     assert qa_peer_sets("n1") == qa_peer_sets("n2")
