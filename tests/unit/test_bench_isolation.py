@@ -134,9 +134,28 @@ def test_isolation_node_relabels_remote_and_local_pods(monkeypatch: pytest.Monke
         assert old != new
         assert (state.pods[key]["spec"]["nodeName"] == state.name) == local
         before = state.node
-        raw = agent._regrouped(state.pods[key], new)
+        raw = agent._relabelled(state.pods[key], new)
         state.pods[key] = raw
         _, changes = state.update(raw)
         assert changes.peer_sets  # the pod left one group's sets for another's
         assert (state.node != before) == local  # a subject's guard changes, a peer's not
         assert set(state.peer_sets()) == set(state.node.peer_sets)
+
+
+def test_the_kept_mover_takes_a_sibling_s_labels_and_leaves_a_twin() -> None:
+    state = agent.isolation_node(20)  # the bench's own cluster: its node has such pods
+    found = agent._kept_mover(state)
+    assert found is not None
+    key, old, new = found
+    pod = state.pods[key]
+    assert pod["spec"]["nodeName"] == state.name
+    assert pod["metadata"]["labels"] == old
+    ns = pod["metadata"]["namespace"]
+    local = [
+        p
+        for k, p in state.pods.items()
+        if k != key and p["spec"]["nodeName"] == state.name and p["metadata"]["namespace"] == ns
+    ]
+    assert any(p["metadata"]["labels"] == old for p in local)  # its group stays
+    assert any(p["metadata"]["labels"] == new for p in local)  # the other one exists
+    assert old[GROUP_LABEL] != new[GROUP_LABEL]
