@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import bisect
 import collections
 import json
 import logging
@@ -52,12 +51,6 @@ logger = logging.getLogger("stockade_lab.emulator")
 
 ADMIN_PREFIX = "/_emulator/"
 __all__ = ["ADMIN_PREFIX", "KUBE_VERSION", "Emulator", "EmulatorThread", "WatchEvent"]
-
-
-def _list_key(obj: Obj) -> tuple[str, str]:
-    """An object's place in a list: namespace (empty when cluster-scoped), then name."""
-    meta = obj["metadata"]
-    return (meta.get("namespace") or "", meta["name"])
 
 
 @dataclass(frozen=True)
@@ -521,11 +514,9 @@ class Emulator:
     def _serve_list(self, request: web.Request, target: _Target) -> web.Response:
         rd = target.rd
         query = request.query
-        predicate = _predicate(query)
-        with self.store.lock:
-            objects = self.store.select(rd, target.namespace, predicate)
-            rv = str(self.store.resource_version)
-        start = 0
+        selected = query.get("labelSelector") or query.get("fieldSelector")
+        predicate = _predicate(query) if selected else None
+        after: tuple[str, str] | None = None
         token = query.get("continue")
         if token:
             try:
@@ -533,15 +524,14 @@ class Emulator:
                 after = (decoded["start"][0], decoded["start"][1])
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise ApiError(400, "BadRequest", "invalid continue token") from exc
-            # The objects come sorted by key: a page starts by bisection, and only the
-            # page is viewed (a whole list per page made paging quadratic).
-            start = bisect.bisect_right(objects, after, key=_list_key)
         limit = int(query.get("limit") or 0)
-        chosen = objects[start : start + limit] if limit > 0 else objects[start:]
+        # A page costs its own objects: its start is found by bisection in the sorted
+        # keys and only the page is viewed (a whole list per page made paging quadratic).
+        with self.store.lock:
+            chosen, remaining = self.store.page(rd, target.namespace, predicate, after, limit)
+            rv = str(self.store.resource_version)
         page = [self.store.view(rd, o) for o in chosen]
-        items = objects
         next_token = None
-        remaining = len(items) - start - len(page)
         if limit > 0 and remaining > 0:
             last = page[-1]["metadata"]
             next_token = base64.urlsafe_b64encode(
