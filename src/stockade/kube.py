@@ -41,6 +41,8 @@ ListPage = tuple[list[JsonObject], str]
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_TIMEOUT = 30.0
 _LIST_CHUNK = 500
+# Accept header of a call that reads only the answer's metadata.
+_METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
 _TOKEN_REFRESH = 60.0
 
 
@@ -384,12 +386,17 @@ class KubeClient:
     ) -> JsonObject:
         """One call; the decoded JSON answer, or an :class:`ApiError`/:class:`Unreachable`.
 
-        ``metadata_only``: of a successful answer only ``{"metadata": ...}`` is decoded
-        when the object's metadata comes before its spec (as the API server writes
-        it); a large object's spec is then not decoded for nothing.
+        ``metadata_only``: the answer is asked for as ``PartialObjectMetadata`` (a large
+        object is not sent back whole), and of a successful answer only
+        ``{"metadata": ...}`` is decoded when the object's metadata comes before its
+        spec (a server that sends the whole object anyway, as the API server writes it).
         """
         data = None if body is None else _encode(body).encode()
         headers = self._headers(content_type if data is not None else None)
+        if metadata_only:
+            # The API server then answers with the metadata alone (any verb), not the
+            # whole object back; a server that cannot falls back to the object.
+            headers["Accept"] = _METADATA_ONLY
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
         try:
             async with self._session_now().request(

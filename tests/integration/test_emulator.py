@@ -232,6 +232,24 @@ def test_generation_bumps_on_spec_changes_only(api: Api) -> None:
     assert changed["metadata"]["generation"] == 2
 
 
+def test_writes_answer_with_the_metadata_alone_when_asked(api: Api) -> None:
+    partial = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+    created = api.ok("POST", PODS, pod("m"), accept=partial)
+    assert created["kind"] == "PartialObjectMetadata"
+    assert created["apiVersion"] == "meta.k8s.io/v1"
+    assert created["metadata"]["name"] == "m"
+    assert created["metadata"]["uid"]
+    assert "spec" not in created
+    merge = "application/merge-patch+json"
+    patched = api.ok(
+        "PATCH", f"{PODS}/m", {"spec": {"nodeName": "n1"}}, content_type=merge, accept=partial
+    )
+    assert set(patched) == {"kind", "apiVersion", "metadata"}
+    assert patched["metadata"]["generation"] == 2
+    assert api.ok("GET", f"{PODS}/m", accept=partial)["kind"] == "PartialObjectMetadata"
+    assert api.ok("GET", f"{PODS}/m")["spec"]["nodeName"] == "n1"
+
+
 # --- patches, PUT, conflicts, deletion ---------------------------------------------------------
 
 

@@ -335,6 +335,10 @@ def test_metadata_only_answers(answer: dict[str, Any], expected: dict[str, Any])
             assert got == expected
             with pytest.raises(Conflict):  # errors are decoded whole, as ever
                 await client.patch_merge(NODE_RULE_SETS, "n1", {"spec": {}}, metadata_only=True)
+        # Asked for as PartialObjectMetadata, the whole object accepted too.
+        accept = api.requests[0][3]["Accept"]
+        assert accept.startswith("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+        assert accept.endswith(", application/json")
 
     run(go())
 

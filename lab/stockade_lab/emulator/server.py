@@ -443,14 +443,14 @@ class Emulator:
                         include_object=query.get("includeObject", "Metadata"),
                     )
                 )
-            return web.json_response(obj)
+            return _object_response(request, obj)
         if method == "POST" and target.name is None:
             _, body = await self._read_body(request)
             with self.store.lock:
                 created = self.store.create(
                     rd, target.namespace, body, raw=False, dry_run=dry_run, owned=True
                 )
-                return web.json_response(self.store.view(rd, created), status=201)
+                return _object_response(request, self.store.view(rd, created), 201)
         if method == "PUT" and target.name is not None:
             _, body = await self._read_body(request)
             with self.store.lock:
@@ -462,7 +462,7 @@ class Emulator:
                     status_only=target.subresource == "status",
                     dry_run=dry_run,
                 )
-                return web.json_response(self.store.view(rd, updated))
+                return _object_response(request, self.store.view(rd, updated))
         if method == "PATCH" and target.name is not None:
             content_type, payload = await self._read_body(request)
             with self.store.lock:
@@ -475,8 +475,8 @@ class Emulator:
                     status_only=target.subresource == "status",
                     dry_run=dry_run,
                 )
-                return web.json_response(
-                    self.store.view(rd, patched), status=201 if created_now else 200
+                return _object_response(
+                    request, self.store.view(rd, patched), 201 if created_now else 200
                 )
         if method == "DELETE":
             options: Obj = {}
@@ -696,6 +696,14 @@ async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float)
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _object_response(request: web.Request, obj: Obj, status: int = 200) -> web.Response:
+    """One object as asked for: whole, or only its metadata when the client accepts
+    ``PartialObjectMetadata`` (as the API server answers any verb then)."""
+    if "as=PartialObjectMetadata;" in request.headers.get("Accept", ""):
+        return web.json_response(tables.partial_metadata(obj), status=status)
+    return web.json_response(obj, status=status)
 
 
 def _wants_table(request: web.Request) -> bool:
