@@ -298,6 +298,12 @@ class Publisher:
         """Whether IsolationPolicies are watched."""
         return ISOLATION_POLICY in self.watched_kinds
 
+    def starting(self) -> bool:
+        """The start is under way: the warm-up, then (leading) the first flush's writes."""
+        if not self.ready:
+            return True
+        return self.leading and (self.published is None or bool(self.pending))
+
     def mark(self) -> None:
         """Something changed: flush soon."""
         self.coalescer.mark(self.clock())
