@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import importlib
 import json
@@ -826,6 +827,20 @@ def test_admin_bulk_load_request_log_and_metadata(emu: EmulatorThread, api: Api)
     assert api.call("GET", "/_emulator/requests?since=x")[0] == 400
     assert api.call("POST", "/_emulator/objects", {"items": "no"})[0] == 400
     assert api.call("POST", "/_emulator/objects", [{"kind": "Nope", "apiVersion": "v9"}])[0] == 404
+    # An emulator inside a test's process leaves the collector alone.
+    assert not emulator.freeze_loaded
+
+
+def test_a_bulk_load_freezes_what_the_process_holds_when_asked() -> None:
+    frozen = gc.get_freeze_count()
+    try:
+        with EmulatorThread(Emulator(freeze_loaded=True)) as running:
+            api = Api(running.url)
+            api.ok("POST", "/_emulator/objects", [pod("f0")])
+            assert gc.get_freeze_count() > frozen
+            assert api.ok("GET", f"{PODS}/f0")["metadata"]["name"] == "f0"
+    finally:
+        gc.unfreeze()
 
 
 def test_standalone_module(tmp_path: Path) -> None:
