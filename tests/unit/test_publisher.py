@@ -553,6 +553,62 @@ def test_failed_phase_stops_later_phases_and_retries() -> None:
     assert pub.metrics.dirty_backlog._value.get() == 0
 
 
+def _spread(state: ControllerState, nodes: int) -> None:
+    """A web pod on each of ``nodes`` nodes, a client, a policy between them."""
+    web = [pod(f"web-{i}", f"n{i:02}", f"10.0.{i}.1") for i in range(nodes)]
+    feed(state, namespace("default"), *web, pod("client", "n00", "10.0.0.2", {"app": "client"}))
+    feed(state, policy("allow-client"))
+
+
+def test_rule_sets_go_out_as_they_are_encoded_after_every_peer_set() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    _spread(state, 10)
+    written_before: list[int] = []
+    absorb = pub._absorb_nodes
+
+    def counting(nodes: Any, *rest: Any) -> None:
+        written_before.append(sum(1 for c in api.writes() if c[1] == "noderulesets"))
+        absorb(nodes, *rest)
+
+    pub._absorb_nodes = counting  # type: ignore[method-assign,assignment]
+    assert flush(pub)
+    # Rule sets were taken in a few at a time, the first ones written meanwhile.
+    assert written_before[0] == 0
+    assert written_before[-1] > 0
+    kinds = [c[1] for c in api.writes()]
+    assert kinds == ["peersets"] + ["noderulesets"] * 10
+    assert api.names("noderulesets") == [f"n{i:02}" for i in range(10)]
+    assert not pub.pending
+
+
+def test_a_peer_set_that_fails_holds_back_the_rule_sets_of_its_flush() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    _spread(state, 10)
+    assert not pub.desired  # nothing taken in before the flush
+    failing = {"created": False}
+    create = api.create
+
+    async def failing_create(
+        resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        if resource.plural == "peersets" and not failing["created"]:
+            failing["created"] = True
+            api.calls.append(("create", resource.plural, body["metadata"]["name"]))
+            raise Unreachable("boom")
+        return await create(resource, body, namespace)
+
+    api.create = failing_create  # type: ignore[method-assign]
+    assert not flush(pub)
+    assert api.names("noderulesets") == []  # no rule set refers to a missing set
+    # Every rule set is desired all the same, and written by the retry.
+    assert len([k for k in pub.desired if k.kind == NODE_RULE_SET]) == 10
+    assert flush(pub)
+    assert api.names("noderulesets") == [f"n{i:02}" for i in range(10)]
+    assert len(api.names("peersets")) == 1
+
+
 def test_create_conflict_and_update_not_found_recover() -> None:
     api = FakeApi()
     pub, state = make(api)
