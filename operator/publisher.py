@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from stockade.compiler import Changes
@@ -81,10 +81,12 @@ from stockade.kube import (
     JsonObject,
     KubeClient,
     KubeError,
+    ListPage,
     NotFound,
     Resource,
     now_rfc3339,
 )
+from stockade.reflector import PagedListApi
 from stockade.ruleset import NodeRuleSet
 
 log = logging.getLogger("stockade.controller.publisher")
@@ -101,6 +103,8 @@ _WATCHED: dict[str, Resource] = {
 EVENT_SOURCE = "stockade-controller"
 # A status write not seen back on the watch after this long may be written again.
 STATUS_ECHO_WAIT = 10.0
+# Objects per page when adopting what is published (a NodeRuleSet is tens of KB).
+_ADOPT_PAGE: dict[Kind, int] = {NODE_RULE_SET: 50, PEER_SET: 500}
 # Rule sets encoded between two looks at the event loop in a flush: the writes of
 # those encoded before go out meanwhile.
 _NODES_PER_STEP = 4
@@ -174,6 +178,21 @@ class LeanWrites:
     ) -> tuple[list[JsonObject], str]:
         """As the client's."""
         return await self.client.list(resource, namespace, label_selector, field_selector)
+
+    def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+        limit: int = 500,
+    ) -> AsyncGenerator[ListPage, None]:
+        """As the client's."""
+        return self.client.list_pages(
+            resource, namespace, label_selector, field_selector, prefetch=prefetch, limit=limit
+        )
 
     async def create(
         self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None
@@ -616,20 +635,37 @@ class Publisher:
             log.debug("%s applied %.3fs after %s", done.node, done.lag, done.policies or "its pods")
 
     async def adopt(self) -> None:
-        """Read what is published (and which Events were posted) before writing."""
+        """Read what is published (and which Events were posted) before writing.
+
+        The published objects are read a few at a time (a client with ``list_pages``)
+        and only their hashes kept: hundreds of NodeRuleSets of tens of kilobytes
+        each, decoded at once, were the controller's peak of memory on a restart.
+        """
         published: dict[ObjectKey, str] = {}
         for kind, resource in _RESOURCES.items():
-            items, _ = await self.client.list(resource)
-            published.update(published_from_list(kind, items))
-            if kind == NODE_RULE_SET:
-                for item in items:
-                    self.observe_rule_set(None, item)
+            async for items in self._pages(resource, _ADOPT_PAGE[kind]):
+                published.update(published_from_list(kind, items))
+                if kind == NODE_RULE_SET:
+                    for item in items:
+                        self.observe_rule_set(None, item)
+                del items
         self.published = published
         self.pending = set(self.desired) | set(published)
         log.info("adopted %d published objects; %d desired", len(published), len(self.desired))
         self.reported = seed_from_events(await self._list_events())
         self.report_pending = set(self.state.policies)
         self.cluster_report_pending = set(self.state.cluster_policies)
+
+    async def _pages(self, resource: Resource, limit: int) -> AsyncIterator[list[JsonObject]]:
+        """A whole list, a page at a time when the client can (else at once)."""
+        if not isinstance(self.client, PagedListApi):
+            items, _ = await self.client.list(resource)
+            yield items
+            return
+        pages = self.client.list_pages(resource, prefetch=False, limit=limit)
+        async with contextlib.aclosing(pages):
+            async for items, _ in pages:
+                yield items
 
     async def _list_events(self) -> list[dict[str, object]]:
         items: list[JsonObject] = []

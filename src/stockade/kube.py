@@ -444,16 +444,17 @@ class KubeClient:
         field_selector: str | None = None,
         *,
         prefetch: bool = True,
+        limit: int = _LIST_CHUNK,
     ) -> AsyncGenerator[ListPage, None]:
-        """Every object, a page at a time, each with the list's resourceVersion (the
-        last page's is the one to watch from).
+        """Every object, a page at a time (``limit`` objects at most), each with the
+        list's resourceVersion (the last page's is the one to watch from).
 
         ``prefetch``: the next page is requested before this one is handed over, so
         the server prepares it while the caller works on this one (a caller that
         returns to the event loop now and then lets the request go out meanwhile).
         """
         params = _selectors(label_selector, field_selector)
-        params["limit"] = str(_LIST_CHUNK)
+        params["limit"] = str(max(1, limit))
         path = resource.path(namespace)
         pending: asyncio.Task[JsonObject] | None = None
         try:

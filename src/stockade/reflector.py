@@ -60,6 +60,7 @@ class PagedListApi(Protocol):
         field_selector: str | None = None,
         *,
         prefetch: bool = True,
+        limit: int = 500,
     ) -> AsyncGenerator[ListPage, None]: ...
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -520,6 +520,45 @@ def test_restart_adopts_without_churn_and_cleans_leftovers() -> None:
     flush(pub3)
     assert api.writes() == []
     assert len(api.events) == events
+
+
+class PagedFakeApi(FakeApi):
+    """Lists in pages of the size asked for; records the sizes asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.page_sizes: dict[str, int] = {}
+
+    async def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+        limit: int = 500,
+    ) -> AsyncIterator[tuple[Items, str]]:
+        items, version = await self.list(resource)
+        self.page_sizes[resource.plural] = limit
+        for start in range(0, len(items), limit):
+            yield items[start : start + limit], version
+
+
+def test_a_restart_adopts_page_by_page_without_churn() -> None:
+    api = PagedFakeApi()
+    pub, state = make(api)
+    _spread(state, 120)
+    assert flush(pub)
+    api.objects[("noderulesets", "gone-node")] = {"metadata": {"name": "gone-node"}, "spec": {}}
+    api.calls.clear()
+    pub2, state2 = make(api)
+    _spread(state2, 120)
+    assert flush(pub2)
+    assert api.page_sizes["noderulesets"] < 121  # more than one page of rule sets
+    assert api.writes() == [("delete", "noderulesets", "gone-node")]
+    assert pub2.published is not None
+    assert len([k for k in pub2.published if k.kind == NODE_RULE_SET]) == 120
 
 
 def test_changed_while_down_is_rewritten_on_restart() -> None:
