@@ -598,10 +598,10 @@ class Publisher:
         first_event: float | None,
     ) -> None:
         """Start the sync-lag clock of a node's new rule-set content."""
-        names = _policy_names(desired)
+        names = desired.policy_names()
         old = self.desired.get(ObjectKey(NODE_RULE_SET, node))
         if old is not None:
-            names |= _policy_names(old)
+            names |= old.policy_names()
         causes = tuple(k for k in policy_changes if k in names)
         if causes:
             at = min(policy_changes[k] for k in causes)
@@ -961,17 +961,6 @@ class Publisher:
     def healthy(self) -> bool:
         """Whether the last flush left nothing failed (or there was none)."""
         return self.last_error is None
-
-
-def _policy_names(desired: Desired) -> set[str]:
-    """The policies a NodeRuleSet spec enforces (ClusterNetworkPolicies included)."""
-    out: set[str] = set()
-    for field in ("policies", "clusterPolicies"):
-        for entry in desired.spec.get(field) or ():
-            name = (entry.get("policy") or {}).get("name")
-            if name:
-                out.add(str(name))
-    return out
 
 
 def _int(value: Any) -> int | None:

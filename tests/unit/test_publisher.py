@@ -24,6 +24,8 @@ from stockade.controller.writes import (
     ObjectKey,
     Write,
     content_hash,
+    desired_node,
+    desired_peer_set,
     plan_writes,
     published_from_list,
 )
@@ -149,6 +151,27 @@ def test_bodies_carry_hash_and_labels() -> None:
 
 
 # --------------------------------------------------------------------------- coalescing
+
+
+def test_a_desired_rule_set_keeps_the_compiler_output_not_its_spec() -> None:
+    state = ControllerState()
+    base_cluster(state)
+    changes = state.compiler.flush()
+    rs = changes.nodes["n1"]
+    assert rs is not None
+    want = desired_node(rs)
+    assert want.source is rs
+    assert json.loads(want.spec_json) == want.spec  # the spec, made again, is the same
+    assert want.hash == content_hash(want.spec)
+    names = {e["policy"]["name"] for e in want.spec["policies"]}
+    assert names
+    assert want.policy_names() == names
+    ps = next(p for p in changes.peer_sets.values() if p is not None)
+    shard = desired_peer_set(ps)
+    assert shard.source is ps
+    assert shard.hash == content_hash(shard.spec)
+    assert shard.policy_names() == set()
+    assert _d("x").policy_names() == set()
 
 
 def test_coalescer_burst_is_one_flush() -> None:
