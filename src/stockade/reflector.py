@@ -216,6 +216,13 @@ class Reflector:
                 log.warning("%s: %s; retrying in %.1fs", name, exc, delay)
                 await asyncio.sleep(delay)
 
+    async def _whole_list(self) -> AsyncGenerator[ListPage, None]:
+        """The client's whole list as one page (a client without ``list_pages``)."""
+        items, version = await self.client.list(
+            self.resource, label_selector=self.label_selector, field_selector=self.field_selector
+        )
+        yield items, version
+
     async def _list_into(self, sink: ListSink) -> tuple[int, str]:
         """A (re)list, slice by slice into ``sink``: (how many objects, its version)."""
         sink.list_started()
@@ -228,7 +235,7 @@ class Reflector:
                 field_selector=self.field_selector,
             )
         else:
-            pages = _one_page(self.client, self.resource, self.label_selector, self.field_selector)
+            pages = self._whole_list()
         async with contextlib.aclosing(pages):
             async for items, page_version in pages:
                 version = page_version
@@ -239,13 +246,3 @@ class Reflector:
                 count += len(items)
         sink.list_done()
         return count, version
-
-
-async def _one_page(
-    client: WatchApi, resource: Resource, label_selector: str | None, field_selector: str | None
-) -> AsyncGenerator[ListPage, None]:
-    """A client's whole list as one page."""
-    items, version = await client.list(
-        resource, label_selector=label_selector, field_selector=field_selector
-    )
-    yield items, version
