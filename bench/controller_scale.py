@@ -259,6 +259,7 @@ def run(  # noqa: PLR0915 - one measurement after another, in order
         finally:
             ctl.stop()
             result["controller_log_tail"] = ctl.log_tail()
+            RESULTS.mkdir(parents=True, exist_ok=True)
             for log in Path(tmp).glob("controller*.log"):
                 shutil.copy(log, RESULTS / f"scale-{log.name}")
     result["checks"] = checks(result)

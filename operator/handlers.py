@@ -117,7 +117,8 @@ def build_registry(
             else:
                 log.warning("ignored: %s", "; ".join(error.lines()))
 
-    fed: dict[str, Resource] = {POD: PODS, NAMESPACE: NAMESPACES, NETWORK_POLICY: NETWORK_POLICIES}
+    # In the order of their first lists (each feed's waits for the one before).
+    fed: dict[str, Resource] = {NAMESPACE: NAMESPACES, POD: PODS, NETWORK_POLICY: NETWORK_POLICIES}
     if feed_client is None:
 
         @kopf.on.event("", "v1", "pods", registry=registry)
@@ -133,7 +134,10 @@ def build_registry(
             observe(NETWORK_POLICY, event)
 
     else:
-        feeds = [Feed(feed_client, res, _observer(observe, kind)) for kind, res in fed.items()]
+        feeds: list[Feed] = []
+        for kind, res in fed.items():
+            previous = feeds[-1] if feeds else None
+            feeds.append(Feed(feed_client, res, _observer(observe, kind), after=previous))
         if listed_by_feed is not None:
             for kind, feed in zip(fed, feeds, strict=True):
                 listed_by_feed[kind] = _synced(feed)

@@ -302,6 +302,7 @@ async def _run_parts(
         pacer = GcPacer(
             lambda: not publisher.coalescer.dirty and not publisher.pending,
             options.gc_idle_interval,
+            starting=publisher.starting,
         )
         tasks.append(asyncio.create_task(pacer.run(), name="gc-pacer"))
     kopf_task = asyncio.create_task(
@@ -361,6 +362,12 @@ class GcPacer:
     full collection runs when the publisher has been idle for a check interval and
     ``interval`` seconds passed since the last one, or after ``at_most`` seconds
     whatever the load (so garbage in the old generation stays bounded).
+
+    ``starting``: while it says so (at most ``start_limit`` seconds), the collector
+    does not run at all, young generations included. The start takes the whole
+    cluster in at once (the initial lists, the first flush): millions of long-lived
+    objects that no collection can free, each young collection walking the newest
+    of them, about a tenth of the start's CPU.
     """
 
     def __init__(
@@ -370,16 +377,21 @@ class GcPacer:
         at_most: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         collect: Callable[[], object] = gc.collect,
+        starting: Callable[[], bool] | None = None,
+        start_limit: float = 120.0,
     ) -> None:
         self.idle = idle
         self.interval = interval
         self.at_most = at_most if at_most is not None else 10 * interval
         self.clock = clock
         self.collect = collect
-        self.last = clock()
+        self.starting = starting
+        self.start_limit = start_limit
+        self.last = self.began = clock()
         self.collections = 0
         self._was_idle = False
         self._saved: tuple[int, int, int] | None = None
+        self._held = False
 
     def due(self) -> bool:
         """Whether to collect now (call about once a second)."""
@@ -388,8 +400,21 @@ class GcPacer:
         since = self.clock() - self.last
         return since >= self.at_most or (since >= self.interval and idle_long_enough)
 
+    @property
+    def held(self) -> bool:
+        """The collector is off (the start is under way)."""
+        return self._held
+
     def step(self) -> bool:
         """Collect if due; True when it did."""
+        if self._held:
+            still = self.starting is not None and self.starting()
+            if still and self.clock() - self.began < self.start_limit:
+                return False
+            gc.enable()
+            self._held = False
+            self.last = self.clock()
+            return False
         if not self.due():
             return False
         self.collect()
@@ -403,9 +428,15 @@ class GcPacer:
         young = gc.get_threshold()
         self._saved = young
         gc.set_threshold(young[0], young[1], 1_000_000_000)
+        if self.starting is not None and gc.isenabled():
+            gc.disable()
+            self._held = True
 
     def uninstall(self) -> None:
         """Give CPython its own schedule back."""
+        if self._held:
+            gc.enable()
+            self._held = False
         if self._saved is not None:
             gc.set_threshold(*self._saved)
             self._saved = None
@@ -415,7 +446,8 @@ class GcPacer:
         self.install()
         try:
             while True:
-                await asyncio.sleep(check)
+                # The end of the start is noticed within a tenth of a second.
+                await asyncio.sleep(min(check, 0.1) if self._held else check)
                 self.step()
         finally:
             self.uninstall()

@@ -19,9 +19,10 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from stockade.compiler import Changes
 from stockade.controller.conditions import ConditionSpec, accepted_condition, conditions_patch
 from stockade.controller.lag import Applied, SyncLagTracker
 from stockade.controller.metrics import ControllerMetrics
@@ -80,10 +81,13 @@ from stockade.kube import (
     JsonObject,
     KubeClient,
     KubeError,
+    ListPage,
     NotFound,
     Resource,
     now_rfc3339,
 )
+from stockade.reflector import PagedListApi
+from stockade.ruleset import NodeRuleSet
 
 log = logging.getLogger("stockade.controller.publisher")
 
@@ -99,6 +103,11 @@ _WATCHED: dict[str, Resource] = {
 EVENT_SOURCE = "stockade-controller"
 # A status write not seen back on the watch after this long may be written again.
 STATUS_ECHO_WAIT = 10.0
+# Objects per page when adopting what is published (a NodeRuleSet is tens of KB).
+_ADOPT_PAGE: dict[Kind, int] = {NODE_RULE_SET: 50, PEER_SET: 500}
+# Rule sets encoded between two looks at the event loop in a flush: the writes of
+# those encoded before go out meanwhile.
+_NODES_PER_STEP = 4
 # Seconds a policy's PolicyApplied counts must stay the same before the Event is
 # posted: a burst posts one Event per policy, with the counts it settled at.
 EVENT_SETTLE = 1.0
@@ -169,6 +178,21 @@ class LeanWrites:
     ) -> tuple[list[JsonObject], str]:
         """As the client's."""
         return await self.client.list(resource, namespace, label_selector, field_selector)
+
+    def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+        limit: int = 500,
+    ) -> AsyncGenerator[ListPage, None]:
+        """As the client's."""
+        return self.client.list_pages(
+            resource, namespace, label_selector, field_selector, prefetch=prefetch, limit=limit
+        )
 
     async def create(
         self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None
@@ -298,6 +322,12 @@ class Publisher:
         """Whether IsolationPolicies are watched."""
         return ISOLATION_POLICY in self.watched_kinds
 
+    def starting(self) -> bool:
+        """The start is under way: the warm-up, then (leading) the first flush's writes."""
+        if not self.ready:
+            return True
+        return self.leading and (self.published is None or bool(self.pending))
+
     def mark(self) -> None:
         """Something changed: flush soon."""
         self.coalescer.mark(self.clock())
@@ -414,26 +444,28 @@ class Publisher:
             return {(kind, object_key(kind, item)) for item in items}
 
     async def flush_once(self) -> bool:
-        """One flush; False when some work is left for a retry."""
+        """One flush; False when some work is left for a retry.
+
+        Leading, the rule sets are encoded as they are written: once the PeerSets are
+        in, each NodeRuleSet goes out as soon as it is encoded, so encoding hundreds
+        of them overlaps the API server's taking them in.
+        """
         first_event = self.coalescer.dirty_since
         self.coalescer.begin(self.clock())
         started = time.perf_counter()
-        self.absorb(first_event)
-        done = True
+        changes = self.state.compiler.flush()
+        policy_changes = self.state.take_policy_changes()
+        self._absorb_peer_sets(changes)
+        nodes = list(changes.nodes.items())
         if self.leading:
-            try:
-                if self.published is None:
-                    await self.adopt()
-                done = await self.write()
-                done = await self.report() and done
-            except KubeError as exc:
-                log.warning("flush failed: %s", exc)
-                self.last_error = str(exc)
-                done = False
+            done = await self._publish(nodes, policy_changes, first_event)
         else:
+            self._absorb_nodes(nodes, policy_changes, first_event)
+            self._absorb_done()
             self.pending.clear()
             self.report_pending.clear()
             self.cluster_report_pending.clear()
+            done = True
         self.metrics.flushes.inc()
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         self.metrics.dirty_backlog.set(len(self.pending))
@@ -441,6 +473,55 @@ class Publisher:
             self.coalescer.retry(self.clock(), self.retry_delay)
         else:
             self.last_error = None
+        return done
+
+    async def _publish(
+        self,
+        nodes: list[tuple[str, NodeRuleSet | None]],
+        policy_changes: Mapping[str, float],
+        first_event: float | None,
+    ) -> bool:
+        """Leading: adopt (once); the PeerSets; the flush's rule sets, each written as
+        soon as it is encoded; then the rest (``write``) and the reports. False when
+        some work is left for a retry; the rule sets are desired in any case."""
+        taken = 0  # of the nodes: how many are in the desired state
+        writing: list[asyncio.Task[bool]] = []
+        done = True
+        try:
+            if self.published is None:
+                await self.adopt()
+            gate = asyncio.Semaphore(self.concurrency)
+            done = await self._write_phase(self._upserts(PEER_SET), gate)
+            while done and taken < len(nodes):
+                step = nodes[taken : taken + _NODES_PER_STEP]
+                self._absorb_nodes(step, policy_changes, first_event)
+                taken += len(step)
+                keys = {ObjectKey(NODE_RULE_SET, node) for node, _ in step}
+                writing += [
+                    asyncio.create_task(self._write_gated(w, gate))
+                    for w in self._upserts(NODE_RULE_SET, keys)
+                ]
+                await asyncio.sleep(0)  # the writes started go out meanwhile
+            written = await asyncio.gather(*writing)
+            writing = []
+            done = done and all(written)
+            if taken < len(nodes):  # a PeerSet failed: no rule set goes before it
+                self._absorb_nodes(nodes[taken:], policy_changes, first_event)
+                taken = len(nodes)
+            self._absorb_done()
+            done = done and await self.write()
+            done = await self.report() and done
+        except KubeError as exc:
+            log.warning("flush failed: %s", exc)
+            self.last_error = str(exc)
+            done = False
+        finally:
+            for task in writing:
+                task.cancel()
+            await asyncio.gather(*writing, return_exceptions=True)
+            if taken < len(nodes):  # adopting failed: the rule sets are desired still
+                self._absorb_nodes(nodes[taken:], policy_changes, first_event)
+                self._absorb_done()
         return done
 
     # ------------------------------------------------------------------ steps
@@ -453,20 +534,12 @@ class Publisher:
         """
         changes = self.state.compiler.flush()
         policy_changes = self.state.take_policy_changes()
-        for node, rs in changes.nodes.items():
-            if not node:
-                continue  # unscheduled pods: no node, no rule set
-            key = ObjectKey(NODE_RULE_SET, node)
-            if rs is None:
-                self.desired.pop(key, None)
-                self.lag.removed(node)
-            else:
-                desired = desired_node(rs)
-                if self.leading:
-                    self._track_change(node, desired, policy_changes, first_event)
-                self.desired[key] = desired
-            self.pending.add(key)
-            self.report_pending |= self.tracker.node(node, rs)
+        self._absorb_peer_sets(changes)
+        self._absorb_nodes(changes.nodes.items(), policy_changes, first_event)
+        self._absorb_done()
+
+    def _absorb_peer_sets(self, changes: Changes) -> None:
+        """The PeerSet shards of a flush into the desired state."""
         resized: set[str] = set()
         for shard, ps in changes.peer_sets.items():
             key = ObjectKey(PEER_SET, shard)
@@ -484,6 +557,31 @@ class Publisher:
                     ref.peer_set in resized for ref in named_port_refs(record.compiled)
                 ):
                     self.report_pending.add(pkey)
+
+    def _absorb_nodes(
+        self,
+        nodes: Iterable[tuple[str, NodeRuleSet | None]],
+        policy_changes: Mapping[str, float],
+        first_event: float | None,
+    ) -> None:
+        """Rule sets of a flush into the desired state."""
+        for node, rs in nodes:
+            if not node:
+                continue  # unscheduled pods: no node, no rule set
+            key = ObjectKey(NODE_RULE_SET, node)
+            if rs is None:
+                self.desired.pop(key, None)
+                self.lag.removed(node)
+            else:
+                desired = desired_node(rs)
+                if self.leading:
+                    self._track_change(node, desired, policy_changes, first_event)
+                self.desired[key] = desired
+            self.pending.add(key)
+            self.report_pending |= self.tracker.node(node, rs)
+
+    def _absorb_done(self) -> None:
+        """The policies whose reports may have changed, and the gauges."""
         self.report_pending |= self.state.touched_policies
         self.state.touched_policies.clear()
         self.cluster_report_pending |= self.tracker.take_cluster_touched()
@@ -500,10 +598,10 @@ class Publisher:
         first_event: float | None,
     ) -> None:
         """Start the sync-lag clock of a node's new rule-set content."""
-        names = _policy_names(desired)
+        names = desired.policy_names()
         old = self.desired.get(ObjectKey(NODE_RULE_SET, node))
         if old is not None:
-            names |= _policy_names(old)
+            names |= old.policy_names()
         causes = tuple(k for k in policy_changes if k in names)
         if causes:
             at = min(policy_changes[k] for k in causes)
@@ -537,20 +635,37 @@ class Publisher:
             log.debug("%s applied %.3fs after %s", done.node, done.lag, done.policies or "its pods")
 
     async def adopt(self) -> None:
-        """Read what is published (and which Events were posted) before writing."""
+        """Read what is published (and which Events were posted) before writing.
+
+        The published objects are read a few at a time (a client with ``list_pages``)
+        and only their hashes kept: hundreds of NodeRuleSets of tens of kilobytes
+        each, decoded at once, were the controller's peak of memory on a restart.
+        """
         published: dict[ObjectKey, str] = {}
         for kind, resource in _RESOURCES.items():
-            items, _ = await self.client.list(resource)
-            published.update(published_from_list(kind, items))
-            if kind == NODE_RULE_SET:
-                for item in items:
-                    self.observe_rule_set(None, item)
+            async for items in self._pages(resource, _ADOPT_PAGE[kind]):
+                published.update(published_from_list(kind, items))
+                if kind == NODE_RULE_SET:
+                    for item in items:
+                        self.observe_rule_set(None, item)
+                del items
         self.published = published
         self.pending = set(self.desired) | set(published)
         log.info("adopted %d published objects; %d desired", len(published), len(self.desired))
         self.reported = seed_from_events(await self._list_events())
         self.report_pending = set(self.state.policies)
         self.cluster_report_pending = set(self.state.cluster_policies)
+
+    async def _pages(self, resource: Resource, limit: int) -> AsyncIterator[list[JsonObject]]:
+        """A whole list, a page at a time when the client can (else at once)."""
+        if not isinstance(self.client, PagedListApi):
+            items, _ = await self.client.list(resource)
+            yield items
+            return
+        pages = self.client.list_pages(resource, prefetch=False, limit=limit)
+        async with contextlib.aclosing(pages):
+            async for items, _ in pages:
+                yield items
 
     async def _list_events(self) -> list[dict[str, object]]:
         items: list[JsonObject] = []
@@ -570,6 +685,39 @@ class Publisher:
             or e.get("reportingComponent") == EVENT_SOURCE
         ]
 
+    def _upserts(self, kind: Kind, among: set[ObjectKey] | None = None) -> list[Write]:
+        """The creates and updates of ``kind`` that pending keys (of ``among``) need;
+        the keys of that kind that need none are done. Deletes are left to ``write``
+        (their phases come after every create and update)."""
+        assert self.published is not None
+        keys = {
+            k
+            for k in (self.pending if among is None else among & self.pending)
+            if k.kind == kind and k in self.desired
+        }
+        writes = [w for phase in plan_writes(self.desired, self.published, keys) for w in phase]
+        for key in keys - {w.key for w in writes}:
+            want = self.desired[key]
+            self._settled(key, want)
+            if kind == NODE_RULE_SET:
+                self._record(self.lag.unchanged(key.name, want.hash, self.clock()))
+            self.pending.discard(key)
+        return writes
+
+    async def _write_gated(self, write: Write, gate: asyncio.Semaphore) -> bool:
+        async with gate:
+            return await self._write_one(write)
+
+    async def _write_phase(
+        self, writes: list[Write], gate: asyncio.Semaphore | None = None
+    ) -> bool:
+        """Independent writes, at most ``concurrency`` at once; False: one failed."""
+        if not self.leading:
+            return False
+        gate = gate or asyncio.Semaphore(self.concurrency)
+        results = await asyncio.gather(*(self._write_gated(w, gate) for w in writes))
+        return all(results)
+
     async def write(self) -> bool:
         """Write what differs, phase by phase; stop at the first phase that fails."""
         assert self.published is not None
@@ -583,17 +731,8 @@ class Publisher:
             if key.kind == NODE_RULE_SET and want is not None:
                 self._record(self.lag.unchanged(key.name, want.hash, self.clock()))
         self.pending &= planned
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def bounded(write: Write) -> bool:
-            async with gate:
-                return await self._write_one(write)
-
         for phase in phases:
-            if not self.leading:
-                return False
-            results = await asyncio.gather(*(bounded(w) for w in phase))
-            if not all(results):
+            if not await self._write_phase(phase):
                 return False
         return True
 
@@ -822,17 +961,6 @@ class Publisher:
     def healthy(self) -> bool:
         """Whether the last flush left nothing failed (or there was none)."""
         return self.last_error is None
-
-
-def _policy_names(desired: Desired) -> set[str]:
-    """The policies a NodeRuleSet spec enforces (ClusterNetworkPolicies included)."""
-    out: set[str] = set()
-    for field in ("policies", "clusterPolicies"):
-        for entry in desired.spec.get(field) or ():
-            name = (entry.get("policy") or {}).get("name")
-            if name:
-                out.add(str(name))
-    return out
 
 
 def _int(value: Any) -> int | None:

@@ -14,14 +14,16 @@ timeouts. Objects are plain JSON dicts; list items get their ``kind`` and
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +35,14 @@ import yaml
 from stockade.encoded import Encoded
 
 JsonObject = dict[str, Any]
+# One page of a list: its objects, and the list's resourceVersion.
+ListPage = tuple[list[JsonObject], str]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_TIMEOUT = 30.0
 _LIST_CHUNK = 500
+# Accept header of a call that reads only the answer's metadata.
+_METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
 _TOKEN_REFRESH = 60.0
 
 
@@ -380,12 +386,17 @@ class KubeClient:
     ) -> JsonObject:
         """One call; the decoded JSON answer, or an :class:`ApiError`/:class:`Unreachable`.
 
-        ``metadata_only``: of a successful answer only ``{"metadata": ...}`` is decoded
-        when the object's metadata comes before its spec (as the API server writes
-        it); a large object's spec is then not decoded for nothing.
+        ``metadata_only``: the answer is asked for as ``PartialObjectMetadata`` (a large
+        object is not sent back whole), and of a successful answer only
+        ``{"metadata": ...}`` is decoded when the object's metadata comes before its
+        spec (a server that sends the whole object anyway, as the API server writes it).
         """
         data = None if body is None else _encode(body).encode()
         headers = self._headers(content_type if data is not None else None)
+        if metadata_only:
+            # The API server then answers with the metadata alone (any verb), not the
+            # whole object back; a server that cannot falls back to the object.
+            headers["Accept"] = _METADATA_ONLY
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
         try:
             async with self._session_now().request(
@@ -416,20 +427,65 @@ class KubeClient:
         field_selector: str | None = None,
     ) -> tuple[list[JsonObject], str]:
         """Every object (paged), and the list's resourceVersion to watch from."""
-        params = _selectors(label_selector, field_selector)
-        params["limit"] = str(_LIST_CHUNK)
         items: list[JsonObject] = []
-        while True:
-            answer = await self.request("GET", resource.path(namespace), params=params)
-            for item in answer.get("items") or []:
-                item.setdefault("kind", resource.kind)
-                item.setdefault("apiVersion", resource.api_version)
-                items.append(item)
-            meta = answer.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                return items, str(meta.get("resourceVersion") or "")
-            params["continue"] = str(token)
+        version = ""
+        async for page, page_version in self.list_pages(
+            resource, namespace, label_selector, field_selector, prefetch=False
+        ):
+            items += page
+            version = page_version
+        return items, version
+
+    async def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+        limit: int = _LIST_CHUNK,
+    ) -> AsyncGenerator[ListPage, None]:
+        """Every object, a page at a time (``limit`` objects at most), each with the
+        list's resourceVersion (the last page's is the one to watch from).
+
+        ``prefetch``: the next page is requested before this one is handed over, so
+        the server prepares it while the caller works on this one (a caller that
+        returns to the event loop now and then lets the request go out meanwhile).
+        """
+        params = _selectors(label_selector, field_selector)
+        params["limit"] = str(max(1, limit))
+        path = resource.path(namespace)
+        pending: asyncio.Task[JsonObject] | None = None
+        try:
+            answer = await self.request("GET", path, params=params)
+            while True:
+                items: list[JsonObject] = answer.get("items") or []
+                for item in items:
+                    item.setdefault("kind", resource.kind)
+                    item.setdefault("apiVersion", resource.api_version)
+                meta = answer.get("metadata") or {}
+                version = str(meta.get("resourceVersion") or "")
+                token = meta.get("continue")
+                del answer
+                if token:
+                    params = {**params, "continue": str(token)}
+                    if prefetch:
+                        pending = asyncio.ensure_future(self.request("GET", path, params=params))
+                yield items, version
+                del items
+                if not token:
+                    return
+                if pending is not None:
+                    task, pending = pending, None
+                    answer = await task
+                else:
+                    answer = await self.request("GET", path, params=params)
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, KubeError):
+                    await pending
 
     async def watch(
         self,

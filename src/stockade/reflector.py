@@ -10,13 +10,14 @@ its node's Pods); the controller runs one for the Pods (docs/controller.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
-from stockade.kube import Gone, JsonObject, KubeError, Resource
+from stockade.kube import Gone, JsonObject, KubeError, ListPage, Resource
 
 log = logging.getLogger("stockade.reflector")
 
@@ -45,6 +46,35 @@ class WatchApi(Protocol):
     async def patch_status(
         self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
     ) -> JsonObject: ...
+
+
+@runtime_checkable
+class PagedListApi(Protocol):
+    """A client that hands a list over a page at a time (:class:`~stockade.kube.KubeClient`)."""
+
+    def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+        limit: int = 500,
+    ) -> AsyncGenerator[ListPage, None]: ...
+
+
+class ListSink(Protocol):
+    """Takes a (re)list as it arrives, instead of ``on_list`` taking it whole."""
+
+    def list_started(self) -> None:
+        """A (re)list begins (a list that failed half-way is started again)."""
+
+    def list_page(self, items: list[JsonObject]) -> None:
+        """Some of the list's objects, in order."""
+
+    def list_done(self) -> None:
+        """Every object of the list was given."""
 
 
 # --------------------------------------------------------------------------- back-off
@@ -82,6 +112,11 @@ class Reflector:
 
     ``on_list`` gets every object of a (re)list; ``on_event`` each watch event;
     ``on_change`` is called after either. ``synced`` turns true after the first list.
+
+    With a ``sink``, a (re)list goes to it instead of ``on_list``, in slices of at
+    most ``slice_size`` objects as its pages arrive, the event loop running between
+    slices: a client with ``list_pages`` then fetches the next page while the sink
+    works on this one, and a large list is never held whole.
     """
 
     def __init__(
@@ -98,8 +133,12 @@ class Reflector:
         watch_timeout: int = 300,
         on_error: Callable[[KubeError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sink: ListSink | None = None,
+        slice_size: int = 100,
     ) -> None:
         self.client = client
+        self.sink = sink
+        self.slice_size = max(1, slice_size)
         self.resource = resource
         self.on_list = on_list
         self.on_event = on_event
@@ -123,18 +162,23 @@ class Reflector:
         while True:
             try:
                 if self.resource_version is None:
-                    items, rv = await self.client.list(
-                        self.resource,
-                        label_selector=self.label_selector,
-                        field_selector=self.field_selector,
-                    )
+                    if self.sink is not None:
+                        count, rv = await self._list_into(self.sink)
+                    else:
+                        items, rv = await self.client.list(
+                            self.resource,
+                            label_selector=self.label_selector,
+                            field_selector=self.field_selector,
+                        )
+                        count = len(items)
+                        self.on_list(items)
+                        del items
                     self.lists += 1
-                    self.on_list(items)
                     self.resource_version = rv
                     self.synced = self.connected = True
                     self.backoff.reset()
                     self.on_change()
-                    log.debug("listed %d %s at %s", len(items), name, rv)
+                    log.debug("listed %d %s at %s", count, name, rv)
                 started = self.clock()
                 events = 0
                 async for kind, obj in self.client.watch(
@@ -171,3 +215,34 @@ class Reflector:
                 delay = self.backoff.next()
                 log.warning("%s: %s; retrying in %.1fs", name, exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _whole_list(self) -> AsyncGenerator[ListPage, None]:
+        """The client's whole list as one page (a client without ``list_pages``)."""
+        items, version = await self.client.list(
+            self.resource, label_selector=self.label_selector, field_selector=self.field_selector
+        )
+        yield items, version
+
+    async def _list_into(self, sink: ListSink) -> tuple[int, str]:
+        """A (re)list, slice by slice into ``sink``: (how many objects, its version)."""
+        sink.list_started()
+        count, version = 0, ""
+        size = self.slice_size
+        if isinstance(self.client, PagedListApi):
+            pages = self.client.list_pages(
+                self.resource,
+                label_selector=self.label_selector,
+                field_selector=self.field_selector,
+            )
+        else:
+            pages = self._whole_list()
+        async with contextlib.aclosing(pages):
+            async for items, page_version in pages:
+                version = page_version
+                for start in range(0, len(items), size):
+                    sink.list_page(items[start : start + size])
+                    # Let the next page's request go out (and other work run).
+                    await asyncio.sleep(0)
+                count += len(items)
+        sink.list_done()
+        return count, version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import importlib
 import json
@@ -230,6 +231,24 @@ def test_generation_bumps_on_spec_changes_only(api: Api) -> None:
     assert status["status"]["phase"] == "Running"
     changed = api.ok("PATCH", path, {"spec": {"nodeName": "n1"}}, content_type=merge)
     assert changed["metadata"]["generation"] == 2
+
+
+def test_writes_answer_with_the_metadata_alone_when_asked(api: Api) -> None:
+    partial = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+    created = api.ok("POST", PODS, pod("m"), accept=partial)
+    assert created["kind"] == "PartialObjectMetadata"
+    assert created["apiVersion"] == "meta.k8s.io/v1"
+    assert created["metadata"]["name"] == "m"
+    assert created["metadata"]["uid"]
+    assert "spec" not in created
+    merge = "application/merge-patch+json"
+    patched = api.ok(
+        "PATCH", f"{PODS}/m", {"spec": {"nodeName": "n1"}}, content_type=merge, accept=partial
+    )
+    assert set(patched) == {"kind", "apiVersion", "metadata"}
+    assert patched["metadata"]["generation"] == 2
+    assert api.ok("GET", f"{PODS}/m", accept=partial)["kind"] == "PartialObjectMetadata"
+    assert api.ok("GET", f"{PODS}/m")["spec"]["nodeName"] == "n1"
 
 
 # --- patches, PUT, conflicts, deletion ---------------------------------------------------------
@@ -808,6 +827,20 @@ def test_admin_bulk_load_request_log_and_metadata(emu: EmulatorThread, api: Api)
     assert api.call("GET", "/_emulator/requests?since=x")[0] == 400
     assert api.call("POST", "/_emulator/objects", {"items": "no"})[0] == 400
     assert api.call("POST", "/_emulator/objects", [{"kind": "Nope", "apiVersion": "v9"}])[0] == 404
+    # An emulator inside a test's process leaves the collector alone.
+    assert not emulator.freeze_loaded
+
+
+def test_a_bulk_load_freezes_what_the_process_holds_when_asked() -> None:
+    frozen = gc.get_freeze_count()
+    try:
+        with EmulatorThread(Emulator(freeze_loaded=True)) as running:
+            api = Api(running.url)
+            api.ok("POST", "/_emulator/objects", [pod("f0")])
+            assert gc.get_freeze_count() > frozen
+            assert api.ok("GET", f"{PODS}/f0")["metadata"]["name"] == "f0"
+    finally:
+        gc.unfreeze()
 
 
 def test_standalone_module(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from stockade.controller.feed import Feed
-from stockade.kube import NAMESPACES, PODS, Gone, JsonObject, Resource
+from stockade.kube import NAMESPACES, PODS, Gone, JsonObject, Resource, Unreachable
+from stockade.reflector import Backoff
 
 
 def _pod(ns: str, name: str, app: str = "x") -> JsonObject:
@@ -118,3 +119,77 @@ def test_a_cluster_scoped_object_is_deleted_without_a_namespace() -> None:
     assert feed.known == {("", "team-a")}
     feed.on_list([])
     assert seen[-1] == ("DELETED", {"metadata": {"name": "team-a"}})
+
+
+class PagedApi(FakePodApi):
+    """Hands its lists over in pages of two; the first list fails after its first page."""
+
+    def __init__(self, lists: list[list[JsonObject]], fail_once: bool = False) -> None:
+        super().__init__(lists, [])
+        self.fail_once = fail_once
+
+    async def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+    ) -> AsyncIterator[tuple[list[JsonObject], str]]:
+        self.calls.append(("list", resource.plural, None))
+        items = self.lists.pop(0)
+        for start in range(0, len(items), 2):
+            if start and self.fail_once:
+                self.fail_once = False
+                raise Unreachable("connection reset")
+            yield items[start : start + 2], "9"
+
+
+def test_a_list_in_pages_and_slices_and_one_that_failed_half_way() -> None:
+    async def scenario() -> None:
+        first = [_pod("a", f"p{i}") for i in range(5)]
+        # The list fails after its first page; the next one lacks a/p0 (deleted meanwhile).
+        api = PagedApi([first, first[1:]], fail_once=True)
+        seen: list[tuple[str | None, Mapping[str, Any]]] = []
+        feed = Feed(api, PODS, lambda kind, obj: seen.append((kind, obj)))
+        feed.reflector.slice_size = 1
+        feed.reflector.backoff = Backoff(0.001, 0.001)
+        feed.start()
+        await _until(lambda: feed.synced)
+        names = _names(seen)
+        assert names[:2] == [(None, "a/p0"), (None, "a/p1")]
+        # Listed again from the start, without a/p0: observed before, so deleted now.
+        assert names[2:] == [*((None, f"a/p{i}") for i in range(1, 5)), ("DELETED", "a/p0")]
+        assert feed.known == {("a", f"p{i}") for i in range(1, 5)}
+        await feed.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_feed_lists_after_the_one_it_follows() -> None:
+    async def scenario() -> None:
+        order: list[str] = []
+        gate = asyncio.Event()
+
+        class SlowApi(FakePodApi):
+            async def list(self, resource: Resource, *args: Any, **kwargs: Any) -> Any:
+                if resource is NAMESPACES:
+                    await gate.wait()
+                order.append(resource.plural)
+                return await super().list(resource)
+
+        namespaces = Feed(SlowApi([[{"metadata": {"name": "a"}}]], []), NAMESPACES, lambda *_: None)
+        pods = Feed(SlowApi([[_pod("a", "p")]], []), PODS, lambda *_: None, after=namespaces)
+        pods.start()
+        namespaces.start()
+        await asyncio.sleep(0.02)
+        assert order == []
+        assert not pods.synced
+        gate.set()
+        await _until(lambda: pods.synced)
+        assert order == ["namespaces", "pods"]
+        await pods.stop()
+        await namespaces.stop()
+
+    asyncio.run(scenario())

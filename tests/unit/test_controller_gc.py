@@ -103,3 +103,50 @@ def test_kopf_storages_keep_nothing() -> None:
     essence = {"metadata": {"annotations": {"a": "b"}}}
     assert progress.clear(essence=essence) is essence
     assert progress.fetch(key="h", body={}) is None
+
+
+def test_the_collector_is_off_while_starting_and_on_after() -> None:
+    starting = [True]
+    clock = Clock()
+    p = GcPacer(lambda: True, interval=60.0, clock=clock, starting=lambda: starting[0])
+    assert gc.isenabled()
+    p.install()
+    try:
+        assert not gc.isenabled()
+        clock.now = 5.0
+        assert not p.step()
+        assert not gc.isenabled()
+        starting[0] = False
+        clock.now = 6.0
+        assert not p.step()  # the start is over: the collector is back, nothing collected
+        assert gc.isenabled()
+        assert p.held is False
+    finally:
+        p.uninstall()
+    assert gc.isenabled()
+
+
+def test_a_start_that_never_ends_holds_the_collector_off_for_a_while_only() -> None:
+    clock = Clock()
+    p = GcPacer(lambda: False, clock=clock, starting=lambda: True, start_limit=120.0)
+    p.install()
+    try:
+        clock.now = 119.0
+        p.step()
+        assert not gc.isenabled()
+        clock.now = 120.0
+        p.step()
+        assert gc.isenabled()
+    finally:
+        p.uninstall()
+    assert gc.isenabled()
+
+
+def test_uninstall_while_starting_gives_the_collector_back() -> None:
+    before = gc.get_threshold()
+    p = GcPacer(lambda: True, starting=lambda: True)
+    p.install()
+    assert not gc.isenabled()
+    p.uninstall()
+    assert gc.isenabled()
+    assert gc.get_threshold() == before

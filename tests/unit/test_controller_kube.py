@@ -125,6 +125,66 @@ def test_list_pages_fills_kind_and_sends_token() -> None:
     run(go())
 
 
+def test_list_pages_asks_for_the_next_page_while_this_one_is_used() -> None:
+    api = FakeApi()
+    pages = {"": ("c1", ["a", "b"]), "c1": ("c2", ["c"]), "c2": ("", ["d"])}
+
+    async def pods(request: web.Request) -> web.Response:
+        token, names = pages[request.query.get("continue", "")]
+        meta = {"resourceVersion": "7", **({"continue": token} if token else {})}
+        return web.json_response(
+            {"items": [{"metadata": {"name": n}} for n in names], "metadata": meta}
+        )
+
+    api.routes[("GET", "/api/v1/pods")] = pods
+
+    async def go() -> None:
+        seen: list[tuple[list[str], int]] = []
+        async with serving(api) as client:
+            async for items, rv in client.list_pages(PODS):
+                asked = len(api.requests)
+                # Back in the event loop for a while: the next page's request goes out.
+                for _ in range(50):
+                    await asyncio.sleep(0.001)
+                seen.append(([i["metadata"]["name"] for i in items], len(api.requests) - asked))
+                assert rv == "7"
+                assert items[0]["kind"] == "Pod"
+        assert [names for names, _ in seen] == [["a", "b"], ["c"], ["d"]]
+        # Each next page was asked for while the one before was in use (none after the last).
+        assert [more for _, more in seen] == [1, 1, 0]
+        assert [q.get("continue") for _, _, q, _, _ in api.requests] == [None, "c1", "c2"]
+
+    run(go())
+
+
+def test_list_pages_stopped_half_way_cancels_the_next_page() -> None:
+    api = FakeApi()
+    release = asyncio.Event()
+
+    async def pods(request: web.Request) -> web.Response:
+        if "continue" in request.query:
+            await release.wait()
+            return _status(410, "Expired", "the continue token expired")
+        return web.json_response(
+            {"items": [{"metadata": {"name": "a"}}], "metadata": {"continue": "c1"}}
+        )
+
+    api.routes[("GET", "/api/v1/pods")] = pods
+
+    async def go() -> None:
+        async with serving(api) as client:
+            pages = client.list_pages(PODS)
+            items, _ = await anext(pages)
+            assert [i["metadata"]["name"] for i in items] == ["a"]
+            await pages.aclose()  # the prefetch is cancelled, nothing raised
+            release.set()
+            with pytest.raises(Gone):
+                async for _ in client.list_pages(PODS):
+                    pass
+
+    run(go())
+
+
 @pytest.mark.parametrize(
     ("code", "reason", "error"),
     [
@@ -275,6 +335,10 @@ def test_metadata_only_answers(answer: dict[str, Any], expected: dict[str, Any])
             assert got == expected
             with pytest.raises(Conflict):  # errors are decoded whole, as ever
                 await client.patch_merge(NODE_RULE_SETS, "n1", {"spec": {}}, metadata_only=True)
+        # Asked for as PartialObjectMetadata, the whole object accepted too.
+        accept = api.requests[0][3]["Accept"]
+        assert accept.startswith("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+        assert accept.endswith(", application/json")
 
     run(go())
 

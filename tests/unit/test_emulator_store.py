@@ -173,3 +173,31 @@ def test_discovery_follows_the_resources() -> None:
     assert "apis/networking.k8s.io/v1" in index["paths"]
     doc = openapi_v3("apis/networking.k8s.io/v1", defs, {})
     assert any(path.endswith("/networkpolicies/{name}") for path in doc["paths"])
+
+
+def test_a_page_starts_after_its_key_and_counts_the_rest() -> None:
+    store = Store()
+    store.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    for name in ("d", "b", "a", "c"):
+        store.put_object(pod(name, app="web" if name in "ac" else "db"))
+    store.put_object(pod("z", "shop"))
+    rd = store.resource("", "v1", "pods")
+
+    def names(objs: list[Obj]) -> list[str]:
+        return [o["metadata"]["name"] for o in objs]
+
+    page, rest = store.page(rd, None, None, None, 2)
+    assert (names(page), rest) == (["a", "b"], 3)
+    page, rest = store.page(rd, None, None, ("default", "b"), 2)
+    assert (names(page), rest) == (["c", "d"], 1)
+    page, rest = store.page(rd, "default", None, ("default", "b"), 0)
+    assert (names(page), rest) == (["c", "d"], 0)
+    page, rest = store.page(rd, "shop", None, None, 5)
+    assert (names(page), rest) == (["z"], 0)
+    web = store.page(rd, None, lambda o: o["metadata"]["labels"].get("app") == "web", None, 1)
+    assert (names(web[0]), web[1]) == (["a"], 1)
+    # A key that comes or goes is seen by the next page (the sorted keys are redone).
+    store.put_object(pod("bb"))
+    store.delete_object("", "v1", "pods", "c", "default")
+    page, rest = store.page(rd, "default", None, ("default", "b"), 0)
+    assert (names(page), rest) == (["bb", "d"], 0)

@@ -159,7 +159,8 @@ KOPF_WATCH_VERBS = ("list", "watch")
 SERVICE_ACCOUNTS = {"controller": "stockade-controller", "agent": "stockade-agent"}
 
 _CALL = re.compile(
-    r"\bclient\.(list|watch|get|create|replace|patch_merge|patch_status|delete|create_event)"
+    r"\bclient\.(list_pages|list|watch|get|create|replace|patch_merge|patch_status|delete|"
+    r"create_event)"
     r"\(\s*([A-Za-z_][\w.]*(?:\[\w+\])?)?"
 )
 _KOPF = re.compile(r'kopf\.on\.event\(\s*"([^"]*)",\s*"([^"]*)",\s*"([^"]*)"')
@@ -173,6 +174,7 @@ def _scan_calls() -> set[tuple[str, str, str]]:
         for path in paths:
             for match in _CALL.finditer(path.read_text(encoding="utf-8")):
                 method, arg = match.group(1), match.group(2) or ""
+                method = "list" if method == "list_pages" else method  # a list, in pages
                 found.add(
                     (f"{folder}/{path.name}", method, "" if method == "create_event" else arg)
                 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -24,6 +24,8 @@ from stockade.controller.writes import (
     ObjectKey,
     Write,
     content_hash,
+    desired_node,
+    desired_peer_set,
     plan_writes,
     published_from_list,
 )
@@ -149,6 +151,27 @@ def test_bodies_carry_hash_and_labels() -> None:
 
 
 # --------------------------------------------------------------------------- coalescing
+
+
+def test_a_desired_rule_set_keeps_the_compiler_output_not_its_spec() -> None:
+    state = ControllerState()
+    base_cluster(state)
+    changes = state.compiler.flush()
+    rs = changes.nodes["n1"]
+    assert rs is not None
+    want = desired_node(rs)
+    assert want.source is rs
+    assert json.loads(want.spec_json) == want.spec  # the spec, made again, is the same
+    assert want.hash == content_hash(want.spec)
+    names = {e["policy"]["name"] for e in want.spec["policies"]}
+    assert names
+    assert want.policy_names() == names
+    ps = next(p for p in changes.peer_sets.values() if p is not None)
+    shard = desired_peer_set(ps)
+    assert shard.source is ps
+    assert shard.hash == content_hash(shard.spec)
+    assert shard.policy_names() == set()
+    assert _d("x").policy_names() == set()
 
 
 def test_coalescer_burst_is_one_flush() -> None:
@@ -522,6 +545,45 @@ def test_restart_adopts_without_churn_and_cleans_leftovers() -> None:
     assert len(api.events) == events
 
 
+class PagedFakeApi(FakeApi):
+    """Lists in pages of the size asked for; records the sizes asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.page_sizes: dict[str, int] = {}
+
+    async def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+        limit: int = 500,
+    ) -> AsyncIterator[tuple[Items, str]]:
+        items, version = await self.list(resource)
+        self.page_sizes[resource.plural] = limit
+        for start in range(0, len(items), limit):
+            yield items[start : start + limit], version
+
+
+def test_a_restart_adopts_page_by_page_without_churn() -> None:
+    api = PagedFakeApi()
+    pub, state = make(api)
+    _spread(state, 120)
+    assert flush(pub)
+    api.objects[("noderulesets", "gone-node")] = {"metadata": {"name": "gone-node"}, "spec": {}}
+    api.calls.clear()
+    pub2, state2 = make(api)
+    _spread(state2, 120)
+    assert flush(pub2)
+    assert api.page_sizes["noderulesets"] < 121  # more than one page of rule sets
+    assert api.writes() == [("delete", "noderulesets", "gone-node")]
+    assert pub2.published is not None
+    assert len([k for k in pub2.published if k.kind == NODE_RULE_SET]) == 120
+
+
 def test_changed_while_down_is_rewritten_on_restart() -> None:
     api = FakeApi()
     pub, state = make(api)
@@ -551,6 +613,62 @@ def test_failed_phase_stops_later_phases_and_retries() -> None:
     assert api.names("peersets") == [ps_name]
     assert pub.healthy()
     assert pub.metrics.dirty_backlog._value.get() == 0
+
+
+def _spread(state: ControllerState, nodes: int) -> None:
+    """A web pod on each of ``nodes`` nodes, a client, a policy between them."""
+    web = [pod(f"web-{i}", f"n{i:02}", f"10.0.{i}.1") for i in range(nodes)]
+    feed(state, namespace("default"), *web, pod("client", "n00", "10.0.0.2", {"app": "client"}))
+    feed(state, policy("allow-client"))
+
+
+def test_rule_sets_go_out_as_they_are_encoded_after_every_peer_set() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    _spread(state, 10)
+    written_before: list[int] = []
+    absorb = pub._absorb_nodes
+
+    def counting(nodes: Any, *rest: Any) -> None:
+        written_before.append(sum(1 for c in api.writes() if c[1] == "noderulesets"))
+        absorb(nodes, *rest)
+
+    pub._absorb_nodes = counting  # type: ignore[method-assign,assignment]
+    assert flush(pub)
+    # Rule sets were taken in a few at a time, the first ones written meanwhile.
+    assert written_before[0] == 0
+    assert written_before[-1] > 0
+    kinds = [c[1] for c in api.writes()]
+    assert kinds == ["peersets"] + ["noderulesets"] * 10
+    assert api.names("noderulesets") == [f"n{i:02}" for i in range(10)]
+    assert not pub.pending
+
+
+def test_a_peer_set_that_fails_holds_back_the_rule_sets_of_its_flush() -> None:
+    api = FakeApi()
+    pub, state = make(api)
+    _spread(state, 10)
+    assert not pub.desired  # nothing taken in before the flush
+    failing = {"created": False}
+    create = api.create
+
+    async def failing_create(
+        resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        if resource.plural == "peersets" and not failing["created"]:
+            failing["created"] = True
+            api.calls.append(("create", resource.plural, body["metadata"]["name"]))
+            raise Unreachable("boom")
+        return await create(resource, body, namespace)
+
+    api.create = failing_create  # type: ignore[method-assign]
+    assert not flush(pub)
+    assert api.names("noderulesets") == []  # no rule set refers to a missing set
+    # Every rule set is desired all the same, and written by the retry.
+    assert len([k for k in pub.desired if k.kind == NODE_RULE_SET]) == 10
+    assert flush(pub)
+    assert api.names("noderulesets") == [f"n{i:02}" for i in range(10)]
+    assert len(api.names("peersets")) == 1
 
 
 def test_create_conflict_and_update_not_found_recover() -> None:

@@ -24,6 +24,7 @@ async def _serve(args: argparse.Namespace) -> None:
         request_log=args.request_log,
         service_cidrs=args.service_cidr,
         node_port_range=args.service_node_port_range,
+        freeze_loaded=True,
     )
     url = await emulator.start(args.host, args.port)
     if args.kubeconfig:

@@ -15,6 +15,7 @@ so the event log can hold the very objects it reports.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import copy
 import datetime
@@ -58,6 +59,34 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _Objects(dict[tuple[str, str], Obj]):
+    """One resource's objects by ``(namespace, name)``, with their keys kept sorted
+    (for paged lists) until a key comes or goes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sorted: list[tuple[str, str]] | None = None
+
+    def __setitem__(self, key: tuple[str, str], value: Obj) -> None:
+        if key not in self:
+            self._sorted = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        self._sorted = None
+        super().__delitem__(key)
+
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:
+        self._sorted = None
+        return super().pop(key, *default)
+
+    def sorted_keys(self) -> list[tuple[str, str]]:
+        """Every key, sorted (cached until the keys change)."""
+        if self._sorted is None:
+            self._sorted = sorted(self)
+        return self._sorted
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     """One entry of the event log: the object after the change (and before, for MODIFIED)."""
@@ -97,7 +126,7 @@ class Store:
         self._committed: dict[tuple[tuple[str, str], str, str], float] = {}
         self.lock = threading.RLock()
         self._defs: dict[tuple[str, str, str], ResourceDef] = {}
-        self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
+        self._objects: dict[tuple[str, str], _Objects] = {}
         self._rv = 0
         self._log: collections.deque[WatchEvent] = collections.deque()
         self._log_limit = log_limit
@@ -234,8 +263,11 @@ class Store:
                 return rd
         raise ApiError(404, "NotFound", f"no resource for {api_version} {kind}")
 
-    def _store(self, rd: ResourceDef) -> dict[tuple[str, str], Obj]:
-        return self._objects.setdefault(rd.storage_key, {})
+    def _store(self, rd: ResourceDef) -> _Objects:
+        found = self._objects.get(rd.storage_key)
+        if found is None:
+            found = self._objects[rd.storage_key] = _Objects()
+        return found
 
     def get(self, rd: ResourceDef, namespace: str | None, name: str) -> Obj | None:
         """The stored object (not a copy: never mutate it), or None."""
@@ -267,6 +299,41 @@ class Store:
             and (predicate is None or predicate(store[key]))
         ]
 
+    def page(
+        self,
+        rd: ResourceDef,
+        namespace: str | None,
+        predicate: Callable[[Obj], bool] | None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> tuple[list[Obj], int]:
+        """One page of :meth:`select`: up to ``limit`` objects (0: all) whose key comes
+        after ``after``, and how many more match after them.
+
+        A page costs its own objects (a bisection finds its start in the sorted keys),
+        as an API server pages from its store: not the whole list again. Without a
+        predicate the remaining count is arithmetic; with one, the rest is filtered.
+        """
+        store = self._store(rd)
+        keys = store.sorted_keys()
+        if namespace is not None:
+            lo = bisect.bisect_left(keys, (namespace, ""))
+            hi = bisect.bisect_left(keys, (namespace + "\0", ""))
+        else:
+            lo, hi = 0, len(keys)
+        if after is not None:
+            lo = max(lo, bisect.bisect_right(keys, after, lo, hi))
+        chosen: list[Obj] = []
+        at = lo
+        while at < hi and (limit <= 0 or len(chosen) < limit):
+            obj = store[keys[at]]
+            at += 1
+            if predicate is None or predicate(obj):
+                chosen.append(obj)
+        if predicate is None:
+            return chosen, hi - at
+        return chosen, sum(1 for i in range(at, hi) if predicate(store[keys[i]]))
+
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)
@@ -293,7 +360,8 @@ class Store:
     def _check_namespace(self, rd: ResourceDef, namespace: str | None) -> None:
         if not rd.namespaced or not self.require_namespaces:
             return
-        ns = self._objects.get(_NS_KEY, {}).get(("", namespace or ""))
+        namespaces = self._objects.get(_NS_KEY)
+        ns = namespaces.get(("", namespace or "")) if namespaces is not None else None
         if ns is None:
             raise not_found("namespaces", namespace or "")
         if ns["metadata"].get("deletionTimestamp"):
