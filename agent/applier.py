@@ -246,9 +246,7 @@ class Applier:
         old, new = last.rendered, desired.rendered
         if old.forward_jump != new.forward_jump or old.input_jump != new.input_jump:
             return None
-        adds: list[MemberChange] = []
-        dels: list[MemberChange] = []
-        differences: list[str] = []
+        delta = _MemberDelta()
         for have_family, want_family in ((old.v4, new.v4), (old.v6, new.v6)):
             if have_family.chains != want_family.chains:
                 return None
@@ -257,30 +255,11 @@ class Applier:
             for have, want in zip(have_family.ipsets, want_family.ipsets, strict=True):
                 if (have.name, have.type, have.family) != (want.name, want.type, want.family):
                     return None
-                if have.members == want.members:
-                    continue
-                if len(want.members) > have.maxelem:
-                    return None  # the full path swaps in a bigger set
-                new_members, old_members = set_members(want), set_members(have)
-                plus, minus = new_members - old_members, old_members - new_members
-                differences.append(f"set {want.name}: {len(plus)} to add, {len(minus)} to delete")
-                adds += [MemberChange(want.name, want.type, v, True) for v in sorted(plus)]
-                dels += [MemberChange(want.name, want.type, v, False) for v in sorted(minus)]
-                if len(adds) + len(dels) > self.churn_limit:
+                if have.members != want.members and not delta.add(have, want):
                     return None
-        # Adds before deletes: a pod moving between sets is never in neither.
-        self.netlink.apply([*adds, *dels])
-        self.last = desired
-        report = ApplyReport(
-            changed=True, differences=differences, member_changes=len(adds) + len(dels)
-        )
-        if self.cut_conntrack:
-            involving = {c.value.split(",", 1)[0] for c in dels} | (desired.pending - last.pending)
-            if involving:
-                report.conntrack_deleted = self.cut_denied_flows(desired, involving)
-        report.seconds = time.perf_counter() - start
-        log.info("applied (members only): %s", "; ".join(differences))
-        return report
+                if delta.over(self.churn_limit):
+                    return None
+        return self._send_members(last, desired, delta, start)
 
     def _apply_members(
         self,
@@ -301,9 +280,7 @@ class Applier:
             s.name: s for fam in (last.rendered.v4, last.rendered.v6) for s in fam.ipsets
         }
         patched: dict[str, IPSet] = {}
-        adds: list[MemberChange] = []
-        dels: list[MemberChange] = []
-        differences: list[str] = []
+        delta = _MemberDelta()
         fresh: dict[str, IPSet] = {}
         for name in changed:
             old_shards, new_shards = last.peer_sets[name], snapshot[name]
@@ -322,35 +299,40 @@ class Applier:
             have = current.get(set_name)
             if have is None:  # a set the node's rules do not use
                 continue
-            if have.type != want.type or len(want.members) > have.maxelem:
-                return None  # the full path swaps in a bigger set
-            new_members, old_members = set_members(want), set_members(have)
-            plus, minus = new_members - old_members, old_members - new_members
-            if not plus and not minus:
-                continue
-            differences.append(f"set {set_name}: {len(plus)} to add, {len(minus)} to delete")
-            adds += [MemberChange(set_name, want.type, v, True) for v in sorted(plus)]
-            dels += [MemberChange(set_name, want.type, v, False) for v in sorted(minus)]
-            patched[set_name] = want
-        if len(adds) + len(dels) > self.churn_limit:
+            if not delta.add(have, want):
+                return None
+            if delta.changed(set_name):
+                patched[set_name] = want
+        if delta.over(self.churn_limit):
             return None
         rendered = _patch_sets(last.rendered, patched)
-        desired = Desired(last.node, snapshot, rendered, pending)
+        return self._send_members(
+            last, Desired(last.node, snapshot, rendered, pending), delta, start
+        )
+
+    def _send_members(
+        self, last: Desired, desired: Desired, delta: _MemberDelta, start: float
+    ) -> ApplyReport:
+        """Write ``delta`` by netlink and record ``desired`` as applied (both fast paths)."""
         # Adds before deletes: a pod moving between sets is never in neither.
-        self.netlink.apply([*adds, *dels])
+        self.netlink.apply([*delta.adds, *delta.dels])
         self.last = desired
         report = ApplyReport(
-            changed=bool(patched), differences=differences, member_changes=len(adds) + len(dels)
+            changed=bool(delta.differences),
+            differences=delta.differences,
+            member_changes=len(delta.adds) + len(delta.dels),
         )
         if self.cut_conntrack:
-            # Adding members to peer sets never denies anything; removals may, and so
-            # does a pod turning pending.
-            involving = {c.value.split(",", 1)[0] for c in dels} | (pending - last.pending)
+            # Adding members never denies anything; removals may, and so does a pod
+            # turning pending.
+            involving = {c.value.split(",", 1)[0] for c in delta.dels} | (
+                desired.pending - last.pending
+            )
             if involving:
                 report.conntrack_deleted = self.cut_denied_flows(desired, involving)
         report.seconds = time.perf_counter() - start
         if report.changed:
-            log.info("applied (members only): %s", "; ".join(differences))
+            log.info("applied (members only): %s", "; ".join(delta.differences))
         return report
 
     def resync(self) -> ApplyReport:
@@ -500,6 +482,40 @@ class Applier:
         deleted = self.conntrack.delete(doomed)  # by the original tuple, conntrack's key
         log.info("cut %d connection(s) the new rules deny", deleted)
         return deleted
+
+
+@dataclass
+class _MemberDelta:
+    """The member changes of a fast path, set by set (adds, deletes, a line per set)."""
+
+    adds: list[MemberChange] = field(default_factory=list)
+    dels: list[MemberChange] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+    _changed: set[str] = field(default_factory=set)
+
+    def add(self, have: IPSet, want: IPSet) -> bool:
+        """Take ``have`` (the kernel's, as last applied) to ``want``; False when member
+        changes cannot: another type, or more members than ``have``'s ``maxelem``
+        (the full path swaps in a bigger set)."""
+        if have.type != want.type or len(want.members) > have.maxelem:
+            return False
+        new_members, old_members = set_members(want), set_members(have)
+        plus, minus = new_members - old_members, old_members - new_members
+        if plus or minus:
+            name = want.name
+            self.differences.append(f"set {name}: {len(plus)} to add, {len(minus)} to delete")
+            self.adds += [MemberChange(name, want.type, v, True) for v in sorted(plus)]
+            self.dels += [MemberChange(name, want.type, v, False) for v in sorted(minus)]
+            self._changed.add(name)
+        return True
+
+    def changed(self, name: str) -> bool:
+        """Whether set ``name``'s members change."""
+        return name in self._changed
+
+    def over(self, limit: int) -> bool:
+        """More member changes than ``limit``."""
+        return len(self.adds) + len(self.dels) > limit
 
 
 def only_families(rendered: RenderedNode, families: Collection[int]) -> RenderedNode:
