@@ -624,13 +624,11 @@ def _kept_mover(state: IsolationNode) -> tuple[str, Labels, Labels] | None:
         by_labels.setdefault(labels, []).append(key)
     for _, by_labels in sorted(by_namespace.items()):
         for labels, keys in sorted(by_labels.items()):
-            if len(keys) < 2 or GROUP_LABEL not in dict(labels):
+            group = dict(labels).get(GROUP_LABEL)
+            if len(keys) < 2 or group is None:
                 continue
             for other in sorted(by_labels):
-                if (
-                    dict(other).get(GROUP_LABEL, dict(labels)[GROUP_LABEL])
-                    != dict(labels)[GROUP_LABEL]
-                ):
+                if dict(other).get(GROUP_LABEL, group) != group:
                     return keys[0], dict(labels), dict(other)
     return None
 
