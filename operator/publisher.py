@@ -86,7 +86,7 @@ from stockade.kube import (
     Resource,
     now_rfc3339,
 )
-from stockade.reflector import list_in_pages
+from stockade.reflector import PagedListApi
 from stockade.ruleset import NodeRuleSet
 
 log = logging.getLogger("stockade.controller.publisher")
@@ -658,7 +658,11 @@ class Publisher:
 
     async def _pages(self, resource: Resource, limit: int) -> AsyncIterator[list[JsonObject]]:
         """A whole list, a page at a time when the client can (else at once)."""
-        pages = list_in_pages(self.client, resource, prefetch=False, limit=limit)
+        if not isinstance(self.client, PagedListApi):
+            items, _ = await self.client.list(resource)
+            yield items
+            return
+        pages = self.client.list_pages(resource, prefetch=False, limit=limit)
         async with contextlib.aclosing(pages):
             async for items, _ in pages:
                 yield items

@@ -22,8 +22,8 @@ from stockade.kube import Gone, JsonObject, KubeError, ListPage, Resource
 log = logging.getLogger("stockade.reflector")
 
 
-class ListApi(Protocol):
-    """A client that lists (:class:`~stockade.kube.KubeClient`, the publisher's)."""
+class WatchApi(Protocol):
+    """The calls the watcher makes (:class:`~stockade.kube.KubeClient` has them)."""
 
     async def list(
         self,
@@ -32,10 +32,6 @@ class ListApi(Protocol):
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> tuple[list[JsonObject], str]: ...
-
-
-class WatchApi(ListApi, Protocol):
-    """The calls the watcher makes (:class:`~stockade.kube.KubeClient` has them)."""
 
     def watch(
         self,
@@ -79,32 +75,6 @@ class ListSink(Protocol):
 
     def list_done(self) -> None:
         """Every object of the list was given."""
-
-
-async def list_in_pages(
-    client: ListApi,
-    resource: Resource,
-    *,
-    label_selector: str | None = None,
-    field_selector: str | None = None,
-    prefetch: bool = True,
-    limit: int = 500,
-) -> AsyncGenerator[ListPage, None]:
-    """A list a page at a time when ``client`` can (:class:`PagedListApi`), else the
-    whole list as one page; each page with the list's resourceVersion."""
-    if isinstance(client, PagedListApi):
-        pages = client.list_pages(
-            resource,
-            label_selector=label_selector,
-            field_selector=field_selector,
-            prefetch=prefetch,
-            limit=limit,
-        )
-        async with contextlib.aclosing(pages):
-            async for page in pages:
-                yield page
-        return
-    yield await client.list(resource, label_selector=label_selector, field_selector=field_selector)
 
 
 # --------------------------------------------------------------------------- back-off
@@ -246,17 +216,26 @@ class Reflector:
                 log.warning("%s: %s; retrying in %.1fs", name, exc, delay)
                 await asyncio.sleep(delay)
 
+    async def _whole_list(self) -> AsyncGenerator[ListPage, None]:
+        """The client's whole list as one page (a client without ``list_pages``)."""
+        items, version = await self.client.list(
+            self.resource, label_selector=self.label_selector, field_selector=self.field_selector
+        )
+        yield items, version
+
     async def _list_into(self, sink: ListSink) -> tuple[int, str]:
         """A (re)list, slice by slice into ``sink``: (how many objects, its version)."""
         sink.list_started()
         count, version = 0, ""
         size = self.slice_size
-        pages = list_in_pages(
-            self.client,
-            self.resource,
-            label_selector=self.label_selector,
-            field_selector=self.field_selector,
-        )
+        if isinstance(self.client, PagedListApi):
+            pages = self.client.list_pages(
+                self.resource,
+                label_selector=self.label_selector,
+                field_selector=self.field_selector,
+            )
+        else:
+            pages = self._whole_list()
         async with contextlib.aclosing(pages):
             async for items, page_version in pages:
                 version = page_version

@@ -136,7 +136,6 @@ class PagedApi(FakePodApi):
         field_selector: str | None = None,
         *,
         prefetch: bool = True,
-        limit: int = 500,
     ) -> AsyncIterator[tuple[list[JsonObject], str]]:
         self.calls.append(("list", resource.plural, None))
         items = self.lists.pop(0)
