@@ -111,6 +111,7 @@ from stockade.ruleset import (
     DENY,
     FORMAT_VERSION,
     PASS,
+    CompiledClusterPolicy,
     CompiledRule,
     LocalPod,
     NodeClusterPolicy,
@@ -120,6 +121,7 @@ from stockade.ruleset import (
     PeerSelector,
     PeerSet,
     PortMatch,
+    SameRules,
     TierRule,
     stable_hash,
 )
@@ -568,7 +570,7 @@ def _check_cluster_policies(node: NodeRuleSet) -> tuple[NodeClusterPolicy, ...]:
             chain = _cluster_policy_chain(d, p.id)
             if seen.setdefault(chain, p.id) != p.id:
                 raise RenderError(f"cluster policies {seen[chain]!r} and {p.id!r} share {chain}")
-            for r in _tier_rules(d, c):
+            for r in _every_tier_rule(d, c):
                 if r.action not in _ACTIONS:
                     raise RenderError(f"cluster policy {p.name}: unknown action {r.action!r}")
     return tuple(sorted(cps, key=lambda c: (*c.policy.order, c.policy.id)))
@@ -585,6 +587,15 @@ def _cluster_policy_chain(d: _Direction, policy_id: str) -> str:
 
 def _tier_rules(d: _Direction, c: NodeClusterPolicy) -> tuple[TierRule, ...]:
     return c.policy.ingress if d.name == "ingress" else c.policy.egress
+
+
+def _same_rules(d: _Direction, variant: SameRules) -> tuple[TierRule, ...]:
+    return variant.ingress if d.name == "ingress" else variant.egress
+
+
+def _every_tier_rule(d: _Direction, c: NodeClusterPolicy) -> list[TierRule]:
+    """``c``'s rules of direction ``d`` and those of every variant of its subjects."""
+    return [*_tier_rules(d, c), *(r for v in c.variants for r in _same_rules(d, v))]
 
 
 def _rule_protocol(rule: Rule) -> Protocol | None:
@@ -710,14 +721,14 @@ def referenced_peer_sets(node: NodeRuleSet) -> set[str]:
     """The names of the PeerSets the rules of ``node`` refer to (what render reads)."""
     return set().union(
         *(np.policy.peer_sets() for np in node.policies),
-        *(c.policy.peer_sets() for c in node.cluster_policies),
+        *(c.peer_sets() for c in node.cluster_policies),
     )
 
 
 def _merge_peer_sets(
     policies: Sequence[AnyPolicy], peer_sets: Mapping[str, Sequence[PeerSet]], cache: _IPCache
 ) -> dict[str, _PeerSetView]:
-    wanted = set().union(*(np.policy.peer_sets() for np in policies))
+    wanted = set().union(*(p.peer_sets() for p in policies))
     missing: list[str] = []
     views: dict[str, _PeerSetView] = {}
     for name in sorted(wanted):
@@ -898,7 +909,7 @@ def _tier_groups(
     tier = ADMIN_TIER if d.tier == "A" else BASELINE_TIER
     chosen: list[NodeClusterPolicy] = []
     for c in cluster:
-        if c.policy.tier == tier and _tier_rules(d, c):
+        if c.policy.tier == tier and _every_tier_rule(d, c):
             _check_targets(pods, c.targets, f"cluster policy {c.policy.name}: subject")
             chosen.extend(_variants(d, c, origins))
     groups = [
@@ -916,56 +927,51 @@ def _tier_groups(
 def _variants(
     d: _Direction, c: NodeClusterPolicy, origins: dict[str, str]
 ) -> list[NodeClusterPolicy]:
-    """``c`` as the variants its subjects see in ``d``: one per distinct set of its
-    rules by sameness that apply to them (``TierRule.subjects``).
+    """``c`` as the variants its subjects see in ``d``: one per distinct list of
+    rules by sameness (``NodeClusterPolicy.variants``) among them this way.
 
-    A variant holds the rules of every subject and, of those by sameness, the ones
-    of its subjects, unguarded: the tier dispatch sends a packet to the group of
-    its pod, and that group jumps to the pod's own variant, so no rule has to find
-    the pod's value group among the node's (one lookup per group, each rule, each
-    new connection). A variant's id is a hash of the policy, the direction and what
+    A variant holds the policy's rules and its subjects' rules by sameness, in the
+    order written: the tier dispatch sends a packet to the group of its pod, and
+    that group jumps to the pod's own variant, so no rule has to find the pod's
+    value group among the node's (one lookup per group, each rule, each new
+    connection). A variant's id is a hash of the policy, the direction and what
     its rules by sameness are (index and peer sets), never of who is in it: a pod
     relabelled into a value group the node already has moves between dispatch
-    sets, and no rule changes. A policy without rules by sameness is itself. A pod
-    named by a rule but not a subject of ``c`` is ignored: ``c``'s chains are only
-    ever reached for its subjects.
+    sets, and no rule changes. When every subject sees the same rules this way, the
+    policy is itself (its own id).
     """
-    rules = _tier_rules(d, c)
-    same = [i for i, r in enumerate(rules) if r.subjects is not None]
-    if not same:
-        return [c]
-    kept: dict[str, list[int]] = {pod: [] for pod in c.targets}
-    for i in same:
-        for pod in rules[i].subjects or ():
-            indexes = kept.get(pod)
-            if indexes is not None:
-                indexes.append(i)
-    by_key: dict[tuple[int, ...], list[str]] = {}
-    for pod in c.targets:
-        by_key.setdefault(tuple(kept[pod]), []).append(pod)
-    unguarded = {i: replace(rules[i], subjects=None) for i in same}
+    by_rules: dict[tuple[TierRule, ...], list[str]] = {}
+    for variant, subjects in c.subjects_by_variant():
+        same = _same_rules(d, variant) if variant is not None else ()
+        by_rules.setdefault(same, []).extend(subjects)
+    if len(by_rules) == 1:
+        ((same, _),) = by_rules.items()
+        return [c] if not same else [NodeClusterPolicy(_with_rules(d, c, same), c.targets)]
     out = []
-    for key, members in by_key.items():
-        chosen = set(key)
-        variant_rules = tuple(
-            unguarded.get(i, r) for i, r in enumerate(rules) if i not in unguarded or i in chosen
-        )
+    for same, members in by_rules.items():
         identity = [
             (
-                rules[i].index,
-                [(p.peer_set, p.cidr, p.excepts) for p in rules[i].peers],
-                [(s.peer_set, s.reason) for s in rules[i].same],
+                rule.index,
+                [(p.peer_set, p.cidr, p.excepts) for p in rule.peers],
+                [(s.peer_set, s.reason) for s in rule.same],
             )
-            for i in key
+            for rule in same
         ]
         vid = stable_hash({"policy": c.policy.id, "direction": d.name, "same": identity}, 16)
         origins[vid] = c.policy.id
-        if d.name == "ingress":
-            policy = replace(c.policy, id=vid, ingress=variant_rules, egress=())
-        else:
-            policy = replace(c.policy, id=vid, ingress=(), egress=variant_rules)
-        out.append(NodeClusterPolicy(policy, tuple(members)))
+        policy = replace(_with_rules(d, c, same), id=vid)
+        out.append(NodeClusterPolicy(policy, tuple(sorted(members))))
     return out
+
+
+def _with_rules(
+    d: _Direction, c: NodeClusterPolicy, same: tuple[TierRule, ...]
+) -> CompiledClusterPolicy:
+    """``c``'s policy with only its rules of ``d`` and ``same``, in the order written."""
+    rules = tuple(sorted((*_tier_rules(d, c), *same), key=lambda r: r.index))
+    if d.name == "ingress":
+        return replace(c.policy, ingress=rules, egress=())
+    return replace(c.policy, ingress=(), egress=rules)
 
 
 # A node of the dispatch tree with at most DISPATCH_FANOUT groups tests each directly;

@@ -634,18 +634,12 @@ def _kept_mover(state: IsolationNode) -> tuple[str, Labels, Labels] | None:
 
 
 def _node_isolation_shape(state: IsolationNode, rendered: RenderedNode) -> dict[str, int]:
-    iso = [
-        cp
-        for cp in state.node.cluster_policies
-        if any(r.subjects is not None or r.same for r in (*cp.policy.ingress, *cp.policy.egress))
-    ]
+    iso = [cp for cp in state.node.cluster_policies if cp.variants]
     return {
         "local_pods": len(state.node.pods),
         "cluster_policies": len(state.node.cluster_policies),
         "isolation_policies_expanded": len(iso),
-        "guarded_rules": sum(
-            r.subjects is not None for cp in iso for r in (*cp.policy.ingress, *cp.policy.egress)
-        ),
+        "sameness_rules": sum(len(v.ingress) + len(v.egress) for cp in iso for v in cp.variants),
         "local_groups": len(state.local_groups()),
         "peer_sets": len(state.node.peer_sets),
         "v4_sets": len(rendered.v4.ipsets),
@@ -822,10 +816,11 @@ def packet_isolation(
     by_set = compiled.by_set()
     peer_sets = {name: by_set[name] for name in node.peer_sets}
     rules = [r for cp in node.cluster_policies for r in (*cp.policy.ingress, *cp.policy.egress)]
+    same = [r for cp in node.cluster_policies for v in cp.variants for r in (*v.ingress, *v.egress)]
     shape = {
         "isolation_policies": len(node.cluster_policies),
-        "isolation_rules": len(rules),
-        "isolation_guarded_rules": sum(r.subjects is not None for r in rules),
+        "isolation_rules": len(rules) + len(same),
+        "isolation_sameness_rules": len(same),
         "isolation_peer_sets": len(peer_sets),
         "isolation_set_members": sum(
             len(ps.members) for shards in peer_sets.values() for ps in shards

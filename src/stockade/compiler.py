@@ -18,7 +18,7 @@ import functools
 import itertools
 import operator
 import zlib
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stockade.cluster import Cluster
@@ -61,6 +61,7 @@ from stockade.ruleset import (
     PeerSet,
     PortMatch,
     SameMatch,
+    SameRules,
     SelectorRequirement,
     TierRule,
     canonical_json,
@@ -343,33 +344,6 @@ def _sorted_reqs(reqs: Iterable[SelectorRequirement]) -> tuple[SelectorRequireme
     return tuple(sorted(set(reqs), key=lambda r: (r.key, r.operator, r.values)))
 
 
-def _subject_peers(
-    rule: ClusterRule,
-    pod: Pod,
-    namespace_labels: Mapping[str, str],
-    sets: dict[str, PeerSelector],
-) -> tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]]:
-    """The peers of ``rule`` for one subject, in the order written, and the sameness
-    each set stands for. A sameness peer whose keys the subject lacks is left out."""
-    peers: list[PeerMatch] = []
-    same: list[SameMatch] = []
-    for peer in rule.peers:
-        if not isinstance(peer, SamePeer):
-            peers.extend(m for m in _cluster_peer(peer, sets) if m not in peers)
-            continue
-        values = peer.values(namespace_labels, pod)
-        if values is None:
-            continue
-        name, selector, reason = _same_set(peer, _same_namespace(peer, pod), values)
-        sets[name] = selector
-        match = PeerMatch(peer_set=name)
-        if match not in peers:
-            # A set an earlier peer brought matches as that peer (explain says so).
-            peers.append(match)
-            same.append(SameMatch(name, reason))
-    return tuple(peers), tuple(same)
-
-
 def _same_namespace(peer: SamePeer, pod: Pod) -> str | None:
     """The subject's namespace when ``peer``'s set depends on it, else None."""
     if peer.scope == "namespaces":
@@ -377,23 +351,18 @@ def _same_namespace(peer: SamePeer, pod: Pod) -> str | None:
     return pod.namespace if peer.in_namespaces is None else None
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _same_set(
     peer: SamePeer, namespace: str | None, values: tuple[str, ...]
 ) -> tuple[str, PeerSelector, str]:
     """The name, selector and reason of the set ``peer`` matches for a subject with
     ``values`` (in ``namespace``, when the set depends on it): the same for every
-    such subject of every node, so computed once."""
+    such subject of every node."""
     selector = _same_selector(peer, namespace, values)
     return peer_set_name(selector), selector, peer.describe(values)
 
 
 SignaturePart = Callable[[Pod, Mapping[str, str]], object]
-# An IsolationPolicy's memo (see expand_isolation): per rule (egress?, index), per
-# signature of a subject, its peers and the selectors of their sets.
-_MemoEntry = tuple[tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]], dict[str, PeerSelector]]
-PeersMemo = dict[tuple[bool, int], dict[tuple[object, ...], _MemoEntry]]
-MEMO_LIMIT = 100_000  # signatures kept per rule, then forgotten at once
+MEMO_LIMIT = 100_000  # signatures kept per IsolationPolicy, then forgotten at once
 
 
 def _signature_part(peer: SamePeer) -> SignaturePart:
@@ -419,90 +388,242 @@ def _signature_part(peer: SamePeer) -> SignaturePart:
     return lambda pod, ns: tuple(pod.labels.get(k) for k in keys)
 
 
+@dataclass(slots=True)
+class SameVariant:
+    """One :class:`SameRules` of an IsolationPolicy and the names of the sets its
+    rules use (their selectors are the memo's). Not frozen: made by the hundred
+    thousand, and never changed."""
+
+    rules: SameRules
+    names: frozenset[str]
+
+
+# One rule by sameness as a subject sees it (None: no peer left for it), and the
+# names of the sets it uses.
+_RuleEntry = tuple[TierRule | None, frozenset[str]]
+_NO_RULE: _RuleEntry = (None, frozenset())
+# An ordinary peer of a rule by sameness: its matches and the selectors of their sets.
+_Fixed = tuple[tuple[PeerMatch, ...], dict[str, PeerSelector]]
+
+
+# A set by sameness: its name, selector, the match a rule holds and its reason.
+_SameSet = tuple[str, PeerSelector, PeerMatch, SameMatch]
+
+
+class SameSets:
+    """The sets of peers by sameness, shared by every IsolationPolicy of a compiler:
+    equal peers (``sameLabels: [dept]`` in two policies) with equal values are one
+    set, worked out once. A pure cache, forgotten at once past :data:`MEMO_LIMIT`."""
+
+    def __init__(self) -> None:
+        self._peers: dict[SamePeer, SamePeer] = {}
+        self._sets: dict[tuple[int, str | None, tuple[str, ...]], _SameSet] = {}
+
+    def canonical(self, peer: SamePeer) -> SamePeer:
+        """The one object of the peers equal to ``peer`` (kept: sets are keyed by it)."""
+        return self._peers.setdefault(peer, peer)
+
+    def set_of(self, peer: SamePeer, namespace: str | None, values: tuple[str, ...]) -> _SameSet:
+        """The set a canonical ``peer`` matches for a subject with ``values`` (in
+        ``namespace`` when it matters): its selector, its match and why."""
+        key = (id(peer), namespace, values)
+        found = self._sets.get(key)
+        if found is None:
+            if len(self._sets) >= MEMO_LIMIT:
+                self._sets.clear()
+            name, selector, reason = _same_set(peer, namespace, values)
+            found = self._sets[key] = (
+                name,
+                selector,
+                PeerMatch(peer_set=name),
+                SameMatch(name, reason),
+            )
+        return found
+
+
+class SamenessMemo:
+    """An IsolationPolicy's rules by sameness, as each signature of a subject sees
+    them: worked out once for every node, and equal results shared.
+
+    A subject's signature is what its rules by sameness depend on: per rule, the
+    values compared and the namespace where it matters (:func:`_signature_part`).
+    Each rule is expanded once per signature of its own, and each combination of
+    expanded rules is one :class:`SameVariant`. Kept for one version of the policy;
+    forgotten at once past :data:`MEMO_LIMIT` signatures.
+    """
+
+    def __init__(self, policy: IsolationPolicy, same_sets: SameSets | None = None) -> None:
+        self._same_sets = same_sets if same_sets is not None else SameSets()
+        self._rules = [
+            (egress, index, rule)
+            for egress, rules in ((False, policy.ingress), (True, policy.egress))
+            for index, rule in enumerate(rules)
+            if not rule.unsupported and _by_sameness(rule)
+        ]
+        self._signature = _combined(
+            [
+                _combined([_signature_part(p) for p in rule.peers if isinstance(p, SamePeer)])
+                for _, _, rule in self._rules
+            ]
+        )
+        # The ports and the sets they name do not depend on the subject.
+        self._ports: list[tuple[tuple[PortMatch, ...], dict[str, PeerSelector]]] = []
+        for egress, _, rule in self._rules:
+            port_sets: dict[str, PeerSelector] = {}
+            self._ports.append((_tier_ports(rule, egress, port_sets), port_sets))
+        # Per rule, its peers: an ordinary one with its matches and their selectors
+        # (the same for every subject), a peer by sameness with None.
+        self._peers: list[list[tuple[ClusterPeer, _Fixed | None]]] = []
+        for _, _, rule in self._rules:
+            peers: list[tuple[ClusterPeer, _Fixed | None]] = []
+            for peer in rule.peers:
+                if isinstance(peer, SamePeer):
+                    peers.append((self._same_sets.canonical(peer), None))
+                else:
+                    selectors: dict[str, PeerSelector] = {}
+                    peers.append((peer, (_cluster_peer(peer, selectors), selectors)))
+            self._peers.append(peers)
+        self._by_signature: dict[object, SameVariant] = {}
+        # By the subject's namespace and label maps (shared by a Deployment's pods,
+        # see stockade.interning), kept with the maps so that an id is never reused.
+        self._by_labels: dict[
+            tuple[str, int, int], tuple[Mapping[str, str], Mapping[str, str], SameVariant]
+        ] = {}
+        self._by_rule: list[dict[object, _RuleEntry]] = [{} for _ in self._rules]
+        self._by_entries: dict[tuple[int, ...], SameVariant] = {}
+        self.selectors: dict[str, PeerSelector] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether the policy has rules by sameness to expand."""
+        return bool(self._rules)
+
+    def trim(self) -> None:
+        """Forget everything past :data:`MEMO_LIMIT` signatures. Called between
+        nodes, never during one: the selectors of what a node uses stay known until
+        its sets are acquired."""
+        if len(self._by_signature) >= MEMO_LIMIT or len(self._by_labels) >= MEMO_LIMIT:
+            self._by_signature.clear()
+            self._by_labels.clear()
+            self._by_entries.clear()
+            self.selectors.clear()
+            for memo in self._by_rule:
+                memo.clear()
+
+    def variant(self, pod: Pod, namespace_labels: Mapping[str, str]) -> SameVariant:
+        """The rules by sameness the subject ``pod`` sees."""
+        labels = pod.labels
+        key = (pod.namespace, id(labels), id(namespace_labels))
+        seen = self._by_labels.get(key)
+        if seen is not None and seen[0] is labels and seen[1] is namespace_labels:
+            return seen[2]
+        found = self._by_values(pod, namespace_labels)
+        self._by_labels[key] = (labels, namespace_labels, found)
+        return found
+
+    def _by_values(self, pod: Pod, namespace_labels: Mapping[str, str]) -> SameVariant:
+        signature = self._signature(pod, namespace_labels)
+        found = self._by_signature.get(signature)
+        if found is None:
+            parts = (signature,) if len(self._rules) == 1 else signature
+            assert isinstance(parts, tuple)
+            found = self._by_signature[signature] = self._combine(pod, namespace_labels, parts)
+        return found
+
+    def _combine(
+        self, pod: Pod, namespace_labels: Mapping[str, str], parts: tuple[object, ...]
+    ) -> SameVariant:
+        entries: list[_RuleEntry] = []
+        for i, part in enumerate(parts):
+            entry = self._by_rule[i].get(part)
+            if entry is None:
+                entry = self._by_rule[i][part] = self._expand(i, pod, namespace_labels)
+            entries.append(entry)
+        key = tuple([id(e) for e in entries])
+        found = self._by_entries.get(key)
+        if found is None:
+            ingress: list[TierRule] = []
+            egress_rules: list[TierRule] = []
+            for (egress, _, _), (rule, _) in zip(self._rules, entries, strict=True):
+                if rule is not None:
+                    (egress_rules if egress else ingress).append(rule)
+            names = entries[0][1].union(*[e[1] for e in entries[1:]])
+            rules = SameRules(tuple(ingress), tuple(egress_rules))
+            found = self._by_entries[key] = SameVariant(rules, names)
+        return found
+
+    def _expand(self, i: int, pod: Pod, namespace_labels: Mapping[str, str]) -> _RuleEntry:
+        """Rule ``i`` as the subject ``pod`` sees it: its peers in the order written,
+        a set an earlier peer brought matching as that peer (explain says so), and
+        a peer by sameness whose keys the subject lacks left out."""
+        _, index, rule = self._rules[i]
+        ports, port_sets = self._ports[i]
+        peers: list[PeerMatch] = []
+        same: list[SameMatch] = []
+        found: dict[str, PeerSelector] = {}
+        for peer, fixed in self._peers[i]:
+            if fixed is not None:
+                peers.extend(m for m in fixed[0] if m not in peers)
+                found.update(fixed[1])
+                continue
+            assert isinstance(peer, SamePeer)
+            values = peer.values(namespace_labels, pod)
+            if values is None:
+                continue
+            name, selector, match, why = self._same_sets.set_of(
+                peer, _same_namespace(peer, pod), values
+            )
+            found[name] = selector
+            if match not in peers:
+                peers.append(match)
+                same.append(why)
+        if not peers:
+            return _NO_RULE
+        found.update(port_sets)
+        self.selectors.update(found)
+        rule_out = TierRule(rule.action, index, tuple(peers), ports, rule.name, False, tuple(same))
+        return rule_out, frozenset(found)
+
+
+def _combined(parts: list[SignaturePart]) -> SignaturePart:
+    """One signature from several parts (the part itself when there is one)."""
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        first, second = parts
+        return lambda pod, ns: (first(pod, ns), second(pod, ns))
+    return lambda pod, ns: tuple([part(pod, ns) for part in parts])
+
+
 def expand_isolation(
-    policy: IsolationPolicy,
-    compiled: CompiledClusterPolicy,
+    memo: SamenessMemo,
     subjects: Iterable[Pod],
     namespace_labels: Callable[[str], Mapping[str, str]],
-    memo: PeersMemo | None = None,
-) -> tuple[CompiledClusterPolicy, dict[str, PeerSelector]]:
-    """An IsolationPolicy as one node enforces it, for its local ``subjects``.
+) -> tuple[tuple[SameVariant, ...], tuple[int, ...]]:
+    """The variants of an IsolationPolicy on one node, for its local ``subjects``
+    (in the order of the node's targets): the distinct rules by sameness they see,
+    in order of first appearance, and the index of each subject's.
 
-    A rule with peers by sameness becomes one rule per distinct peer list of the
-    subjects (so per distinct value of the labels compared, never per pod of the
-    cluster), each guarded by its subjects (``TierRule.subjects``; None when one rule
-    serves every local subject) and in the rule's place; a subject for which the
-    rule has no peer left gets none. Other rules are ``compiled``'s. Returns the
-    node's compiled policy and the selector of every sameness set it refers to.
-
-    ``memo`` (kept by the caller for one version of ``policy``, for every node) holds
-    the peers of each signature of a subject (:func:`_signature_part`) already seen.
+    Their number grows with the distinct values compared among the node's subjects,
+    never with the pods of the cluster; each is shared by every node that has it.
     """
-    pods = sorted(subjects, key=lambda p: p.key)
-    with_labels = [(pod, namespace_labels(pod.namespace)) for pod in pods]
-    if memo is None:
-        memo = {}
-    sets: dict[str, PeerSelector] = {}
-    directions: list[tuple[TierRule, ...]] = []
-    for rules, base, egress in (
-        (policy.ingress, compiled.ingress, False),
-        (policy.egress, compiled.egress, True),
-    ):
-        out: list[TierRule] = []
-        for index, rule in enumerate(rules):
-            if rule.unsupported or not _by_sameness(rule):
-                out.extend(r for r in base if r.index == index)
-                continue
-            ports = _tier_ports(rule, egress, sets)
-            groups: dict[tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]], list[str]] = {}
-            # Subjects of one signature (the values compared, and the namespace where
-            # it matters) get the same peers: worked out once per signature.
-            parts = [_signature_part(p) for p in rule.peers if isinstance(p, SamePeer)]
-            seen = memo.setdefault((egress, index), {})
-            if len(seen) > MEMO_LIMIT:
-                seen.clear()
-            here: dict[tuple[object, ...], _MemoEntry] = {}
-            for pod, labels in with_labels:
-                signature = tuple([part(pod, labels) for part in parts])
-                entry = here.get(signature)
-                if entry is None:
-                    entry = seen.get(signature)
-                    if entry is None:
-                        found: dict[str, PeerSelector] = {}
-                        entry = (_subject_peers(rule, pod, labels, found), found)
-                        seen[signature] = entry
-                    here[signature] = entry
-                if entry[0][0]:
-                    groups.setdefault(entry[0], []).append(pod.key)
-            for _, found in here.values():
-                sets.update(found)
-            # Ordered by what each group is, not by who is in it: the guards are
-            # disjoint, and a relabel that keeps both groups on the node then changes
-            # the guards' members only (no rule moves).
-            for (peers, same), keys in sorted(groups.items(), key=lambda g: _group_order(g[0])):
-                guard = None if len(groups) == 1 and len(keys) == len(pods) else tuple(keys)
-                out.append(
-                    TierRule(rule.action, index, peers, ports, rule.name, False, guard, same)
-                )
-        directions.append(tuple(out))
-    node_policy = CompiledClusterPolicy(
-        name=compiled.name,
-        id=compiled.id,
-        tier=compiled.tier,
-        priority=compiled.priority,
-        ingress=directions[0],
-        egress=directions[1],
-    )
-    return node_policy, sets
-
-
-def _group_order(
-    group: tuple[tuple[PeerMatch, ...], tuple[SameMatch, ...]],
-) -> tuple[tuple[tuple[str, str, tuple[str, ...]], ...], tuple[str, ...]]:
-    peers, same = group
-    return tuple((p.peer_set or "", p.cidr or "", p.excepts) for p in peers), tuple(
-        s.reason for s in same
-    )
+    memo.trim()
+    variants: list[SameVariant] = []
+    of: list[int] = []
+    position: dict[int, int] = {}
+    labels_of: dict[str, Mapping[str, str]] = {}
+    variant = memo.variant
+    for pod in subjects:
+        labels = labels_of.get(pod.namespace)
+        if labels is None:
+            labels = labels_of[pod.namespace] = namespace_labels(pod.namespace)
+        found = variant(pod, labels)
+        index = position.get(id(found))
+        if index is None:
+            index = position[id(found)] = len(variants)
+            variants.append(found)
+        of.append(index)
+    return tuple(variants), tuple(of)
 
 
 def _subject_namespace_selector(subject: Subject) -> LabelSelector:
@@ -532,8 +653,9 @@ class _ClusterPolicyState:
     targets: set[str]
     # The compiled policy's sort key, kept: node rule sets sort their CNPs by it.
     order: tuple[int, int, str, int] = field(init=False)
-    # An IsolationPolicy's peers by signature of a subject, shared by its nodes.
-    memo: PeersMemo = field(init=False, default_factory=dict)
+    # An IsolationPolicy's rules by sameness per signature of a subject, shared by
+    # its nodes (None: no rules by sameness).
+    sameness: SamenessMemo | None = None
 
     def __post_init__(self) -> None:
         self.order = self.compiled.order
@@ -659,6 +781,9 @@ class Compiler:
         self._node_out: dict[str, NodeRuleSet] = {}
         self._set_out: dict[str, dict[int, PeerSet]] = {}
         self._local_cache: dict[str, tuple[Pod, LocalPod]] = {}
+        # A pod's member of the sets without a named port, and its bucket: one object
+        # for every set it is in (kept while the pod is the same object).
+        self._member_cache: dict[str, tuple[Pod, PeerMember, int]] = {}
         # Pods come in raw; the ownership rule decides which addresses each owns.
         self._ownership = OwnershipTracker()
         self._node_contested: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -669,7 +794,6 @@ class Compiler:
         # Per node: the sets its cluster policies use, and what they were made of.
         self._cluster_sets_cache: dict[str, tuple[Hashable, frozenset[str]]] = {}
         self._ns_cnps: dict[str, set[str]] = {}  # namespace -> CNPs whose subject has it
-        self._pod_cnps: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeInfo] = {}
         self._node_sets: set[str] = set()  # sets of Nodes (node_selector)
         # A node's rule set is built from two parts, each rebuilt only when dirty: the
@@ -679,8 +803,11 @@ class Compiler:
         self._node_cnp_pods: dict[str, dict[str, set[str]]] = {}  # node -> CNP -> subjects
         self._ncp_cache: dict[tuple[str, str], NodeClusterPolicy] = {}
         # The sets an IsolationPolicy's rules by sameness use on a node (its subjects'
-        # values), acquired by the user "<key>@<node>": node -> policy key -> sets.
+        # values): node -> policy key -> sets. The node's union is acquired by the
+        # user "IsolationPolicy@<node>" (_same_held), once however many use it.
         self._same_sets: dict[str, dict[str, frozenset[str]]] = {}
+        self._same_held: dict[str, frozenset[str]] = {}
+        self._same_set_cache = SameSets()
         self._dirty_cnp_nodes: set[str] = set()
         self._base_parts: dict[str, _BasePart] = {}
         self._cnp_parts: dict[str, _ClusterPart] = {}
@@ -776,6 +903,7 @@ class Compiler:
         if pod is None:
             del self._pods[key]
             self._local_cache.pop(key, None)
+            self._member_cache.pop(key, None)
         else:
             self._pods[key] = pod
         for changed in (old, pod):
@@ -884,10 +1012,8 @@ class Compiler:
         name = state.policy.key
         if now:
             state.targets.add(key)
-            self._pod_cnps.setdefault(key, set()).add(name)
         elif was:
             state.targets.discard(key)
-            _discard(self._pod_cnps, key, name)
         if was and old is not None:
             self._unsubject(old.node_name, name, key)
         if now and pod is not None:
@@ -897,6 +1023,25 @@ class Compiler:
         self._node_cnp_pods.setdefault(node, {}).setdefault(cnp, set()).add(pod)
         self._ncp_cache.pop((node, cnp), None)
         self._dirty_cnp_nodes.add(node)
+
+    def _subject_all(self, cnp: str, keys: set[str]) -> None:
+        """:meth:`_subject` for many pods at once (a new policy's subjects): each node
+        is touched once, its subjects found by set intersection when there are many."""
+        by_node: dict[str, set[str]] = {}
+        if len(keys) > 4 * len(self._node_pods):
+            for node, on_node in self._node_pods.items():
+                here = on_node & keys
+                if here:
+                    by_node[node] = here
+        else:
+            pods = self._pods
+            for key in keys:
+                by_node.setdefault(pods[key].node_name, set()).add(key)
+        node_cnp_pods, cache = self._node_cnp_pods, self._ncp_cache
+        for node, members in by_node.items():
+            node_cnp_pods.setdefault(node, {}).setdefault(cnp, set()).update(members)
+            cache.pop((node, cnp), None)
+        self._dirty_cnp_nodes.update(by_node)
 
     def _unsubject(self, node: str, cnp: str, pod: str) -> None:
         by_cnp = self._node_cnp_pods.get(node)
@@ -1063,7 +1208,19 @@ class Compiler:
                 self._acquire_set(set_name, selector, user)
             namespaces = self._ns_index.select(_subject_namespace_selector(policy.subject))
             targets = self._subjects(policy.subject, namespaces)
-            new = _ClusterPolicyState(policy, compiled, frozenset(selectors), namespaces, targets)
+            memo = (
+                SamenessMemo(policy, self._same_set_cache)
+                if isinstance(policy, IsolationPolicy)
+                else None
+            )
+            new = _ClusterPolicyState(
+                policy,
+                compiled,
+                frozenset(selectors),
+                namespaces,
+                targets,
+                memo if memo is not None and memo.active else None,
+            )
             self._cnps[name] = new
             self._cnp_order = None
         else:
@@ -1081,11 +1238,10 @@ class Compiler:
             for set_name in old.sets - (new.sets if new else frozenset()):
                 self._release_set(set_name, user)
         for pod in old_targets - new_targets:
-            _discard(self._pod_cnps, pod, name)
             self._unsubject(self._pods[pod].node_name, name, pod)
-        for pod in new_targets - old_targets:
-            self._pod_cnps.setdefault(pod, set()).add(name)
-            self._subject(self._pods[pod].node_name, name, pod)
+        added = new_targets - old_targets if old_targets else new_targets
+        if added:
+            self._subject_all(name, added)
         if (
             old is not None
             and new is not None
@@ -1161,17 +1317,18 @@ class Compiler:
         What :meth:`_SetState.wants` decides, without asking the selector again.
         """
         named = state.selector.named_port
-        pods, buckets = self._pods, state.buckets
+        pods, buckets, members = self._pods, state.buckets, self._member_cache
         for key in keys:
             pod = pods[key]
-            if named is None:
-                member = PeerMember(key, pod.ips)
-            else:
+            cached = members.get(key)
+            if cached is None or cached[0] is not pod:
+                cached = members[key] = (pod, PeerMember(key, pod.ips), _bucket(key))
+            _, member, bucket = cached
+            if named is not None:
                 number = pod.named_port(named.name, named.protocol)
                 if number is None:
                     continue
                 member = PeerMember(key, pod.ips, number)
-            bucket = _bucket(key)
             found = buckets.get(bucket)
             if found is None:
                 buckets[bucket] = {key: member}
@@ -1346,6 +1503,7 @@ class Compiler:
         cnps, cache = self._cnps, self._ncp_cache
         entries: list[NodeClusterPolicy] = []
         same_sets = dict(self._same_sets.get(node, {}))
+        fresh: list[SamenessMemo] = []  # the memos of the variants made here
         order = self._cnp_order
         if order is None:
             order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
@@ -1355,22 +1513,27 @@ class Compiler:
             ncp = cache.get((node, name))
             if ncp is None:
                 state = cnps[name]
-                compiled = state.compiled
-                if isinstance(state.policy, IsolationPolicy):
-                    compiled, selectors = expand_isolation(
-                        state.policy,
-                        compiled,
-                        (self._pods[p] for p in by_cnp[name]),
+                targets = tuple(sorted(by_cnp[name]))
+                if state.sameness is None:
+                    same_sets.pop(name, None)  # an edit may have taken its rules by sameness
+                    ncp = NodeClusterPolicy(state.compiled, targets)
+                else:
+                    pods = self._pods
+                    variants, variant_of = expand_isolation(
+                        state.sameness,
+                        [pods[p] for p in targets],
                         lambda ns: self._namespace_labels(ns).labels,
-                        state.memo,
                     )
-                    same_sets[name] = self._acquire_sets(selectors, f"{name}@{node}")
-                ncp = cache[(node, name)] = NodeClusterPolicy(compiled, tuple(sorted(by_cnp[name])))
+                    same_sets[name] = frozenset().union(*[v.names for v in variants])
+                    fresh.append(state.sameness)
+                    rules = tuple([v.rules for v in variants])
+                    ncp = NodeClusterPolicy(state.compiled, targets, rules, variant_of)
+                cache[(node, name)] = ncp
             entries.append(ncp)
-        self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp})
+        self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
         set_names = self._cluster_set_names(node, names)
-        subjects = self._pod_cnps
-        targeted = frozenset(p for p in self._node_pods.get(node, ()) if p in subjects)
+        # The node's subjects of any cluster policy (by_cnp holds only this node's).
+        targeted = frozenset().union(*by_cnp.values())
         return _ClusterPart(tuple(entries), set_names, targeted)
 
     def _cluster_set_names(self, node: str, names: list[str]) -> frozenset[str]:
@@ -1381,34 +1544,43 @@ class Compiler:
         sets of every other policy there was most of that work.
         """
         cnps = self._cnps
-        same = self._same_sets.get(node, {})
-        key = (tuple([(n, cnps[n].sets) for n in names]), tuple(same.items()))
+        same = self._same_held.get(node, frozenset())
+        key = (tuple([(n, cnps[n].sets) for n in names]), same)
         cached = self._cluster_sets_cache.get(node)
         if cached is not None and cached[0] == key:
             return cached[1]
-        union = frozenset().union(*(sets for _, sets in key[0]), *same.values())
+        union = frozenset().union(*(sets for _, sets in key[0]), same)
         self._cluster_sets_cache[node] = (key, union)
         return union
 
-    def _acquire_sets(self, selectors: Mapping[str, PeerSelector], user: str) -> frozenset[str]:
-        for set_name, selector in selectors.items():
-            self._acquire_set(set_name, selector, user)
-        return frozenset(selectors)
-
-    def _keep_same_sets(self, node: str, keep: Mapping[str, frozenset[str]]) -> None:
+    def _keep_same_sets(
+        self, node: str, keep: Mapping[str, frozenset[str]], fresh: Sequence[SamenessMemo] = ()
+    ) -> None:
         """The sets of the IsolationPolicies compiled for ``node`` are now ``keep``
-        (policy key -> set names): release what the node's policies no longer use.
+        (policy key -> set names): acquire what the node did not hold, release what
+        it no longer uses. A set new to the compiler is made from its selector, in
+        the memos of the policies just expanded here (``fresh``).
 
         Acquired before released, so a set that stays is never rebuilt.
         """
-        before = self._same_sets.get(node, {})
-        for key, names in before.items():
-            for set_name in names - keep.get(key, frozenset()):
-                self._release_set(set_name, f"{key}@{node}")
+        user = f"{ISOLATION_PREFIX}@{node}"
+        held = self._same_held.get(node, frozenset())
+        now = frozenset().union(*keep.values())
+        sets = self._sets
+        for set_name in now - held if held else now:
+            state = sets.get(set_name)
+            if state is None:
+                selector = next(m.selectors[set_name] for m in fresh if set_name in m.selectors)
+                state = self._create_set(set_name, selector)
+            state.users.add(user)
+        for set_name in held - now:
+            self._release_set(set_name, user)
         if keep:
             self._same_sets[node] = dict(keep)
+            self._same_held[node] = now
         else:
             self._same_sets.pop(node, None)
+            self._same_held.pop(node, None)
 
     def _local_pod(self, key: str) -> LocalPod:
         pod = self._pods[key]
@@ -1572,8 +1744,7 @@ def compile_cluster(
         for obj in objects:
             compiler.upsert(obj)
         result = compiler.result()
-        # Its state goes before the collector is back, which then has only the
-        # outputs left to look at (the first young collection after a pause walks
-        # everything made during it).
+        # Its state goes inside the block: what the block made moves to the oldest
+        # generation when it ends (stockade.gcpause), where only the outputs belong.
         del compiler
     return result

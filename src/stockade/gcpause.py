@@ -32,4 +32,9 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            # What the block made is long-lived: straight to the oldest generation
+            # (freeze, then unfreeze, moves every tracked object there and resets the
+            # young counts), or the first young collection after it walks it all.
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()

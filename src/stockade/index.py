@@ -73,7 +73,7 @@ class LabelIndex:
         the others filter the (by then small) candidates.
         """
         reqs = selector.requirements
-        cand: set[str] | None = None if within is None else set(within)
+        cand: set[str] | None = None
         # Index-driven requirements first: they shrink the candidates cheaply.
         for req in reqs:
             if req.operator != "In":
@@ -83,11 +83,15 @@ class LabelIndex:
             else:
                 by_value = self._by_value.get(req.key, {})
                 hits = set().union(*(by_value.get(v, _EMPTY) for v in req.values))
-            cand = set(hits) if cand is None else cand & hits
+            if cand is None:
+                # Set intersections walk the smaller side: neither is copied whole.
+                cand = set(hits) if within is None else within.intersection(hits)
+            else:
+                cand &= hits
             if not cand:
                 return set()
         if cand is None:
-            cand = set(self._labels)
+            cand = set(self._labels) if within is None else set(within)
         labels = self._labels
         for req in reqs:
             if req.operator == "In":

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from pydantic import ConfigDict, TypeAdapter
@@ -26,7 +27,7 @@ from pydantic.alias_generators import to_camel
 
 GROUP = "stockade.dev"
 VERSION = "v1alpha1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Serialised with camelCase keys, the way Kubernetes resources are written.
 _CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
@@ -211,11 +212,8 @@ class TierRule:
     closed matches nothing and is left out. ``index`` is the rule's position in the
     policy's ``ingress``/``egress`` list, ``name`` its optional name.
 
-    ``subjects``: the local subjects the rule applies to (None: every subject of the
-    policy on the node). An IsolationPolicy rule with peers by sameness becomes, on
-    each node, one rule per distinct peer list of its local subjects (one per
-    distinct value of the labels compared), each guarded by the subjects it is for;
-    ``same`` then names the sameness each of its peer sets stands for.
+    ``same``: for an IsolationPolicy rule with peers by sameness, as one subject
+    sees it (see :class:`SameRules`), the sameness each of its peer sets stands for.
     """
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
@@ -225,12 +223,7 @@ class TierRule:
     ports: tuple[PortMatch, ...] = ()
     name: str = ""
     fail_closed: bool = False
-    subjects: tuple[str, ...] | None = None
     same: tuple[SameMatch, ...] = ()
-
-    def applies_to(self, pod: str) -> bool:
-        """Whether the rule is judged for the local subject ``pod``."""
-        return self.subjects is None or pod in self.subjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,20 +257,107 @@ class CompiledClusterPolicy:
 
     def peer_sets(self) -> set[str]:
         """Names of every PeerSet the rules refer to."""
-        names: set[str] = set()
-        for rule in (*self.ingress, *self.egress):
-            names.update(p.peer_set for p in rule.peers if p.peer_set)
-            names.update(p.named_port_set for p in rule.ports if p.named_port_set)
-        return names
+        return _tier_rule_sets((*self.ingress, *self.egress))
+
+
+@dataclass(frozen=True, slots=True)
+class SameRules:
+    """An IsolationPolicy's rules by sameness as some of its subjects see them.
+
+    A rule with peers by sameness matches, for one subject, the sets of the far
+    ends that share the subject's values (one set per value, shared by every
+    subject with that value on every node). Subjects with the same values see the
+    same rules, so a node's subjects share a few of these (one per distinct
+    combination of values among them), and equal ones are one object in the
+    compiler. A rule whose peers all need keys the subject lacks is left out.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    ingress: tuple[TierRule, ...] = ()
+    egress: tuple[TierRule, ...] = ()
+
+    def peer_sets(self) -> set[str]:
+        """Names of every PeerSet the rules refer to."""
+        return _tier_rule_sets((*self.ingress, *self.egress))
 
 
 @dataclass(frozen=True, slots=True)
 class NodeClusterPolicy:
-    """A ClusterNetworkPolicy as one node enforces it: the rules and its local subjects."""
+    """A ClusterNetworkPolicy as one node enforces it: the rules and its local subjects.
+
+    For an IsolationPolicy with rules by sameness, ``policy`` holds its other rules,
+    ``variants`` the distinct :class:`SameRules` of the local subjects and
+    ``variant_of`` which one each target sees (parallel to ``targets``); both are
+    empty for a policy without rules by sameness. :meth:`for_subject` merges them.
+    """
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
     policy: CompiledClusterPolicy
     targets: tuple[str, ...]
+    variants: tuple[SameRules, ...] = ()
+    variant_of: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.variants and not self.variant_of:
+            return
+        if len(self.variant_of) != len(self.targets):
+            raise ValueError(
+                f"cluster policy {self.policy.name}: {len(self.variant_of)} variant indexes"
+                f" for {len(self.targets)} targets"
+            )
+        if any(not 0 <= i < len(self.variants) for i in self.variant_of):
+            raise ValueError(
+                f"cluster policy {self.policy.name}: a variant index outside"
+                f" 0..{len(self.variants) - 1}"
+            )
+
+    def peer_sets(self) -> set[str]:
+        """Names of every PeerSet the rules refer to, the variants' included."""
+        return self.policy.peer_sets().union(*(v.peer_sets() for v in self.variants))
+
+    def view(self, variant: SameRules | None) -> CompiledClusterPolicy:
+        """The policy as the subjects of ``variant`` see it: its rules and the
+        variant's, in the order written (None: the policy itself)."""
+        if variant is None:
+            return self.policy
+        return replace(
+            self.policy,
+            ingress=_by_index(self.policy.ingress, variant.ingress),
+            egress=_by_index(self.policy.egress, variant.egress),
+        )
+
+    def for_subject(self, pod: str) -> CompiledClusterPolicy:
+        """The policy as the local subject ``pod`` sees it."""
+        if not self.variants:
+            return self.policy
+        return self.view(self.variants[self.variant_of[self.targets.index(pod)]])
+
+    def subjects_by_variant(self) -> list[tuple[SameRules | None, tuple[str, ...]]]:
+        """The local subjects grouped by the variant they see, in variant order
+        (one group with None for a policy without rules by sameness)."""
+        if not self.variants:
+            return [(None, self.targets)]
+        members: list[list[str]] = [[] for _ in self.variants]
+        for pod, index in zip(self.targets, self.variant_of, strict=True):
+            members[index].append(pod)
+        return [(v, tuple(m)) for v, m in zip(self.variants, members, strict=True) if m]
+
+
+def _tier_rule_sets(rules: Iterable[TierRule]) -> set[str]:
+    names: set[str] = set()
+    for rule in rules:
+        names.update(p.peer_set for p in rule.peers if p.peer_set)
+        names.update(p.named_port_set for p in rule.ports if p.named_port_set)
+    return names
+
+
+def _by_index(rules: tuple[TierRule, ...], same: tuple[TierRule, ...]) -> tuple[TierRule, ...]:
+    """Two rule lists of one policy and direction merged into the order written."""
+    if not same:
+        return rules
+    if not rules:
+        return same
+    return tuple(sorted((*rules, *same), key=lambda r: r.index))
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +401,10 @@ class NodePolicy:
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
     policy: CompiledPolicy
     targets: tuple[str, ...]
+
+    def peer_sets(self) -> set[str]:
+        """Names of every PeerSet the rules refer to."""
+        return self.policy.peer_sets()
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,15 +200,15 @@ class NodeEvaluator:
                                 (np.policy.name, rs)
                             )
         for ncp in rules.cluster_policies:  # already in evaluation order
-            for target in ncp.targets:
-                for ip in pods[target].ips:
-                    self._pods_by_ip[ip] = pods[target]
-                    for direction, trs in (
-                        (INGRESS, ncp.policy.ingress),
-                        (EGRESS, ncp.policy.egress),
-                    ):
-                        if trs:
-                            self._cnps[direction].setdefault(ip, []).append(ncp.policy)
+            # An IsolationPolicy's subjects each see their own rules by sameness.
+            for variant, subjects in ncp.subjects_by_variant():
+                policy = ncp.view(variant)
+                for target in subjects:
+                    for ip in pods[target].ips:
+                        self._pods_by_ip[ip] = pods[target]
+                        for direction, trs in ((INGRESS, policy.ingress), (EGRESS, policy.egress)):
+                            if trs:
+                                self._cnps[direction].setdefault(ip, []).append(policy)
 
     def allows(self, src_ip: str, dst_ip: str, port: int, protocol: str) -> bool:
         """Whether this node's FORWARD hook lets a new connection through (both checks).
@@ -264,8 +264,7 @@ class NodeEvaluator:
         dst_local = None if egress else self._pods_by_ip[dst_ip]
         flow = (peer_ip, dst_ip, port, protocol, dst_local)
         passed: list[TierHit] = []
-        local = self._pods_by_ip[local_ip].name
-        decided = self._tier(cnps, ADMIN_TIER, direction, flow, passed, local)
+        decided = self._tier(cnps, ADMIN_TIER, direction, flow, passed)
         allowed: list[RuleRef] = []
         isolated_by = tuple(n for n, _ in policies or ())
         if decided is None and policies:
@@ -281,7 +280,7 @@ class NodeEvaluator:
                 action = ACCEPT if allowed else DENY
                 decided = TierHit(NETWORK_POLICY_TIER, action, ",".join(isolated_by))
         if decided is None:
-            decided = self._tier(cnps, BASELINE_TIER, direction, flow, passed, local)
+            decided = self._tier(cnps, BASELINE_TIER, direction, flow, passed)
         pod = self._pods_by_ip[local_ip].name
         return DirectionVerdict(
             pod, direction, isolated_by, tuple(allowed), decided, tuple(passed), own_node
@@ -294,17 +293,15 @@ class NodeEvaluator:
         direction: str,
         flow: tuple[str, str, int, str, LocalPod | None],
         passed: list[TierHit],
-        local: str,
     ) -> TierHit | None:
-        """The first matching rule of ``tier`` for the local pod ``local`` (a rule
-        guarded by its subjects is judged for those only); a Pass is recorded and
-        ends the tier."""
+        """The first matching rule of ``tier`` among the local pod's policies (each
+        as that pod sees it, ``cnps``); a Pass is recorded and ends the tier."""
         for policy in cnps or ():
             if policy.tier != tier:
                 continue
             rules = policy.egress if direction == EGRESS else policy.ingress
             for rule in rules:
-                if not rule.applies_to(local) or not self._rule_matches(rule, *flow):
+                if not self._rule_matches(rule, *flow):
                     continue
                 hit = TierHit(
                     tier,

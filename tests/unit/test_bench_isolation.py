@@ -113,7 +113,7 @@ def test_engine_reports_isolation_beside_the_cluster_policies(
 def test_packet_isolation_keeps_the_measured_verdicts() -> None:
     node, peer_sets, shape = agent.packet_ruleset(40, 8)
     assert shape["isolation_policies"] > 0
-    assert shape["isolation_guarded_rules"] > 0
+    assert shape["isolation_sameness_rules"] > 0
     policies = [ncp.policy for ncp in node.cluster_policies]
     assert [p.order for p in policies] == sorted(p.order for p in policies)
     local = {p.name for p in node.pods}

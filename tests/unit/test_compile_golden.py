@@ -45,17 +45,20 @@ def _parsed_digest(objects: Sequence[ClusterInput]) -> str:
 
 
 # (cluster, digest of the parsed objects, digest of the compiled outputs). The
-# realistic digest moved once, on purpose: tier rules gained `subjects` and `same`.
+# realistic digest moved on purpose twice: tier rules gained `subjects` and `same`;
+# then format 2 (both digests) moved rules by sameness from guarded rules into
+# `variants` and dropped `subjects`. Each time, the old digest was checked to come
+# back with the new fields taken out (and formatVersion 1).
 CASES = {
     "realistic": (
         REALISTIC,
         "9b396ede075813cab249142b3cc9713f54be079597750ed0958fd67b82d90ccd",
-        "615b1b53a803c517d3e6da220982ce073be0f31bbe739ec4a73867e6fe31f06b",
+        "1165f21d612bf9165543cd0049a4146088af0677b8896423cb87aaef51fd797a",
     ),
     "antrea": (
         ANTREA,
         "055ca85312d8fdfb271a7ec9d4565e6a68754fa83ef51cde23d8ee20088e3a24",
-        "4ffdf5698d73b40c0f483ae99437a0a52691c84d31d7694ec7bd012e8d3080e4",
+        "b35a871ce28b8061d57852b121fdd04231dd0767690d23b61a7b5ae36636353e",
     ),
 }
 

@@ -107,13 +107,13 @@ def test_enforced_reported_and_accepted_beside_a_cnp_of_the_same_name() -> None:
     flush(pub)
     names = [p["policy"]["name"] for p in rule_set(api, "n2")["clusterPolicies"]]
     assert names == ["same", "IsolationPolicy/same"]  # equal priority and name: CNP first
-    iso = rule_set(api, "n2")["clusterPolicies"][1]["policy"]
-    # n2's subjects: web-2 (app=web) and client (app=client): one guarded rule each.
-    same = [r for r in iso["ingress"] if r["index"] == 0]
-    assert sorted(tuple(r["subjects"]) for r in same) == [("default/client",), ("default/web-2",)]
-    assert sorted(r["same"][0]["reason"] for r in same) == [
-        "same value of app (client)",
-        "same value of app (web)",
+    iso = rule_set(api, "n2")["clusterPolicies"][1]
+    # n2's subjects: web-2 (app=web) and client (app=client): one variant each.
+    assert iso["targets"] == ["default/client", "default/web-2"]
+    seen = [iso["variants"][i]["ingress"] for i in iso["variantOf"]]
+    assert [[(r["index"], r["same"][0]["reason"]) for r in rules] for rules in seen] == [
+        [(0, "same value of app (client)")],
+        [(0, "same value of app (web)")],
     ]
     events = [e for e in api.events if e["involvedObject"]["uid"] == "uid-iso-same"]
     (applied,) = events

@@ -209,9 +209,7 @@ def rule_set(
     pods: Sequence[LocalPod] = PODS,
 ) -> NodeRuleSet:
     names = sorted(
-        set().union(
-            *(p.policy.peer_sets() for p in policies), *(c.policy.peer_sets() for c in cluster)
-        )
+        set().union(*(p.policy.peer_sets() for p in policies), *(c.peer_sets() for c in cluster))
     )
     ordered = tuple(sorted(cluster, key=lambda c: c.policy.order))
     return NodeRuleSet("n1", tuple(pods), tuple(policies), tuple(names), cluster_policies=ordered)
