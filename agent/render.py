@@ -123,6 +123,7 @@ from stockade.ruleset import (
     PortMatch,
     SameRules,
     TierRule,
+    by_index,
     stable_hash,
 )
 
@@ -968,7 +969,7 @@ def _with_rules(
     d: _Direction, c: NodeClusterPolicy, same: tuple[TierRule, ...]
 ) -> CompiledClusterPolicy:
     """``c``'s policy with only its rules of ``d`` and ``same``, in the order written."""
-    rules = tuple(sorted((*_tier_rules(d, c), *same), key=lambda r: r.index))
+    rules = by_index(_tier_rules(d, c), same)
     if d.name == "ingress":
         return replace(c.policy, ingress=rules, egress=())
     return replace(c.policy, ingress=(), egress=rules)

@@ -322,8 +322,8 @@ class NodeClusterPolicy:
             return self.policy
         return replace(
             self.policy,
-            ingress=_by_index(self.policy.ingress, variant.ingress),
-            egress=_by_index(self.policy.egress, variant.egress),
+            ingress=by_index(self.policy.ingress, variant.ingress),
+            egress=by_index(self.policy.egress, variant.egress),
         )
 
     def for_subject(self, pod: str) -> CompiledClusterPolicy:
@@ -351,8 +351,8 @@ def _tier_rule_sets(rules: Iterable[TierRule]) -> set[str]:
     return names
 
 
-def _by_index(rules: tuple[TierRule, ...], same: tuple[TierRule, ...]) -> tuple[TierRule, ...]:
-    """Two rule lists of one policy and direction merged into the order written."""
+def by_index(rules: tuple[TierRule, ...], same: tuple[TierRule, ...]) -> tuple[TierRule, ...]:
+    """A policy's rules of one direction and a variant's, merged into the order written."""
     if not same:
         return rules
     if not rules:
