@@ -481,27 +481,40 @@ class Publisher:
         policy_changes: Mapping[str, float],
         first_event: float | None,
     ) -> bool:
-        """Leading: adopt (once); the PeerSets; the flush's rule sets, each written as
-        soon as it is encoded; then the rest (``write``) and the reports. False when
-        some work is left for a retry; the rule sets are desired in any case."""
+        """Leading: adopt (once); the PeerSets, and meanwhile the flush's rule sets
+        encoded; once the PeerSets are in, each rule set written as soon as it is
+        encoded; then the rest (``write``) and the reports. False when some work is
+        left for a retry; the rule sets are desired in any case."""
         taken = 0  # of the nodes: how many are in the desired state
         writing: list[asyncio.Task[bool]] = []
+        peer_sets: asyncio.Task[bool] | None = None
         done = True
         try:
             if self.published is None:
                 await self.adopt()
             gate = asyncio.Semaphore(self.concurrency)
-            done = await self._write_phase(self._upserts(PEER_SET), gate)
-            while done and taken < len(nodes):
+            peer_sets = asyncio.create_task(self._write_phase(self._upserts(PEER_SET), gate))
+            # The rule sets are encoded while the PeerSets go out (the API server
+            # takes those in meanwhile: at a cold start the controller sat idle
+            # through thousands of PeerSet writes, then encoded the rule sets while
+            # the API server waited); their writes are held until every PeerSet is in.
+            held: list[Write] = []
+            while taken < len(nodes):
+                if peer_sets.done() and not peer_sets.result():
+                    break
                 step = nodes[taken : taken + _NODES_PER_STEP]
                 self._absorb_nodes(step, policy_changes, first_event)
                 taken += len(step)
                 keys = {ObjectKey(NODE_RULE_SET, node) for node, _ in step}
-                writing += [
-                    asyncio.create_task(self._write_gated(w, gate))
-                    for w in self._upserts(NODE_RULE_SET, keys)
-                ]
+                held += self._upserts(NODE_RULE_SET, keys)
+                if peer_sets.done():
+                    writing += [asyncio.create_task(self._write_gated(w, gate)) for w in held]
+                    held = []
                 await asyncio.sleep(0)  # the writes started go out meanwhile
+            done = await peer_sets
+            if done:
+                writing += [asyncio.create_task(self._write_gated(w, gate)) for w in held]
+            held = []
             written = await asyncio.gather(*writing)
             writing = []
             done = done and all(written)
@@ -516,6 +529,8 @@ class Publisher:
             self.last_error = str(exc)
             done = False
         finally:
+            if peer_sets is not None and not peer_sets.done():
+                writing.append(peer_sets)
             for task in writing:
                 task.cancel()
             await asyncio.gather(*writing, return_exceptions=True)

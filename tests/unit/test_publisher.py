@@ -622,25 +622,39 @@ def _spread(state: ControllerState, nodes: int) -> None:
     feed(state, policy("allow-client"))
 
 
-def test_rule_sets_go_out_as_they_are_encoded_after_every_peer_set() -> None:
+def test_rule_sets_are_encoded_while_the_peer_sets_go_out_and_written_after_them() -> None:
     api = FakeApi()
     pub, state = make(api)
-    _spread(state, 10)
-    written_before: list[int] = []
+    _spread(state, 60)
+    create = api.create
+
+    async def slow_create(
+        resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        if resource.plural == "peersets":
+            for _ in range(2):  # the API server takes its time
+                await asyncio.sleep(0)
+        return await create(resource, body, namespace)
+
+    api.create = slow_create  # type: ignore[method-assign]
+    seen: list[tuple[int, int]] = []  # (PeerSets, rule sets) written at each step
     absorb = pub._absorb_nodes
 
     def counting(nodes: Any, *rest: Any) -> None:
-        written_before.append(sum(1 for c in api.writes() if c[1] == "noderulesets"))
+        kinds = [c[1] for c in api.writes()]
+        seen.append((kinds.count("peersets"), kinds.count("noderulesets")))
         absorb(nodes, *rest)
 
     pub._absorb_nodes = counting  # type: ignore[method-assign,assignment]
     assert flush(pub)
-    # Rule sets were taken in a few at a time, the first ones written meanwhile.
-    assert written_before[0] == 0
-    assert written_before[-1] > 0
+    # Rule sets were taken in a few at a time, the first ones while the PeerSet was
+    # being written, the last ones while the first rule sets were.
+    assert seen[0] == (0, 0)
+    assert seen[-1][0] == 1
+    assert seen[-1][1] > 0
     kinds = [c[1] for c in api.writes()]
-    assert kinds == ["peersets"] + ["noderulesets"] * 10
-    assert api.names("noderulesets") == [f"n{i:02}" for i in range(10)]
+    assert kinds == ["peersets"] + ["noderulesets"] * 60
+    assert api.names("noderulesets") == [f"n{i:02}" for i in range(60)]
     assert not pub.pending
 
 
