@@ -10,7 +10,9 @@ nothing else. So each is listed and watched by :class:`~stockade.reflector.Refle
 kopf handlers call. The feeds live inside kopf's lifecycle: started by a
 ``kopf.on.startup`` handler, stopped by ``kopf.on.cleanup`` (operator/handlers.py),
 so they run exactly when kopf's watches run. The low-volume kinds (Nodes,
-ClusterNetworkPolicies, IsolationPolicies, NodeRuleSets) stay on kopf.
+ClusterNetworkPolicies, IsolationPolicies) stay on kopf. The NodeRuleSets, which the
+controller writes and reads only the agents' status of, come from a feed too, their
+specs skipped (:class:`WithoutSpecs`).
 
 A relist (after 410 Gone) delivers the whole list again: objects that were known
 and are missing from it are reported deleted, as a watch would have.
