@@ -111,11 +111,9 @@ _NODES_PER_STEP = 4
 # PeerSet shards encoded between two looks at the event loop in a flush (a shard of
 # 1,000 members takes about 0.15 ms).
 _SHARDS_PER_STEP = 16
-# Turns of the event loop left to the writes in flight after each step of encoding
-# while PeerSets are written (a rule set takes about 2 ms to encode at 50,000 pods): a
-# write takes a few turns to be answered and the next one sent. Turns, not a sleep: a
-# sleep costs a wake-up from the kernel, slow when other processes share the CPUs.
-_WRITES_TURNS = 3
+# Seconds the event loop is left to the PeerSet writes after each rule set encoded
+# meanwhile (one rule set takes about 2 ms to encode at 50,000 pods).
+_WRITES_TURN = 0.001
 # Seconds a policy's PolicyApplied counts must stay the same before the Event is
 # posted: a burst posts one Event per policy, with the counts it settled at.
 EVENT_SETTLE = 1.0
@@ -570,9 +568,10 @@ class Publisher:
                     writing += [asyncio.create_task(self._write_gated(w, gate)) for w in held]
                     held = []
                 # The writes started go out meanwhile. While the PeerSets are written,
-                # the loop gets a few turns after each rule set: with one turn per four
-                # rule sets encoded, the API server sat idle.
-                await _turns(_WRITES_TURNS if writing_peer_sets else 1)
+                # the loop gets a while to itself after each rule set: a write takes a
+                # few turns of the loop to be answered and the next one sent, and with
+                # one turn per rule set encoded the API server sat idle.
+                await asyncio.sleep(_WRITES_TURN if writing_peer_sets else 0)
             if await peer_sets:
                 writing += [asyncio.create_task(self._write_gated(w, gate)) for w in held]
         except BaseException:
@@ -613,7 +612,7 @@ class Publisher:
                     for w in self._upserts(PEER_SET, keys)
                 ]
                 # As for the rule sets below: the writes need turns of the loop.
-                await _turns(_WRITES_TURNS if started else 1)
+                await asyncio.sleep(_WRITES_TURN if started else 0)
         except BaseException:
             for task in started:
                 task.cancel()
@@ -1068,12 +1067,6 @@ class Publisher:
     def healthy(self) -> bool:
         """Whether the last flush left nothing failed (or there was none)."""
         return self.last_error is None
-
-
-async def _turns(count: int) -> None:
-    """Give the event loop ``count`` turns (what is ready runs, I/O is looked at)."""
-    for _ in range(count):
-        await asyncio.sleep(0)
 
 
 async def _all_true(tasks: list[asyncio.Task[bool]]) -> bool:
