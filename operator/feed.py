@@ -10,7 +10,9 @@ nothing else. So each is listed and watched by :class:`~stockade.reflector.Refle
 kopf handlers call. The feeds live inside kopf's lifecycle: started by a
 ``kopf.on.startup`` handler, stopped by ``kopf.on.cleanup`` (operator/handlers.py),
 so they run exactly when kopf's watches run. The low-volume kinds (Nodes,
-ClusterNetworkPolicies, IsolationPolicies, NodeRuleSets) stay on kopf.
+ClusterNetworkPolicies, IsolationPolicies) stay on kopf. The NodeRuleSets, which the
+controller writes and reads only the agents' status of, come from a feed too, their
+specs skipped (:class:`WithoutSpecs`).
 
 A relist (after 410 Gone) delivers the whole list again: objects that were known
 and are missing from it are reported deleted, as a watch would have.
@@ -21,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
-from stockade.kube import JsonObject, Resource
-from stockade.reflector import Reflector, WatchApi
+from stockade.kube import JsonObject, KubeClient, ListPage, Resource
+from stockade.reflector import ReflectApi, Reflector
 
 log = logging.getLogger("stockade.controller")
 
@@ -56,7 +58,7 @@ class Feed:
     """
 
     def __init__(
-        self, client: WatchApi, resource: Resource, observe: Observe, after: Feed | None = None
+        self, client: ReflectApi, resource: Resource, observe: Observe, after: Feed | None = None
     ) -> None:
         self.resource = resource
         self.observe = observe
@@ -136,3 +138,86 @@ class Feed:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# Objects a page when a feed lists without specs: a NodeRuleSet weighs tens of KB.
+_SPECLESS_PAGE = 50
+
+
+class WithoutSpecs:
+    """The calls of a feed whose objects come without their spec.
+
+    For the NodeRuleSets, whose metadata and status (the agents') are all the
+    controller reads: their specs are its own writes, tens of KB each. Watched by
+    kopf, every rule set the controller wrote came back in a watch event decoded
+    whole (all 28 MB of them at a cold start of 500 nodes), on the event loop that
+    was writing the next ones. The watch skips the spec without decoding it
+    (:meth:`~stockade.kube.KubeClient.watch`, ``without_spec``); a list (at start,
+    and after 410 Gone) is decoded whole, in small pages, and the specs dropped.
+    """
+
+    def __init__(self, client: KubeClient, page: int = _SPECLESS_PAGE) -> None:
+        self.client = client
+        self.page = page
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[JsonObject], str]:
+        """The whole list, without specs."""
+        items: list[JsonObject] = []
+        version = ""
+        async for page, page_version in self.list_pages(
+            resource, namespace, label_selector, field_selector
+        ):
+            items += page
+            version = page_version
+        return items, version
+
+    async def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        prefetch: bool = True,
+        limit: int = _SPECLESS_PAGE,
+    ) -> AsyncGenerator[ListPage, None]:
+        """The list in pages of at most ``page`` objects, without specs."""
+        pages = self.client.list_pages(
+            resource,
+            namespace,
+            label_selector,
+            field_selector,
+            prefetch=prefetch,
+            limit=min(limit, self.page),
+        )
+        async with contextlib.aclosing(pages):
+            async for items, version in pages:
+                for item in items:
+                    item.pop("spec", None)
+                yield items, version
+
+    def watch(
+        self,
+        resource: Resource,
+        resource_version: str | None = None,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, JsonObject]]:
+        """The client's watch, its objects' specs skipped."""
+        return self.client.watch(
+            resource,
+            resource_version,
+            namespace,
+            label_selector,
+            field_selector,
+            timeout_seconds,
+            without_spec=True,
+        )

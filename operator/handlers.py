@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from stockade.controller.feed import Feed
+from stockade.controller.feed import Feed, WithoutSpecs
 from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.state import (
     ALL_KINDS,
@@ -29,8 +29,15 @@ from stockade.controller.state import (
     POD,
     ControllerState,
 )
-from stockade.kube import NAMESPACES, NETWORK_POLICIES, PODS, KubeConfig, Resource
-from stockade.reflector import WatchApi
+from stockade.kube import (
+    NAMESPACES,
+    NETWORK_POLICIES,
+    NODE_RULE_SETS,
+    PODS,
+    KubeClient,
+    KubeConfig,
+    Resource,
+)
 
 log = logging.getLogger("stockade.controller")
 
@@ -68,6 +75,19 @@ def _synced(feed: Feed) -> Callable[[], bool]:
     return lambda: feed.synced
 
 
+def _rule_sets(
+    observer: RuleSetObserver, counted: Mapping[str, Any]
+) -> Callable[[str | None, Mapping[str, Any]], None]:
+    """The NodeRuleSet feed's callback: counted, then to the publisher."""
+    counter = counted["NodeRuleSet"]
+
+    def observe(event_type: str | None, body: Mapping[str, Any]) -> None:
+        counter.inc()
+        observer(event_type, body)
+
+    return observe
+
+
 def build_registry(
     state: ControllerState,
     config: KubeConfig,
@@ -75,7 +95,7 @@ def build_registry(
     on_rule_set: RuleSetObserver | None = None,
     cluster_policies: bool = False,
     isolation_policies: bool = False,
-    feed_client: WatchApi | None = None,
+    feed_client: KubeClient | None = None,
     listed_by_feed: dict[str, Callable[[], bool]] | None = None,
 ) -> kopf.OperatorRegistry:
     """A registry of one controller's handlers (one per instance, nothing global).
@@ -86,7 +106,8 @@ def build_registry(
     ``isolation_policies``: IsolationPolicies likewise. ``feed_client``: Pods,
     Namespaces and NetworkPolicies are listed and watched with it by :class:`Feed` s
     inside kopf's lifecycle (else by kopf handlers); ``listed_by_feed`` (the
-    publisher's) then learns when each feed's first list is in.
+    publisher's) then learns when each feed's first list is in. NodeRuleSets then
+    come from a feed too, without their specs (:class:`WithoutSpecs`).
     """
     registry = kopf.OperatorRegistry()
 
@@ -141,6 +162,12 @@ def build_registry(
         if listed_by_feed is not None:
             for kind, feed in zip(fed, feeds, strict=True):
                 listed_by_feed[kind] = _synced(feed)
+        if on_rule_set is not None:
+            # The agents' status is all that is read of a rule set: the watch skips
+            # the specs the controller wrote (operator/feed.py, WithoutSpecs).
+            feeds.append(
+                Feed(WithoutSpecs(feed_client), NODE_RULE_SETS, _rule_sets(on_rule_set, counted))
+            )
 
         @kopf.on.startup(registry=registry)
         async def start_feeds(**_: Any) -> None:
@@ -170,7 +197,7 @@ def build_registry(
         async def on_cluster_policy(event: Any, **_: Any) -> None:
             observe(CLUSTER_NETWORK_POLICY, event)
 
-    if on_rule_set is not None:
+    if on_rule_set is not None and feed_client is None:
         observer = on_rule_set
 
         @kopf.on.event("stockade.dev", "v1alpha1", "noderulesets", registry=registry)

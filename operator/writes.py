@@ -12,9 +12,10 @@ read of any spec.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -94,9 +95,12 @@ class Desired:
         return out
 
     def _with_spec(self, metadata: dict[str, Any]) -> dict[str, Any]:
-        content = {"metadata": metadata, "spec": dict(self.spec)}
         if not self.spec_json:
-            return content
+            return {"metadata": metadata, "spec": dict(self.spec)}
+        # The text is what the API client sends; the spec as a mapping is made only
+        # if something reads it (a test's fake client): made again for every body
+        # of a flush, it cost more than the encoding that produced the text.
+        content = {"metadata": metadata, "spec": SpecView(self)}
         meta_json = json.dumps(metadata, separators=(",", ":"))
         return Encoded(content, f'{{"metadata":{meta_json},"spec":{self.spec_json}}}')
 
@@ -124,6 +128,40 @@ class Desired:
                 "annotations": {HASH_ANNOTATION: self.hash},
             }
         )
+
+
+class SpecView(Mapping[str, Any]):
+    """The spec of a :class:`Desired`, made from its source the first time it is read.
+
+    Stands for the spec in an :class:`~stockade.encoded.Encoded` body, whose text is
+    what goes over the wire; a deep copy is a plain dict.
+    """
+
+    __slots__ = ("_desired", "_spec")
+
+    def __init__(self, desired: Desired) -> None:
+        self._desired = desired
+        self._spec: Mapping[str, Any] | None = None
+
+    def _made(self) -> Mapping[str, Any]:
+        if self._spec is None:
+            self._spec = self._desired.spec
+        return self._spec
+
+    def __getitem__(self, key: str) -> Any:
+        return self._made()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._made())
+
+    def __len__(self) -> int:
+        return len(self._made())
+
+    def __repr__(self) -> str:
+        return repr(dict(self._made()))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self._made()), memo)
 
 
 HASH_LENGTH = 20

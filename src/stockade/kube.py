@@ -495,11 +495,15 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
         timeout_seconds: int = 300,
+        *,
+        without_spec: bool = False,
     ) -> AsyncIterator[tuple[str, JsonObject]]:
         """``(type, object)`` events until the server closes the watch.
 
         Types are ADDED, MODIFIED, DELETED and BOOKMARK. Raises :class:`Gone` when
         ``resource_version`` is too old (a 410 answer or an ERROR event with code 410).
+        ``without_spec``: the objects come without their spec, which is skipped rather
+        than decoded (a watcher of large objects that reads their metadata and status).
         """
         params = _selectors(label_selector, field_selector)
         params["watch"] = "true"
@@ -524,10 +528,10 @@ class KubeClient:
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
-                        event = _watch_event(line, resource)
+                        event = _watch_event(line, resource, without_spec)
                         if event is not None:
                             yield event
-                event = _watch_event(buffer, resource)
+                event = _watch_event(buffer, resource, without_spec)
                 if event is not None:
                     yield event
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -685,11 +689,68 @@ def _decode_metadata(text: str) -> JsonObject:
     return decoded if isinstance(decoded, dict) else {}
 
 
-def _watch_event(line: bytes, resource: Resource) -> tuple[str, JsonObject] | None:
+# A watch event's opening, up to its object: ``{"type": "MODIFIED", "object": ``.
+_EVENT_HEAD = re.compile(r'\s*\{\s*"type"\s*:\s*"([A-Z]+)"\s*,\s*"object"\s*:\s*')
+# A member named "status" (outside a string, a quote after "," or "{" opens a key).
+_STATUS_KEY = re.compile(r'[,{]\s*"status"\s*:\s*')
+# What follows the object's last member in a watch event: the object's and the event's end.
+_EVENT_END = re.compile(r"\s*\}\s*\}\s*")
+
+
+def _event_without_spec(text: str) -> tuple[str, JsonObject] | None:
+    """``(type, {"metadata": ..., "status": ...})`` of an ADDED/MODIFIED/DELETED event,
+    its object's spec skipped, not decoded; None when the text is not laid out as the
+    API server writes it (apiVersion, kind, metadata, spec, status: a custom
+    resource's keys in order), for the caller to decode it whole.
+
+    The status is found without reading the spec: every ``"status":`` after a
+    ``,`` or ``{`` is a member name (a string's quotes are escaped), and the
+    object's own is the one whose value ends the object (and the event). An object
+    with no such name anywhere has no status.
+    """
+    head = _EVENT_HEAD.match(text)
+    if head is None or head.group(1) not in ("ADDED", "MODIFIED", "DELETED"):
+        return None
+    opening = _UP_TO_METADATA.match(text, head.end())
+    if opening is None:
+        return None
+    try:
+        meta, pos = _DECODER.raw_decode(text, opening.end())
+    except ValueError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    obj: JsonObject = {"metadata": meta}
+    found = False
+    for key in _STATUS_KEY.finditer(text, pos):
+        found = True
+        try:
+            status, end = _DECODER.raw_decode(text, key.end())
+        except ValueError:
+            return None
+        if _EVENT_END.fullmatch(text, end) is not None:
+            if isinstance(status, dict):
+                obj["status"] = status
+            return head.group(1), obj
+    return None if found else (head.group(1), obj)
+
+
+def _watch_event(
+    line: bytes, resource: Resource, without_spec: bool = False
+) -> tuple[str, JsonObject] | None:
     line = line.strip()
     if not line:
         return None
+    if without_spec:
+        lean = _event_without_spec(line.decode())
+        if lean is not None:
+            kind, obj = lean
+            obj.setdefault("kind", resource.kind)
+            obj.setdefault("apiVersion", resource.api_version)
+            return kind, obj
     event = json.loads(line)
+    if without_spec and isinstance(event.get("object"), dict):
+        event["object"].pop("spec", None)
     kind = str(event.get("type", ""))
     obj = event.get("object") or {}
     if kind == "ERROR":

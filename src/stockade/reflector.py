@@ -22,8 +22,8 @@ from stockade.kube import Gone, JsonObject, KubeError, ListPage, Resource
 log = logging.getLogger("stockade.reflector")
 
 
-class WatchApi(Protocol):
-    """The calls the watcher makes (:class:`~stockade.kube.KubeClient` has them)."""
+class ReflectApi(Protocol):
+    """The calls a :class:`Reflector` makes (:class:`~stockade.kube.KubeClient` has them)."""
 
     async def list(
         self,
@@ -42,6 +42,10 @@ class WatchApi(Protocol):
         field_selector: str | None = None,
         timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, JsonObject]]: ...
+
+
+class WatchApi(ReflectApi, Protocol):
+    """The calls the agent's watcher makes: a reflector's, and its status writes."""
 
     async def patch_status(
         self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
@@ -121,7 +125,7 @@ class Reflector:
 
     def __init__(
         self,
-        client: WatchApi,
+        client: ReflectApi,
         resource: Resource,
         on_list: Callable[[list[JsonObject]], None],
         on_event: Callable[[str, JsonObject], None],

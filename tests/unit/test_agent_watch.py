@@ -50,6 +50,7 @@ from stockade.cluster import parse_documents
 from stockade.compiler import CompiledCluster, compile_cluster
 from stockade.controller.writes import SET_LABEL as PUBLISHER_SET_LABEL
 from stockade.controller.writes import desired_node, desired_peer_set
+from stockade.encoded import Encoded
 from stockade.kube import Gone, JsonObject, Resource, Unreachable
 from stockade.reflector import Backoff
 from stockade.ruleset import NodeRuleSet, PeerSet
@@ -103,16 +104,27 @@ def compile_docs(docs: Sequence[Mapping[str, Any]], shard_size: int = 1) -> Comp
     return compile_cluster(result.cluster, shard_size=shard_size)
 
 
+def _as_sent(body: Mapping[str, Any]) -> JsonObject:
+    """A body the publisher hands its client as the API server gets it: its text."""
+    assert isinstance(body, Encoded)
+    sent: JsonObject = json.loads(body.text)
+    return sent
+
+
 def node_object(rs: NodeRuleSet, generation: int = 1) -> JsonObject:
     """A NodeRuleSet as the publisher creates it (and the API serves it)."""
-    body = desired_node(rs).body(rs.node)
+    body = _as_sent(desired_node(rs).body(rs.node))
     body["metadata"]["generation"] = generation
     return {"apiVersion": API_VERSION, "kind": "NodeRuleSet", **body}
 
 
 def peer_object(ps: PeerSet) -> JsonObject:
     """A PeerSet shard as the publisher creates it."""
-    return {"apiVersion": API_VERSION, "kind": "PeerSet", **desired_peer_set(ps).body(ps.name)}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PeerSet",
+        **_as_sent(desired_peer_set(ps).body(ps.name)),
+    }
 
 
 def objects_for(

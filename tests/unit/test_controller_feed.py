@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from stockade.controller.feed import Feed
-from stockade.kube import NAMESPACES, PODS, Gone, JsonObject, Resource, Unreachable
+import yaml
+
+from stockade.controller.feed import Feed, WithoutSpecs
+from stockade.kube import (
+    NAMESPACES,
+    NODE_RULE_SETS,
+    PODS,
+    Gone,
+    JsonObject,
+    KubeClient,
+    KubeConfig,
+    Resource,
+    Unreachable,
+)
 from stockade.reflector import Backoff
+from stockade_lab.emulator import EmulatorThread
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pod(ns: str, name: str, app: str = "x") -> JsonObject:
@@ -193,3 +209,55 @@ def test_a_feed_lists_after_the_one_it_follows() -> None:
         await namespaces.stop()
 
     asyncio.run(scenario())
+
+
+def test_rule_sets_come_without_their_specs_from_the_api_server(tmp_path: Path) -> None:
+    """Listed and watched from the emulator (the API server's layout): metadata and
+    status, in small pages, and no spec."""
+    emu = EmulatorThread()
+    emu.start()
+    try:
+        for crd in yaml.safe_load_all((ROOT / "manifests/crds.yaml").read_text()):
+            emu.emulator.put_object(crd)
+        for i in range(3):
+            emu.emulator.put_object(_rule_set(f"n{i}"))
+        config = KubeConfig.load(emu.write_kubeconfig(tmp_path / "kubeconfig"))
+
+        async def scenario() -> None:
+            seen: list[tuple[str | None, Mapping[str, Any]]] = []
+            async with KubeClient(config) as client:
+                specless = WithoutSpecs(client, page=2)
+                pages = [len(items) async for items, _ in specless.list_pages(NODE_RULE_SETS)]
+                assert pages == [2, 1]
+                feed = Feed(specless, NODE_RULE_SETS, lambda t, o: seen.append((t, o)))
+                feed.start()
+                await _until(lambda: feed.synced)
+                status = {"appliedGeneration": 1, "conditions": [{"type": "A", "status": "True"}]}
+                await client.patch_status(NODE_RULE_SETS, "n1", status)
+                await client.create(NODE_RULE_SETS, _rule_set("n3"))
+                await _until(lambda: len(seen) == 5)
+                await feed.stop()
+            assert [(t, o["metadata"]["name"]) for t, o in seen] == [
+                (None, "n0"),
+                (None, "n1"),
+                (None, "n2"),
+                ("MODIFIED", "n1"),
+                ("ADDED", "n3"),
+            ]
+            assert all("spec" not in o and o["kind"] == "NodeRuleSet" for _, o in seen)
+            assert seen[3][1]["status"] == status
+            assert seen[3][1]["metadata"]["generation"] == 1
+            assert "status" not in seen[4][1]
+
+        asyncio.run(scenario())
+    finally:
+        emu.stop()
+
+
+def _rule_set(node: str) -> JsonObject:
+    return {
+        "apiVersion": "stockade.dev/v1alpha1",
+        "kind": "NodeRuleSet",
+        "metadata": {"name": node},
+        "spec": {"node": node, "pods": [], "policies": [], "peerSets": []},
+    }

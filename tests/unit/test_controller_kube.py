@@ -15,6 +15,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from stockade import kube as kube_module
 from stockade.encoded import Encoded
 from stockade.kube import (
     LEASES,
@@ -413,6 +414,88 @@ def test_watch_yields_events_then_ends() -> None:
         assert query["timeoutSeconds"] == "5"
 
     run(go())
+
+
+def _rule_set_event(kind: str, with_status: bool = True) -> dict[str, Any]:
+    """A NodeRuleSet watch event laid out as the API server writes a custom resource."""
+    obj: dict[str, Any] = {
+        "apiVersion": "stockade.dev/v1alpha1",
+        "kind": "NodeRuleSet",
+        "metadata": {"name": "n1", "uid": "u1", "generation": 3, "resourceVersion": "7"},
+        # Names that look like a status inside the spec: nested, and in strings.
+        "spec": {
+            "node": "n1",
+            "pods": [{"name": 'a,"status": {}}', "status": {"x": 1}}],
+            "note": '{"status": 1}}',
+        },
+    }
+    if with_status:
+        obj["status"] = {
+            "appliedGeneration": 2,
+            "conditions": [{"type": "Applied", "status": "True"}],
+        }
+    return {"type": kind, "object": obj}
+
+
+def test_watch_without_spec_skips_the_spec_and_keeps_metadata_and_status() -> None:
+    events = [
+        _rule_set_event("ADDED", with_status=False),
+        _rule_set_event("MODIFIED"),
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
+        _rule_set_event("DELETED"),
+    ]
+    api = FakeApi()
+    api.routes[("GET", "/apis/stockade.dev/v1alpha1/noderulesets")] = _watch_handler(events)
+
+    async def go() -> None:
+        async with serving(api) as client:
+            got = [e async for e in client.watch(NODE_RULE_SETS, "1", without_spec=True)]
+        assert [t for t, _ in got] == ["ADDED", "MODIFIED", "BOOKMARK", "DELETED"]
+        meta = events[1]["object"]["metadata"]
+        head = {"kind": "NodeRuleSet", "apiVersion": "stockade.dev/v1alpha1", "metadata": meta}
+        assert got[0][1] == head
+        assert got[1][1] == {**head, "status": events[1]["object"]["status"]}
+        assert got[3][1] == got[1][1]
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ["spec", "metadata", "status"],  # the metadata not first
+        ["metadata", "status", "spec"],  # the status not last
+        ["metadata", "spec", "status", "extra"],
+    ],
+)
+def test_watch_without_spec_decodes_whole_what_is_laid_out_otherwise(layout: list[str]) -> None:
+    event = _rule_set_event("MODIFIED")
+    full = {**event["object"], "extra": {"status": 5}}
+    obj = {"apiVersion": "stockade.dev/v1alpha1", "kind": "NodeRuleSet"}
+    obj.update({key: full[key] for key in layout})
+    line = json.dumps({"type": "MODIFIED", "object": obj})
+    assert kube_module._event_without_spec(line) is None
+    got = kube_module._watch_event(line.encode(), NODE_RULE_SETS, without_spec=True)
+    assert got is not None
+    want = {k: v for k, v in obj.items() if k != "spec"}
+    assert got == ("MODIFIED", want)
+
+
+def test_watch_without_spec_reads_the_layout_of_the_api_server() -> None:
+    no_status = _rule_set_event("ADDED", with_status=False)
+    del no_status["object"]["spec"]["pods"][0]["status"]
+    for event in (_rule_set_event("MODIFIED"), no_status):
+        for separators in ((",", ":"), (", ", ": ")):
+            line = json.dumps(event, separators=separators)
+            got = kube_module._event_without_spec(line)
+            assert got is not None
+            want = {k: v for k, v in event["object"].items() if k not in ("spec", "apiVersion")}
+            want.pop("kind")
+            assert got == (event["type"], want)
+    # No status, but a member of the spec named so: not told apart without the
+    # spec, so decoded whole.
+    line = json.dumps(_rule_set_event("ADDED", with_status=False))
+    assert kube_module._event_without_spec(line) is None
 
 
 def test_watch_raises_gone_on_error_event_and_on_410() -> None:

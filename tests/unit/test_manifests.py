@@ -61,6 +61,20 @@ CALL_SITES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {
     ("operator/publisher.py", "list", "resource"): ("controller", "*published", "*", "list"),
     # operator/publisher.py _list_events: Events on NetworkPolicies, read back at adoption.
     ("operator/publisher.py", "list", "EVENTS"): ("controller", "", "events", "list"),
+    # operator/feed.py WithoutSpecs: the controller's NodeRuleSet feed lists them, and
+    # watches them without their specs (the agents' status, i.e. the sync lag).
+    ("operator/feed.py", "list", "resource"): (
+        "controller",
+        "stockade.dev",
+        "noderulesets",
+        "list",
+    ),
+    ("operator/feed.py", "watch", "resource"): (
+        "controller",
+        "stockade.dev",
+        "noderulesets",
+        "watch",
+    ),
     # operator/publisher.py _write_one: create, merge patch (patch_merge), delete.
     ("operator/publisher.py", "create", "resource"): ("controller", "*published", "*", "create"),
     ("operator/publisher.py", "patch_merge", "resource"): (
@@ -149,8 +163,8 @@ _GROUPS_OF: dict[str, list[tuple[str, str]]] = {
 }
 
 # Calls made by kopf, not by KubeClient: operator/handlers.py's kopf.on.event watches
-# (Pods, Namespaces, NetworkPolicies, Nodes, ClusterNetworkPolicies when served, and
-# NodeRuleSets for the agents' status, i.e. the sync lag) list and then watch each
+# (Nodes, ClusterNetworkPolicies when served, IsolationPolicies; with --kopf-watches
+# Pods, Namespaces, NetworkPolicies and NodeRuleSets too) list and then watch each
 # resource. (kopf also reads the
 # discovery documents, which every authenticated user may, and tries to watch CRDs
 # for new resources; denied, it logs a warning and goes on: no CRD access needed.)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from stockade.compiler import Compiler
 from stockade.controller.metrics import ControllerMetrics
 from stockade.controller.publisher import LeanWrites, Publisher
 from stockade.controller.state import ControllerState
@@ -622,25 +623,67 @@ def _spread(state: ControllerState, nodes: int) -> None:
     feed(state, policy("allow-client"))
 
 
-def test_rule_sets_go_out_as_they_are_encoded_after_every_peer_set() -> None:
+def test_rule_sets_are_encoded_while_the_peer_sets_go_out_and_written_after_them() -> None:
     api = FakeApi()
     pub, state = make(api)
-    _spread(state, 10)
-    written_before: list[int] = []
+    _spread(state, 60)
+    create = api.create
+
+    async def slow_create(
+        resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        if resource.plural == "peersets":
+            await asyncio.sleep(0.01)  # the API server takes its time
+        return await create(resource, body, namespace)
+
+    api.create = slow_create  # type: ignore[method-assign]
+    seen: list[tuple[int, int]] = []  # (PeerSets, rule sets) written at each step
     absorb = pub._absorb_nodes
 
     def counting(nodes: Any, *rest: Any) -> None:
-        written_before.append(sum(1 for c in api.writes() if c[1] == "noderulesets"))
+        kinds = [c[1] for c in api.writes()]
+        seen.append((kinds.count("peersets"), kinds.count("noderulesets")))
         absorb(nodes, *rest)
 
     pub._absorb_nodes = counting  # type: ignore[method-assign,assignment]
     assert flush(pub)
-    # Rule sets were taken in a few at a time, the first ones written meanwhile.
-    assert written_before[0] == 0
-    assert written_before[-1] > 0
+    # Rule sets were taken in a few at a time, the first ones while the PeerSet was
+    # being written, the last ones while the first rule sets were.
+    assert seen[0] == (0, 0)
+    assert seen[-1][0] == 1
+    assert seen[-1][1] > 0
     kinds = [c[1] for c in api.writes()]
-    assert kinds == ["peersets"] + ["noderulesets"] * 10
-    assert api.names("noderulesets") == [f"n{i:02}" for i in range(10)]
+    assert kinds == ["peersets"] + ["noderulesets"] * 60
+    assert api.names("noderulesets") == [f"n{i:02}" for i in range(60)]
+    assert not pub.pending
+
+
+def test_peer_sets_go_out_as_they_are_encoded() -> None:
+    api = FakeApi()
+    pub, _ = make(api)
+    # Shards of one member: a PeerSet per web pod, many more than one step's worth.
+    state = ControllerState(Compiler(shard_size=1))
+    pub.state = state
+    state.on_change = pub.mark
+    state.end_warmup()
+    _spread(state, 40)
+    clients = [pod(f"client-{i}", "n00", f"10.1.0.{i}", {"app": "client"}) for i in range(40)]
+    feed(state, *clients)
+    seen: list[int] = []  # PeerSets written before each step was taken in
+    absorb = pub._absorb_shards
+
+    def counting(shards: Any) -> set[str]:
+        seen.append(sum(1 for c in api.writes() if c[1] == "peersets"))
+        return absorb(shards)
+
+    pub._absorb_shards = counting  # type: ignore[method-assign]
+    assert flush(pub)
+    shards = len(api.names("peersets"))
+    assert shards > 20
+    assert seen[0] == 0
+    assert 0 < seen[-2] < shards  # the last step's, after its writes (none left)
+    kinds = [c[1] for c in api.writes()]
+    assert kinds == ["peersets"] * shards + ["noderulesets"] * 40
     assert not pub.pending
 
 
