@@ -225,3 +225,12 @@ def test_agent_report_and_checks_show_the_tiered_figures() -> None:
     text = console.export_text()
     assert "full apply, + 200 CNPs, 180 on the node (nft)" in text
     assert "1000 policies + 200 CNPs (nft)" in text
+
+
+def test_antrea_targets_are_judged_against_antreas_own_figures() -> None:
+    """At or below Antrea's faster run, under a third of its smaller memory."""
+    fast = engine.antrea_checks(engine.ANTREA_SECONDS[0] - 0.01, {"peak_mb": 400.0})
+    assert fast == {engine.ANTREA_TIME_CHECK: True, engine.ANTREA_MEMORY_CHECK: True}
+    slow = engine.antrea_checks(engine.ANTREA_SECONDS[0] + 0.01, {"peak_mb": 600.0})
+    assert slow == {engine.ANTREA_TIME_CHECK: False, engine.ANTREA_MEMORY_CHECK: False}
+    assert engine.antrea_checks(1.0, None) == {engine.ANTREA_TIME_CHECK: True}
