@@ -809,6 +809,9 @@ class Compiler:
         self._same_held: dict[str, frozenset[str]] = {}
         self._same_set_cache = SameSets()
         self._dirty_cnp_nodes: set[str] = set()
+        # Nodes whose subjects of cluster policies changed: the others keep their
+        # cluster part's targeted pods (a CNP's rule edit does not move a subject).
+        self._resubjected_nodes: set[str] = set()
         self._base_parts: dict[str, _BasePart] = {}
         self._cnp_parts: dict[str, _ClusterPart] = {}
         # Nodes whose pods changed since the last flush: the others may keep their
@@ -1023,6 +1026,7 @@ class Compiler:
         self._node_cnp_pods.setdefault(node, {}).setdefault(cnp, set()).add(pod)
         self._ncp_cache.pop((node, cnp), None)
         self._dirty_cnp_nodes.add(node)
+        self._resubjected_nodes.add(node)
 
     def _subject_all(self, cnp: str, keys: set[str]) -> None:
         """:meth:`_subject` for many pods at once (a new policy's subjects): each node
@@ -1042,6 +1046,7 @@ class Compiler:
             node_cnp_pods.setdefault(node, {}).setdefault(cnp, set()).update(members)
             cache.pop((node, cnp), None)
         self._dirty_cnp_nodes.update(by_node)
+        self._resubjected_nodes.update(by_node)
 
     def _unsubject(self, node: str, cnp: str, pod: str) -> None:
         by_cnp = self._node_cnp_pods.get(node)
@@ -1051,6 +1056,7 @@ class Compiler:
                 del self._node_cnp_pods[node]
         self._ncp_cache.pop((node, cnp), None)
         self._dirty_cnp_nodes.add(node)
+        self._resubjected_nodes.add(node)
 
     def _repeer_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
         bucket = _bucket(key)
@@ -1420,6 +1426,7 @@ class Compiler:
         if node not in self._node_refs and node not in self._declared_nodes:
             self._base_parts.pop(node, None)
             self._cnp_parts.pop(node, None)
+            self._resubjected_nodes.discard(node)
             self._node_targeted.pop(node, None)
             self._keep_same_sets(node, {})
             return None
@@ -1532,8 +1539,14 @@ class Compiler:
             entries.append(ncp)
         self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
         set_names = self._cluster_set_names(node, names)
-        # The node's subjects of any cluster policy (by_cnp holds only this node's).
-        targeted = frozenset().union(*by_cnp.values())
+        # The node's subjects of any cluster policy (by_cnp holds only this node's),
+        # made again only when one of them moved.
+        old = self._cnp_parts.get(node)
+        if old is None or node in self._resubjected_nodes:
+            targeted = frozenset().union(*by_cnp.values())
+            self._resubjected_nodes.discard(node)
+        else:
+            targeted = old.targeted
         return _ClusterPart(tuple(entries), set_names, targeted)
 
     def _cluster_set_names(self, node: str, names: list[str]) -> frozenset[str]:
