@@ -679,6 +679,11 @@ class _ClusterPart:
     policies: tuple[NodeClusterPolicy, ...]
     set_names: frozenset[str]
     targeted: frozenset[str]
+    # What they were made from: the policies' names in order, each one's sets, and
+    # the node's sets by sameness (a part is patched where only some changed).
+    names: tuple[str, ...] = ()
+    sets_of: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    same: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -812,6 +817,9 @@ class Compiler:
         # Nodes whose subjects of cluster policies changed: the others keep their
         # cluster part's targeted pods (a CNP's rule edit does not move a subject).
         self._resubjected_nodes: set[str] = set()
+        # Per node, the cluster policies whose NodeClusterPolicy was forgotten since
+        # its cluster part was built: a part is patched at those, not rebuilt.
+        self._stale_ncps: dict[str, set[str]] = {}
         self._base_parts: dict[str, _BasePart] = {}
         self._cnp_parts: dict[str, _ClusterPart] = {}
         # Nodes whose pods changed since the last flush: the others may keep their
@@ -1022,10 +1030,15 @@ class Compiler:
         if now and pod is not None:
             self._subject(pod.node_name, name, key)
 
+    def _forget_ncp(self, node: str, cnp: str) -> None:
+        """The NodeClusterPolicy of ``cnp`` on ``node`` must be made again."""
+        self._ncp_cache.pop((node, cnp), None)
+        self._stale_ncps.setdefault(node, set()).add(cnp)
+        self._dirty_cnp_nodes.add(node)
+
     def _subject(self, node: str, cnp: str, pod: str) -> None:
         self._node_cnp_pods.setdefault(node, {}).setdefault(cnp, set()).add(pod)
-        self._ncp_cache.pop((node, cnp), None)
-        self._dirty_cnp_nodes.add(node)
+        self._forget_ncp(node, cnp)
         self._resubjected_nodes.add(node)
 
     def _subject_all(self, cnp: str, keys: set[str]) -> None:
@@ -1041,11 +1054,10 @@ class Compiler:
             pods = self._pods
             for key in keys:
                 by_node.setdefault(pods[key].node_name, set()).add(key)
-        node_cnp_pods, cache = self._node_cnp_pods, self._ncp_cache
+        node_cnp_pods = self._node_cnp_pods
         for node, members in by_node.items():
             node_cnp_pods.setdefault(node, {}).setdefault(cnp, set()).update(members)
-            cache.pop((node, cnp), None)
-        self._dirty_cnp_nodes.update(by_node)
+            self._forget_ncp(node, cnp)
         self._resubjected_nodes.update(by_node)
 
     def _unsubject(self, node: str, cnp: str, pod: str) -> None:
@@ -1054,8 +1066,7 @@ class Compiler:
             _discard(by_cnp, cnp, pod)
             if not by_cnp:
                 del self._node_cnp_pods[node]
-        self._ncp_cache.pop((node, cnp), None)
-        self._dirty_cnp_nodes.add(node)
+        self._forget_ncp(node, cnp)
         self._resubjected_nodes.add(node)
 
     def _repeer_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
@@ -1152,8 +1163,7 @@ class Compiler:
         the policy again (the namespace's values may have changed)."""
         for pod in self._ns_pods.get(namespace, set()) & state.targets:
             node = self._pods[pod].node_name
-            self._ncp_cache.pop((node, key), None)
-            self._dirty_cnp_nodes.add(node)
+            self._forget_ncp(node, key)
 
     def _refill_namespace(self, state: _SetState, namespace: str, include: bool) -> None:
         for key in self._ns_pods.get(namespace, ()):
@@ -1256,8 +1266,7 @@ class Compiler:
             # Same subjects, new rules: their nodes get the new compiled policy (an
             # IsolationPolicy's rules by sameness are compiled on each node).
             for node in {self._pods[p].node_name for p in old_targets & new_targets}:
-                self._ncp_cache.pop((node, name), None)
-                self._dirty_cnp_nodes.add(node)
+                self._forget_ncp(node, name)
 
     def _subjects(self, subject: Subject, namespaces: set[str]) -> set[str]:
         """The selectable pods a subject selects, among the given namespaces."""
@@ -1427,6 +1436,7 @@ class Compiler:
             self._base_parts.pop(node, None)
             self._cnp_parts.pop(node, None)
             self._resubjected_nodes.discard(node)
+            self._stale_ncps.pop(node, None)
             self._node_targeted.pop(node, None)
             self._keep_same_sets(node, {})
             return None
@@ -1504,50 +1514,89 @@ class Compiler:
     def _build_cluster_part(self, node: str) -> _ClusterPart:
         """The CNPs selecting a pod of ``node``, in evaluation order, with their subjects.
 
-        A CNP whose rules and subjects here did not change keeps its NodeClusterPolicy.
+        A CNP whose rules and subjects here did not change keeps its NodeClusterPolicy;
+        when the node has the same CNPs in the same order, the last part is patched
+        where some were forgotten instead of walked whole (a CNP edit touches ~80
+        nodes of ~145 CNPs each).
         """
         by_cnp = self._node_cnp_pods.get(node, {})
-        cnps, cache = self._cnps, self._ncp_cache
-        entries: list[NodeClusterPolicy] = []
+        cnps = self._cnps
         same_sets = dict(self._same_sets.get(node, {}))
         fresh: list[SamenessMemo] = []  # the memos of the variants made here
         order = self._cnp_order
         if order is None:
             order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
         # The cluster's order, filtered: cheaper than sorting each node's CNPs anew.
-        names = [n for n in order if n in by_cnp]
-        for name in names:
-            ncp = cache.get((node, name))
-            if ncp is None:
-                state = cnps[name]
-                targets = tuple(sorted(by_cnp[name]))
-                if state.sameness is None:
-                    same_sets.pop(name, None)  # an edit may have taken its rules by sameness
-                    ncp = NodeClusterPolicy(state.compiled, targets)
-                else:
-                    pods = self._pods
-                    variants, variant_of = expand_isolation(
-                        state.sameness,
-                        [pods[p] for p in targets],
-                        lambda ns: self._namespace_labels(ns).labels,
-                    )
-                    same_sets[name] = frozenset().union(*[v.names for v in variants])
-                    fresh.append(state.sameness)
-                    rules = tuple([v.rules for v in variants])
-                    ncp = NodeClusterPolicy(state.compiled, targets, rules, variant_of)
-                cache[(node, name)] = ncp
-            entries.append(ncp)
-        self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
-        set_names = self._cluster_set_names(node, names)
+        names = tuple([n for n in order if n in by_cnp])
+        old = self._cnp_parts.get(node)
+        stale = self._stale_ncps.pop(node, set())
+        if old is not None and old.names == names:
+            entries = list(old.policies)
+            changed = [n for n in stale if n in by_cnp]
+            for name in changed:
+                entries[names.index(name)] = self._node_cluster_policy(
+                    node, name, by_cnp, same_sets, fresh
+                )
+            self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
+            same = self._same_held.get(node, frozenset())
+            if same == old.same and all(cnps[n].sets >= old.sets_of[n] for n in changed):
+                # Sets only added (or none changed): the old union grows by them.
+                set_names = old.set_names.union(*[cnps[n].sets for n in changed])
+                sets_of = old.sets_of
+                if changed:
+                    sets_of = {**old.sets_of, **{n: cnps[n].sets for n in changed}}
+            else:
+                set_names = self._cluster_set_names(node, list(names))
+                sets_of = {n: cnps[n].sets for n in names}
+        else:
+            cache = self._ncp_cache
+            entries = []
+            for name in names:
+                ncp = cache.get((node, name))
+                if ncp is None:
+                    ncp = self._node_cluster_policy(node, name, by_cnp, same_sets, fresh)
+                entries.append(ncp)
+            self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
+            same = self._same_held.get(node, frozenset())
+            set_names = self._cluster_set_names(node, list(names))
+            sets_of = {n: cnps[n].sets for n in names}
         # The node's subjects of any cluster policy (by_cnp holds only this node's),
         # made again only when one of them moved.
-        old = self._cnp_parts.get(node)
         if old is None or node in self._resubjected_nodes:
             targeted = frozenset().union(*by_cnp.values())
             self._resubjected_nodes.discard(node)
         else:
             targeted = old.targeted
-        return _ClusterPart(tuple(entries), set_names, targeted)
+        return _ClusterPart(tuple(entries), set_names, targeted, names, sets_of, same)
+
+    def _node_cluster_policy(
+        self,
+        node: str,
+        name: str,
+        by_cnp: Mapping[str, set[str]],
+        same_sets: dict[str, frozenset[str]],
+        fresh: list[SamenessMemo],
+    ) -> NodeClusterPolicy:
+        """``name`` as ``node`` enforces it, made and cached (an IsolationPolicy's
+        variants expanded: its sets in ``same_sets``, its memo in ``fresh``)."""
+        state = self._cnps[name]
+        targets = tuple(sorted(by_cnp[name]))
+        if state.sameness is None:
+            same_sets.pop(name, None)  # an edit may have taken its rules by sameness
+            ncp = NodeClusterPolicy(state.compiled, targets)
+        else:
+            pods = self._pods
+            variants, variant_of = expand_isolation(
+                state.sameness,
+                [pods[p] for p in targets],
+                lambda ns: self._namespace_labels(ns).labels,
+            )
+            same_sets[name] = frozenset().union(*[v.names for v in variants])
+            fresh.append(state.sameness)
+            rules = tuple([v.rules for v in variants])
+            ncp = NodeClusterPolicy(state.compiled, targets, rules, variant_of)
+        self._ncp_cache[(node, name)] = ncp
+        return ncp
 
     def _cluster_set_names(self, node: str, names: list[str]) -> frozenset[str]:
         """The sets the node's cluster policies use (theirs and their sameness sets).
