@@ -18,7 +18,7 @@ import functools
 import itertools
 import operator
 import zlib
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stockade.cluster import Cluster
@@ -796,8 +796,6 @@ class Compiler:
         self._cnps: dict[str, _ClusterPolicyState] = {}
         # Every CNP's name in evaluation order; None when a CNP came, went or changed.
         self._cnp_order: list[str] | None = None
-        # Per node: the sets its cluster policies use, and what they were made of.
-        self._cluster_sets_cache: dict[str, tuple[Hashable, frozenset[str]]] = {}
         self._ns_cnps: dict[str, set[str]] = {}  # namespace -> CNPs whose subject has it
         self._nodes: dict[str, NodeInfo] = {}
         self._node_sets: set[str] = set()  # sets of Nodes (node_selector)
@@ -1530,24 +1528,15 @@ class Compiler:
         names = tuple([n for n in order if n in by_cnp])
         old = self._cnp_parts.get(node)
         stale = self._stale_ncps.pop(node, set())
-        if old is not None and old.names == names:
+        patched = old is not None and old.names == names
+        changed: list[str] = []
+        if old is not None and patched:
             entries = list(old.policies)
             changed = [n for n in stale if n in by_cnp]
             for name in changed:
                 entries[names.index(name)] = self._node_cluster_policy(
                     node, name, by_cnp, same_sets, fresh
                 )
-            self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
-            same = self._same_held.get(node, frozenset())
-            if same == old.same and all(cnps[n].sets >= old.sets_of[n] for n in changed):
-                # Sets only added (or none changed): the old union grows by them.
-                set_names = old.set_names.union(*[cnps[n].sets for n in changed])
-                sets_of = old.sets_of
-                if changed:
-                    sets_of = {**old.sets_of, **{n: cnps[n].sets for n in changed}}
-            else:
-                set_names = self._cluster_set_names(node, list(names))
-                sets_of = {n: cnps[n].sets for n in names}
         else:
             cache = self._ncp_cache
             entries = []
@@ -1556,10 +1545,22 @@ class Compiler:
                 if ncp is None:
                     ncp = self._node_cluster_policy(node, name, by_cnp, same_sets, fresh)
                 entries.append(ncp)
-            self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
-            same = self._same_held.get(node, frozenset())
-            set_names = self._cluster_set_names(node, list(names))
+        self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
+        same = self._same_held.get(node, frozenset())
+        if (
+            old is not None
+            and patched
+            and same == old.same
+            and all(cnps[n].sets >= old.sets_of[n] for n in changed)
+        ):
+            # Sets only added (or none changed): the old union grows by them.
+            set_names = old.set_names.union(*[cnps[n].sets for n in changed])
+            sets_of = (
+                {**old.sets_of, **{n: cnps[n].sets for n in changed}} if changed else old.sets_of
+            )
+        else:
             sets_of = {n: cnps[n].sets for n in names}
+            set_names = frozenset().union(*sets_of.values(), same)
         # The node's subjects of any cluster policy (by_cnp holds only this node's),
         # made again only when one of them moved.
         if old is None or node in self._resubjected_nodes:
@@ -1597,23 +1598,6 @@ class Compiler:
             ncp = NodeClusterPolicy(state.compiled, targets, rules, variant_of)
         self._ncp_cache[(node, name)] = ncp
         return ncp
-
-    def _cluster_set_names(self, node: str, names: list[str]) -> frozenset[str]:
-        """The sets the node's cluster policies use (theirs and their sameness sets).
-
-        Kept per node while the same policies bring the same sets: a CNP edit
-        rebuilds the cluster part of every node it touches, and the union of the
-        sets of every other policy there was most of that work.
-        """
-        cnps = self._cnps
-        same = self._same_held.get(node, frozenset())
-        key = (tuple([(n, cnps[n].sets) for n in names]), same)
-        cached = self._cluster_sets_cache.get(node)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        union = frozenset().union(*(sets for _, sets in key[0]), same)
-        self._cluster_sets_cache[node] = (key, union)
-        return union
 
     def _keep_same_sets(
         self, node: str, keep: Mapping[str, frozenset[str]], fresh: Sequence[SamenessMemo] = ()
