@@ -26,7 +26,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
-from stockade.kube import JsonObject, KubeClient, ListPage, Resource
+from stockade.kube import JsonObject, KubeClient, ListPage, Resource, collect_pages
 from stockade.reflector import ReflectApi, Reflector
 
 log = logging.getLogger("stockade.controller")
@@ -168,14 +168,9 @@ class WithoutSpecs:
         field_selector: str | None = None,
     ) -> tuple[list[JsonObject], str]:
         """The whole list, without specs."""
-        items: list[JsonObject] = []
-        version = ""
-        async for page, page_version in self.list_pages(
-            resource, namespace, label_selector, field_selector
-        ):
-            items += page
-            version = page_version
-        return items, version
+        return await collect_pages(
+            self.list_pages(resource, namespace, label_selector, field_selector)
+        )
 
     async def list_pages(
         self,

@@ -320,6 +320,17 @@ def now_micro() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+async def collect_pages(pages: AsyncIterator[ListPage]) -> tuple[list[JsonObject], str]:
+    """A paged list's objects in one list, and the last page's resourceVersion (the
+    one to watch from)."""
+    items: list[JsonObject] = []
+    version = ""
+    async for page, page_version in pages:
+        items += page
+        version = page_version
+    return items, version
+
+
 class KubeClient:
     """Async client for the handful of calls stockade makes.
 
@@ -427,14 +438,9 @@ class KubeClient:
         field_selector: str | None = None,
     ) -> tuple[list[JsonObject], str]:
         """Every object (paged), and the list's resourceVersion to watch from."""
-        items: list[JsonObject] = []
-        version = ""
-        async for page, page_version in self.list_pages(
-            resource, namespace, label_selector, field_selector, prefetch=False
-        ):
-            items += page
-            version = page_version
-        return items, version
+        return await collect_pages(
+            self.list_pages(resource, namespace, label_selector, field_selector, prefetch=False)
+        )
 
     async def list_pages(
         self,
