@@ -452,8 +452,8 @@ class SamenessMemo:
     forgotten at once past :data:`MEMO_LIMIT` signatures.
     """
 
-    def __init__(self, policy: IsolationPolicy, same_sets: SameSets | None = None) -> None:
-        self._same_sets = same_sets if same_sets is not None else SameSets()
+    def __init__(self, policy: IsolationPolicy, same_sets: SameSets) -> None:
+        self._same_sets = same_sets
         self._rules = [
             (egress, index, rule)
             for egress, rules in ((False, policy.ingress), (True, policy.egress))
