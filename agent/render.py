@@ -104,6 +104,7 @@ from stockade.agent.iptables import (
     render_restore,
     split_multiport,
 )
+from stockade.agent.shadowing import unshadowed
 from stockade.ruleset import (
     ACCEPT,
     ADMIN_TIER,
@@ -622,10 +623,12 @@ def _split_by_protocol(chain: Chain) -> list[Chain]:
     ):
         return [chain]
     used = [p for p in PROTOCOLS if p in protocols]
+    # A protocol's chain may shadow more than the whole one did (a rule of another
+    # protocol that changed the mark between two copies is not in it).
     subs = [
         Chain(
             f"{chain.name}-{p[0]}",
-            tuple(r for r, rp in zip(rules, protocols, strict=True) if rp in (p, None)),
+            unshadowed([r for r, rp in zip(rules, protocols, strict=True) if rp in (p, None)]),
         )
         for p in used
     ]
@@ -1421,7 +1424,9 @@ class _FamilyRenderer:
                 rules.extend(self._cnp_jumps(d, cp))
                 self.cnp_jumped.add((d.name, cp.policy.id))
                 after_jump = True
-        return Chain(g.chain, tuple(rules))
+        # Policies written from one template repeat rules: only the first copy can
+        # match (docs/dataplane.md, "Tiers").
+        return Chain(g.chain, unshadowed(rules))
 
     def _cnp_use_count(self, d: _Direction, cp: AnyPolicy) -> int:
         """How many tier groups of ``d``'s direction (here, this family) use ``cp``."""
