@@ -67,6 +67,11 @@ SetKind = Literal[
     "beg",
     "bit",
     "bet",
+    # ... and with tiers, the dispatch to a pod's path through them (per direction)
+    "teg",
+    "tig",
+    "tet",
+    "tit",
     "link",
 ]
 

@@ -279,8 +279,10 @@ class _Direction:
     group_kind: SetKind
     tree_kind: SetKind
     # "" for the NetworkPolicy tier; "A" (Admin) or "B" (Baseline) for the
-    # ClusterNetworkPolicy tiers, whose groups and trees have chains and sets of their own.
-    tier: Literal["", "A", "B"] = ""
+    # ClusterNetworkPolicy tiers, whose groups have chains of their own; "T" for the
+    # dispatch of a node with tiers: one tree per direction over the pods' paths
+    # through the three tiers (:func:`_paths`).
+    tier: Literal["", "A", "B", "T"] = ""
 
     @property
     def code(self) -> str:
@@ -319,7 +321,7 @@ class _Direction:
         return check_chain_name(f"STK-{self.letter}-{ident}")
 
 
-_TIER_LABEL = {"": "", "A": "admin ", "B": "baseline "}
+_TIER_LABEL = {"": "", "A": "admin ", "B": "baseline ", "T": "tiered "}
 _TIER_OF = {ADMIN_TIER: "A", BASELINE_TIER: "B"}
 
 INGRESS = _Direction(
@@ -337,6 +339,13 @@ A_INGRESS = replace(INGRESS, group_kind="aig", tree_kind="ait", tier="A")
 B_EGRESS = replace(EGRESS, group_kind="beg", tree_kind="bet", tier="B")
 B_INGRESS = replace(INGRESS, group_kind="big", tree_kind="bit", tier="B")
 TIER_DIRECTIONS = (A_EGRESS, A_INGRESS, B_EGRESS, B_INGRESS)
+# With tiers, a pod's packet is dispatched once per direction, to its path.
+T_EGRESS = replace(EGRESS, group_kind="teg", tree_kind="tet", tier="T")
+T_INGRESS = replace(INGRESS, group_kind="tig", tree_kind="tit", tier="T")
+_TIERS_OF = {
+    "egress": (A_EGRESS, EGRESS, B_EGRESS, T_EGRESS),
+    "ingress": (A_INGRESS, INGRESS, B_INGRESS, T_INGRESS),
+}
 
 
 AnyPolicy = NodePolicy | NodeClusterPolicy
@@ -1141,6 +1150,8 @@ class _FamilyRenderer:
             for d in TIER_DIRECTIONS:
                 chains.extend(self._tier_chains(d))
             for d in DIRECTIONS:
+                chains.extend(self._path_chains(d))
+            for d in DIRECTIONS:
                 chains.extend(self._cluster_policy_chains(d))
         return RenderedFamily(
             self.family, tuple(chains), tuple(sorted(self.sets.values(), key=lambda s: s.name))
@@ -1155,39 +1166,22 @@ class _FamilyRenderer:
         return [Rule((), Jump(d.dispatch_chain), comment(f"{d.name} policy")) for d in DIRECTIONS]
 
     def _tiered_dispatch(self) -> list[Rule]:
-        """Per direction: Admin tier, NetworkPolicy, Baseline tier (docs/dataplane.md, Tiers).
-
-        The direction's bit set means "decided and allowed" (an Admin Accept, or a
-        NetworkPolicy allowing): the later tiers of that direction are skipped. A
-        Pass sets the pass bit, which only ends the tier's group chain; it is
-        cleared after each tier.
-        """
-        clear_pass = Rule((), ClearMark(self.pass_bit), comment("clear the pass bit"))
-        rules: list[Rule] = []
-        for d, admin, baseline in ((EGRESS, A_EGRESS, B_EGRESS), (INGRESS, A_INGRESS, B_INGRESS)):
-            bit = d.mark_bit(self.options)
-            undecided = MarkMatch(0, bit)
-            rules += [
-                Rule((), Jump(admin.dispatch_chain), comment(f"{admin.label} tier")),
-                clear_pass,
-                Rule((undecided,), Jump(d.dispatch_chain), comment(f"{d.name} policy")),
-                Rule(
-                    (undecided,), Jump(baseline.dispatch_chain), comment(f"{baseline.label} tier")
-                ),
-                clear_pass,
-            ]
-        return rules
+        """Per direction, the dispatch to the pod's path through Admin tier,
+        NetworkPolicy and Baseline tier (docs/dataplane.md, Tiers; :meth:`_path_chain`)."""
+        return [
+            Rule((), Jump(d.dispatch_chain), comment(f"{d.name}: admin, policy, baseline"))
+            for d in (T_EGRESS, T_INGRESS)
+        ]
 
     def _input_chain(self) -> Chain:
         """STK-INPUT: a local pod reaching its own node, judged by its egress tiers.
 
-        Admin egress; a pod that NetworkPolicies isolate for egress is allowed to its
-        own node there (final); Baseline egress. The node's own traffic to its pods
-        goes out through OUTPUT and is never judged; its replies pass by conntrack.
+        The egress paths: Admin egress; a pod that NetworkPolicies isolate for egress
+        is allowed to its own node there (final); Baseline egress. The node's own
+        traffic to its pods goes out through OUTPUT and is never judged; its replies
+        pass by conntrack.
         """
         mask = self.options.mark_mask
-        bit = EGRESS.mark_bit(self.options)
-        undecided = MarkMatch(0, bit)
         rules = [
             Rule(
                 (ConntrackState(("RELATED", "ESTABLISHED")),),
@@ -1209,22 +1203,14 @@ class _FamilyRenderer:
                     comment("link-local or multicast (neighbour discovery)"),
                 )
             )
+        to_node = INGRESS.mark_bit(self.options)
         rules += [
             Rule((), ClearMark(mask), comment("clear stockade mark bits")),
-            Rule((), Jump(A_EGRESS.dispatch_chain), comment(f"{A_EGRESS.label} tier")),
-            Rule((), ClearMark(self.pass_bit), comment("clear the pass bit")),
-        ]
-        if self.groups[EGRESS.dispatch_chain]:
-            root = _dispatch_tree(EGRESS, "", self.groups[EGRESS.dispatch_chain])
-            rules.append(
-                Rule(
-                    (undecided, SetMatch(root.set_name(self.family), "src")),
-                    SetMark(bit, bit),
-                    comment("egress isolated by policy: its own node is allowed"),
-                )
-            )
-        rules += [
-            Rule((undecided,), Jump(B_EGRESS.dispatch_chain), comment(f"{B_EGRESS.label} tier")),
+            # The ingress bit means nothing here (only the pod's egress is judged):
+            # it tells the paths "to the pod's own node", where a pod NetworkPolicies
+            # isolate for egress is allowed (their step is skipped).
+            Rule((), SetMark(to_node, to_node), comment("to the pod's own node")),
+            Rule((), Jump(T_EGRESS.dispatch_chain), comment("egress: admin, baseline")),
             Rule((), ClearMark(mask), comment("clear stockade mark bits")),
         ]
         return Chain(INPUT_CHAIN, tuple(rules))
@@ -1308,15 +1294,32 @@ class _FamilyRenderer:
         return made
 
     def _direction_chains(self, d: _Direction) -> list[Chain]:
+        """NetworkPolicy in direction ``d``: dispatch, groups, policies, allow chain.
+
+        With tiers the dispatch is the paths' (:meth:`_path_chains`): no set, tree
+        or dispatch chain here, and the group chains are the same.
+        """
         groups = self.groups[d.dispatch_chain]
+        bit = d.mark_bit(self.options)
+        allow = Chain(d.allow_chain, (Rule((), SetMark(bit, bit), comment(f"{d.name} allowed")),))
+        chains = [allow] if self.cluster else self._dispatch_chains(d, groups, allow)
+        uses = Counter(np.policy.id for g in groups for np in g.policies)
+        jumped: dict[str, Chain] = {}
+        chains.extend(self._group_chain(g, uses, jumped) for g in groups)
+        chains.extend(jumped[pid] for pid in sorted(jumped))
+        return chains
+
+    def _dispatch_chains(
+        self, d: _Direction, groups: Sequence[_Group], allow: Chain
+    ) -> list[Chain]:
+        """Without tiers: the dispatch chain and tree of ``d``'s groups (and the allow
+        chain, whose place in the output the golden files pin)."""
         group_sets: dict[str, list[str]] = {}  # group hash -> its pods' addresses here
         for g in groups:
             ips = self._ips(g.pod_ips, f"{d.name} group")
             group_sets[g.hash] = ips
             name = g.set_name(self.family)
             self.sets[name] = ip_set(name, self.family, ips, self._member)
-        bit = d.mark_bit(self.options)
-        allow = Chain(d.allow_chain, (Rule((), SetMark(bit, bit), comment(f"{d.name} allowed")),))
         if not groups:  # nothing isolated this way: the dispatch chain stays empty
             return [Chain(d.dispatch_chain, ()), allow]
         root = _dispatch_tree(d, "", groups)
@@ -1330,43 +1333,122 @@ class _FamilyRenderer:
         )
         chains = [Chain(d.dispatch_chain, (not_isolated, *root_rules)), allow]
         chains.extend(sorted(tree_chains, key=lambda c: c.name))
-        uses = Counter(np.policy.id for g in groups for np in g.policies)
-        jumped: dict[str, Chain] = {}
-        chains.extend(self._group_chain(g, uses, jumped) for g in groups)
-        chains.extend(jumped[pid] for pid in sorted(jumped))
         return chains
 
     def _tier_chains(self, d: _Direction) -> list[Chain]:
-        """One tier of one direction: its dispatch tree and group chains.
+        """One tier of one direction: its group chains (dispatched by the paths).
 
-        The dispatch is the NetworkPolicy one (hash:ip sets of groups, a tree beyond
-        DISPATCH_FANOUT groups); a group chain jumps to its ClusterNetworkPolicies'
-        chains in evaluation order and RETURNs as soon as one decided (the
-        direction's bit: Accept) or passed (the pass bit). Deny drops in the policy
-        chain itself. Nothing matched: the group chain ends, on to the next tier.
+        A group chain jumps to its ClusterNetworkPolicies' chains in evaluation order
+        (or holds their rules) and RETURNs as soon as one decided (the direction's
+        bit: Accept) or passed (the pass bit). Deny drops in the policy chain itself.
+        Nothing matched: the group chain ends, on to the next tier.
         """
-        groups = self._tier_groups_here(d)
-        if not groups:
-            return [Chain(d.dispatch_chain, ())]
-        group_sets: dict[str, list[str]] = {}
-        for g in groups:
-            ips = self.tier_ips[g.chain]
-            group_sets[g.hash] = ips
-            name = g.set_name(self.family)
-            self.sets[name] = ip_set(name, self.family, ips, self._member)
-        root = _dispatch_tree(d, "", groups)
+        return [
+            chain
+            for g in self._tier_groups_here(d)
+            for chain in _split_by_protocol(self._tier_group_chain(g))
+        ]
+
+    def _path_chains(self, d: _Direction) -> list[Chain]:
+        """The dispatch of direction ``d`` on a node with tiers, and its paths.
+
+        A pod's *path* is its group in each tier of ``d``: Admin, NetworkPolicy,
+        Baseline (the Baseline group only without a NetworkPolicy one, which always
+        decides). Pods are grouped by path; each path has a set and a chain, in one
+        dispatch tree per direction (as NetworkPolicy groups are without tiers), so
+        a packet makes one walk down one tree per direction instead of one per tier.
+        """
+        admin, policy, baseline, fused = _TIERS_OF[d.name]
+        paths, steps = self._paths(admin, policy, baseline, fused)
+        if not paths:
+            return [Chain(fused.dispatch_chain, ())]
+        path_sets = {p.hash: list(p.pod_ips) for p in paths}
+        for p in paths:
+            name = p.set_name(self.family)
+            self.sets[name] = ip_set(name, self.family, p.pod_ips, self._member)
+        root = _dispatch_tree(fused, "", paths)
         tree_chains: list[Chain] = []
-        root_rules = self._tree_node(root, group_sets, tree_chains)
+        root_rules = self._tree_node(root, path_sets, tree_chains)
         not_subject = Rule(
             (SetMatch(root.set_name(self.family), d.target_dir, negate=True),),
             Return(),
-            comment(f"{d.label}: pod not a subject"),
+            comment(f"{d.name}: pod neither isolated nor a subject"),
         )
-        chains = [Chain(d.dispatch_chain, (not_subject, *root_rules))]
+        chains = [Chain(fused.dispatch_chain, (not_subject, *root_rules))]
         chains.extend(sorted(tree_chains, key=lambda c: c.name))
-        for g in groups:
-            chains.extend(_split_by_protocol(self._tier_group_chain(g)))
+        chains.extend(self._path_chain(d, p, *steps[p.hash]) for p in paths)
         return chains
+
+    def _paths(
+        self, admin: _Direction, policy: _Direction, baseline: _Direction, fused: _Direction
+    ) -> tuple[list[_Group], dict[str, tuple[_Group | None, _Group | None, _Group | None]]]:
+        """The local pods' paths through the tiers of one direction, in this family.
+
+        Each path is a :class:`_Group` of ``fused`` (hash, pods' addresses here, every
+        policy on it for comments), sorted by hash; ``steps`` gives its groups.
+        """
+        slots: dict[str, list[_Group | None]] = {}
+        tiers = (
+            self._tier_groups_here(admin),
+            self._policy_groups_here(policy),
+            self._tier_groups_here(baseline),
+        )
+        for pos, groups in enumerate(tiers):
+            for g in groups:
+                for ip in self._group_ips(g):
+                    slots.setdefault(ip, [None, None, None])[pos] = g
+        by_path: dict[tuple[_Group | None, _Group | None, _Group | None], list[str]] = {}
+        for ip, (a, n, b) in slots.items():
+            # A NetworkPolicy group always decides: Baseline is never reached after it.
+            by_path.setdefault((a, n, None if n is not None else b), []).append(ip)
+        paths: list[_Group] = []
+        steps: dict[str, tuple[_Group | None, _Group | None, _Group | None]] = {}
+        for key, ips in by_path.items():
+            ids = [g.hash if g is not None else "" for g in key]
+            h = stable_hash({"direction": fused.name, "tier": fused.tier, "groups": ids}, 16)
+            policies = tuple(p for g in key if g is not None for p in g.policies)
+            paths.append(_Group(fused, policies, tuple(sorted(ips)), h))
+            steps[h] = key
+        paths.sort(key=lambda g: g.hash)
+        return paths, steps
+
+    def _path_chain(
+        self, d: _Direction, path: _Group, a: _Group | None, n: _Group | None, b: _Group | None
+    ) -> Chain:
+        """A path: the Admin group, then NetworkPolicy's or else the Baseline group.
+
+        The direction's bit set means "decided and allowed" (an Admin Accept, or a
+        NetworkPolicy allowing): the later tiers are skipped. A Pass sets the pass
+        bit, which only ends its tier's group chain; it is cleared after each tier.
+        The NetworkPolicy step also needs the ingress bit clear: STK-INPUT sets it
+        (a pod reaching its own node, which NetworkPolicy always allows), and in
+        STK-FORWARD it is still clear while egress is judged.
+        """
+        bit = d.mark_bit(self.options)
+        clear_pass = Rule((), ClearMark(self.pass_bit), comment("clear the pass bit"))
+        rules: list[Rule] = []
+        if a is not None:
+            rules += [Rule((), Jump(a.chain), comment(f"{a.direction.label} tier")), clear_pass]
+        if n is not None:
+            undecided = MarkMatch(0, bit | INGRESS.mark_bit(self.options))
+            rules.append(Rule((undecided,), Goto(n.chain), comment(f"{d.name} policy")))
+        elif b is not None:
+            rules += [
+                Rule((MarkMatch(0, bit),), Jump(b.chain), comment(f"{b.direction.label} tier")),
+                clear_pass,
+            ]
+        return Chain(path.chain, tuple(rules))
+
+    def _policy_groups_here(self, d: _Direction) -> list[_Group]:
+        """NetworkPolicy groups of ``d`` with pod addresses of this family."""
+        return [g for g in self.groups[d.dispatch_chain] if self._group_ips(g)]
+
+    def _group_ips(self, g: _Group) -> list[str]:
+        """The group's pod addresses of this family, worked out once per render."""
+        ips = self.tier_ips.get(g.chain)
+        if ips is None:
+            ips = self.tier_ips[g.chain] = self._ips(g.pod_ips, f"{g.direction.label} group")
+        return ips
 
     def _tier_groups_here(self, d: _Direction) -> list[_Group]:
         """The tier groups of ``d`` with pod addresses of this family.
@@ -1377,12 +1459,9 @@ class _FamilyRenderer:
         """
         here = self.tier_groups.get(d.dispatch_chain)
         if here is None:
-            here = self.tier_groups[d.dispatch_chain] = []
-            for g in self.groups[d.dispatch_chain]:
-                ips = self._ips(g.pod_ips, f"{d.label} group")
-                if ips:
-                    here.append(g)
-                    self.tier_ips[g.chain] = ips
+            here = self.tier_groups[d.dispatch_chain] = [
+                g for g in self.groups[d.dispatch_chain] if self._group_ips(g)
+            ]
         return here
 
     def _tier_group_chain(self, g: _Group) -> Chain:

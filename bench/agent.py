@@ -1132,8 +1132,9 @@ def packet_ruleset(
 def _dispatch_lookups(rendered: RenderedNode, start: str, ip: str) -> tuple[int, str]:
     """Set lookups a NEW packet of ``ip`` makes in a dispatch tree, and where it ends.
 
-    Walks the v4 rules from ``start`` (STK-INGRESS or STK-EGRESS): each dispatch rule
-    is one set lookup; a match goes to a tree node (walk on), a group chain or RETURN.
+    Walks the v4 rules from ``start`` (STK-INGRESS or STK-EGRESS; with tiers
+    STK-T-INGRESS or STK-T-EGRESS): each dispatch rule is one set lookup; a match
+    goes to a tree node (walk on), a group or path chain, or RETURN.
     """
     chains = {c.name: c for c in rendered.v4.chains}
     members = {s.name: {m.value for m in s.members} for s in rendered.v4.ipsets}
@@ -1150,18 +1151,18 @@ def _dispatch_lookups(rendered: RenderedNode, start: str, ip: str) -> tuple[int,
                 return lookups, "RETURN"
         else:
             return lookups, "end of " + chain
-        if not chain.startswith(("STK-IT-", "STK-ET-")):
+        if not chain.startswith(("STK-IT-", "STK-ET-", "STK-TIT-", "STK-TET-")):
             return lookups, chain
 
 
 def _tier_shape(rendered: RenderedNode) -> dict[str, int]:
-    """Sizes of the v4 tier chains (``STK-A-*``, ``STK-B-*``, per-CNP chains, STK-INPUT)."""
+    """Sizes of the v4 tier chains (groups, paths, per-CNP chains, STK-INPUT)."""
     chains = rendered.v4.chains
     prefixes = (
-        "STK-A-",
         "STK-AE",
         "STK-AI",
         "STK-B",
+        "STK-T",
         "STK-CE-",
         "STK-CI-",
         "STK-INPUT",
@@ -1175,18 +1176,29 @@ def _tier_shape(rendered: RenderedNode) -> dict[str, int]:
 
 
 def _dispatch_shape(rendered: RenderedNode) -> dict[str, int]:
-    """Sizes of the v4 dispatch trees, and the set lookups of the measured SYN."""
+    """Sizes of the v4 dispatch trees, and the set lookups of the measured SYN.
+
+    With tiers, one tree per direction leads to the pods' paths through the tiers
+    (``STK-T-*``, docs/dataplane.md): the client, a subject, has one too.
+    """
     chains = rendered.v4.chains
-    ingress_lookups, landed = _dispatch_lookups(rendered, "STK-INGRESS", SERVER_IP)
-    assert landed.startswith("STK-IG-"), landed
-    egress_lookups, passed = _dispatch_lookups(rendered, "STK-EGRESS", CLIENT_IP)
-    assert passed == "RETURN", passed  # the client is not isolated for egress
+    tiered = rendered.input_jump is not None
+    prefix = "STK-T" if tiered else "STK-"
+    ingress_lookups, landed = _dispatch_lookups(
+        rendered, "STK-T-INGRESS" if tiered else "STK-INGRESS", SERVER_IP
+    )
+    assert landed.startswith(f"{prefix}IG-"), landed
+    egress_lookups, passed = _dispatch_lookups(
+        rendered, "STK-T-EGRESS" if tiered else "STK-EGRESS", CLIENT_IP
+    )
+    # Without tiers the client is not isolated for egress; with them it is a subject.
+    assert passed.startswith("STK-TEG-") if tiered else passed == "RETURN", passed
     return {
         "v4_rules": sum(len(c.rules) for c in chains),
         "ingress_groups": sum(c.name.startswith("STK-IG-") for c in chains),
         "egress_groups": sum(c.name.startswith("STK-EG-") for c in chains),
-        "ingress_tree_chains": 1 + sum(c.name.startswith("STK-IT-") for c in chains),
-        "egress_tree_chains": 1 + sum(c.name.startswith("STK-ET-") for c in chains),
+        "ingress_tree_chains": 1 + sum(c.name.startswith(f"{prefix}IT-") for c in chains),
+        "egress_tree_chains": 1 + sum(c.name.startswith(f"{prefix}ET-") for c in chains),
         "syn_ingress_lookups": ingress_lookups,
         "syn_egress_lookups": egress_lookups,
     }

@@ -12,7 +12,7 @@ from bench import agent, engine
 from bench.synth import EventMaker, Params, generate
 from rich.console import Console
 
-from stockade.agent.render import RenderOptions, render
+from stockade.agent.render import DISPATCH_FANOUT, RenderOptions, render
 from stockade.cluster import parse_input
 from stockade.cnp import ClusterNetworkPolicy, NodeInfo
 from stockade.compiler import compile_cluster
@@ -163,7 +163,9 @@ def test_packet_tiers_render_with_tier_chains() -> None:
     node, peer_sets, _ = agent.packet_ruleset(40)
     rendered = render(node, peer_sets, options=RenderOptions())
     shape = agent._dispatch_shape(rendered)
-    assert shape["syn_egress_lookups"] == 1  # the client is still not NP-isolated
+    # One walk down one tree per direction: the client's path, the server's.
+    assert 1 < shape["syn_egress_lookups"] <= 1 + 3 * DISPATCH_FANOUT
+    assert 1 < shape["syn_ingress_lookups"] <= 1 + 3 * DISPATCH_FANOUT
     tiers = agent._tier_shape(rendered)
     # Short policies are inlined into their groups' chains: few chains, every rule.
     assert tiers["v4_tier_chains"] >= 4

@@ -81,7 +81,7 @@ def _variants(family: Any) -> dict[frozenset[str], Any]:
     """The policy's variant chains, by the subjects dispatched to each.
 
     A tier group chain jumps to its variant (policies are not inlined here); the
-    group's set holds its subjects.
+    paths that lead to the group hold its subjects.
     """
     chains = {c.name: c for c in family.chains}
     out: dict[frozenset[str], Any] = {}
@@ -89,9 +89,19 @@ def _variants(family: Any) -> dict[frozenset[str], Any]:
         if not chain.name.startswith("STK-AIG-"):
             continue
         (target,) = [r.action.chain for r in chain.rules if isinstance(r.action, Jump)]
-        group_set = "stk-aig4-" + chain.name.removeprefix("STK-AIG-")
-        out[frozenset(_members(family, group_set))] = chains[target]
+        out[frozenset(_group_pods(family, chain.name))] = chains[target]
     return out
+
+
+def _group_pods(family: Any, group_chain: str) -> set[str]:
+    """The pods of a tier group: those of the paths (``STK-TIG-``) that jump to it."""
+    pods: set[str] = set()
+    for chain in family.chains:
+        if chain.name.startswith("STK-TIG-") and any(
+            isinstance(r.action, Jump) and r.action.chain == group_chain for r in chain.rules
+        ):
+            pods |= _members(family, "stk-tig4-" + chain.name.removeprefix("STK-TIG-"))
+    return pods
 
 
 def _peer_sets(rule: Any) -> list[str]:

@@ -560,39 +560,46 @@ def test_input_leaves_ipv6_link_local_and_multicast_alone() -> None:
 def test_forward_layout_with_tiers() -> None:
     node = Node(rule_set(cnp("c", egress=[tr(DENY, [to("remote")])]), policies=[ISOLATE_IN]))
     opts = RenderOptions()
-    e, i, p = opts.egress_bit, opts.ingress_bit, opts.pass_bit
+    i, p = opts.ingress_bit, opts.pass_bit
     rules = node.out.v4.chains[0].rules
     tail = [
         (
             r.action.mask if isinstance(r.action, ClearMark) else r.action.chain,
             r.matches,
         )
-        for r in rules[-12:]
+        for r in rules[-4:]
         if isinstance(r.action, ClearMark | Jump)
     ]
+    # one dispatch per direction, to the pod's path through the tiers
     assert tail == [
         (opts.mark_mask, ()),
-        ("STK-A-EGRESS", ()),
-        (p, ()),
-        ("STK-EGRESS", (MarkMatch(0, e),)),
-        ("STK-B-EGRESS", (MarkMatch(0, e),)),
-        (p, ()),
-        ("STK-A-INGRESS", ()),
-        (p, ()),
-        ("STK-INGRESS", (MarkMatch(0, i),)),
-        ("STK-B-INGRESS", (MarkMatch(0, i),)),
-        (p, ()),
+        ("STK-T-EGRESS", ()),
+        ("STK-T-INGRESS", ()),
         (opts.mark_mask, ()),
     ]
     assert node.out.input_jump == INPUT_JUMP
-    # every tier chain exists (empty when no policy of that tier and direction)
     chains = node.chains()
-    assert chains["STK-B-EGRESS"] == ()
-    assert chains["STK-A-INGRESS"] == ()
     assert chains["STK-PASS"]
     assert all(len(name) <= MAX_CHAIN_NAME for name in chains)
-    # the Admin group: first the policy, nothing after the last one
+    # the NetworkPolicy and tier groups have no dispatch of their own any more
+    assert not {"STK-EGRESS", "STK-INGRESS", "STK-A-EGRESS", "STK-B-INGRESS"} & set(chains)
+    # A's egress path: its Admin group, then the pass bit cleared (no NetworkPolicy
+    # isolates it that way, and no Baseline policy selects it)
     group = next(n for n in chains if n.startswith("STK-AEG-"))
+    (egress_path,) = [n for n in chains if n.startswith("STK-TEG-")]
+    assert [(r.matches, r.action) for r in chains[egress_path]] == [
+        ((), Jump(group)),
+        ((), ClearMark(p)),
+    ]
+    # every pod's ingress path goes to its NetworkPolicy group (all are isolated)
+    ingress_paths = [n for n in chains if n.startswith("STK-TIG-")]
+    assert ingress_paths
+    for path in ingress_paths:
+        ((matches, action),) = [(r.matches, r.action) for r in chains[path]]
+        assert matches == (MarkMatch(0, i),)
+        assert isinstance(action, Goto)
+        assert action.chain.startswith("STK-IG-")
+    # the Admin group: first the policy, nothing after the last one
     assert [type(r.action) for r in chains[group]] == [Jump]
     policy_chain = next(n for n in chains if n.startswith("STK-CE-"))
     assert [type(r.action) for r in chains[policy_chain]] == [Drop]
@@ -640,7 +647,8 @@ def test_subject_groups_by_identical_ordered_policy_lists() -> None:
     node = Node(rule_set(x, y, pods=pods))
     groups = sorted(n for n in node.chains() if n.startswith("STK-AEG-"))
     assert len(groups) == 3  # x only, x then y, y only
-    sizes = sorted(len(s.members) for s in node.out.v4.ipsets if s.name.startswith("stk-aeg4-"))
+    # each group is one path here (no other tier): its pods in the path's set
+    sizes = sorted(len(s.members) for s in node.out.v4.ipsets if s.name.startswith("stk-teg4-"))
     assert sizes == [10, 10, 20]
     assert not node.allowed("10.1.1.5", REMOTE)
     assert not node.allowed("10.1.1.15", REMOTE)
@@ -661,7 +669,7 @@ def test_many_groups_use_the_dispatch_tree() -> None:
         replace(p, targets=tuple(pod.name for pod in pods if rng.random() < 0.5)) for p in pols
     ]
     node = Node(rule_set(*targeted, pods=pods))
-    assert any(n.startswith("STK-AET-") for n in node.chains())
+    assert any(n.startswith("STK-TET-") for n in node.chains())
     for k, pod in enumerate(pods):
         for i, p in enumerate(targeted):
             want = pod.name not in p.targets
@@ -677,9 +685,10 @@ def test_without_cluster_policies_the_output_is_unchanged() -> None:
     assert plain.out.input_jump is None
     assert not any(n in plain.chains() for n in (INPUT_CHAIN, "STK-PASS", "STK-A-EGRESS"))
     with_cnp = Node(rule_set(cnp("c", egress=[tr(DENY)]), policies=[ALLOW_IN_REMOTE, ISOLATE_OUT]))
-    # the NetworkPolicy chains themselves are the same with or without tiers
+    # the NetworkPolicy chains themselves are the same with or without tiers, but
+    # for their dispatch (with tiers, the paths' dispatch finds their groups)
     for name, rules in plain.chains().items():
-        if name != "STK-FORWARD":
+        if name not in ("STK-FORWARD", "STK-EGRESS", "STK-INGRESS"):
             assert with_cnp.chains()[name] == rules
     # and a CNP that goes away leaves exactly the old rendering
     without = replace(with_cnp.rs, cluster_policies=())
