@@ -1680,8 +1680,10 @@ class _FamilyRenderer:
             note = comment(f"{np.policy.name} {d.name} rule {index}")
             # One iptables rule per (peer, port group): a rule matches one set and
             # one protocol, so the policy rule's "any peer, any port" is a product.
+            # Protocol and ports first: a packet to another port makes no set lookup
+            # (a group's policies are tried in turn; most rules miss on the port).
             rules.extend(
-                Rule(peer + port, Goto(d.allow_chain), note) for peer in peers for port in ports
+                Rule(port + peer, Goto(d.allow_chain), note) for peer in peers for port in ports
             )
         return Chain(d.policy_chain(np.policy.id), tuple(rules))
 
