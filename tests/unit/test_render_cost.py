@@ -470,3 +470,29 @@ def test_a_short_tier_group_chain_stays_whole() -> None:
     short = cnp("short", ingress=[tr(DENY, [to("remote")], [tcp(22)]), tr(PASS, [to("remote")])])
     node = Node(rule_set(short, pods=PODS))
     assert not any(n.endswith(("-T", "-U", "-S")) for n in node.inlined_chains())
+
+
+def test_a_templated_rule_is_written_once_in_a_group_chain() -> None:
+    """Three Admin policies from one template: each denies the remote set on 6443,
+    then accepts its own port. In the pod's group chain the deny is written once
+    (its later copies can never match first), and every verdict is unchanged."""
+    template = [
+        cnp(
+            f"team-{k}",
+            priority=k,
+            egress=[
+                tr(DENY, [to("remote")], [tcp(6443)]),
+                tr(ACCEPT, [to("remote")], [tcp(7000 + k)]),
+            ],
+        )
+        for k in range(3)
+    ]
+    node = Node(rule_set(*template))
+    chains = {c.name: c.rules for c in node.inlined.v4.chains}
+    (group,) = [n for n in chains if n.startswith("STK-AEG-")]
+    denies = [r for r in chains[group] if PortRange("TCP", ((6443, 6443),)) in r.matches]
+    assert len(denies) == 1
+    assert len(chains[group]) == 4  # one deny, three accepts
+    assert not node.allowed(A, REMOTE, 6443)
+    for k in range(3):
+        assert node.allowed(A, REMOTE, 7000 + k)
