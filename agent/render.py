@@ -614,39 +614,36 @@ def _rule_protocol(rule: Rule) -> Protocol | None:
 
 
 def _split_by_protocol(chain: Chain) -> list[Chain]:
-    """A long tier group chain as a protocol dispatch and one chain per protocol.
+    """A long tier group chain as a TCP chain and the rest.
 
-    ``STK-AEG-<h>`` keeps ``-p tcp -g STK-AEG-<h>-T`` (then UDP, SCTP: the protocols
-    its rules test) and, for any other protocol, the rules that test none; each
-    ``-T``/``-U``/``-S`` chain holds, in the original order, that protocol's rules
-    and those that test no protocol. A rule of another protocol could never match
-    there, so the verdicts are the same; a goto'd chain ends where the group chain
-    would (back in the tier's caller). Short chains, or chains with few protocol
-    rules, stay whole: the goto would cost more than it saves.
+    ``STK-AEG-<h>`` keeps ``-p tcp -g STK-AEG-<h>-T`` and then, for every other
+    protocol, its rules without the TCP ones; ``-T`` holds, in the original order,
+    the TCP rules and those that test no protocol. A rule of another protocol could
+    never match there, so the verdicts are the same; a goto'd chain ends where the
+    group chain would (back in the tier's caller). A TCP packet skips the UDP and
+    SCTP rules, any other packet the TCP ones. Only TCP gets a chain of its own:
+    the rules of no protocol are copied once, not once per protocol (which tripled
+    them on a node of many short IsolationPolicy variants), and UDP and SCTP rules
+    are few. Short chains, or chains with few protocol rules, stay whole: the goto
+    would cost more than it saves.
     """
     rules = chain.rules
     protocols = [_rule_protocol(r) for r in rules]
     if (
         len(rules) < SPLIT_MIN_RULES
         or sum(p is not None for p in protocols) < SPLIT_MIN_PROTOCOL_RULES
+        or "TCP" not in protocols
     ):
         return [chain]
-    used = [p for p in PROTOCOLS if p in protocols]
     # A protocol's chain may shadow more than the whole one did (a rule of another
     # protocol that changed the mark between two copies is not in it).
-    subs = [
-        Chain(
-            f"{chain.name}-{p[0]}",
-            unshadowed([r for r, rp in zip(rules, protocols, strict=True) if rp in (p, None)]),
-        )
-        for p in used
-    ]
-    head = [
-        Rule((ProtoMatch(p),), Goto(sub.name), comment(f"{p.lower()} rules of the group"))
-        for p, sub in zip(used, subs, strict=True)
-    ]
-    rest = [r for r, rp in zip(rules, protocols, strict=True) if rp is None]
-    return [Chain(chain.name, (*head, *rest)), *subs]
+    tcp = Chain(
+        f"{chain.name}-T",
+        unshadowed([r for r, rp in zip(rules, protocols, strict=True) if rp in ("TCP", None)]),
+    )
+    head = Rule((ProtoMatch("TCP"),), Goto(tcp.name), comment("tcp rules of the group"))
+    rest = unshadowed([r for r, rp in zip(rules, protocols, strict=True) if rp != "TCP"])
+    return [Chain(chain.name, (head, *rest)), tcp]
 
 
 def _inlined(rules: Sequence[Rule], jump_rules: int, groups: int) -> bool:

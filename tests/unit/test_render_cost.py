@@ -450,20 +450,26 @@ def test_a_long_tier_group_chain_is_split_by_protocol() -> None:
     chains = node.inlined_chains()
     (group,) = [n for n in chains if n.startswith("STK-AIG-") and len(n) == 24]
     head = chains[group]
-    # One goto per protocol its rules test, then the rules of no protocol (others).
-    gotos = [r.action.chain for r in head if isinstance(r.action, Goto)]
-    assert gotos == [f"{group}-T", f"{group}-U", f"{group}-S"]
-    assert len(head) == 3 + 1
-    # Each protocol's chain: its own rules and the protocol-less one, in order.
+    # A goto for TCP, then every other rule (UDP, SCTP, no protocol) in order.
+    assert head[0].matches == (ProtoMatch("TCP"),)
+    assert head[0].action == Goto(f"{group}-T")
+    assert len(head) == 1 + 6
+    # The TCP chain: its own rules and the protocol-less one, in order.
     assert len(chains[f"{group}-T"]) == 5
-    assert len(chains[f"{group}-U"]) == 4
-    assert len(chains[f"{group}-S"]) == 3
+    assert not any(n.endswith(("-U", "-S")) for n in chains)
     # Same verdicts as the unsplit layout and the engine, every protocol.
     for port, proto in ((22, "TCP"), (8080, "TCP"), (80, "TCP"), (53, "UDP"), (5353, "UDP")):
         node.verdict(REMOTE, A, port, proto)
     for port, proto in ((9, "SCTP"), (38412, "SCTP"), (1, "ICMP")):
         node.verdict(REMOTE, A, port, proto)
     assert node.allowed(B, A, 80, "ICMP") is False  # the protocol-less deny, in "others"
+
+
+def test_a_chain_without_tcp_rules_stays_whole() -> None:
+    udp = [tr(DENY, [to("remote")], [PortMatch("UDP", 1000 + k)]) for k in range(8)]
+    node = Node(rule_set(cnp("udp-only", ingress=udp), pods=PODS))
+    assert not any(n.endswith("-T") for n in node.inlined_chains())
+    assert not node.allowed(REMOTE, A, 1003, "UDP")
 
 
 def test_a_short_tier_group_chain_stays_whole() -> None:
