@@ -755,6 +755,8 @@ class _SetState:
     pod_selector: LabelSelector
     namespace_selector: LabelSelector | None
     users: set[str] = field(default_factory=set)
+    # The namespaces it selects pods in (none listed for every namespace, see
+    # Compiler._everywhere_sets).
     namespaces: set[str] = field(default_factory=set)
     buckets: dict[int, dict[str, PeerMember]] = field(default_factory=dict)
     size: int = 0
@@ -840,8 +842,11 @@ class Compiler:
         self._pod_policies: dict[str, set[str]] = {}
         self._sets: dict[str, _SetState] = {}
         self._ns_sets: dict[str, set[str]] = {}  # namespace -> sets whose scope has it
-        self._nssel_sets: set[str] = set()  # sets with a namespace selector
-        # Sets whose namespace selector is empty (every namespace): in no _ns_sets entry.
+        self._nssel_sets: set[str] = (
+            set()
+        )  # sets with a namespace selector, but not every namespace
+        # Sets whose namespace selector is empty (every namespace): in no _ns_sets entry,
+        # not among _nssel_sets, and with no list of namespaces (_SetState.namespaces).
         self._everywhere_sets: set[str] = set()
         self._dirty_nodes: set[str] = set()
         self._dirty_sets: set[str] = set()
@@ -1194,8 +1199,7 @@ class Compiler:
                 continue
             if now:
                 state.namespaces.add(name)
-                if set_name not in self._everywhere_sets:
-                    scoped.add(set_name)
+                scoped.add(set_name)
             else:
                 state.namespaces.discard(name)
                 scoped.discard(set_name)
@@ -1390,18 +1394,21 @@ class Compiler:
         )
         state = _SetState(name, selector, _selector(selector.pod_selector), ns_sel)
         self._sets[name] = state
-        if ns_sel is None:
-            assert selector.namespace is not None
-            state.namespaces = {selector.namespace}
-        else:
-            self._nssel_sets.add(name)
-            state.namespaces = self._ns_index.select(ns_sel)
         if selector.namespace_selector == ():
+            # Every namespace, known or to come: not listed, and left out of namespace
+            # events (a namespace is known before its first pod, so no pod is missed).
             self._everywhere_sets.add(name)
+            self._fill(state, self._pod_index.select(state.pod_selector))
         else:
+            if ns_sel is None:
+                assert selector.namespace is not None
+                state.namespaces = {selector.namespace}
+            else:
+                self._nssel_sets.add(name)
+                state.namespaces = self._ns_index.select(ns_sel)
             for ns in state.namespaces:
                 self._ns_sets.setdefault(ns, set()).add(name)
-        self._fill(state, self._initial_members(state))
+            self._fill(state, self._initial_members(state))
         state.dirty = None
         self._dirty_sets.add(name)
         return state
