@@ -18,8 +18,10 @@ import functools
 import itertools
 import operator
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from stockade.cluster import Cluster
 from stockade.cnp import (
@@ -232,6 +234,8 @@ def cluster_policy_id(name: str) -> str:
 
 
 ISOLATION_PREFIX = IsolationPolicy.kind + "/"
+# The set user of the nodes' rules by sameness (a policy's name has no "@").
+_SAME_USER = ISOLATION_PREFIX + "@nodes"
 
 
 def _cluster_peer(peer: ClusterPeer, sets: dict[str, PeerSelector]) -> tuple[PeerMatch, ...]:
@@ -325,7 +329,7 @@ def compile_cluster_policy(
 
 def _same_selector(peer: SamePeer, namespace: str | None, values: tuple[str, ...]) -> PeerSelector:
     """The set of the far ends ``peer`` matches for a subject with ``values`` (in
-    ``namespace``: given when the set depends on it, see :func:`_same_namespace`).
+    ``namespace``: given when the set depends on it, see :meth:`SameSets.resolver`).
 
     Requirements are sorted, so rules comparing the same keys share one set per value.
     """
@@ -344,13 +348,6 @@ def _sorted_reqs(reqs: Iterable[SelectorRequirement]) -> tuple[SelectorRequireme
     return tuple(sorted(set(reqs), key=lambda r: (r.key, r.operator, r.values)))
 
 
-def _same_namespace(peer: SamePeer, pod: Pod) -> str | None:
-    """The subject's namespace when ``peer``'s set depends on it, else None."""
-    if peer.scope == "namespaces":
-        return pod.namespace if not peer.keys else None
-    return pod.namespace if peer.in_namespaces is None else None
-
-
 def _same_set(
     peer: SamePeer, namespace: str | None, values: tuple[str, ...]
 ) -> tuple[str, PeerSelector, str]:
@@ -361,38 +358,77 @@ def _same_set(
     return peer_set_name(selector), selector, peer.describe(values)
 
 
-SignaturePart = Callable[[Pod, Mapping[str, str]], object]
 MEMO_LIMIT = 100_000  # signatures kept per IsolationPolicy, then forgotten at once
 
 
+@dataclass(slots=True, eq=False)
+class SameSubject:
+    """What a subject's rules by sameness may depend on: its namespace, its labels
+    and its namespace's labels. One object for the subjects alike (a Deployment's
+    pods in one namespace, whose label maps are one, see stockade.interning), so
+    each IsolationPolicy finds their rules once for them all, by identity."""
+
+    namespace: str
+    labels: Mapping[str, str]
+    namespace_labels: Mapping[str, str]
+
+
+class SameSubjects:
+    """One :class:`SameSubject` per namespace and pair of label maps, found by the
+    maps' identities (the maps are kept, so an id is never reused). A pure cache,
+    forgotten at once past :data:`MEMO_LIMIT`."""
+
+    def __init__(self) -> None:
+        self._by_maps: dict[tuple[str, int, int], SameSubject] = {}
+
+    def of(self, pod: Pod, namespace_labels: Mapping[str, str]) -> SameSubject:
+        """The subject ``pod`` is, in a namespace labelled ``namespace_labels``."""
+        labels = pod.labels
+        key = (pod.namespace, id(labels), id(namespace_labels))
+        found = self._by_maps.get(key)
+        if (
+            found is None
+            or found.labels is not labels
+            or found.namespace_labels is not namespace_labels
+        ):
+            if len(self._by_maps) >= MEMO_LIMIT:
+                self._by_maps.clear()
+            found = self._by_maps[key] = SameSubject(pod.namespace, labels, namespace_labels)
+        return found
+
+
+SignaturePart = Callable[[SameSubject], object]
+
+
 def _signature_part(peer: SamePeer) -> SignaturePart:
-    """What ``peer``'s set depends on for one subject (pod, its namespace's labels):
-    the values compared (None for a missing key) and the namespace where it matters.
-    Subjects equal in every part of a rule get the same peers."""
+    """What ``peer``'s set depends on for one subject: the values compared (None for
+    a missing key) and the namespace where it matters. Subjects equal in every part
+    of a rule get the same peers."""
     keys = peer.keys
     if peer.scope == "namespaces":
         if not keys:
-            return lambda pod, ns: pod.namespace
+            return lambda s: s.namespace
         if len(keys) == 1:
             (key,) = keys
-            return lambda pod, ns: ns.get(key)
-        return lambda pod, ns: tuple(ns.get(k) for k in keys)
+            return lambda s: s.namespace_labels.get(key)
+        return lambda s: tuple([s.namespace_labels.get(k) for k in keys])
     local = peer.in_namespaces is None
     if len(keys) == 1:
         (key,) = keys
         if local:
-            return lambda pod, ns: (pod.namespace, pod.labels.get(key))
-        return lambda pod, ns: pod.labels.get(key)
+            return lambda s: (s.namespace, s.labels.get(key))
+        return lambda s: s.labels.get(key)
     if local:
-        return lambda pod, ns: (pod.namespace, *(pod.labels.get(k) for k in keys))
-    return lambda pod, ns: tuple(pod.labels.get(k) for k in keys)
+        return lambda s: (s.namespace, *[s.labels.get(k) for k in keys])
+    return lambda s: tuple([s.labels.get(k) for k in keys])
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SameVariant:
     """One :class:`SameRules` of an IsolationPolicy and the names of the sets its
     rules use (their selectors are the memo's). Not frozen: made by the hundred
-    thousand, and never changed."""
+    thousand, and never changed. Compared and hashed by identity: a node lists
+    each one once."""
 
     rules: SameRules
     names: frozenset[str]
@@ -402,12 +438,13 @@ class SameVariant:
 # names of the sets it uses.
 _RuleEntry = tuple[TierRule | None, frozenset[str]]
 _NO_RULE: _RuleEntry = (None, frozenset())
-# An ordinary peer of a rule by sameness: its matches and the selectors of their sets.
-_Fixed = tuple[tuple[PeerMatch, ...], dict[str, PeerSelector]]
 
 
 # A set by sameness: its name, selector, the match a rule holds and its reason.
 _SameSet = tuple[str, PeerSelector, PeerMatch, SameMatch]
+# A peer by sameness resolved for one subject: its set, or None when the subject
+# lacks one of the keys.
+_Resolver = Callable[[SameSubject], "_SameSet | None"]
 
 
 class SameSets:
@@ -440,149 +477,195 @@ class SameSets:
             )
         return found
 
+    def resolver(self, peer: SamePeer) -> _Resolver:
+        """The set a canonical ``peer`` matches for a subject, None when the subject
+        lacks a key (:meth:`SamePeer.values`). The subject's namespace is part of the
+        set only where it matters: ``sameAs: Self``, and pods with no namespaceSelector."""
+        set_of, keys = self.set_of, peer.keys
+        if peer.scope == "namespaces" and not keys:
+            return lambda s: set_of(peer, s.namespace, (s.namespace,))
+        on_namespace = peer.scope == "namespaces"
+        local = not on_namespace and peer.in_namespaces is None
+
+        def resolve(s: SameSubject) -> _SameSet | None:
+            labels = s.namespace_labels if on_namespace else s.labels
+            values = tuple([labels.get(k) for k in keys])
+            if None in values:
+                return None
+            return set_of(peer, s.namespace if local else None, cast(tuple[str, ...], values))
+
+        return resolve
+
+
+@dataclass(slots=True)
+class _SameRule:
+    """One rule by sameness of an IsolationPolicy, ready to expand for a subject."""
+
+    egress: bool
+    index: int
+    rule: ClusterRule
+    ports: tuple[PortMatch, ...]
+    # Its peers in the order written: an ordinary one's matches (no resolver), or a
+    # peer by sameness (no matches) and its resolver.
+    peers: tuple[tuple[tuple[PeerMatch, ...], _Resolver | None], ...]
+    # The sets it uses whatever the subject: its ordinary peers' and its ports'.
+    fixed: frozenset[str]
+    # The rule as each part of a signature that is its own sees it.
+    by_part: dict[object, _RuleEntry] = field(default_factory=dict)
+
+
+# An IsolationPolicy's rules by sameness as written: (egress, index, rule) each.
+SamenessRules = tuple[tuple[bool, int, ClusterRule], ...]
+
+
+def sameness_rules(policy: ClusterNetworkPolicy) -> SamenessRules:
+    """The rules by sameness of ``policy`` (none for a ClusterNetworkPolicy): all
+    that its variants depend on besides its subjects."""
+    return tuple(
+        (egress, index, rule)
+        for egress, rules in ((False, policy.ingress), (True, policy.egress))
+        for index, rule in enumerate(rules)
+        if not rule.unsupported and _by_sameness(rule)
+    )
+
 
 class SamenessMemo:
-    """An IsolationPolicy's rules by sameness, as each signature of a subject sees
-    them: worked out once for every node, and equal results shared.
+    """Rules by sameness, as each signature of a subject sees them: worked out once
+    for every node, and equal results shared.
 
     A subject's signature is what its rules by sameness depend on: per rule, the
     values compared and the namespace where it matters (:func:`_signature_part`).
     Each rule is expanded once per signature of its own, and each combination of
-    expanded rules is one :class:`SameVariant`. Kept for one version of the policy;
-    forgotten at once past :data:`MEMO_LIMIT` signatures.
+    expanded rules is one :class:`SameVariant`. One memo serves every
+    IsolationPolicy with these rules (the same rules in two tiers, or for two sets
+    of subjects); forgotten at once past :data:`MEMO_LIMIT` signatures.
     """
 
-    def __init__(self, policy: IsolationPolicy, same_sets: SameSets) -> None:
-        self._same_sets = same_sets
-        self._rules = [
-            (egress, index, rule)
-            for egress, rules in ((False, policy.ingress), (True, policy.egress))
-            for index, rule in enumerate(rules)
-            if not rule.unsupported and _by_sameness(rule)
-        ]
+    def __init__(self, written: SamenessRules, same_sets: SameSets) -> None:
+        self.written = written
+        # The policies that use it (the compiler drops it when none is left).
+        self.users: set[str] = set()
         self._signature = _combined(
             [
                 _combined([_signature_part(p) for p in rule.peers if isinstance(p, SamePeer)])
-                for _, _, rule in self._rules
+                for _, _, rule in written
             ]
         )
-        # The ports and the sets they name do not depend on the subject.
-        self._ports: list[tuple[tuple[PortMatch, ...], dict[str, PeerSelector]]] = []
-        for egress, _, rule in self._rules:
-            port_sets: dict[str, PeerSelector] = {}
-            self._ports.append((_tier_ports(rule, egress, port_sets), port_sets))
-        # Per rule, its peers: an ordinary one with its matches and their selectors
-        # (the same for every subject), a peer by sameness with None.
-        self._peers: list[list[tuple[ClusterPeer, _Fixed | None]]] = []
-        for _, _, rule in self._rules:
-            peers: list[tuple[ClusterPeer, _Fixed | None]] = []
-            for peer in rule.peers:
-                if isinstance(peer, SamePeer):
-                    peers.append((self._same_sets.canonical(peer), None))
-                else:
-                    selectors: dict[str, PeerSelector] = {}
-                    peers.append((peer, (_cluster_peer(peer, selectors), selectors)))
-            self._peers.append(peers)
+        # The selectors of the sets every subject's rules use: kept through a trim.
+        self._fixed: dict[str, PeerSelector] = {}
+        self._rules = [self._prepare(*item, same_sets) for item in written]
+        self._ingress = [i for i, r in enumerate(self._rules) if not r.egress]
+        self._egress = [i for i, r in enumerate(self._rules) if r.egress]
         self._by_signature: dict[object, SameVariant] = {}
-        # By the subject's namespace and label maps (shared by a Deployment's pods,
-        # see stockade.interning), kept with the maps so that an id is never reused.
-        self._by_labels: dict[
-            tuple[str, int, int], tuple[Mapping[str, str], Mapping[str, str], SameVariant]
-        ] = {}
-        self._by_rule: list[dict[object, _RuleEntry]] = [{} for _ in self._rules]
+        self._by_subject: dict[SameSubject, SameVariant] = {}
         self._by_entries: dict[tuple[int, ...], SameVariant] = {}
-        self.selectors: dict[str, PeerSelector] = {}
+        self.selectors: dict[str, PeerSelector] = dict(self._fixed)
 
-    @property
-    def active(self) -> bool:
-        """Whether the policy has rules by sameness to expand."""
-        return bool(self._rules)
+    def _prepare(
+        self, egress: bool, index: int, rule: ClusterRule, same_sets: SameSets
+    ) -> _SameRule:
+        """A rule by sameness with what does not depend on the subject worked out:
+        its ports and ordinary peers (and their sets), its peers by sameness' resolvers."""
+        selectors: dict[str, PeerSelector] = {}
+        ports = _tier_ports(rule, egress, selectors)
+        peers: list[tuple[tuple[PeerMatch, ...], _Resolver | None]] = []
+        for peer in rule.peers:
+            if isinstance(peer, SamePeer):
+                peers.append(((), same_sets.resolver(same_sets.canonical(peer))))
+            else:
+                peers.append((_cluster_peer(peer, selectors), None))
+        self._fixed.update(selectors)
+        return _SameRule(egress, index, rule, ports, tuple(peers), frozenset(selectors))
 
     def trim(self) -> None:
-        """Forget everything past :data:`MEMO_LIMIT` signatures. Called between
-        nodes, never during one: the selectors of what a node uses stay known until
-        its sets are acquired."""
-        if len(self._by_signature) >= MEMO_LIMIT or len(self._by_labels) >= MEMO_LIMIT:
+        """Forget everything past :data:`MEMO_LIMIT` signatures. Called before a
+        node's policies are expanded, never during: the selectors of what a node
+        uses stay known until its sets are acquired."""
+        if len(self._by_signature) >= MEMO_LIMIT or len(self._by_subject) >= MEMO_LIMIT:
             self._by_signature.clear()
-            self._by_labels.clear()
+            self._by_subject.clear()
             self._by_entries.clear()
-            self.selectors.clear()
-            for memo in self._by_rule:
-                memo.clear()
+            self.selectors = dict(self._fixed)
+            for rule in self._rules:
+                rule.by_part.clear()
 
-    def variant(self, pod: Pod, namespace_labels: Mapping[str, str]) -> SameVariant:
-        """The rules by sameness the subject ``pod`` sees."""
-        labels = pod.labels
-        key = (pod.namespace, id(labels), id(namespace_labels))
-        seen = self._by_labels.get(key)
-        if seen is not None and seen[0] is labels and seen[1] is namespace_labels:
-            return seen[2]
-        found = self._by_values(pod, namespace_labels)
-        self._by_labels[key] = (labels, namespace_labels, found)
-        return found
+    def variants(
+        self, subjects: Sequence[SameSubject]
+    ) -> tuple[tuple[SameVariant, ...], tuple[int, ...]]:
+        """See :func:`expand_isolation`. Done in whole lists, not a loop per subject:
+        most subjects' variants are known by then."""
+        known = self._by_subject.get
+        hits = [known(s) for s in subjects]
+        if None in hits:
+            find = self._find
+            seen = [v or find(s) for v, s in zip(hits, subjects, strict=True)]
+        else:
+            seen = cast(list[SameVariant], hits)
+        # Distinct variants in order of first appearance (hashed by identity).
+        found = tuple(dict.fromkeys(seen))
+        position = {v: i for i, v in enumerate(found)}
+        return found, tuple(map(position.__getitem__, seen))
 
-    def _by_values(self, pod: Pod, namespace_labels: Mapping[str, str]) -> SameVariant:
-        signature = self._signature(pod, namespace_labels)
+    def _find(self, subject: SameSubject) -> SameVariant:
+        signature = self._signature(subject)
         found = self._by_signature.get(signature)
         if found is None:
             parts = (signature,) if len(self._rules) == 1 else signature
             assert isinstance(parts, tuple)
-            found = self._by_signature[signature] = self._combine(pod, namespace_labels, parts)
+            found = self._by_signature[signature] = self._combine(subject, parts)
+        self._by_subject[subject] = found
         return found
 
-    def _combine(
-        self, pod: Pod, namespace_labels: Mapping[str, str], parts: tuple[object, ...]
-    ) -> SameVariant:
+    def _combine(self, subject: SameSubject, parts: tuple[object, ...]) -> SameVariant:
         entries: list[_RuleEntry] = []
-        for i, part in enumerate(parts):
-            entry = self._by_rule[i].get(part)
+        for rule, part in zip(self._rules, parts, strict=True):
+            entry = rule.by_part.get(part)
             if entry is None:
-                entry = self._by_rule[i][part] = self._expand(i, pod, namespace_labels)
+                entry = rule.by_part[part] = self._expand(rule, subject)
             entries.append(entry)
         key = tuple([id(e) for e in entries])
         found = self._by_entries.get(key)
         if found is None:
-            ingress: list[TierRule] = []
-            egress_rules: list[TierRule] = []
-            for (egress, _, _), (rule, _) in zip(self._rules, entries, strict=True):
-                if rule is not None:
-                    (egress_rules if egress else ingress).append(rule)
-            names = entries[0][1].union(*[e[1] for e in entries[1:]])
-            rules = SameRules(tuple(ingress), tuple(egress_rules))
-            found = self._by_entries[key] = SameVariant(rules, names)
+            found = self._by_entries[key] = self._variant(entries)
         return found
 
-    def _expand(self, i: int, pod: Pod, namespace_labels: Mapping[str, str]) -> _RuleEntry:
-        """Rule ``i`` as the subject ``pod`` sees it: its peers in the order written,
-        a set an earlier peer brought matching as that peer (explain says so), and
-        a peer by sameness whose keys the subject lacks left out."""
-        _, index, rule = self._rules[i]
-        ports, port_sets = self._ports[i]
+    def _variant(self, entries: list[_RuleEntry]) -> SameVariant:
+        """The variant of one combination of expanded rules (one per rule, in order)."""
+        ingress = [rule for i in self._ingress if (rule := entries[i][0]) is not None]
+        egress = [rule for i in self._egress if (rule := entries[i][0]) is not None]
+        if len(entries) == 1:
+            names = entries[0][1]
+        else:
+            names = entries[0][1].union(*[e[1] for e in entries[1:]])
+        return SameVariant(SameRules(tuple(ingress), tuple(egress)), names)
+
+    def _expand(self, rule: _SameRule, subject: SameSubject) -> _RuleEntry:
+        """``rule`` as ``subject`` sees it: its peers in the order written, a set an
+        earlier peer brought matching as that peer (explain says so), and a peer by
+        sameness whose keys the subject lacks left out."""
         peers: list[PeerMatch] = []
         same: list[SameMatch] = []
-        found: dict[str, PeerSelector] = {}
-        for peer, fixed in self._peers[i]:
-            if fixed is not None:
-                peers.extend(m for m in fixed[0] if m not in peers)
-                found.update(fixed[1])
+        names: list[str] = []
+        for matches, resolve in rule.peers:
+            if resolve is None:
+                peers.extend(m for m in matches if m not in peers)
                 continue
-            assert isinstance(peer, SamePeer)
-            values = peer.values(namespace_labels, pod)
-            if values is None:
+            found = resolve(subject)
+            if found is None:
                 continue
-            name, selector, match, why = self._same_sets.set_of(
-                peer, _same_namespace(peer, pod), values
-            )
-            found[name] = selector
+            name, selector, match, why = found
+            self.selectors[name] = selector
+            names.append(name)
             if match not in peers:
                 peers.append(match)
                 same.append(why)
         if not peers:
             return _NO_RULE
-        found.update(port_sets)
-        self.selectors.update(found)
-        rule_out = TierRule(rule.action, index, tuple(peers), ports, rule.name, False, tuple(same))
-        return rule_out, frozenset(found)
+        written = rule.rule
+        out = TierRule(
+            written.action, rule.index, tuple(peers), rule.ports, written.name, False, tuple(same)
+        )
+        return out, rule.fixed.union(names)
 
 
 def _combined(parts: list[SignaturePart]) -> SignaturePart:
@@ -591,14 +674,12 @@ def _combined(parts: list[SignaturePart]) -> SignaturePart:
         return parts[0]
     if len(parts) == 2:
         first, second = parts
-        return lambda pod, ns: (first(pod, ns), second(pod, ns))
-    return lambda pod, ns: tuple([part(pod, ns) for part in parts])
+        return lambda s: (first(s), second(s))
+    return lambda s: tuple([part(s) for part in parts])
 
 
 def expand_isolation(
-    memo: SamenessMemo,
-    subjects: Iterable[Pod],
-    namespace_labels: Callable[[str], Mapping[str, str]],
+    memo: SamenessMemo, subjects: Sequence[SameSubject]
 ) -> tuple[tuple[SameVariant, ...], tuple[int, ...]]:
     """The variants of an IsolationPolicy on one node, for its local ``subjects``
     (in the order of the node's targets): the distinct rules by sameness they see,
@@ -607,23 +688,7 @@ def expand_isolation(
     Their number grows with the distinct values compared among the node's subjects,
     never with the pods of the cluster; each is shared by every node that has it.
     """
-    memo.trim()
-    variants: list[SameVariant] = []
-    of: list[int] = []
-    position: dict[int, int] = {}
-    labels_of: dict[str, Mapping[str, str]] = {}
-    variant = memo.variant
-    for pod in subjects:
-        labels = labels_of.get(pod.namespace)
-        if labels is None:
-            labels = labels_of[pod.namespace] = namespace_labels(pod.namespace)
-        found = variant(pod, labels)
-        index = position.get(id(found))
-        if index is None:
-            index = position[id(found)] = len(variants)
-            variants.append(found)
-        of.append(index)
-    return tuple(variants), tuple(of)
+    return memo.variants(subjects)
 
 
 def _subject_namespace_selector(subject: Subject) -> LabelSelector:
@@ -693,6 +758,8 @@ class _SetState:
     pod_selector: LabelSelector
     namespace_selector: LabelSelector | None
     users: set[str] = field(default_factory=set)
+    # The namespaces it selects pods in (none listed for every namespace, see
+    # Compiler._everywhere_sets).
     namespaces: set[str] = field(default_factory=set)
     buckets: dict[int, dict[str, PeerMember]] = field(default_factory=dict)
     size: int = 0
@@ -778,8 +845,11 @@ class Compiler:
         self._pod_policies: dict[str, set[str]] = {}
         self._sets: dict[str, _SetState] = {}
         self._ns_sets: dict[str, set[str]] = {}  # namespace -> sets whose scope has it
-        self._nssel_sets: set[str] = set()  # sets with a namespace selector
-        # Sets whose namespace selector is empty (every namespace): in no _ns_sets entry.
+        self._nssel_sets: set[str] = (
+            set()
+        )  # sets with a namespace selector, but not every namespace
+        # Sets whose namespace selector is empty (every namespace): in no _ns_sets entry,
+        # not among _nssel_sets, and with no list of namespaces (_SetState.namespaces).
         self._everywhere_sets: set[str] = set()
         self._dirty_nodes: set[str] = set()
         self._dirty_sets: set[str] = set()
@@ -806,11 +876,16 @@ class Compiler:
         self._node_cnp_pods: dict[str, dict[str, set[str]]] = {}  # node -> CNP -> subjects
         self._ncp_cache: dict[tuple[str, str], NodeClusterPolicy] = {}
         # The sets an IsolationPolicy's rules by sameness use on a node (its subjects'
-        # values): node -> policy key -> sets. The node's union is acquired by the
-        # user "IsolationPolicy@<node>" (_same_held), once however many use it.
+        # values): node -> policy key -> sets. The node's union (_same_held) counts
+        # once in _same_refs (set -> nodes holding it), however many use it; a set
+        # held by a node has the user _SAME_USER.
         self._same_sets: dict[str, dict[str, frozenset[str]]] = {}
         self._same_held: dict[str, frozenset[str]] = {}
+        self._same_refs: Counter[str] = Counter()
         self._same_set_cache = SameSets()
+        # One memo per distinct list of rules by sameness, whatever the policies.
+        self._memos: dict[SamenessRules, SamenessMemo] = {}
+        self._same_subjects = SameSubjects()
         self._dirty_cnp_nodes: set[str] = set()
         # Nodes whose subjects of cluster policies changed: the others keep their
         # cluster part's targeted pods (a CNP's rule edit does not move a subject).
@@ -1129,8 +1204,7 @@ class Compiler:
                 continue
             if now:
                 state.namespaces.add(name)
-                if set_name not in self._everywhere_sets:
-                    scoped.add(set_name)
+                scoped.add(set_name)
             else:
                 state.namespaces.discard(name)
                 scoped.discard(set_name)
@@ -1222,24 +1296,22 @@ class Compiler:
                 self._acquire_set(set_name, selector, user)
             namespaces = self._ns_index.select(_subject_namespace_selector(policy.subject))
             targets = self._subjects(policy.subject, namespaces)
-            memo = (
-                SamenessMemo(policy, self._same_set_cache)
-                if isinstance(policy, IsolationPolicy)
-                else None
-            )
             new = _ClusterPolicyState(
                 policy,
                 compiled,
                 frozenset(selectors),
                 namespaces,
                 targets,
-                memo if memo is not None and memo.active else None,
+                self._acquire_memo(name, policy),
             )
             self._cnps[name] = new
             self._cnp_order = None
         else:
             del self._cnps[name]
             self._cnp_order = None
+        kept = new.sameness if new is not None else None
+        if old is not None and old.sameness is not None and old.sameness is not kept:
+            self._release_memo(name, old.sameness)
         old_ns = old.namespaces if old else set()
         new_ns = new.namespaces if new else set()
         for ns in old_ns - new_ns:
@@ -1265,6 +1337,25 @@ class Compiler:
             # IsolationPolicy's rules by sameness are compiled on each node).
             for node in {self._pods[p].node_name for p in old_targets & new_targets}:
                 self._forget_ncp(node, name)
+
+    def _acquire_memo(self, name: str, policy: ClusterNetworkPolicy) -> SamenessMemo | None:
+        """The memo of ``policy``'s rules by sameness (None: it has none), shared with
+        the policies that have the same rules; taken before the policy's last version
+        lets it go, so an edit that keeps them keeps what it knows."""
+        written = sameness_rules(policy) if isinstance(policy, IsolationPolicy) else ()
+        if not written:
+            return None
+        memo = self._memos.get(written)
+        if memo is None:
+            memo = self._memos[written] = SamenessMemo(written, self._same_set_cache)
+        memo.users.add(name)
+        return memo
+
+    def _release_memo(self, name: str, memo: SamenessMemo) -> None:
+        """``name`` (its last version) no longer uses ``memo``; dropped with its last user."""
+        memo.users.discard(name)
+        if not memo.users:
+            del self._memos[memo.written]
 
     def _subjects(self, subject: Subject, namespaces: set[str]) -> set[str]:
         """The selectable pods a subject selects, among the given namespaces."""
@@ -1308,18 +1399,21 @@ class Compiler:
         )
         state = _SetState(name, selector, _selector(selector.pod_selector), ns_sel)
         self._sets[name] = state
-        if ns_sel is None:
-            assert selector.namespace is not None
-            state.namespaces = {selector.namespace}
-        else:
-            self._nssel_sets.add(name)
-            state.namespaces = self._ns_index.select(ns_sel)
         if selector.namespace_selector == ():
+            # Every namespace, known or to come: not listed, and left out of namespace
+            # events (a namespace is known before its first pod, so no pod is missed).
             self._everywhere_sets.add(name)
+            self._fill(state, self._pod_index.select(state.pod_selector))
         else:
+            if ns_sel is None:
+                assert selector.namespace is not None
+                state.namespaces = {selector.namespace}
+            else:
+                self._nssel_sets.add(name)
+                state.namespaces = self._ns_index.select(ns_sel)
             for ns in state.namespaces:
                 self._ns_sets.setdefault(ns, set()).add(name)
-        self._fill(state, self._initial_members(state))
+            self._fill(state, self._initial_members(state))
         state.dirty = None
         self._dirty_sets.add(name)
         return state
@@ -1331,22 +1425,32 @@ class Compiler:
         """
         named = state.selector.named_port
         pods, buckets, members = self._pods, state.buckets, self._member_cache
+        if named is not None:
+            self._fill_named(state, keys, named)
+            return
         for key in keys:
             pod = pods[key]
             cached = members.get(key)
             if cached is None or cached[0] is not pod:
                 cached = members[key] = (pod, PeerMember(key, pod.ips), _bucket(key))
             _, member, bucket = cached
-            if named is not None:
-                number = pod.named_port(named.name, named.protocol)
-                if number is None:
-                    continue
-                member = PeerMember(key, pod.ips, number)
             found = buckets.get(bucket)
             if found is None:
                 buckets[bucket] = {key: member}
             else:
                 found[key] = member
+        state.size = sum(len(members) for members in buckets.values())
+
+    def _fill_named(self, state: _SetState, keys: set[str], named: NamedPortRef) -> None:
+        """:meth:`_fill` for a set of a named port: a member of its own for each pod
+        declaring the port (the selector is mostly every pod, and few declare it)."""
+        pods, buckets = self._pods, state.buckets
+        name, protocol = named.name, named.protocol
+        for key in keys:
+            pod = pods[key]
+            number = pod.named_port(name, protocol)
+            if number is not None:
+                buckets.setdefault(_bucket(key), {})[key] = PeerMember(key, pod.ips, number)
         state.size = sum(len(members) for members in buckets.values())
 
     def _create_node_set(self, name: str, selector: PeerSelector) -> _SetState:
@@ -1521,6 +1625,9 @@ class Compiler:
         cnps = self._cnps
         same_sets = dict(self._same_sets.get(node, {}))
         fresh: list[SamenessMemo] = []  # the memos of the variants made here
+        for memo in self._memos.values():
+            memo.trim()
+        known: dict[str, SameSubject] = {}  # the subjects of rules by sameness met here
         order = self._cnp_order
         if order is None:
             order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
@@ -1535,7 +1642,7 @@ class Compiler:
             changed = [n for n in stale if n in by_cnp]
             for name in changed:
                 entries[names.index(name)] = self._node_cluster_policy(
-                    node, name, by_cnp, same_sets, fresh
+                    node, name, by_cnp, same_sets, fresh, known
                 )
         else:
             cache = self._ncp_cache
@@ -1543,7 +1650,7 @@ class Compiler:
             for name in names:
                 ncp = cache.get((node, name))
                 if ncp is None:
-                    ncp = self._node_cluster_policy(node, name, by_cnp, same_sets, fresh)
+                    ncp = self._node_cluster_policy(node, name, by_cnp, same_sets, fresh, known)
                 entries.append(ncp)
         self._keep_same_sets(node, {k: v for k, v in same_sets.items() if k in by_cnp}, fresh)
         same = self._same_held.get(node, frozenset())
@@ -1577,27 +1684,33 @@ class Compiler:
         by_cnp: Mapping[str, set[str]],
         same_sets: dict[str, frozenset[str]],
         fresh: list[SamenessMemo],
+        known: dict[str, SameSubject],
     ) -> NodeClusterPolicy:
         """``name`` as ``node`` enforces it, made and cached (an IsolationPolicy's
-        variants expanded: its sets in ``same_sets``, its memo in ``fresh``)."""
+        variants expanded: its sets in ``same_sets``, its memo in ``fresh``, the
+        node's subjects met so far in ``known``)."""
         state = self._cnps[name]
         targets = tuple(sorted(by_cnp[name]))
         if state.sameness is None:
             same_sets.pop(name, None)  # an edit may have taken its rules by sameness
             ncp = NodeClusterPolicy(state.compiled, targets)
         else:
-            pods = self._pods
-            variants, variant_of = expand_isolation(
-                state.sameness,
-                [pods[p] for p in targets],
-                lambda ns: self._namespace_labels(ns).labels,
-            )
+            subject = self._same_subject
+            subjects = [known.get(p) or subject(p, known) for p in targets]
+            variants, variant_of = expand_isolation(state.sameness, subjects)
             same_sets[name] = frozenset().union(*[v.names for v in variants])
             fresh.append(state.sameness)
             rules = tuple([v.rules for v in variants])
             ncp = NodeClusterPolicy(state.compiled, targets, rules, variant_of)
         self._ncp_cache[(node, name)] = ncp
         return ncp
+
+    def _same_subject(self, key: str, known: dict[str, SameSubject]) -> SameSubject:
+        """The pod ``key`` as a subject of rules by sameness, kept in ``known``."""
+        pod = self._pods[key]
+        # The index holds every known namespace's labels, one map each.
+        found = known[key] = self._same_subjects.of(pod, self._ns_index.labels(pod.namespace))
+        return found
 
     def _keep_same_sets(
         self, node: str, keep: Mapping[str, frozenset[str]], fresh: Sequence[SamenessMemo] = ()
@@ -1609,18 +1722,27 @@ class Compiler:
 
         Acquired before released, so a set that stays is never rebuilt.
         """
-        user = f"{ISOLATION_PREFIX}@{node}"
         held = self._same_held.get(node, frozenset())
         now = frozenset().union(*keep.values())
-        sets = self._sets
-        for set_name in now - held if held else now:
+        refs, sets = self._same_refs, self._sets
+        added = now - held if held else now
+        # Counted in bulk; only a set no node held yet is taken (~600 a node, each
+        # held by ~150 nodes at the isolation scale). Not added.difference(refs): a
+        # Counter is no exact dict, and the difference would walk all of it.
+        for set_name in [n for n in added if n not in refs]:
             state = sets.get(set_name)
             if state is None:
                 selector = next(m.selectors[set_name] for m in fresh if set_name in m.selectors)
                 state = self._create_set(set_name, selector)
-            state.users.add(user)
-        for set_name in held - now:
-            self._release_set(set_name, user)
+            state.users.add(_SAME_USER)
+        refs.update(added)
+        gone = held - now
+        if gone:
+            refs.subtract(gone)
+            for set_name in gone:
+                if not refs[set_name]:
+                    del refs[set_name]
+                    self._release_set(set_name, _SAME_USER)
         if keep:
             self._same_sets[node] = dict(keep)
             self._same_held[node] = now

@@ -305,6 +305,29 @@ def test_a_variant_is_one_object_for_every_node_that_has_it() -> None:
     assert one.variants[0] is two.variants[0]
 
 
+def test_policies_with_the_same_rules_share_their_variants_and_part_cleanly() -> None:
+    """Two IsolationPolicies with equal rules by sameness are expanded once for both
+    (one memo); editing one, then deleting the other, compiles as from scratch."""
+    same_ns = {"namespaces": {"sameAs": "Self"}}
+    docs: list[Any] = [_ns("a"), _ns("b")]
+    for i in range(6):
+        ns = "ab"[i % 2]
+        docs.append(_pod(f"{ns}/p{i}", f"n{i % 2}", f"10.0.{i % 2}.{i + 1}", dept=f"d{i % 3}"))
+    compiler = Compiler()
+    for doc in [*docs, _iso([DEPT], "one"), _iso([DEPT], "two")]:
+        compiler.upsert(doc)
+    (one, two) = compiler.result().node_rule_sets["n0"].cluster_policies
+    assert one.variants == two.variants
+    assert all(a is b for a, b in zip(one.variants, two.variants, strict=True))
+    compiler.upsert(_iso([DEPT, same_ns], "two"))
+    assert compiler.result() == compile_cluster(
+        [*docs, _iso([DEPT], "one"), _iso([DEPT, same_ns], "two")]
+    )
+    compiler.delete("IsolationPolicy", "one")
+    compiler.upsert(_iso([DEPT], "two"))
+    assert compiler.result() == compile_cluster([*docs, _iso([DEPT], "two")])
+
+
 def test_a_small_memo_forgets_and_compiles_the_same(monkeypatch: Any) -> None:
     """Past its bound the memo is forgotten between nodes: the output is unchanged."""
     docs: list[Any] = [_ns("a"), _ns("b", tenant="t")]
