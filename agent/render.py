@@ -1384,7 +1384,10 @@ class _FamilyRenderer:
         Each path is a :class:`_Group` of ``fused`` (hash, pods' addresses here, every
         policy on it for comments), sorted by hash; ``steps`` gives its groups.
         """
-        slots: dict[str, list[_Group | None]] = {}
+        # Keyed by the groups' hashes: a group (a frozen dataclass holding its
+        # policies and pods) would be hashed whole at every lookup.
+        slots: dict[str, list[str]] = {}
+        by_hash: dict[str, _Group] = {}
         tiers = (
             self._tier_groups_here(admin),
             self._policy_groups_here(policy),
@@ -1392,17 +1395,19 @@ class _FamilyRenderer:
         )
         for pos, groups in enumerate(tiers):
             for g in groups:
+                by_hash[g.hash] = g
                 for ip in self._group_ips(g):
-                    slots.setdefault(ip, [None, None, None])[pos] = g
-        by_path: dict[tuple[_Group | None, _Group | None, _Group | None], list[str]] = {}
+                    slots.setdefault(ip, ["", "", ""])[pos] = g.hash
+        by_path: dict[tuple[str, str, str], list[str]] = {}
         for ip, (a, n, b) in slots.items():
             # A NetworkPolicy group always decides: Baseline is never reached after it.
-            by_path.setdefault((a, n, None if n is not None else b), []).append(ip)
+            by_path.setdefault((a, n, "" if n else b), []).append(ip)
         paths: list[_Group] = []
         steps: dict[str, tuple[_Group | None, _Group | None, _Group | None]] = {}
-        for key, ips in by_path.items():
-            ids = [g.hash if g is not None else "" for g in key]
-            h = stable_hash({"direction": fused.name, "tier": fused.tier, "groups": ids}, 16)
+        for ids, ips in by_path.items():
+            h = stable_hash({"direction": fused.name, "tier": fused.tier, "groups": list(ids)}, 16)
+            first, second, third = (by_hash[i] if i else None for i in ids)
+            key = (first, second, third)
             policies = tuple(p for g in key if g is not None for p in g.policies)
             paths.append(_Group(fused, policies, tuple(sorted(ips)), h))
             steps[h] = key
