@@ -1311,26 +1311,40 @@ class _FamilyRenderer:
     ) -> list[Chain]:
         """Without tiers: the dispatch chain and tree of ``d``'s groups (and the allow
         chain, whose place in the output the golden files pin)."""
-        group_sets: dict[str, list[str]] = {}  # group hash -> its pods' addresses here
-        for g in groups:
-            ips = self._ips(g.pod_ips, f"{d.name} group")
-            group_sets[g.hash] = ips
-            name = g.set_name(self.family)
-            self.sets[name] = ip_set(name, self.family, ips, self._member)
+        group_sets = {g.hash: self._ips(g.pod_ips, f"{d.name} group") for g in groups}
         if not groups:  # nothing isolated this way: the dispatch chain stays empty
             return [Chain(d.dispatch_chain, ()), allow]
+        root, *tree = self._tree_dispatch(d, groups, group_sets, "pod not isolated")
+        return [root, allow, *tree]
+
+    def _tree_dispatch(
+        self,
+        d: _Direction,
+        groups: Sequence[_Group],
+        group_sets: Mapping[str, list[str]],
+        outside: str,
+    ) -> list[Chain]:
+        """``d``'s dispatch chain over ``groups``, then its tree's inner chains.
+
+        Makes each group's set (its addresses here, from ``group_sets``) and the
+        tree nodes' union sets. The first rule returns, after one lookup, a packet
+        whose pod is in no group (``outside`` says what that means, for the comment).
+        """
+        for g in groups:
+            name = g.set_name(self.family)
+            self.sets[name] = ip_set(name, self.family, group_sets[g.hash], self._member)
         root = _dispatch_tree(d, "", groups)
         tree_chains: list[Chain] = []
         root_rules = self._tree_node(root, group_sets, tree_chains)
-        # First check: one lookup for every packet whose pod no policy isolates.
-        not_isolated = Rule(
+        first = Rule(
             (SetMatch(root.set_name(self.family), d.target_dir, negate=True),),
             Return(),
-            comment(f"{d.name}: pod not isolated"),
+            comment(f"{d.name}: {outside}"),
         )
-        chains = [Chain(d.dispatch_chain, (not_isolated, *root_rules)), allow]
-        chains.extend(sorted(tree_chains, key=lambda c: c.name))
-        return chains
+        return [
+            Chain(d.dispatch_chain, (first, *root_rules)),
+            *sorted(tree_chains, key=lambda c: c.name),
+        ]
 
     def _tier_chains(self, d: _Direction) -> list[Chain]:
         """One tier of one direction: its group chains (dispatched by the paths).
@@ -1360,19 +1374,7 @@ class _FamilyRenderer:
         if not paths:
             return [Chain(fused.dispatch_chain, ())]
         path_sets = {p.hash: list(p.pod_ips) for p in paths}
-        for p in paths:
-            name = p.set_name(self.family)
-            self.sets[name] = ip_set(name, self.family, p.pod_ips, self._member)
-        root = _dispatch_tree(fused, "", paths)
-        tree_chains: list[Chain] = []
-        root_rules = self._tree_node(root, path_sets, tree_chains)
-        not_subject = Rule(
-            (SetMatch(root.set_name(self.family), d.target_dir, negate=True),),
-            Return(),
-            comment(f"{d.name}: pod neither isolated nor a subject"),
-        )
-        chains = [Chain(fused.dispatch_chain, (not_subject, *root_rules))]
-        chains.extend(sorted(tree_chains, key=lambda c: c.name))
+        chains = self._tree_dispatch(fused, paths, path_sets, "pod neither isolated nor a subject")
         chains.extend(self._path_chain(d, p, *steps[p.hash]) for p in paths)
         return chains
 
