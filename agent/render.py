@@ -104,6 +104,7 @@ from stockade.agent.iptables import (
     render_restore,
     split_multiport,
 )
+from stockade.agent.setsplit import split_by_set
 from stockade.agent.shadowing import unshadowed
 from stockade.ruleset import (
     ACCEPT,
@@ -1357,7 +1358,8 @@ class _FamilyRenderer:
         return [
             chain
             for g in self._tier_groups_here(d)
-            for chain in _split_by_protocol(self._tier_group_chain(g))
+            for whole in _split_by_protocol(self._tier_group_chain(g))
+            for chain in split_by_set(whole, comment("rules of the group for members of the set"))
         ]
 
     def _path_chains(self, d: _Direction) -> list[Chain]:

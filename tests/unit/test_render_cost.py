@@ -34,6 +34,7 @@ from stockade.agent.iptables import (
     SetMatch,
 )
 from stockade.agent.render import RenderOptions, render
+from stockade.agent.setsplit import SUFFIX
 from stockade.ruleset import (
     ACCEPT,
     BASELINE_TIER,
@@ -318,7 +319,13 @@ def _ports_rules(count: int) -> list[CompiledRule]:
 
 
 def _group_chain(node: Node, prefix: str = "STK-IG-") -> tuple[Rule, ...]:
-    (rules,) = [r for n, r in node.inlined_chains().items() if n.startswith(prefix)]
+    """The group chain itself: not the chain of its rules for the members of a set
+    many of them test (stockade.agent.setsplit), which its packets reach from it."""
+    (rules,) = [
+        r
+        for n, r in node.inlined_chains().items()
+        if n.startswith(prefix) and not n.endswith(SUFFIX)
+    ]
     return rules
 
 
@@ -445,7 +452,15 @@ def _mixed_policies() -> list[NodeClusterPolicy]:
     ]
 
 
-def test_a_long_tier_group_chain_is_split_by_protocol() -> None:
+def _without_set_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render tier group chains without their split on a set many rules test (these
+    tests' rules all name one peer): what they check is the protocol split and the
+    shadowed copies, the chains as written."""
+    monkeypatch.setattr(render_module, "split_by_set", lambda chain, *_: [chain])
+
+
+def test_a_long_tier_group_chain_is_split_by_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_set_split(monkeypatch)
     node = Node(rule_set(*_mixed_policies(), pods=PODS))
     chains = node.inlined_chains()
     (group,) = [n for n in chains if n.startswith("STK-AIG-") and len(n) == 24]
@@ -465,6 +480,29 @@ def test_a_long_tier_group_chain_is_split_by_protocol() -> None:
     assert node.allowed(B, A, 80, "ICMP") is False  # the protocol-less deny, in "others"
 
 
+def test_a_set_many_rules_of_a_group_chain_test_is_looked_up_once() -> None:
+    """The same policies with the split on the set: nine of their rules name the
+    remote peers. A TCP packet from elsewhere makes one lookup of it instead of one
+    per rule, and every verdict, of every protocol, is the engine's."""
+    node = Node(rule_set(*_mixed_policies(), pods=PODS))
+    chains = node.inlined_chains()
+    (group,) = [n for n in chains if n.startswith("STK-AIG-") and len(n) == 24]
+    tcp_chain = chains[f"{group}-T"]
+    lookup = [r for r in tcp_chain if r.action == Goto(f"{group}-T{SUFFIX}")]
+    assert len(lookup) == 1
+    remote = lookup[0].matches
+    # Not in the set: only the rule of the other peer is left to walk.
+    rest = tcp_chain[tcp_chain.index(lookup[0]) + 1 :]
+    assert [r for r in rest if r.matches == remote or set(remote) & set(r.matches)] == []
+    # In the set: no rule tests it again.
+    assert not any(set(remote) & set(r.matches) for r in chains[f"{group}-T{SUFFIX}"])
+    for src in (REMOTE, B, "10.9.9.9"):
+        for port, proto in ((22, "TCP"), (8080, "TCP"), (443, "TCP"), (25, "TCP"), (80, "TCP")):
+            node.verdict(src, A, port, proto)
+        for port, proto in ((53, "UDP"), (5353, "UDP"), (123, "UDP"), (9, "SCTP"), (1, "ICMP")):
+            node.verdict(src, A, port, proto)
+
+
 def test_a_chain_without_tcp_rules_stays_whole() -> None:
     udp = [tr(DENY, [to("remote")], [PortMatch("UDP", 1000 + k)]) for k in range(8)]
     node = Node(rule_set(cnp("udp-only", ingress=udp), pods=PODS))
@@ -478,10 +516,13 @@ def test_a_short_tier_group_chain_stays_whole() -> None:
     assert not any(n.endswith(("-T", "-U", "-S")) for n in node.inlined_chains())
 
 
-def test_a_templated_rule_is_written_once_in_a_group_chain() -> None:
+def test_a_templated_rule_is_written_once_in_a_group_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Three Admin policies from one template: each denies the remote set on 6443,
     then accepts its own port. In the pod's group chain the deny is written once
     (its later copies can never match first), and every verdict is unchanged."""
+    _without_set_split(monkeypatch)
     template = [
         cnp(
             f"team-{k}",
