@@ -1376,25 +1376,150 @@ def measure_packet_path(
 ) -> dict[str, Any]:
     """Measurement 4 (``services`` 0) or 5: conn/s and throughput, 1,000 policies vs none.
 
-    With ``services``, that many Services are programmed by the kube-proxy stand-in
-    on both sides of the ratio, and every connection goes to a cluster IP. With
-    ``cnps``, the node also carries that many ClusterNetworkPolicies
-    (:func:`packet_tiers`) on the "policies" side, and with ``isolation`` that many
-    IsolationPolicies (:func:`packet_isolation`).
+    Two labs alike (same addresses, pods and servers), each given its rules once: no
+    policy in one, the policies in the other; their runs interleave. With
+    ``services``, that many Services are programmed by the kube-proxy stand-in
+    into both, and every connection goes to a cluster IP. With ``cnps``, the
+    policies' node also carries that many ClusterNetworkPolicies
+    (:func:`packet_tiers`), and with ``isolation`` that many IsolationPolicies
+    (:func:`packet_isolation`).
+
+    Each side keeps its rules for the whole measurement, as a node does: until
+    the IsolationPolicy work the one lab switched between the two rule sets before
+    every run, and the runs right after a switch measured the apply's aftermath
+    too (88% where the steady state gave 93%, side by side; docs/performance.md).
     """
-    with Lab() as lab:
-        return _packet_path(
-            lab,
-            backend,
-            options,
+    rules, peer_sets, shape = packet_ruleset(cnps, isolation)
+    empty = NodeRuleSet("bench", (), (), ())
+    with contextlib.ExitStack() as stack:
+        sides = {
+            kind: _packet_side(stack, backend, options, services) for kind in ("none", "policies")
+        }
+        sides["none"].applier.apply(empty, {})
+        sides["policies"].applier.apply(rules, peer_sets)
+        last = sides["policies"].applier.last
+        assert last is not None
+        shape |= _dispatch_shape(last.rendered)
+        shape |= _tier_shape(last.rendered) if cnps or isolation else {}
+        checks = _packet_checks(sides, backend, cnps=cnps, services=services)
+        for side in sides.values():
+            side.warm()
+        conn, thr = _interleaved(
             repeats,
-            conn_seconds,
-            bulk_seconds,
+            lambda kind: sides[kind].connection_rate(conn_seconds),
+            lambda kind: sides[kind].throughput(bulk_seconds),
             console,
-            services,
-            cnps,
-            isolation,
         )
+    out: dict[str, Any] = {
+        "backend": backend,
+        "cnps": cnps,
+        "isolation": isolation,
+        "shape": shape,
+        "checks": checks,
+        "destination": f"{sides['policies'].dst}:{sides['policies'].port}",
+        "bulk_tool": "iperf3" if shutil.which("iperf3") else "python socket sender",
+        "conn_per_s": {k: median(v) for k, v in conn.items()},
+        "conn_ratio": median(conn["policies"]) / median(conn["none"]),
+        "throughput_bps": {k: median(v) for k, v in thr.items()},
+        "throughput_ratio": median(thr["policies"]) / median(thr["none"]),
+        "runs": {"conn_per_s": conn, "throughput_bps": thr},
+        # Information only (the targets use the ratio of the medians): the median of
+        # the per-repetition ratios, each of two back-to-back runs, less sensitive to
+        # a machine whose load drifts during the run.
+        "paired_ratio_median": {
+            "conn": median([a / b for a, b in zip(conn["policies"], conn["none"], strict=True)]),
+            "throughput": median(
+                [a / b for a, b in zip(thr["policies"], thr["none"], strict=True)]
+            ),
+        },
+        "conn_seconds": conn_seconds,
+        "bulk_seconds": bulk_seconds,
+    }
+    if services:
+        out["services"] = sides["policies"].services_shape
+    return out
+
+
+@dataclass
+class _PacketSide:
+    """One lab of the packet path: the node, its three pods, the servers and the
+    applier (cleaned up with the lab)."""
+
+    lab: Lab
+    node: Node
+    client: PodNet
+    other: PodNet
+    applier: Applier
+    # Where the probes go: the server itself, or the measured Service's cluster IP.
+    dst: str
+    port: int
+    services_shape: dict[str, int]
+
+    def connection_rate(self, seconds: float) -> float:
+        """New TCP connections per second from the client to ``dst``."""
+        return connection_rate(self.lab, self.client, seconds, self.dst, self.port)
+
+    def throughput(self, seconds: float) -> float:
+        """Bulk TCP throughput from the client, in bits per second."""
+        bulk = iperf_throughput if shutil.which("iperf3") else socket_throughput
+        return bulk(self.lab, self.client, seconds, self.dst)
+
+    def warm(self) -> None:
+        """One connection first: the neighbour entries and the server are ready."""
+        self.lab.ask(self.client, self.dst, self.port)
+
+
+def _packet_side(
+    stack: contextlib.ExitStack, backend: Backend, options: RenderOptions, services: int
+) -> _PacketSide:
+    lab = stack.enter_context(Lab())
+    node = lab.add_node(PACKET_NODE, pod_cidr4=NODE_CIDR)
+    server = lab.add_pod(node, "srv", SERVER_IP)
+    client = lab.add_pod(node, "cli", CLIENT_IP)
+    other = lab.add_pod(node, "oth", OTHER_IP)
+    lab.run(client, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
+    lab.serve(server, [(SERVER_PORT, "TCP")], reply="ok")
+    # With tiers, the client's first Admin policy denies the third pod: a check.
+    lab.serve(other, [(SERVER_PORT, "TCP")], reply="ok")
+    dst, port = SERVER_IP, SERVER_PORT
+    services_shape: dict[str, int] = {}
+    if services:
+        dst, services_shape = program_services(node, backend, services)
+        port = SERVICE_PORT
+    sink = start_sink(lab, server, shutil.which("iperf3"))
+    stack.callback(sink.wait, timeout=10)
+    stack.callback(sink.terminate)
+    applier = Applier(
+        SubprocessExecutor(netns=node.ns), netns=node.ns, options=options, tools=Tools(backend)
+    )
+    stack.callback(applier.cleanup)
+    return _PacketSide(lab, node, client, other, applier, dst, port, services_shape)
+
+
+def _packet_checks(
+    sides: Mapping[str, _PacketSide], backend: Backend, *, cnps: int, services: int
+) -> dict[str, bool]:
+    """The rules must really enforce: with them the client is allowed and a third pod
+    is not; without, both are; through a Service, the reply must come from the
+    server (the DNAT works). Raises when they do not."""
+    pol, none = sides["policies"], sides["none"]
+    checks = {
+        "client_allowed": pol.lab.ask(pol.client, pol.dst, pol.port) == "ok",
+        "other_denied": not pol.lab.probe(pol.other, pol.dst, pol.port, timeout=0.5),
+        "other_allowed_without_policies": none.lab.ask(none.other, none.dst, none.port) == "ok",
+    }
+    if cnps:
+        checks["client_to_other_denied_by_admin"] = not _client_reaches_other(pol.lab, pol.client)
+        checks["client_to_other_allowed_without"] = _client_reaches_other(none.lab, none.client)
+    if services:
+        # The rules kube-proxy prepends are still there after stockade's applies.
+        checks["kube_proxy_jumps_present"] = all(
+            "-j KUBE-SERVICES" in IptablesRunner(backend).save(side.node.ns, 4)
+            for side in sides.values()
+        )
+    if not all(checks.values()):
+        raise RuntimeError(f"the packet-path rules do not behave: {checks}")
+    return checks
 
 
 def program_services(node: Node, backend: Backend, count: int) -> tuple[str, dict[str, int]]:
@@ -1443,132 +1568,25 @@ def _client_reaches_other(lab: Lab, client: PodNet) -> bool:
 
 def _interleaved(
     repeats: int,
-    configure: Callable[[bool], None],
-    conn_rate: Callable[[], float],
-    throughput: Callable[[], float],
+    conn_rate: Callable[[str], float],
+    throughput: Callable[[str], float],
     console: Console,
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Connections per second and throughput, with and without policies, interleaved."""
+    """Connections per second and throughput of each side ("none", "policies"),
+    interleaved, the order reversed every other repetition."""
     conn: dict[str, list[float]] = {"policies": [], "none": []}
     thr: dict[str, list[float]] = {"policies": [], "none": []}
     order = ["none", "policies"]
     for rep in range(repeats):
         for kind in order if rep % 2 == 0 else reversed(order):
-            configure(kind == "policies")
-            conn[kind].append(conn_rate())
-            thr[kind].append(throughput())
+            conn[kind].append(conn_rate(kind))
+            thr[kind].append(throughput(kind))
         console.print(
             f"  #{rep + 1}: conn/s none {conn['none'][-1]:,.0f} policies "
             f"{conn['policies'][-1]:,.0f}; Gbit/s none {thr['none'][-1] / 1e9:.2f} "
             f"policies {thr['policies'][-1] / 1e9:.2f}"
         )
     return conn, thr
-
-
-def _packet_path(
-    lab: Lab,
-    backend: Backend,
-    options: RenderOptions,
-    repeats: int,
-    conn_seconds: float,
-    bulk_seconds: float,
-    console: Console,
-    services: int = 0,
-    cnps: int = 0,
-    isolation: int = 0,
-) -> dict[str, Any]:
-    node = lab.add_node(PACKET_NODE, pod_cidr4=NODE_CIDR)
-    server = lab.add_pod(node, "srv", SERVER_IP)
-    client = lab.add_pod(node, "cli", CLIENT_IP)
-    other = lab.add_pod(node, "oth", OTHER_IP)
-    lab.run(client, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
-    lab.serve(server, [(SERVER_PORT, "TCP")], reply="ok")
-    # With tiers, the client's first Admin policy denies the third pod: a check.
-    lab.serve(other, [(SERVER_PORT, "TCP")], reply="ok")
-    # Where the probes go: the server itself, or the measured Service's cluster IP.
-    dst, port = SERVER_IP, SERVER_PORT
-    services_shape: dict[str, int] = {}
-    if services:
-        dst, services_shape = program_services(node, backend, services)
-        port = SERVICE_PORT
-    iperf = shutil.which("iperf3")
-    sink = start_sink(lab, server, iperf)
-    try:
-        bulk = iperf_throughput if iperf else socket_throughput
-        rules, peer_sets, shape = packet_ruleset(cnps, isolation)
-        empty = NodeRuleSet("bench", (), (), ())
-        applier = Applier(
-            SubprocessExecutor(netns=node.ns), netns=node.ns, options=options, tools=Tools(backend)
-        )
-
-        def configure(policies: bool) -> None:
-            if policies:
-                applier.apply(rules, peer_sets)
-            else:
-                applier.apply(empty, {})
-            lab.ask(client, dst, port)  # warm the neighbour entries
-
-        # The rules must really enforce: the client is allowed, a third pod is not;
-        # through a Service, the reply must come from the server (the DNAT works).
-        configure(True)
-        assert applier.last is not None
-        shape |= _dispatch_shape(applier.last.rendered)
-        shape |= _tier_shape(applier.last.rendered) if cnps or isolation else {}
-        checks = {
-            "client_allowed": lab.ask(client, dst, port) == "ok",
-            "other_denied": not lab.probe(other, dst, port, timeout=0.5),
-        }
-        if cnps:
-            checks["client_to_other_denied_by_admin"] = not _client_reaches_other(lab, client)
-        configure(False)
-        checks["other_allowed_without_policies"] = lab.ask(other, dst, port) == "ok"
-        if cnps:
-            checks["client_to_other_allowed_without"] = _client_reaches_other(lab, client)
-        if services:
-            # The rules kube-proxy prepends are still there after stockade's applies.
-            saved = IptablesRunner(backend).save(node.ns, 4)
-            checks["kube_proxy_jumps_present"] = "-j KUBE-SERVICES" in saved
-        if not all(checks.values()):
-            raise RuntimeError(f"the packet-path rules do not behave: {checks}")
-        conn, thr = _interleaved(
-            repeats,
-            configure,
-            lambda: connection_rate(lab, client, conn_seconds, dst, port),
-            lambda: bulk(lab, client, bulk_seconds, dst),
-            console,
-        )
-        applier.cleanup()
-    finally:
-        sink.terminate()
-        sink.wait(timeout=10)
-    out: dict[str, Any] = {
-        "backend": backend,
-        "cnps": cnps,
-        "isolation": isolation,
-        "shape": shape,
-        "checks": checks,
-        "destination": f"{dst}:{port}",
-        "bulk_tool": "iperf3" if iperf else "python socket sender",
-        "conn_per_s": {k: median(v) for k, v in conn.items()},
-        "conn_ratio": median(conn["policies"]) / median(conn["none"]),
-        "throughput_bps": {k: median(v) for k, v in thr.items()},
-        "throughput_ratio": median(thr["policies"]) / median(thr["none"]),
-        "runs": {"conn_per_s": conn, "throughput_bps": thr},
-        # Information only (the targets use the ratio of the medians): the median of
-        # the per-repetition ratios, each of two back-to-back runs, less sensitive to
-        # a machine whose load drifts during the run.
-        "paired_ratio_median": {
-            "conn": median([a / b for a, b in zip(conn["policies"], conn["none"], strict=True)]),
-            "throughput": median(
-                [a / b for a, b in zip(thr["policies"], thr["none"], strict=True)]
-            ),
-        },
-        "conn_seconds": conn_seconds,
-        "bulk_seconds": bulk_seconds,
-    }
-    if services:
-        out["services"] = services_shape
-    return out
 
 
 # ----------------------------------------------------------------------- reporting
@@ -2042,7 +2060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--backends", default="nft,legacy", help="comma-separated: nft,legacy")
     parser.add_argument("--repeats", type=int, default=3, help="apply measurements, median")
-    parser.add_argument("--packet-repeats", type=int, default=5, help="packet path, median")
+    parser.add_argument("--packet-repeats", type=int, default=7, help="packet path, median")
     parser.add_argument("--conn-seconds", type=float, default=2.0, help="per connection loop")
     parser.add_argument("--bulk-seconds", type=float, default=3.0, help="per throughput run")
     parser.add_argument("--skip-packet", action="store_true", help="skip the packet path")
