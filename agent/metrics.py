@@ -11,7 +11,12 @@ from stockade.agent.applier import ApplyReport
 from stockade.agent.render import RenderedNode
 
 _COUNTED = re.compile(r'^\[(\d+):(\d+)\] -A (\S+) .*--comment "stockade:([^"]*)"')
-_RULE = re.compile(r"^(?P<policy>\S+) (?P<direction>ingress|egress) rule (?P<index>\d+)$")
+# A NetworkPolicy rule ("ns/name ingress rule 0") or a tier rule, which adds its
+# name, if any, and its action ("cnp egress rule 2 (dns) Accept").
+_RULE = re.compile(
+    r"^(?P<policy>\S+) (?P<direction>ingress|egress) rule (?P<index>\d+)"
+    r"(?: \([^)]*\))?(?: (?:Accept|Deny|Pass))?$"
+)
 _DENY = re.compile(r"^(?P<direction>ingress|egress) denied")
 
 
@@ -86,7 +91,8 @@ class AgentMetrics:
         )
         self.rule_packets = Gauge(
             "stockade_agent_policy_rule_packets",
-            "New connections allowed, per policy rule",
+            "New connections a policy rule matched (summed over the chains that hold"
+            " it); NetworkPolicy rules allow, tier rules accept, deny or pass",
             ["policy", "direction", "rule"],
             registry=r,
         )
@@ -106,16 +112,24 @@ class AgentMetrics:
             self.set_members.labels(family).set(sum(len(s.members) for s in fam.ipsets))
 
     def record_counters(self, counters: list[RuleCounter], groups: dict[str, str]) -> None:
-        """Per-rule and per-group counters; ``groups`` maps a group chain to its pods."""
+        """Per-rule and per-group counters; ``groups`` maps a group chain to its pods.
+
+        One rule is often in several chains (a short policy inlined into each of its
+        groups, a rule in both halves of a split chain): its packets are the sum.
+        """
+        rules: dict[tuple[str, str, str], int] = {}
+        denied: dict[tuple[str, str, str], int] = {}
         for c in counters:
             rule = _RULE.match(c.comment)
             if rule:
-                self.rule_packets.labels(rule["policy"], rule["direction"], rule["index"]).set(
-                    c.packets
-                )
+                key = (rule["policy"], rule["direction"], rule["index"])
+                rules[key] = rules.get(key, 0) + c.packets
                 continue
             deny = _DENY.match(c.comment)
             if deny:
-                self.denied.labels(deny["direction"], c.chain, groups.get(c.chain, "")).set(
-                    c.packets
-                )
+                where = (deny["direction"], c.chain, groups.get(c.chain, ""))
+                denied[where] = denied.get(where, 0) + c.packets
+        for key, packets in rules.items():
+            self.rule_packets.labels(*key).set(packets)
+        for where, packets in denied.items():
+            self.denied.labels(*where).set(packets)

@@ -378,6 +378,32 @@ def test_counters_are_read_per_rule_and_per_group() -> None:
     )
 
 
+def test_a_rule_in_several_chains_counts_the_sum_and_tier_rules_count_too() -> None:
+    # An inlined NetworkPolicy rule in two group chains; a tier rule in both halves
+    # of a chain split on a set; a tier rule without a name.
+    out = (
+        '[4:0] -A STK-IG-g1 -p tcp -m comment --comment "stockade:ns/p ingress rule 1"'
+        " -g STK-ALLOW-INGRESS\n"
+        '[5:0] -A STK-IG-g2 -p tcp -m comment --comment "stockade:ns/p ingress rule 1"'
+        " -g STK-ALLOW-INGRESS\n"
+        '[2:0] -A STK-AEG-h-T -m comment --comment "stockade:IsolationPolicy/iso egress rule 0'
+        ' (same-group) Accept" -g STK-ALLOW-EGRESS\n'
+        '[6:0] -A STK-AEG-h-T-M -m comment --comment "stockade:IsolationPolicy/iso egress rule 0'
+        ' (same-group) Accept" -g STK-ALLOW-EGRESS\n'
+        '[1:0] -A STK-AIG-h -m comment --comment "stockade:deny-ssh ingress rule 3 Deny" -j DROP\n'
+    )
+    metrics = AgentMetrics()
+    metrics.record_counters(parse_counters(out), {})
+    for policy, direction, rule, packets in (
+        ("ns/p", "ingress", "1", 9),
+        ("IsolationPolicy/iso", "egress", "0", 8),
+        ("deny-ssh", "ingress", "3", 1),
+    ):
+        labels = {"policy": policy, "direction": direction, "rule": rule}
+        got = metrics.registry.get_sample_value("stockade_agent_policy_rule_packets", labels)
+        assert got == packets, labels
+
+
 def test_full_length_hash_net_members_compare_equal_to_what_was_rendered() -> None:
     # `ipset save` prints 10.0.1.12/32 in a hash:net set as a bare address.
     text = (
