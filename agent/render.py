@@ -990,6 +990,7 @@ def _with_rules(
 # 8 and 3 rather than 16 and 4: with ~330 groups a new connection averages 13.5 set
 # lookups instead of 17.3 (worst 25, not 32), for ~15% more tree set members.
 DISPATCH_FANOUT = 8
+_SPLIT_COMMENT = comment("rules of the group for members of the set")
 DISPATCH_BITS = 3
 _HASH_BITS = 64  # group hashes are 16 hex digits
 
@@ -1303,7 +1304,11 @@ class _FamilyRenderer:
         chains = [allow] if self.cluster else self._dispatch_chains(d, groups, allow)
         uses = Counter(np.policy.id for g in groups for np in g.policies)
         jumped: dict[str, Chain] = {}
-        chains.extend(self._group_chain(g, uses, jumped) for g in groups)
+        chains.extend(
+            chain
+            for g in groups
+            for chain in split_by_set(self._group_chain(g, uses, jumped), _SPLIT_COMMENT)
+        )
         chains.extend(jumped[pid] for pid in sorted(jumped))
         return chains
 
@@ -1359,7 +1364,7 @@ class _FamilyRenderer:
             chain
             for g in self._tier_groups_here(d)
             for whole in _split_by_protocol(self._tier_group_chain(g))
-            for chain in split_by_set(whole, comment("rules of the group for members of the set"))
+            for chain in split_by_set(whole, _SPLIT_COMMENT)
         ]
 
     def _path_chains(self, d: _Direction) -> list[Chain]:

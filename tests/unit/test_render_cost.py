@@ -49,6 +49,7 @@ from tests.unit.iptables_sim import Dataplane, Packet, Trace
 from tests.unit.test_render_tiers import (
     A6,
     ISOLATE_IN,
+    OTHER_NODE,
     REMOTE,
     SETS,
     A,
@@ -480,27 +481,65 @@ def test_a_long_tier_group_chain_is_split_by_protocol(monkeypatch: pytest.Monkey
     assert node.allowed(B, A, 80, "ICMP") is False  # the protocol-less deny, in "others"
 
 
-def test_a_set_many_rules_of_a_group_chain_test_is_looked_up_once() -> None:
-    """The same policies with the split on the set: nine of their rules name the
-    remote peers. A TCP packet from elsewhere makes one lookup of it instead of one
-    per rule, and every verdict, of every protocol, is the engine's."""
-    node = Node(rule_set(*_mixed_policies(), pods=PODS))
+HTTP_OUT = PortMatch("TCP", name="http", named_port_set="np-http")
+# Four peers, so that no rule is a copy of another.
+PEERS = ("remote", "local-a", "local-b", "nodes")
+
+
+def test_a_named_port_many_rules_of_a_group_chain_test_is_looked_up_once() -> None:
+    """Four Admin policies from one template pass their own peer on the named port
+    "http": each rule looks the named-port set up before its peer, whatever the
+    port. In a's group chain the set is looked up once, and every verdict, to
+    every port and protocol, is the engine's."""
+    policies = [
+        cnp(f"team-{k}", priority=k, egress=[tr(PASS, [to(peer)], [HTTP_OUT])])
+        for k, peer in enumerate(PEERS)
+    ]
+    policies.append(cnp("deny-rest", priority=9, egress=[tr(DENY, [to("remote")])]))
+    node = Node(rule_set(*policies))
     chains = node.inlined_chains()
-    (group,) = [n for n in chains if n.startswith("STK-AIG-") and len(n) == 24]
-    tcp_chain = chains[f"{group}-T"]
-    lookup = [r for r in tcp_chain if r.action == Goto(f"{group}-T{SUFFIX}")]
+    (group,) = [n for n in chains if n.startswith("STK-AEG-") and not n.endswith(SUFFIX)]
+    head, members = chains[group], chains[f"{group}{SUFFIX}"]
+    lookup = [r for r in head if r.action == Goto(f"{group}{SUFFIX}")]
     assert len(lookup) == 1
-    remote = lookup[0].matches
-    # Not in the set: only the rule of the other peer is left to walk.
-    rest = tcp_chain[tcp_chain.index(lookup[0]) + 1 :]
-    assert [r for r in rest if r.matches == remote or set(remote) & set(r.matches)] == []
+    (named,) = lookup[0].matches
+    # Not in the set: no rule of the named port is left to walk.
+    assert not any(named in r.matches for r in head if r is not lookup[0])
     # In the set: no rule tests it again.
-    assert not any(set(remote) & set(r.matches) for r in chains[f"{group}-T{SUFFIX}"])
-    for src in (REMOTE, B, "10.9.9.9"):
-        for port, proto in ((22, "TCP"), (8080, "TCP"), (443, "TCP"), (25, "TCP"), (80, "TCP")):
-            node.verdict(src, A, port, proto)
-        for port, proto in ((53, "UDP"), (5353, "UDP"), (123, "UDP"), (9, "SCTP"), (1, "ICMP")):
-            node.verdict(src, A, port, proto)
+    assert not any(named in r.matches for r in members)
+    for dst in (REMOTE, B, OTHER_NODE, "10.9.9.9"):
+        for port, proto in ((9090, "TCP"), (81, "TCP"), (8080, "TCP"), (9090, "UDP")):
+            node.verdict(A, dst, port, proto)
+
+
+def test_a_networkpolicy_group_chain_splits_on_a_named_port_its_policies_share() -> None:
+    """The same with NetworkPolicies: four policies of pod a let it reach its own
+    peer on the named port "http" (egress)."""
+    pols = [
+        np_(f"ns/out-{k}", egress=[CompiledRule((to(peer),), (HTTP_OUT,))])
+        for k, peer in enumerate(PEERS)
+    ]
+    node = Node(rule_set(policies=pols, pods=PODS))
+    chains = node.inlined_chains()
+    (group,) = [n for n in chains if n.startswith("STK-EG-") and not n.endswith(SUFFIX)]
+    assert f"{group}{SUFFIX}" in chains
+    for dst in (REMOTE, B, OTHER_NODE, "10.9.9.9"):
+        for port, proto in ((9090, "TCP"), (81, "TCP"), (8080, "TCP"), (9090, "UDP")):
+            node.verdict(A, dst, port, proto)
+
+
+def test_a_peer_looked_up_after_its_port_does_not_split_a_group_chain() -> None:
+    """Five policies let the remote peers in, each on a port of its own: each rule
+    looks the peer set up only for a packet to its port, so the chain stays whole
+    (a lookup up front would tax every other packet)."""
+    pols = [
+        np_(f"ns/mon-{i}", ingress=[CompiledRule((to("remote"),), (tcp(9100 + i),))])
+        for i in range(5)
+    ]
+    node = Node(rule_set(policies=pols, pods=PODS))
+    assert not any(n.endswith(SUFFIX) for n in node.inlined_chains())
+    for port in (9099, 9100, 9104):
+        node.verdict(REMOTE, A, port)
 
 
 def test_a_chain_without_tcp_rules_stays_whole() -> None:
