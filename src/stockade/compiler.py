@@ -836,6 +836,9 @@ class Compiler:
         self._pod_index = LabelIndex()  # selectable pods only
         self._ns_pods: dict[str, set[str]] = {}  # selectable pods by namespace
         self._node_pods: dict[str, set[str]] = {}  # selectable pods by node
+        # Selectable pods by container port (name, protocol), with its number: a set
+        # of a named port is filled from the few pods declaring it, not from them all.
+        self._port_pods: dict[tuple[str, str], dict[str, int]] = {}
         self._node_refs: dict[str, int] = {}  # every pod counts for its node
         self._declared_nodes: set[str] = set()
         self._ns_declared: dict[str, Namespace] = {}
@@ -1045,12 +1048,26 @@ class Compiler:
         self._pod_index.add(key, pod.labels)
         self._ns_pods.setdefault(pod.namespace, set()).add(key)
         self._node_pods.setdefault(pod.node_name, set()).add(key)
+        port_pods = self._port_pods
+        for cp in pod.ports:
+            numbers = port_pods.get((cp.name, cp.protocol))
+            if numbers is None:
+                port_pods[(cp.name, cp.protocol)] = {key: cp.port}
+            elif key not in numbers:  # the first declared wins, as in Pod.named_port
+                numbers[key] = cp.port
 
     def _unindex_pod(self, pod: Pod) -> None:
         key = pod.key
         self._pod_index.remove(key)
         _discard(self._ns_pods, pod.namespace, key)
         _discard(self._node_pods, pod.node_name, key)
+        port_pods = self._port_pods
+        for cp in pod.ports:
+            numbers = port_pods.get((cp.name, cp.protocol))
+            if numbers is not None:
+                numbers.pop(key, None)
+                if not numbers:
+                    del port_pods[(cp.name, cp.protocol)]
 
     def _retarget_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
         for pkey in self._ns_policies.get(namespace, ()):
@@ -1445,12 +1462,14 @@ class Compiler:
         """:meth:`_fill` for a set of a named port: a member of its own for each pod
         declaring the port (the selector is mostly every pod, and few declare it)."""
         pods, buckets = self._pods, state.buckets
-        name, protocol = named.name, named.protocol
-        for key in keys:
-            pod = pods[key]
-            number = pod.named_port(name, protocol)
-            if number is not None:
-                buckets.setdefault(_bucket(key), {})[key] = PeerMember(key, pod.ips, number)
+        declared = self._port_pods.get((named.name, named.protocol), {})
+        # Walk the smaller side: the declaring pods, or the selected ones.
+        if len(declared) <= len(keys):
+            found = [(key, number) for key, number in declared.items() if key in keys]
+        else:
+            found = [(key, declared[key]) for key in keys if key in declared]
+        for key, number in found:
+            buckets.setdefault(_bucket(key), {})[key] = PeerMember(key, pods[key].ips, number)
         state.size = sum(len(members) for members in buckets.values())
 
     def _create_node_set(self, name: str, selector: PeerSelector) -> _SetState:
