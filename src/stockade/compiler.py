@@ -37,12 +37,14 @@ from stockade.gcpause import collector_paused
 from stockade.index import LabelIndex
 from stockade.isolation import IsolationPolicy, SamePeer
 from stockade.model import (
+    ContainerPort,
     Namespace,
     NetworkPolicy,
     Peer,
     Pod,
     PolicyPort,
     Rule,
+    named_ports_of,
 )
 from stockade.ownership import IPClaim, OwnershipTracker
 from stockade.ruleset import (
@@ -1901,13 +1903,20 @@ def _known_address(pod: Pod | None) -> tuple[str, str, tuple[str, ...]] | None:
 def _local_pod(pod: Pod) -> LocalPod:
     if not pod.ports:
         return LocalPod(pod.key, pod.ips)
-    ports = tuple(
+    return LocalPod(pod.key, pod.ips, _port_specs(pod.ports))
+
+
+# Cached by the declared ports: every replica of a Deployment declares the same,
+# and the specs are immutable, so they are shared.
+@functools.lru_cache(maxsize=8192)
+def _port_specs(ports: tuple[ContainerPort, ...]) -> tuple[ContainerPortSpec, ...]:
+    """A local pod's named ports (see :attr:`Pod.named_ports`), sorted."""
+    return tuple(
         sorted(
-            (ContainerPortSpec(p.name, p.port, p.protocol) for p in pod.named_ports),
+            (ContainerPortSpec(p.name, p.port, p.protocol) for p in named_ports_of(ports)),
             key=lambda p: (p.name, p.protocol, p.port),
         )
     )
-    return LocalPod(pod.key, pod.ips, ports)
 
 
 def _discard(mapping: dict[str, set[str]], key: str, value: str) -> None:
