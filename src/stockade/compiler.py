@@ -728,6 +728,20 @@ class _ClusterPolicyState:
         self.order = self.compiled.order
 
 
+# The variants of an IsolationPolicy's rules by sameness on a node: the names of
+# their sets, their rules and the index of each subject's.
+_Expanded = tuple[frozenset[str], tuple[SameRules, ...], tuple[int, ...]]
+
+
+@dataclass(slots=True)
+class _NodeSameness:
+    """What a node's rule set build expanded by sameness so far: its subjects, and
+    the variants per memo and subjects (by the memo's identity)."""
+
+    subjects: dict[str, SameSubject] = field(default_factory=dict)
+    expanded: dict[tuple[SamenessMemo, tuple[str, ...]], _Expanded] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class _BasePart:
     """The NetworkPolicy side of one node's rule set (see Compiler._build_node)."""
@@ -1648,7 +1662,7 @@ class Compiler:
         fresh: list[SamenessMemo] = []  # the memos of the variants made here
         for memo in self._memos.values():
             memo.trim()
-        known: dict[str, SameSubject] = {}  # the subjects of rules by sameness met here
+        known = _NodeSameness()  # the expansions by sameness made here
         order = self._cnp_order
         if order is None:
             order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
@@ -1705,26 +1719,39 @@ class Compiler:
         by_cnp: Mapping[str, set[str]],
         same_sets: dict[str, frozenset[str]],
         fresh: list[SamenessMemo],
-        known: dict[str, SameSubject],
+        known: _NodeSameness,
     ) -> NodeClusterPolicy:
         """``name`` as ``node`` enforces it, made and cached (an IsolationPolicy's
-        variants expanded: its sets in ``same_sets``, its memo in ``fresh``, the
-        node's subjects met so far in ``known``)."""
+        variants expanded: its sets in ``same_sets``, its memo in ``fresh``, what
+        the node expanded so far in ``known``)."""
         state = self._cnps[name]
         targets = tuple(sorted(by_cnp[name]))
-        if state.sameness is None:
+        memo = state.sameness
+        if memo is None:
             same_sets.pop(name, None)  # an edit may have taken its rules by sameness
             ncp = NodeClusterPolicy(state.compiled, targets)
         else:
-            subject = self._same_subject
-            subjects = [known.get(p) or subject(p, known) for p in targets]
-            variants, variant_of = expand_isolation(state.sameness, subjects)
-            same_sets[name] = frozenset().union(*[v.names for v in variants])
-            fresh.append(state.sameness)
-            rules = tuple([v.rules for v in variants])
+            # IsolationPolicies with the same rules by sameness and the same subjects
+            # here (most select every tenant pod) see the same variants.
+            found = known.expanded.get((memo, targets))
+            if found is None:
+                found = known.expanded[(memo, targets)] = self._expand_here(memo, targets, known)
+            same_sets[name], rules, variant_of = found
+            fresh.append(memo)
             ncp = NodeClusterPolicy(state.compiled, targets, rules, variant_of)
         self._ncp_cache[(node, name)] = ncp
         return ncp
+
+    def _expand_here(
+        self, memo: SamenessMemo, targets: tuple[str, ...], known: _NodeSameness
+    ) -> _Expanded:
+        """The variants of ``memo``'s rules for a node's subjects ``targets``."""
+        subjects, subject = known.subjects, self._same_subject
+        variants, variant_of = expand_isolation(
+            memo, [subjects.get(p) or subject(p, subjects) for p in targets]
+        )
+        names = frozenset().union(*[v.names for v in variants])
+        return names, tuple([v.rules for v in variants]), variant_of
 
     def _same_subject(self, key: str, known: dict[str, SameSubject]) -> SameSubject:
         """The pod ``key`` as a subject of rules by sameness, kept in ``known``."""
