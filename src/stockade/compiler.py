@@ -37,12 +37,14 @@ from stockade.gcpause import collector_paused
 from stockade.index import LabelIndex
 from stockade.isolation import IsolationPolicy, SamePeer
 from stockade.model import (
+    ContainerPort,
     Namespace,
     NetworkPolicy,
     Peer,
     Pod,
     PolicyPort,
     Rule,
+    named_ports_of,
 )
 from stockade.ownership import IPClaim, OwnershipTracker
 from stockade.ruleset import (
@@ -726,6 +728,20 @@ class _ClusterPolicyState:
         self.order = self.compiled.order
 
 
+# The variants of an IsolationPolicy's rules by sameness on a node: the names of
+# their sets, their rules and the index of each subject's.
+_Expanded = tuple[frozenset[str], tuple[SameRules, ...], tuple[int, ...]]
+
+
+@dataclass(slots=True)
+class _NodeSameness:
+    """What a node's rule set build expanded by sameness so far: its subjects, and
+    the variants per memo and subjects (by the memo's identity)."""
+
+    subjects: dict[str, SameSubject] = field(default_factory=dict)
+    expanded: dict[tuple[SamenessMemo, tuple[str, ...]], _Expanded] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class _BasePart:
     """The NetworkPolicy side of one node's rule set (see Compiler._build_node)."""
@@ -836,6 +852,9 @@ class Compiler:
         self._pod_index = LabelIndex()  # selectable pods only
         self._ns_pods: dict[str, set[str]] = {}  # selectable pods by namespace
         self._node_pods: dict[str, set[str]] = {}  # selectable pods by node
+        # Selectable pods by container port (name, protocol), with its number: a set
+        # of a named port is filled from the few pods declaring it, not from them all.
+        self._port_pods: dict[tuple[str, str], dict[str, int]] = {}
         self._node_refs: dict[str, int] = {}  # every pod counts for its node
         self._declared_nodes: set[str] = set()
         self._ns_declared: dict[str, Namespace] = {}
@@ -1045,12 +1064,26 @@ class Compiler:
         self._pod_index.add(key, pod.labels)
         self._ns_pods.setdefault(pod.namespace, set()).add(key)
         self._node_pods.setdefault(pod.node_name, set()).add(key)
+        port_pods = self._port_pods
+        for cp in pod.ports:
+            numbers = port_pods.get((cp.name, cp.protocol))
+            if numbers is None:
+                port_pods[(cp.name, cp.protocol)] = {key: cp.port}
+            elif key not in numbers:  # the first declared wins, as in Pod.named_port
+                numbers[key] = cp.port
 
     def _unindex_pod(self, pod: Pod) -> None:
         key = pod.key
         self._pod_index.remove(key)
         _discard(self._ns_pods, pod.namespace, key)
         _discard(self._node_pods, pod.node_name, key)
+        port_pods = self._port_pods
+        for cp in pod.ports:
+            numbers = port_pods.get((cp.name, cp.protocol))
+            if numbers is not None:
+                numbers.pop(key, None)
+                if not numbers:
+                    del port_pods[(cp.name, cp.protocol)]
 
     def _retarget_pod(self, key: str, namespace: str, old: Pod | None, pod: Pod | None) -> None:
         for pkey in self._ns_policies.get(namespace, ()):
@@ -1445,12 +1478,14 @@ class Compiler:
         """:meth:`_fill` for a set of a named port: a member of its own for each pod
         declaring the port (the selector is mostly every pod, and few declare it)."""
         pods, buckets = self._pods, state.buckets
-        name, protocol = named.name, named.protocol
-        for key in keys:
-            pod = pods[key]
-            number = pod.named_port(name, protocol)
-            if number is not None:
-                buckets.setdefault(_bucket(key), {})[key] = PeerMember(key, pod.ips, number)
+        declared = self._port_pods.get((named.name, named.protocol), {})
+        # Walk the smaller side: the declaring pods, or the selected ones.
+        if len(declared) <= len(keys):
+            found = [(key, number) for key, number in declared.items() if key in keys]
+        else:
+            found = [(key, declared[key]) for key in keys if key in declared]
+        for key, number in found:
+            buckets.setdefault(_bucket(key), {})[key] = PeerMember(key, pods[key].ips, number)
         state.size = sum(len(members) for members in buckets.values())
 
     def _create_node_set(self, name: str, selector: PeerSelector) -> _SetState:
@@ -1627,7 +1662,7 @@ class Compiler:
         fresh: list[SamenessMemo] = []  # the memos of the variants made here
         for memo in self._memos.values():
             memo.trim()
-        known: dict[str, SameSubject] = {}  # the subjects of rules by sameness met here
+        known = _NodeSameness()  # the expansions by sameness made here
         order = self._cnp_order
         if order is None:
             order = self._cnp_order = sorted(cnps, key=lambda n: cnps[n].order)
@@ -1684,26 +1719,39 @@ class Compiler:
         by_cnp: Mapping[str, set[str]],
         same_sets: dict[str, frozenset[str]],
         fresh: list[SamenessMemo],
-        known: dict[str, SameSubject],
+        known: _NodeSameness,
     ) -> NodeClusterPolicy:
         """``name`` as ``node`` enforces it, made and cached (an IsolationPolicy's
-        variants expanded: its sets in ``same_sets``, its memo in ``fresh``, the
-        node's subjects met so far in ``known``)."""
+        variants expanded: its sets in ``same_sets``, its memo in ``fresh``, what
+        the node expanded so far in ``known``)."""
         state = self._cnps[name]
         targets = tuple(sorted(by_cnp[name]))
-        if state.sameness is None:
+        memo = state.sameness
+        if memo is None:
             same_sets.pop(name, None)  # an edit may have taken its rules by sameness
             ncp = NodeClusterPolicy(state.compiled, targets)
         else:
-            subject = self._same_subject
-            subjects = [known.get(p) or subject(p, known) for p in targets]
-            variants, variant_of = expand_isolation(state.sameness, subjects)
-            same_sets[name] = frozenset().union(*[v.names for v in variants])
-            fresh.append(state.sameness)
-            rules = tuple([v.rules for v in variants])
+            # IsolationPolicies with the same rules by sameness and the same subjects
+            # here (most select every tenant pod) see the same variants.
+            found = known.expanded.get((memo, targets))
+            if found is None:
+                found = known.expanded[(memo, targets)] = self._expand_here(memo, targets, known)
+            same_sets[name], rules, variant_of = found
+            fresh.append(memo)
             ncp = NodeClusterPolicy(state.compiled, targets, rules, variant_of)
         self._ncp_cache[(node, name)] = ncp
         return ncp
+
+    def _expand_here(
+        self, memo: SamenessMemo, targets: tuple[str, ...], known: _NodeSameness
+    ) -> _Expanded:
+        """The variants of ``memo``'s rules for a node's subjects ``targets``."""
+        subjects, subject = known.subjects, self._same_subject
+        variants, variant_of = expand_isolation(
+            memo, [subjects.get(p) or subject(p, subjects) for p in targets]
+        )
+        names = frozenset().union(*[v.names for v in variants])
+        return names, tuple([v.rules for v in variants]), variant_of
 
     def _same_subject(self, key: str, known: dict[str, SameSubject]) -> SameSubject:
         """The pod ``key`` as a subject of rules by sameness, kept in ``known``."""
@@ -1882,13 +1930,20 @@ def _known_address(pod: Pod | None) -> tuple[str, str, tuple[str, ...]] | None:
 def _local_pod(pod: Pod) -> LocalPod:
     if not pod.ports:
         return LocalPod(pod.key, pod.ips)
-    ports = tuple(
+    return LocalPod(pod.key, pod.ips, _port_specs(pod.ports))
+
+
+# Cached by the declared ports: every replica of a Deployment declares the same,
+# and the specs are immutable, so they are shared.
+@functools.lru_cache(maxsize=8192)
+def _port_specs(ports: tuple[ContainerPort, ...]) -> tuple[ContainerPortSpec, ...]:
+    """A local pod's named ports (see :attr:`Pod.named_ports`), sorted."""
+    return tuple(
         sorted(
-            (ContainerPortSpec(p.name, p.port, p.protocol) for p in pod.named_ports),
+            (ContainerPortSpec(p.name, p.port, p.protocol) for p in named_ports_of(ports)),
             key=lambda p: (p.name, p.protocol, p.port),
         )
     )
-    return LocalPod(pod.key, pod.ips, ports)
 
 
 def _discard(mapping: dict[str, set[str]], key: str, value: str) -> None:

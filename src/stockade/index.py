@@ -66,6 +66,19 @@ class LabelIndex:
                 best = min(best, sum(len(by_value.get(v, ())) for v in req.values))
         return best
 
+    def _union_within(self, key: str, values: tuple[str, ...], scope: set[str] | None) -> set[str]:
+        """Keys whose label ``key`` is one of ``values``, among ``scope`` when given.
+
+        Each value's keys are intersected with the scope before the union: the union
+        of every value's keys would be as large as the cluster for a common label
+        (``env in (prod, staging)``), and the scope is mostly a namespace's pods.
+        """
+        by_value = self._by_value.get(key, {})
+        found = [by_value.get(v, _EMPTY) for v in values]
+        if scope is None:
+            return set().union(*found)
+        return set().union(*[scope.intersection(keys) for keys in found])
+
     def select(self, selector: LabelSelector, within: set[str] | None = None) -> set[str]:
         """Keys matching ``selector``, restricted to ``within`` when given.
 
@@ -78,16 +91,13 @@ class LabelIndex:
         for req in reqs:
             if req.operator != "In":
                 continue
+            scope = within if cand is None else cand
             if len(req.values) == 1:
-                hits: set[str] | frozenset[str] = self.with_value(req.key, req.values[0])
-            else:
-                by_value = self._by_value.get(req.key, {})
-                hits = set().union(*(by_value.get(v, _EMPTY) for v in req.values))
-            if cand is None:
+                hits = self.with_value(req.key, req.values[0])
                 # Set intersections walk the smaller side: neither is copied whole.
-                cand = set(hits) if within is None else within.intersection(hits)
+                cand = set(hits) if scope is None else scope.intersection(hits)
             else:
-                cand &= hits
+                cand = self._union_within(req.key, req.values, scope)
             if not cand:
                 return set()
         if cand is None:

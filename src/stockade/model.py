@@ -210,13 +210,19 @@ class Pod:
     @property
     def named_ports(self) -> tuple[ContainerPort, ...]:
         """The named ports a policy can refer to: the first of each name and protocol."""
-        seen: set[tuple[str, str]] = set()
-        out: list[ContainerPort] = []
-        for cp in self.ports:
-            if cp.name and (cp.name, cp.protocol) not in seen:
-                seen.add((cp.name, cp.protocol))
-                out.append(cp)
-        return tuple(out)
+        return named_ports_of(self.ports)
+
+
+def named_ports_of(ports: tuple[ContainerPort, ...]) -> tuple[ContainerPort, ...]:
+    """The named ports among ``ports`` a policy can refer to: the first of each
+    name and protocol (see :attr:`Pod.named_ports`)."""
+    seen: set[tuple[str, str]] = set()
+    out: list[ContainerPort] = []
+    for cp in ports:
+        if cp.name and (cp.name, cp.protocol) not in seen:
+            seen.add((cp.name, cp.protocol))
+            out.append(cp)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
