@@ -4,6 +4,8 @@ iptables simulator, that no packet meets anything different."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import strategies as st
 
 from stockade.agent.ipsets import Member, make_set
@@ -27,7 +29,7 @@ from stockade.agent.iptables import (
     SetMark,
     SetMatch,
 )
-from tests.unit.iptables_sim import Packet
+from tests.unit.iptables_sim import Dataplane, Packet
 
 PEER = SetMatch("stk-peer4-a", "dst")
 OTHER = SetMatch("stk-peer4-b", "dst")
@@ -94,3 +96,23 @@ packets = st.builds(
     dport=st.sampled_from([22, 85, 443]),
     mark=st.sampled_from([0, 0x20000, 0x60000]),
 )
+
+
+@st.composite
+def templated_chains(draw: st.DrawFn) -> tuple[Rule, ...]:
+    """A few rules repeated, as templated policies repeat them."""
+    base = draw(st.lists(rules(), min_size=1, max_size=6))
+    picks = draw(st.lists(st.integers(0, 5), min_size=1, max_size=24))
+    return tuple(base[i % len(base)] for i in picks)
+
+
+def assert_same_for_every_packet(
+    whole: Sequence[Chain], changed: Sequence[Chain], tested: Sequence[Packet]
+) -> None:
+    """Each packet, run from ``STK-T`` through both sets of chains (with ``SUB`` and
+    ``END``), gets the same verdict, mark and log lines."""
+    before = Dataplane([*whole, SUB, END], SETS)
+    after = Dataplane([*changed, SUB, END], SETS)
+    for packet in tested:
+        a, b = before.evaluate(packet, "STK-T"), after.evaluate(packet, "STK-T")
+        assert (a.verdict, a.mark, a.logs) == (b.verdict, b.mark, b.logs), packet

@@ -28,8 +28,16 @@ from stockade.agent.iptables import (
     SetMark,
 )
 from stockade.agent.shadowing import unshadowed
-from tests.unit.chain_strategies import END, OTHER, P443, PEER, SETS, SUB, TCP, packets, rules
-from tests.unit.iptables_sim import Dataplane, Packet
+from tests.unit.chain_strategies import (
+    OTHER,
+    P443,
+    PEER,
+    TCP,
+    assert_same_for_every_packet,
+    packets,
+    templated_chains,
+)
+from tests.unit.iptables_sim import Packet
 
 BIT = MarkMatch(0x20000, 0x20000)
 
@@ -89,18 +97,9 @@ def test_a_long_chain_of_copies_keeps_one_of_each() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    # a few rules repeated, as templated policies repeat them
-    base=st.lists(rules(), min_size=1, max_size=6),
-    picks=st.lists(st.integers(0, 5), min_size=1, max_size=24),
-    tested=st.lists(packets, min_size=1, max_size=8),
-)
+@given(chain=templated_chains(), tested=st.lists(packets, min_size=1, max_size=8))
 def test_shadowed_rules_never_change_what_a_packet_meets(
-    base: list[Rule], picks: list[int], tested: list[Packet]
+    chain: tuple[Rule, ...], tested: list[Packet]
 ) -> None:
-    chain = [base[i % len(base)] for i in picks]
-    whole = Dataplane([Chain("STK-T", tuple(chain)), SUB, END], SETS)
-    lean = Dataplane([Chain("STK-T", unshadowed(chain)), SUB, END], SETS)
-    for packet in tested:
-        a, b = whole.evaluate(packet, "STK-T"), lean.evaluate(packet, "STK-T")
-        assert (a.verdict, a.mark, a.logs) == (b.verdict, b.mark, b.logs), packet
+    lean = Chain("STK-T", unshadowed(chain))
+    assert_same_for_every_packet([Chain("STK-T", chain)], [lean], tested)
