@@ -1663,7 +1663,9 @@ class _FamilyRenderer:
                 Rule((MarkMatch(bit, bit),), Return(), comment(f"{d.name} allowed by policy"))
             )
         rules.extend(self._deny(d, g))
-        return Chain(g.chain, tuple(rules))
+        # Two policies of one group often allow the same peer on the same port: the
+        # second copy can never match first.
+        return Chain(g.chain, unshadowed(rules))
 
     def _deny(self, d: _Direction, g: _Group) -> list[Rule]:
         opts = self.options
