@@ -6,7 +6,8 @@ documentation network. Inlined into a group chain, the copies follow one another
 and a new connection's first packet tests each of them although only the first
 can ever match: if a packet matched a later copy it matched the first, which
 ended the chain. A firewall compiler calls such a rule *shadowed* and leaves it
-out; so does stockade, for the tier chains (docs/dataplane.md, "Tiers").
+out; so does stockade, for the group chains of the tiers and of NetworkPolicies
+(docs/dataplane.md, "Tiers").
 
 Rule R2 is shadowed by an earlier rule R1 of the same chain when
 
