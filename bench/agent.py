@@ -23,7 +23,8 @@ What is measured, each against a baseline measured in the same run:
 3. a second apply of an unchanged state: its time and kernel calls (0 expected);
 4. the packet path between two pod namespaces of one node, with 1,000 policies on
    the node (10 of them selecting the server pod) against none: new TCP
-   connections per second and bulk throughput (iperf3 when installed);
+   connections per second and bulk throughput (iperf3 when installed); the two
+   sides are two labs alike, each keeping its rules, measured in turn;
 5. the same through Services (``--services N``, 1,000 by default, 0 skips it): a
    fresh node of the same pods where the sandbox's kube-proxy stand-in
    (:func:`stockade_lab.sandbox.kubeproxy.render_proxy` and ``IptablesRunner``)
