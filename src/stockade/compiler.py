@@ -1064,13 +1064,8 @@ class Compiler:
         self._pod_index.add(key, pod.labels)
         self._ns_pods.setdefault(pod.namespace, set()).add(key)
         self._node_pods.setdefault(pod.node_name, set()).add(key)
-        port_pods = self._port_pods
-        for cp in pod.ports:
-            numbers = port_pods.get((cp.name, cp.protocol))
-            if numbers is None:
-                port_pods[(cp.name, cp.protocol)] = {key: cp.port}
-            elif key not in numbers:  # the first declared wins, as in Pod.named_port
-                numbers[key] = cp.port
+        for cp in pod.named_ports:  # the first of each name wins, as in Pod.named_port
+            self._port_pods.setdefault((cp.name, cp.protocol), {})[key] = cp.port
 
     def _unindex_pod(self, pod: Pod) -> None:
         key = pod.key
@@ -1078,7 +1073,7 @@ class Compiler:
         _discard(self._ns_pods, pod.namespace, key)
         _discard(self._node_pods, pod.node_name, key)
         port_pods = self._port_pods
-        for cp in pod.ports:
+        for cp in pod.named_ports:
             numbers = port_pods.get((cp.name, cp.protocol))
             if numbers is not None:
                 numbers.pop(key, None)
