@@ -990,9 +990,10 @@ def _with_rules(
 # 8 and 3 rather than 16 and 4: with ~330 groups a new connection averages 13.5 set
 # lookups instead of 17.3 (worst 25, not 32), for ~15% more tree set members.
 DISPATCH_FANOUT = 8
-_SPLIT_COMMENT = comment("rules of the group for members of the set")
 DISPATCH_BITS = 3
 _HASH_BITS = 64  # group hashes are 16 hex digits
+# The lookup in front of a group chain's half for the members of a set (setsplit).
+_SPLIT_COMMENT = comment("rules of the group for members of the set")
 
 
 @dataclass(frozen=True, slots=True)

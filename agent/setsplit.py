@@ -28,8 +28,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import TypeGuard
 
-from stockade.agent.iptables import Chain, Goto, LimitMatch, PortRange, Rule, SetDirs, SetMatch
+from stockade.agent.iptables import (
+    Chain,
+    Goto,
+    LimitMatch,
+    Match,
+    PortRange,
+    Rule,
+    SetDirs,
+    SetMatch,
+)
 from stockade.agent.shadowing import unshadowed
 
 # A set is looked up once instead of once per rule only when at least this many
@@ -70,8 +80,12 @@ def most_tested_set(
     return best[0]
 
 
+def _is_test_of(match: Match, key: tuple[str, SetDirs]) -> TypeGuard[SetMatch]:
+    return isinstance(match, SetMatch) and _key(match) == key
+
+
 def _tests(rule: Rule, key: tuple[str, SetDirs]) -> bool:
-    return any(isinstance(m, SetMatch) and _key(m) == key for m in rule.matches)
+    return any(_is_test_of(m, key) for m in rule.matches)
 
 
 def _given(rule: Rule, key: tuple[str, SetDirs], member: bool) -> Rule | None:
@@ -79,7 +93,7 @@ def _given(rule: Rule, key: tuple[str, SetDirs], member: bool) -> Rule | None:
     the set left out, or None when one of them must fail."""
     kept = []
     for m in rule.matches:
-        if isinstance(m, SetMatch) and _key(m) == key:
+        if _is_test_of(m, key):
             if m.negate == member:
                 return None
             continue
