@@ -1418,7 +1418,7 @@ def measure_packet_path(
         "shape": shape,
         "checks": checks,
         "destination": f"{sides['policies'].dst}:{sides['policies'].port}",
-        "bulk_tool": "iperf3" if shutil.which("iperf3") else "python socket sender",
+        "bulk_tool": "iperf3" if sides["policies"].iperf else "python socket sender",
         "conn_per_s": {k: median(v) for k, v in conn.items()},
         "conn_ratio": median(conn["policies"]) / median(conn["none"]),
         "throughput_bps": {k: median(v) for k, v in thr.items()},
@@ -1455,6 +1455,7 @@ class _PacketSide:
     dst: str
     port: int
     services_shape: dict[str, int]
+    iperf: str | None  # iperf3's path, or None: a Python socket sender instead
 
     def connection_rate(self, seconds: float) -> float:
         """New TCP connections per second from the client to ``dst``."""
@@ -1462,7 +1463,7 @@ class _PacketSide:
 
     def throughput(self, seconds: float) -> float:
         """Bulk TCP throughput from the client, in bits per second."""
-        bulk = iperf_throughput if shutil.which("iperf3") else socket_throughput
+        bulk = iperf_throughput if self.iperf else socket_throughput
         return bulk(self.lab, self.client, seconds, self.dst)
 
     def warm(self) -> None:
@@ -1487,14 +1488,15 @@ def _packet_side(
     if services:
         dst, services_shape = program_services(node, backend, services)
         port = SERVICE_PORT
-    sink = start_sink(lab, server, shutil.which("iperf3"))
+    iperf = shutil.which("iperf3")
+    sink = start_sink(lab, server, iperf)
     stack.callback(sink.wait, timeout=10)
     stack.callback(sink.terminate)
     applier = Applier(
         SubprocessExecutor(netns=node.ns), netns=node.ns, options=options, tools=Tools(backend)
     )
     stack.callback(applier.cleanup)
-    return _PacketSide(lab, node, client, other, applier, dst, port, services_shape)
+    return _PacketSide(lab, node, client, other, applier, dst, port, services_shape, iperf)
 
 
 def _packet_checks(
